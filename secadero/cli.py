@@ -1,0 +1,74 @@
+"""The ``secadero`` command: one entry point, a subcommand per job.
+
+Each role registers its own subcommands (``secadero.edge.commands``,
+``secadero.server.commands``) and imports its heavy dependencies only when
+its command runs, so a node without the server's packages still starts.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+
+from secadero import __version__
+from secadero.settings import check_file
+
+
+def _check_config(args: argparse.Namespace) -> int:
+    failed = False
+    for path in args.files:
+        problems = check_file(path)
+        for problem in problems:
+            print(problem)
+        if problems:
+            failed = True
+        elif not args.quiet:
+            print(f"{path}: ok")
+    return 1 if failed else 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="secadero",
+        description="Drying-yard monitor for cocoa cooperatives.",
+    )
+    parser.add_argument("--version", action="version", version=f"secadero {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    check = commands.add_parser(
+        "check-config", help="validate config files; print every problem as file: key: reason")
+    check.add_argument("files", nargs="+", metavar="FILE")
+    check.add_argument("-q", "--quiet", action="store_true", help="print problems only")
+    check.set_defaults(handler=_check_config)
+
+    # Imported here, not at the top: each registers parsers only; their
+    # dependencies are imported inside the handlers.
+    from secadero import yard
+    from secadero.edge import commands as edge_commands
+    from secadero.server import commands as server_commands
+
+    edge_commands.register(commands)
+    server_commands.register(commands)
+    yard.register(commands)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    try:
+        return int(args.handler(args) or 0)
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

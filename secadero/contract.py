@@ -1,0 +1,517 @@
+"""The wire contract between nodes and the server: topics, payloads, QoS.
+
+Written once, imported by the edge and the server. ``docs/protocol.md`` is
+the human version of this module; ``tests/test_protocol_doc.py`` decodes every
+example in it, so the two cannot drift apart.
+
+Decoding is strict and total: for any topic string and any byte string,
+``decode`` either returns a message object or raises ``ProtocolError`` with a
+reason code and the offending field. Nothing else escapes, which the property
+tests in ``tests/test_contract_fuzz.py`` check.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from dataclasses import dataclass, field
+from typing import Any, Final, Literal
+
+from secadero.errors import ProtocolError
+
+ROOT: Final = "secadero/v1"
+ID_PATTERN: Final = re.compile(r"[a-z0-9][a-z0-9-]{0,31}")
+MAX_PAYLOAD_BYTES: Final = 16 * 1024
+MAX_FUTURE_S: Final = 300.0
+DEFAULT_HORIZON_S: Final = 30 * 24 * 3600.0
+
+TEMPERATURE_RANGE_C: Final = (-40.0, 85.0)  # the DHT22's and SHT31's rated range
+HUMIDITY_RANGE_PCT: Final = (0.0, 100.0)
+# seq and counters become InfluxDB int64 fields.
+MAX_INT: Final = 2**63 - 1
+
+TRAY_STATES: Final = frozenset({"extended", "retracted", "moving", "unknown"})
+EVENT_TYPES: Final = frozenset(
+    {
+        "rain_started",
+        "rain_stopped",
+        "tray_extended",
+        "tray_retracted",
+        "sensor_fault",
+        "sensor_recovered",
+    }
+)
+NODE_STATES: Final = frozenset({"online", "offline"})
+ALERT_STATES: Final = frozenset({"raised", "clear"})
+SEVERITIES: Final = frozenset({"info", "warning", "critical"})
+
+# Per topic kind: MQTT QoS and retain flag.
+QOS: Final = 1
+RETAINED_KINDS: Final = frozenset({"status", "alert"})
+
+NodeKind = Literal["telemetry", "event", "status", "ack"]
+NODE_KINDS: Final = ("telemetry", "event", "status", "ack")
+
+
+# --------------------------------------------------------------------------
+# ids and topics
+
+
+def check_id(value: object, *, field_name: str = "id") -> str:
+    """Return ``value`` if it is a valid yard, node or tray id, else raise.
+
+    Ids become MQTT topic levels and InfluxDB tags, so the allowlist keeps
+    out wildcards, separators, whitespace, quotes and upper case.
+    """
+    if not isinstance(value, str):
+        raise ProtocolError("bad_id", f"must be a string id, got {type(value).__name__}",
+                            field=field_name)
+    if not ID_PATTERN.fullmatch(value):
+        raise ProtocolError(
+            "bad_id",
+            f"{value[:40]!r} is not an id: 1-32 of a-z, 0-9 and '-', starting with a letter "
+            "or digit",
+            field=field_name,
+        )
+    return value
+
+
+def is_valid_id(value: object) -> bool:
+    return isinstance(value, str) and ID_PATTERN.fullmatch(value) is not None
+
+
+def node_topic(yard: str, node: str, kind: NodeKind) -> str:
+    """The topic a node publishes (or receives its ``ack``) on."""
+    check_id(yard, field_name="yard")
+    check_id(node, field_name="node")
+    if kind not in NODE_KINDS:
+        raise ProtocolError("bad_topic", f"unknown node topic kind {kind!r}")
+    return f"{ROOT}/{yard}/{node}/{kind}"
+
+
+def alert_topic(yard: str) -> str:
+    """The yard's retained current-alert topic, read by the nodes' beacons."""
+    check_id(yard, field_name="yard")
+    return f"{ROOT}/{yard}/alert"
+
+
+def subscription(kind: NodeKind | Literal["alert"], *, yard: str = "+") -> str:
+    """A subscription filter for one kind of message, in one yard or all."""
+    if yard != "+":
+        check_id(yard, field_name="yard")
+    if kind == "alert":
+        return f"{ROOT}/{yard}/alert"
+    if kind not in NODE_KINDS:
+        raise ProtocolError("bad_topic", f"unknown node topic kind {kind!r}")
+    return f"{ROOT}/{yard}/+/{kind}"
+
+
+@dataclass(frozen=True, slots=True)
+class Topic:
+    """A parsed topic: the yard, the node (``None`` for the yard's alert) and the kind."""
+
+    yard: str
+    node: str | None
+    kind: str
+
+
+def parse_topic(topic: str) -> Topic:
+    parts = topic.split("/")
+    if len(parts) < 4 or "/".join(parts[:2]) != ROOT:
+        raise ProtocolError("bad_topic", f"not a {ROOT} topic: {topic[:80]!r}")
+    if len(parts) == 4 and parts[3] == "alert":
+        return Topic(check_id(parts[2], field_name="yard"), None, "alert")
+    if len(parts) != 5 or parts[4] not in NODE_KINDS:
+        raise ProtocolError("bad_topic", f"unknown topic shape: {topic[:80]!r}")
+    return Topic(
+        check_id(parts[2], field_name="yard"), check_id(parts[3], field_name="node"), parts[4]
+    )
+
+
+# --------------------------------------------------------------------------
+# message types
+
+
+@dataclass(frozen=True, slots=True)
+class Telemetry:
+    """One sample of a node: climate, rain and tray positions.
+
+    A value the sensor failed to give is ``None``; never a made-up number.
+    """
+
+    ts: float
+    seq: int
+    temperature_c: float | None = None
+    humidity_pct: float | None = None
+    rain: bool | None = None
+    rain_mm: float | None = None
+    trays: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """Something that happened at once: the plate got wet, a tray moved, a sensor failed.
+
+    ``tray`` names the tray for ``tray_*`` events; ``sensor`` and ``detail``
+    describe ``sensor_*`` events.
+    """
+
+    ts: float
+    seq: int
+    type: str
+    tray: str | None = None
+    sensor: str | None = None
+    detail: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Status:
+    """A node's retained presence message; also its Last Will (``state='offline'``)."""
+
+    state: str
+    ts: float
+    version: str = ""
+    buffered: int = 0
+    uptime_s: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class Ack:
+    """Server -> node: every message of the node up to ``seq`` is stored or rejected for good."""
+
+    seq: int
+
+
+@dataclass(frozen=True, slots=True)
+class Alert:
+    """Server -> nodes: the yard's current alert, retained."""
+
+    state: str
+    kind: str = ""
+    severity: str = "info"
+    message: str = ""
+    since: float | None = None
+
+
+Message = Telemetry | Event | Status | Ack | Alert
+
+
+@dataclass(frozen=True, slots=True)
+class Envelope:
+    """A decoded message with the ids its topic carried."""
+
+    yard: str
+    node: str | None
+    kind: str
+    message: Message
+
+
+# --------------------------------------------------------------------------
+# encoding
+
+
+def _compact(obj: dict[str, Any]) -> bytes:
+    # allow_nan=False: a NaN would make the whole payload invalid JSON for other readers.
+    return json.dumps(obj, separators=(",", ":"), allow_nan=False, ensure_ascii=False).encode()
+
+
+def encode(message: Message) -> bytes:
+    """The JSON payload for a message, as it goes on the wire."""
+    if isinstance(message, Telemetry):
+        return _compact(
+            {
+                "ts": message.ts,
+                "seq": message.seq,
+                "temperature_c": message.temperature_c,
+                "humidity_pct": message.humidity_pct,
+                "rain": message.rain,
+                "rain_mm": message.rain_mm,
+                "trays": dict(message.trays),
+            }
+        )
+    if isinstance(message, Event):
+        body: dict[str, Any] = {"ts": message.ts, "seq": message.seq, "type": message.type}
+        for key in ("tray", "sensor", "detail"):
+            value = getattr(message, key)
+            if value is not None:
+                body[key] = value
+        return _compact(body)
+    if isinstance(message, Status):
+        return _compact(
+            {
+                "state": message.state,
+                "ts": message.ts,
+                "version": message.version,
+                "buffered": message.buffered,
+                "uptime_s": message.uptime_s,
+            }
+        )
+    if isinstance(message, Ack):
+        return _compact({"seq": message.seq})
+    if isinstance(message, Alert):
+        return _compact(
+            {
+                "state": message.state,
+                "kind": message.kind,
+                "severity": message.severity,
+                "message": message.message,
+                "since": message.since,
+            }
+        )
+    raise TypeError(f"not a contract message: {type(message).__name__}")
+
+
+# --------------------------------------------------------------------------
+# decoding
+
+
+def _reject_constant(name: str) -> Any:
+    # Python's json accepts NaN, Infinity and -Infinity literals; JSON does not.
+    raise ProtocolError("not_finite", f"{name} is not valid JSON")
+
+
+def _unique_object(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    result: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in result:
+            raise ProtocolError("duplicate_key", "appears twice", field=key)
+        result[key] = value
+    return result
+
+
+def load_json_object(payload: bytes) -> dict[str, Any]:
+    """Parse a payload into a JSON object, enforcing size, UTF-8 and strict JSON."""
+    if not isinstance(payload, bytes | bytearray | memoryview):
+        raise ProtocolError("invalid_json", f"payload must be bytes, got {type(payload).__name__}")
+    if len(payload) > MAX_PAYLOAD_BYTES:
+        raise ProtocolError(
+            "too_large", f"payload is {len(payload)} bytes, the limit is {MAX_PAYLOAD_BYTES}"
+        )
+    try:
+        text = bytes(payload).decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ProtocolError("invalid_json", f"not UTF-8: {exc.reason}") from exc
+    try:
+        obj = json.loads(
+            text, parse_constant=_reject_constant, object_pairs_hook=_unique_object
+        )
+    except ProtocolError:
+        raise
+    except json.JSONDecodeError as exc:
+        raise ProtocolError("invalid_json", f"invalid JSON: {exc.msg} at {exc.pos}") from exc
+    except (RecursionError, ValueError) as exc:
+        # Deep nesting and absurdly long integers are refused by the parser itself.
+        raise ProtocolError("invalid_json", f"invalid JSON: {type(exc).__name__}") from exc
+    if not isinstance(obj, dict):
+        raise ProtocolError("not_object",
+                            f"payload must be a JSON object, got {_json_type(obj)}")
+    return obj
+
+
+def _number(obj: dict[str, Any], key: str, *, required: bool = True,
+            lo: float | None = None, hi: float | None = None) -> float | None:
+    if key not in obj or obj[key] is None:
+        if required:
+            raise ProtocolError("missing_field", "is required", field=key)
+        return None
+    value = obj[key]
+    # bool is an int in Python but true/false is not a number on the wire.
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ProtocolError("wrong_type", f"must be a number, got {_json_type(value)}", field=key)
+    try:
+        number = float(value)
+    except OverflowError as exc:
+        raise ProtocolError("out_of_range", "is too large", field=key) from exc
+    if not math.isfinite(number):
+        raise ProtocolError("not_finite", "must be finite", field=key)
+    if (lo is not None and number < lo) or (hi is not None and number > hi):
+        raise ProtocolError("out_of_range", f"{number:g} is outside {lo:g}..{hi:g}", field=key)
+    return number
+
+
+def _integer(obj: dict[str, Any], key: str, *, required: bool = True, default: int = 0) -> int:
+    if key not in obj or obj[key] is None:
+        if required:
+            raise ProtocolError("missing_field", "is required", field=key)
+        return default
+    value = obj[key]
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ProtocolError("wrong_type", f"must be an integer, got {_json_type(value)}",
+                            field=key)
+    if not 0 <= value <= MAX_INT:
+        raise ProtocolError("out_of_range", f"must be between 0 and {MAX_INT}", field=key)
+    return value
+
+
+def _string(obj: dict[str, Any], key: str, *, required: bool = True, allowed: frozenset[str]
+            | None = None, max_len: int = 500) -> str | None:
+    if key not in obj or obj[key] is None:
+        if required:
+            raise ProtocolError("missing_field", "is required", field=key)
+        return None
+    value = obj[key]
+    if not isinstance(value, str):
+        raise ProtocolError("wrong_type", f"must be a string, got {_json_type(value)}", field=key)
+    if allowed is not None and value not in allowed:
+        raise ProtocolError("bad_value", f"{value[:40]!r} is not one of {sorted(allowed)}",
+                            field=key)
+    if len(value) > max_len:
+        raise ProtocolError("out_of_range", f"longer than {max_len} characters", field=key)
+    return value
+
+
+def _json_type(value: object) -> str:
+    return {
+        bool: "boolean", int: "integer", float: "number", str: "string",
+        list: "array", dict: "object", type(None): "null",
+    }.get(type(value), type(value).__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class TimeWindow:
+    """Which measurement times are acceptable: not in the future, not older than the horizon.
+
+    The horizon is how long a node may have been offline with its outbox
+    full; older timestamps point to a broken clock (a Pi without an RTC
+    that booted in 1970) and would overwrite real data if stored.
+    """
+
+    now: float
+    horizon_s: float = DEFAULT_HORIZON_S
+
+    def check(self, ts: float) -> float:
+        if ts > self.now + MAX_FUTURE_S:
+            raise ProtocolError(
+                "ts_future", f"{ts:.0f} is {ts - self.now:.0f} s in the future", field="ts"
+            )
+        if ts < self.now - self.horizon_s:
+            raise ProtocolError(
+                "ts_too_old",
+                f"{ts:.0f} is older than the {self.horizon_s / 86400:g}-day horizon",
+                field="ts",
+            )
+        return ts
+
+
+def _ts(obj: dict[str, Any], window: TimeWindow | None) -> float:
+    ts = _number(obj, "ts")
+    assert ts is not None
+    return window.check(ts) if window is not None else ts
+
+
+def decode_telemetry(obj: dict[str, Any], window: TimeWindow | None = None) -> Telemetry:
+    trays_raw = obj.get("trays")
+    trays: dict[str, str] = {}
+    if trays_raw is not None:
+        if not isinstance(trays_raw, dict):
+            raise ProtocolError("wrong_type", f"must be an object, got {_json_type(trays_raw)}",
+                                field="trays")
+        if len(trays_raw) > 64:
+            raise ProtocolError("out_of_range", "more than 64 trays", field="trays")
+        for tray, state in trays_raw.items():
+            check_id(tray, field_name="trays")
+            if state not in TRAY_STATES:
+                raise ProtocolError(
+                    "bad_value", f"{str(state)[:40]!r} is not one of {sorted(TRAY_STATES)}",
+                    field=f"trays.{tray}",
+                )
+            trays[tray] = state
+    rain = obj.get("rain")
+    if rain is not None and not isinstance(rain, bool):
+        raise ProtocolError("wrong_type", f"must be true, false or null, got {_json_type(rain)}",
+                            field="rain")
+    return Telemetry(
+        ts=_ts(obj, window),
+        seq=_integer(obj, "seq"),
+        temperature_c=_number(obj, "temperature_c", required=False,
+                              lo=TEMPERATURE_RANGE_C[0], hi=TEMPERATURE_RANGE_C[1]),
+        humidity_pct=_number(obj, "humidity_pct", required=False,
+                             lo=HUMIDITY_RANGE_PCT[0], hi=HUMIDITY_RANGE_PCT[1]),
+        rain=rain,
+        rain_mm=_number(obj, "rain_mm", required=False, lo=0.0, hi=1000.0),
+        trays=trays,
+    )
+
+
+def decode_event(obj: dict[str, Any], window: TimeWindow | None = None) -> Event:
+    event_type = _string(obj, "type", allowed=EVENT_TYPES)
+    assert event_type is not None
+    tray = obj.get("tray")
+    if tray is not None:
+        check_id(tray, field_name="tray")
+    if event_type.startswith("tray_") and tray is None:
+        raise ProtocolError("missing_field", f"is required for {event_type}", field="tray")
+    return Event(
+        ts=_ts(obj, window),
+        seq=_integer(obj, "seq"),
+        type=event_type,
+        tray=tray,
+        sensor=_string(obj, "sensor", required=False, max_len=64),
+        detail=_string(obj, "detail", required=False),
+    )
+
+
+def decode_status(obj: dict[str, Any], window: TimeWindow | None = None) -> Status:
+    state = _string(obj, "state", allowed=NODE_STATES)
+    assert state is not None
+    uptime = _number(obj, "uptime_s", required=False, lo=0.0, hi=float(MAX_INT))
+    # The Last Will carries the time the node connected; status is not a
+    # reading, so only the future bound applies.
+    ts = _number(obj, "ts")
+    assert ts is not None
+    if window is not None and ts > window.now + MAX_FUTURE_S:
+        raise ProtocolError("ts_future", f"{ts:.0f} is in the future", field="ts")
+    return Status(
+        state=state,
+        ts=ts,
+        version=_string(obj, "version", required=False, max_len=64) or "",
+        buffered=_integer(obj, "buffered", required=False),
+        uptime_s=uptime or 0.0,
+    )
+
+
+def decode_ack(obj: dict[str, Any]) -> Ack:
+    return Ack(seq=_integer(obj, "seq"))
+
+
+def decode_alert(obj: dict[str, Any]) -> Alert:
+    state = _string(obj, "state", allowed=ALERT_STATES)
+    assert state is not None
+    return Alert(
+        state=state,
+        kind=_string(obj, "kind", required=False, max_len=64) or "",
+        severity=_string(obj, "severity", required=False, allowed=SEVERITIES) or "info",
+        message=_string(obj, "message", required=False, max_len=1000) or "",
+        since=_number(obj, "since", required=False),
+    )
+
+
+def decode(topic: str, payload: bytes, window: TimeWindow | None = None) -> Envelope:
+    """Decode and validate one MQTT message.
+
+    ``window`` bounds the measurement time (pass one on the server; a node
+    decoding ``ack`` and ``alert`` has no need). Raises ``ProtocolError``
+    and nothing else.
+    """
+    if not isinstance(topic, str):
+        raise ProtocolError("bad_topic", "topic must be a string")
+    parsed = parse_topic(topic)
+    obj = load_json_object(payload)
+    message: Message
+    if parsed.kind == "telemetry":
+        message = decode_telemetry(obj, window)
+    elif parsed.kind == "event":
+        message = decode_event(obj, window)
+    elif parsed.kind == "status":
+        message = decode_status(obj, window)
+    elif parsed.kind == "ack":
+        message = decode_ack(obj)
+    else:
+        message = decode_alert(obj)
+    return Envelope(parsed.yard, parsed.node, parsed.kind, message)
+
+
+def offline_will(ts: float, version: str) -> bytes:
+    """The Last Will payload a node registers at connect: retained ``offline``."""
+    return encode(Status(state="offline", ts=ts, version=version, buffered=0, uptime_s=0.0))

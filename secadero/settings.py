@@ -1,0 +1,454 @@
+"""Settings: one TOML file per process, validated at start-up into frozen dataclasses.
+
+Every problem is collected (not just the first) and reported as
+``file: key: reason`` so a technician fixes a config in one pass. Secrets are
+never written in the file: a key ``password_env`` names an environment
+variable, ``password_file`` a file (mode 0600) holding the secret.
+
+The commented samples are ``server/server.example.toml`` and
+``edge/node.example.toml``.
+
+Each subsystem adds its own section: a frozen dataclass here, a ``_read_*``
+function that fills it from a ``Section``, and one line in the loader.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from secadero.contract import is_valid_id
+from secadero.errors import ConfigError
+
+T = TypeVar("T")
+_MISSING = object()
+
+
+class Section:
+    """A view of one TOML table that reads typed keys and records problems.
+
+    Reading never raises: a bad or missing key records ``file: key: reason``
+    and returns the default, so one pass finds every problem.
+    """
+
+    def __init__(self, data: Mapping[str, Any], *, path: str, problems: list[str], file: str,
+                 base_dir: Path, env: Mapping[str, str]) -> None:
+        self._data = data
+        self._path = path
+        self._problems = problems
+        self._file = file
+        self._seen: set[str] = set()
+        self.base_dir = base_dir
+        self.env = env
+
+    def key(self, name: str) -> str:
+        return f"{self._path}.{name}" if self._path else name
+
+    def problem(self, name: str, reason: str) -> None:
+        self._problems.append(f"{self._file}: {self.key(name)}: {reason}")
+
+    def has(self, name: str) -> bool:
+        return name in self._data
+
+    def _get(self, name: str, default: Any, kinds: tuple[type, ...], kind_name: str) -> Any:
+        self._seen.add(name)
+        if name not in self._data:
+            if default is _MISSING:
+                self.problem(name, "is required")
+                return None
+            return default
+        value = self._data[name]
+        if isinstance(value, bool) and bool not in kinds:
+            self.problem(name, f"must be {kind_name}, got a boolean")
+            return None if default is _MISSING else default
+        if not isinstance(value, kinds):
+            self.problem(name, f"must be {kind_name}, got {type(value).__name__} {value!r}")
+            return None if default is _MISSING else default
+        return value
+
+    def string(self, name: str, default: Any = _MISSING, *,
+               choices: tuple[str, ...] | None = None) -> Any:
+        value = self._get(name, default, (str,), "a string")
+        if value is not None and choices is not None and value not in choices:
+            self.problem(name, f"must be one of {', '.join(choices)}, got {value!r}")
+        return value
+
+    def identifier(self, name: str, default: Any = _MISSING) -> Any:
+        value = self.string(name, default)
+        if isinstance(value, str) and not is_valid_id(value):
+            self.problem(name, f"{value!r} is not an id: 1-32 of a-z, 0-9 and '-', "
+                               "starting with a letter or digit")
+        return value
+
+    def number(self, name: str, default: Any = _MISSING, *, minimum: float | None = None,
+               maximum: float | None = None) -> Any:
+        value = self._get(name, default, (int, float), "a number")
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            if minimum is not None and value < minimum:
+                self.problem(name, f"must be at least {minimum:g}, got {value:g}")
+            if maximum is not None and value > maximum:
+                self.problem(name, f"must be at most {maximum:g}, got {value:g}")
+            return float(value)
+        return value
+
+    def integer(self, name: str, default: Any = _MISSING, *, minimum: int | None = None,
+                maximum: int | None = None) -> Any:
+        value = self._get(name, default, (int,), "an integer")
+        if isinstance(value, int):
+            if minimum is not None and value < minimum:
+                self.problem(name, f"must be at least {minimum}, got {value}")
+            if maximum is not None and value > maximum:
+                self.problem(name, f"must be at most {maximum}, got {value}")
+        return value
+
+    def port(self, name: str, default: Any = _MISSING) -> Any:
+        return self.integer(name, default, minimum=1, maximum=65535)
+
+    def boolean(self, name: str, default: Any = _MISSING) -> Any:
+        return self._get(name, default, (bool,), "true or false")
+
+    def path(self, name: str, default: Any = _MISSING) -> Path | None:
+        value = self.string(name, default)
+        if value is None:
+            return None
+        path = Path(value).expanduser()
+        return path if path.is_absolute() else (self.base_dir / path)
+
+    def timezone(self, name: str, default: str) -> str:
+        value = self.string(name, default)
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError, TypeError):
+            self.problem(name, f"{value!r} is not a tz-database time zone (e.g. America/Lima)")
+        return value
+
+    def secret(self, name: str, *, required: bool = False) -> str | None:
+        """A secret from ``<name>_env`` (environment variable) or ``<name>_file``."""
+        self._seen.add(name)
+        if name in self._data:
+            self.problem(name, f"secrets do not belong in the file: use {name}_env or "
+                               f"{name}_file")
+        env_name = self._get(f"{name}_env", None, (str,), "a string")
+        file_path = self.path(f"{name}_file", None)
+        if env_name and file_path:
+            self.problem(name, f"give {name}_env or {name}_file, not both")
+            return None
+        if env_name:
+            if env_name not in self.env:
+                self.problem(f"{name}_env", f"environment variable {env_name} is not set")
+                return None
+            return self.env[env_name]
+        if file_path:
+            try:
+                return file_path.read_text(encoding="utf-8").strip()
+            except OSError as exc:
+                self.problem(f"{name}_file", f"cannot read {file_path}: {exc.strerror}")
+                return None
+        if required:
+            self.problem(name, f"is required: set {name}_env or {name}_file")
+        return None
+
+    def table(self, name: str, *, required: bool = False) -> Section:
+        self._seen.add(name)
+        raw = self._data.get(name, {})
+        if name not in self._data and required:
+            self.problem(name, "section is required")
+        if not isinstance(raw, dict):
+            self.problem(name, "must be a table")
+            raw = {}
+        return self._child(raw, self.key(name))
+
+    def tables(self, name: str) -> list[Section]:
+        """An array of tables (``[[name]]``)."""
+        self._seen.add(name)
+        raw = self._data.get(name, [])
+        if not isinstance(raw, list) or not all(isinstance(item, dict) for item in raw):
+            self.problem(name, "must be an array of tables ([[" + name + "]])")
+            return []
+        return [self._child(item, f"{self.key(name)}[{index}]") for index, item in enumerate(raw)]
+
+    def _child(self, data: Mapping[str, Any], path: str) -> Section:
+        return Section(data, path=path, problems=self._problems, file=self._file,
+                       base_dir=self.base_dir, env=self.env)
+
+    def finish(self) -> None:
+        """Report keys nobody read: almost always a typo that would silently do nothing."""
+        for name in self._data:
+            if name not in self._seen:
+                self.problem(name, "unknown key")
+
+
+# --------------------------------------------------------------------------
+# shared sections
+
+
+@dataclass(frozen=True)
+class MqttSettings:
+    host: str = "127.0.0.1"
+    port: int = 1883
+    username: str | None = None
+    password: str | None = field(default=None, repr=False)
+    tls: bool = False
+    ca_file: Path | None = None
+    keepalive_s: int = 30
+    client_id: str | None = None
+
+
+def _read_mqtt(section: Section, *, default_client_id: str | None) -> MqttSettings:
+    tls = section.boolean("tls", False)
+    settings = MqttSettings(
+        host=section.string("host", "127.0.0.1"),
+        port=section.port("port", 8883 if tls else 1883),
+        username=section.string("username", None),
+        password=section.secret("password"),
+        tls=tls,
+        ca_file=section.path("ca_file", None),
+        keepalive_s=section.integer("keepalive_s", 30, minimum=5, maximum=3600),
+        client_id=section.string("client_id", default_client_id),
+    )
+    section.finish()
+    return settings
+
+
+# --------------------------------------------------------------------------
+# server
+
+
+@dataclass(frozen=True)
+class InfluxSettings:
+    url: str = "http://127.0.0.1:8086"
+    database: str = "secadero"
+    # 1: the 1.x HTTP API (/write, /query), also served by 2.x and 3.x.
+    # 2: native 2.x writes through influxdb-client (token, org, bucket).
+    api: int = 1
+    username: str | None = None
+    password: str | None = field(default=None, repr=False)
+    token: str | None = field(default=None, repr=False)
+    org: str | None = None
+    bucket: str | None = None
+    timeout_s: float = 10.0
+    raw_retention_days: int = 90
+    hourly_retention_days: int = 3650
+
+
+def _read_influx(section: Section) -> InfluxSettings:
+    api = section.integer("api", 1, minimum=1, maximum=2)
+    url = section.string("url", "http://127.0.0.1:8086")
+    if isinstance(url, str) and not url.startswith(("http://", "https://")):
+        section.problem("url", f"must start with http:// or https://, got {url!r}")
+    settings = InfluxSettings(
+        url=url.rstrip("/") if isinstance(url, str) else url,
+        database=section.string("database", "secadero"),
+        api=api,
+        username=section.string("username", None),
+        password=section.secret("password"),
+        token=section.secret("token", required=api == 2),
+        org=section.string("org", None if api == 1 else _MISSING),
+        bucket=section.string("bucket", None if api == 1 else _MISSING),
+        timeout_s=section.number("timeout_s", 10.0, minimum=0.1, maximum=300),
+        raw_retention_days=section.integer("raw_retention_days", 90, minimum=1),
+        hourly_retention_days=section.integer("hourly_retention_days", 3650, minimum=1),
+    )
+    section.finish()
+    return settings
+
+
+@dataclass(frozen=True)
+class IngestSettings:
+    batch_size: int = 5000
+    flush_interval_s: float = 0.2
+    queue_max: int = 50_000
+    # How old a measurement may be and still be stored: the nodes' outbox horizon.
+    horizon_days: float = 30.0
+    # A node silent for longer than this is marked offline.
+    offline_after_s: float = 120.0
+    # A gap in a node's seq that stays open this long is counted as lost and skipped.
+    gap_timeout_s: float = 600.0
+    http_host: str = "127.0.0.1"
+    http_port: int = 9108
+    session_expiry_s: int = 7 * 24 * 3600
+
+
+def _read_ingest(section: Section) -> IngestSettings:
+    settings = IngestSettings(
+        batch_size=section.integer("batch_size", 5000, minimum=1, maximum=100_000),
+        flush_interval_s=section.number("flush_interval_s", 0.2, minimum=0.01, maximum=60),
+        queue_max=section.integer("queue_max", 50_000, minimum=1),
+        horizon_days=section.number("horizon_days", 30.0, minimum=0.01),
+        offline_after_s=section.number("offline_after_s", 120.0, minimum=1),
+        gap_timeout_s=section.number("gap_timeout_s", 600.0, minimum=1),
+        http_host=section.string("http_host", "127.0.0.1"),
+        http_port=section.integer("http_port", 9108, minimum=0, maximum=65535),
+        session_expiry_s=section.integer("session_expiry_s", 7 * 24 * 3600, minimum=0),
+    )
+    section.finish()
+    return settings
+
+
+@dataclass(frozen=True)
+class YardSettings:
+    id: str
+    name: str
+    latitude: float
+    longitude: float
+    timezone: str = "America/Lima"
+
+
+def _read_yard(section: Section) -> YardSettings:
+    yard_id = section.identifier("id")
+    settings = YardSettings(
+        id=yard_id,
+        name=section.string("name", yard_id if isinstance(yard_id, str) else ""),
+        latitude=section.number("latitude", minimum=-90, maximum=90),
+        longitude=section.number("longitude", minimum=-180, maximum=180),
+        timezone=section.timezone("timezone", "America/Lima"),
+    )
+    section.finish()
+    return settings
+
+
+@dataclass(frozen=True)
+class ServerSettings:
+    source: Path
+    mqtt: MqttSettings
+    influxdb: InfluxSettings
+    ingest: IngestSettings
+    yards: tuple[YardSettings, ...]
+
+
+def _read_server(root: Section) -> ServerSettings:
+    yards = tuple(_read_yard(s) for s in root.tables("yards"))
+    seen: set[str] = set()
+    for index, yard in enumerate(yards):
+        if yard.id in seen:
+            root.problem(f"yards[{index}].id", f"{yard.id!r} appears twice")
+        seen.add(yard.id)
+    return ServerSettings(
+        source=root.base_dir,
+        mqtt=_read_mqtt(root.table("mqtt"), default_client_id="secadero-ingest"),
+        influxdb=_read_influx(root.table("influxdb")),
+        ingest=_read_ingest(root.table("ingest")),
+        yards=yards,
+    )
+
+
+# --------------------------------------------------------------------------
+# node
+
+
+@dataclass(frozen=True)
+class OutboxSettings:
+    path: Path
+    max_bytes: int = 64 * 1024 * 1024
+    resend_after_s: float = 30.0
+
+
+@dataclass(frozen=True)
+class NodeSettings:
+    source: Path
+    yard: str
+    node: str
+    sample_interval_s: float
+    mqtt: MqttSettings
+    outbox: OutboxSettings
+    trays: tuple[str, ...]
+    # "simulated" drives the same drivers through gpiozero's mock pins.
+    hardware: str = "simulated"
+    simulation_seed: int = 1
+    simulation_speed: float = 1.0
+
+
+def _read_node(root: Section) -> NodeSettings:
+    node = root.table("node", required=True)
+    yard_id = node.identifier("yard")
+    node_id = node.identifier("id")
+    trays = node._get("trays", ["t1"], (list,), "a list of tray ids")
+    tray_ids: tuple[str, ...] = ()
+    if isinstance(trays, list):
+        for tray in trays:
+            if not is_valid_id(tray):
+                node.problem("trays", f"{tray!r} is not an id")
+        tray_ids = tuple(str(t) for t in trays)
+    sample = node.number("sample_interval_s", 10.0, minimum=0.05, maximum=3600)
+    hardware = node.string("hardware", "simulated", choices=("simulated", "raspberry-pi"))
+    seed = node.integer("simulation_seed", 1)
+    speed = node.number("simulation_speed", 1.0, minimum=0.001, maximum=10_000)
+    node.finish()
+
+    outbox = root.table("outbox")
+    outbox_settings = OutboxSettings(
+        path=outbox.path("path", "var/outbox.sqlite3"),
+        max_bytes=outbox.integer("max_bytes", 64 * 1024 * 1024, minimum=64 * 1024),
+        resend_after_s=outbox.number("resend_after_s", 30.0, minimum=0.1),
+    )
+    outbox.finish()
+    client_id = f"node-{yard_id}-{node_id}" if yard_id and node_id else None
+    return NodeSettings(
+        source=root.base_dir,
+        yard=yard_id,
+        node=node_id,
+        sample_interval_s=sample,
+        mqtt=_read_mqtt(root.table("mqtt"), default_client_id=client_id),
+        outbox=outbox_settings,
+        trays=tray_ids,
+        hardware=hardware,
+        simulation_seed=seed,
+        simulation_speed=speed,
+    )
+
+
+# --------------------------------------------------------------------------
+# loading
+
+
+def _load(path: Path, reader: Callable[[Section], T], env: Mapping[str, str] | None) -> T:
+    file = str(path)
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise ConfigError([f"{file}: cannot read: {exc.strerror}"]) from exc
+    except UnicodeDecodeError as exc:
+        raise ConfigError([f"{file}: not UTF-8 text: {exc.reason}"]) from exc
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError([f"{file}: invalid TOML: {exc}"]) from exc
+    problems: list[str] = []
+    root = Section(data, path="", problems=problems, file=file, base_dir=path.parent.resolve(),
+                   env=os.environ if env is None else env)
+    settings = reader(root)
+    root.finish()
+    if problems:
+        raise ConfigError(problems)
+    return settings
+
+
+def load_server_settings(path: str | Path, env: Mapping[str, str] | None = None
+                         ) -> ServerSettings:
+    return _load(Path(path), _read_server, env)
+
+
+def load_node_settings(path: str | Path, env: Mapping[str, str] | None = None) -> NodeSettings:
+    return _load(Path(path), _read_node, env)
+
+
+def detect_kind(path: str | Path) -> str:
+    """``node`` if the file has a ``[node]`` table, else ``server``."""
+    try:
+        data = tomllib.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError):
+        return "server"  # the loader reports the real problem
+    return "node" if "node" in data else "server"
+
+
+def check_file(path: str | Path, env: Mapping[str, str] | None = None) -> list[str]:
+    """Every problem in a config file, as ``file: key: reason`` lines (empty when fine)."""
+    loader = load_node_settings if detect_kind(path) == "node" else load_server_settings
+    try:
+        loader(path, env)
+    except ConfigError as exc:
+        return exc.problems
+    return []

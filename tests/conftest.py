@@ -1,0 +1,70 @@
+"""Shared fixtures: the real Mosquitto and InfluxDB, started once per test session.
+
+Both come from the Debian packages (``mosquitto``, ``influxdb``) and run as
+our child processes on free loopback ports with temporary directories; they
+are stopped by PID at the end. Tests keep apart by using their own yard ids
+(topics) and their own InfluxDB databases: see ``unique_name``.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import os
+import urllib.parse
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from secadero.devservices import InfluxDB, Mosquitto
+
+_counter = itertools.count(1)
+
+
+@pytest.fixture(scope="session")
+def mosquitto(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mosquitto]:
+    broker = Mosquitto(workdir=tmp_path_factory.mktemp("mosquitto")).start()
+    yield broker
+    broker.stop()
+
+
+@pytest.fixture(scope="session")
+def influxdb(tmp_path_factory: pytest.TempPathFactory) -> Iterator[InfluxDB]:
+    database = InfluxDB(workdir=tmp_path_factory.mktemp("influxdb")).start()
+    yield database
+    database.stop()
+
+
+@pytest.fixture
+def unique_name(request: pytest.FixtureRequest) -> str:
+    """A valid id unique to this test (and this process): a yard id, a database name."""
+    base = "".join(c if c.isalnum() else "-" for c in request.node.name.lower())[:16].strip("-")
+    return f"t{os.getpid() % 10000}-{next(_counter)}-{base}"[:32].rstrip("-")
+
+
+def influx_query(url: str, database: str, query: str) -> list[dict[str, Any]]:
+    """Run InfluxQL through the HTTP /query API; rows of the first series as dicts.
+
+    Deliberately independent of secadero's own InfluxDB code, so a test
+    reading points back does not trust the code under test.
+    """
+    params = urllib.parse.urlencode({"db": database, "q": query, "epoch": "ms"})
+    with urllib.request.urlopen(f"{url}/query?{params}", timeout=10) as response:
+        body = json.load(response)
+    rows: list[dict[str, Any]] = []
+    for result in body.get("results", []):
+        if "error" in result:
+            raise AssertionError(f"InfluxDB error for {query!r}: {result['error']}")
+        for series in result.get("series", []):
+            tags = series.get("tags", {})
+            for values in series["values"]:
+                rows.append({**tags, **dict(zip(series["columns"], values, strict=True))})
+    return rows
+
+
+@pytest.fixture
+def repo_root() -> Path:
+    return Path(__file__).resolve().parent.parent
