@@ -411,7 +411,8 @@ def decode_telemetry(obj: dict[str, Any], window: TimeWindow | None = None) -> T
             raise ProtocolError("out_of_range", "more than 64 trays", field="trays")
         for tray, state in trays_raw.items():
             check_id(tray, field_name="trays")
-            if state not in TRAY_STATES:
+            # isinstance first: an unhashable state (a list) must not raise TypeError.
+            if not isinstance(state, str) or state not in TRAY_STATES:
                 raise ProtocolError(
                     "bad_value", f"{str(state)[:40]!r} is not one of {sorted(TRAY_STATES)}",
                     field=f"trays.{tray}",
