@@ -1,0 +1,143 @@
+"""Settings files: typed, validated at start-up, every problem reported as file: key: reason."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import pytest
+
+from secadero.cli import main
+from secadero.errors import ConfigError
+from secadero.settings import check_file, load_node_settings, load_server_settings
+
+SERVER = """
+[mqtt]
+host = "broker.local"
+port = 1883
+username = "ingest"
+password_env = "TEST_MQTT_PASSWORD"
+
+[influxdb]
+url = "http://127.0.0.1:8086/"
+database = "secadero"
+
+[[yards]]
+id = "chazuta"
+name = "Tendal Chazuta"
+latitude = -6.57
+longitude = -76.14
+"""
+
+NODE = """
+[node]
+yard = "chazuta"
+id = "norte-1"
+trays = ["t1", "t2"]
+sample_interval_s = 10
+
+[outbox]
+path = "state/outbox.sqlite3"
+"""
+
+
+def write(tmp_path: Path, text: str, name: str = "settings.toml") -> Path:
+    path = tmp_path / name
+    path.write_text(text)
+    return path
+
+
+def test_server_settings_load(tmp_path: Path) -> None:
+    settings = load_server_settings(write(tmp_path, SERVER), env={"TEST_MQTT_PASSWORD": "s3"})
+    assert settings.mqtt.host == "broker.local"
+    assert settings.mqtt.password == "s3"
+    assert "s3" not in repr(settings.mqtt)
+    assert settings.influxdb.url == "http://127.0.0.1:8086"
+    assert settings.yards[0].id == "chazuta"
+    assert settings.yards[0].timezone == "America/Lima"
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        settings.mqtt.host = "elsewhere"  # type: ignore[misc]
+
+
+def test_node_settings_resolve_paths_beside_the_file(tmp_path: Path) -> None:
+    settings = load_node_settings(write(tmp_path, NODE), env={})
+    assert settings.node == "norte-1"
+    assert settings.trays == ("t1", "t2")
+    assert settings.outbox.path == tmp_path.resolve() / "state" / "outbox.sqlite3"
+    assert settings.mqtt.client_id == "node-chazuta-norte-1"
+
+
+def test_secret_from_file(tmp_path: Path) -> None:
+    secret = tmp_path / "mqtt.secret"
+    secret.write_text("from-file\n")
+    text = SERVER.replace('password_env = "TEST_MQTT_PASSWORD"', 'password_file = "mqtt.secret"')
+    assert load_server_settings(write(tmp_path, text), env={}).mqtt.password == "from-file"
+
+
+def test_every_problem_is_reported_at_once(tmp_path: Path) -> None:
+    text = """
+[mqtt]
+port = 70000
+password = "plain"
+hots = "typo"
+
+[influxdb]
+url = "127.0.0.1:8086"
+
+[[yards]]
+id = "Chazuta Norte"
+latitude = -100
+longitude = "west"
+timezone = "Peru/Nowhere"
+"""
+    path = write(tmp_path, text)
+    with pytest.raises(ConfigError) as info:
+        load_server_settings(path, env={})
+    assert info.value.problems == [
+        f"{path}: yards[0].id: 'Chazuta Norte' is not an id: 1-32 of a-z, 0-9 and '-', "
+        "starting with a letter or digit",
+        f"{path}: yards[0].latitude: must be at least -90, got -100",
+        f"{path}: yards[0].longitude: must be a number, got str 'west'",
+        f"{path}: yards[0].timezone: 'Peru/Nowhere' is not a tz-database time zone "
+        "(e.g. America/Lima)",
+        f"{path}: mqtt.port: must be at most 65535, got 70000",
+        f"{path}: mqtt.password: secrets do not belong in the file: use password_env or "
+        "password_file",
+        f"{path}: mqtt.hots: unknown key",
+        f"{path}: influxdb.url: must start with http:// or https://, got '127.0.0.1:8086'",
+    ]
+
+
+def test_missing_environment_secret(tmp_path: Path) -> None:
+    path = write(tmp_path, SERVER)
+    assert check_file(path, env={}) == [
+        f"{path}: mqtt.password_env: environment variable TEST_MQTT_PASSWORD is not set"
+    ]
+
+
+def test_unreadable_and_invalid_files(tmp_path: Path) -> None:
+    missing = tmp_path / "nope.toml"
+    assert check_file(missing) == [f"{missing}: cannot read: No such file or directory"]
+    broken = write(tmp_path, "[node\n", "broken.toml")
+    (problem,) = check_file(broken)
+    assert problem.startswith(f"{broken}: invalid TOML: ")
+
+
+def test_node_requires_its_ids(tmp_path: Path) -> None:
+    path = write(tmp_path, "[node]\ntrays = ['T1']\n")
+    assert check_file(path) == [
+        f"{path}: node.yard: is required",
+        f"{path}: node.id: is required",
+        f"{path}: node.trays: 'T1' is not an id",
+    ]
+
+
+def test_check_config_command(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    good = write(tmp_path, NODE, "node.toml")
+    bad = write(tmp_path, "[node]\nyard = 'y'\nid = 'n'\nsample_interval_s = 0\n", "bad.toml")
+    assert main(["check-config", str(good)]) == 0
+    assert capsys.readouterr().out == f"{good}: ok\n"
+    assert main(["check-config", str(good), str(bad)]) == 1
+    assert capsys.readouterr().out == (
+        f"{good}: ok\n{bad}: node.sample_interval_s: must be at least 0.05, got 0\n"
+    )
