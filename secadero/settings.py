@@ -290,6 +290,295 @@ def _read_ingest(section: Section) -> IngestSettings:
     return settings
 
 
+# --------------------------------------------------------------------------
+# rain alerts, forecasts, recipients and notifiers (server/alerts, server/forecast,
+# server/notifiers; documented in docs/alerts.md)
+
+ROLES = ("worker", "supervisor", "quality", "technician")
+CHANNELS = ("sms", "push", "webhook")
+LANGUAGES = ("es", "en")
+
+
+@dataclass(frozen=True)
+class RecipientSettings:
+    """One person who receives alerts: role decides which alerts, language the text."""
+
+    name: str
+    role: str = "worker"
+    language: str = "es"
+    phone: str | None = None  # E.164, for SMS (Twilio or the Gammu modem)
+    ntfy_topic: str | None = None  # for push
+    channels: tuple[str, ...] = ("sms",)
+
+
+def _read_recipient(section: Section) -> RecipientSettings:
+    channels = section._get("channels", ["sms"], (list,), "a list of channels")
+    channel_tuple: tuple[str, ...] = ()
+    if isinstance(channels, list):
+        for channel in channels:
+            if channel not in CHANNELS:
+                section.problem("channels", f"{channel!r} is not one of {', '.join(CHANNELS)}")
+        channel_tuple = tuple(str(c) for c in channels)
+    phone = section.string("phone", None)
+    if isinstance(phone, str) and not (phone.startswith("+") and phone[1:].isdigit()
+                                       and 8 <= len(phone) <= 16):
+        section.problem("phone", f"{phone!r} is not an E.164 number like +51987654321")
+    topic = section.string("ntfy_topic", None)
+    if "sms" in channel_tuple and phone is None:
+        section.problem("phone", "is required for the sms channel")
+    if "push" in channel_tuple and topic is None:
+        section.problem("ntfy_topic", "is required for the push channel")
+    settings = RecipientSettings(
+        name=section.string("name"),
+        role=section.string("role", "worker", choices=ROLES),
+        language=section.string("language", "es", choices=LANGUAGES),
+        phone=phone,
+        ntfy_topic=topic,
+        channels=channel_tuple,
+    )
+    section.finish()
+    return settings
+
+
+@dataclass(frozen=True)
+class AlertSettings:
+    """Thresholds and timing of the rain-alert rules and the episode lifecycle."""
+
+    database: Path = Path("var/alerts.sqlite3")
+    evaluate_interval_s: float = 30.0
+    # rain_forecast: raise when, within the look-ahead, the probability or the amount
+    # reaches these; stay raised until below the lower (clear) values: hysteresis.
+    lookahead_min: float = 90.0
+    raise_prob_pct: float = 60.0
+    clear_prob_pct: float = 30.0
+    raise_mm_per_h: float = 0.5
+    clear_mm_per_h: float = 0.2
+    min_hold_min: float = 30.0
+    # rain_now: a bucket tip this recent counts as raining.
+    tip_window_min: float = 10.0
+    # trays_still_out: escalate when a tray is still extended this long after the raise.
+    trays_out_after_min: float = 10.0
+    # all_clear: no rain forecast for this long ahead and plates dry for this long.
+    all_clear_hours: float = 2.0
+    all_clear_dry_min: float = 30.0
+    # Drying hours, local time of the yard: outside them only a tray still out is news.
+    drying_start: str = "07:00"
+    drying_end: str = "18:00"
+    repeat_interval_min: float = 10.0
+    max_repeats: int = 3
+    escalation: tuple[str, ...] = ("worker", "supervisor", "quality")
+    # humidity_surge
+    humidity_rise_pct: float = 15.0
+    humidity_window_min: float = 30.0
+    dew_point_spread_c: float = 1.5
+    humidity_min_nodes: int = 2
+    # to the technician
+    node_silent_min: float = 10.0
+    forecast_stale_min: float = 90.0
+    # Older forecasts are not used at all (the rules fall back on the sensors).
+    forecast_max_age_h: float = 6.0
+    # HTTP API and acknowledge links
+    api_host: str = "127.0.0.1"
+    api_port: int = 9110
+    public_url: str = "http://127.0.0.1:9110"
+    ack_secret: str | None = field(default=None, repr=False)
+    ack_token_ttl_h: float = 12.0
+
+
+def _hhmm(section: Section, name: str, default: str) -> str:
+    value = section.string(name, default)
+    try:
+        hours, minutes = (int(part) for part in str(value).split(":"))
+        if not (0 <= hours <= 24 and 0 <= minutes < 60):
+            raise ValueError
+    except ValueError:
+        section.problem(name, f"must be a local time HH:MM, got {value!r}")
+        return default
+    return value
+
+
+def _read_alerts(section: Section) -> AlertSettings:
+    d = AlertSettings()
+    escalation = section._get("escalation", list(d.escalation), (list,), "a list of roles")
+    if isinstance(escalation, list):
+        for role in escalation:
+            if role not in ROLES:
+                section.problem("escalation", f"{role!r} is not one of {', '.join(ROLES)}")
+    raise_prob = section.number("raise_prob_pct", d.raise_prob_pct, minimum=1, maximum=100)
+    clear_prob = section.number("clear_prob_pct", d.clear_prob_pct, minimum=0, maximum=100)
+    if isinstance(raise_prob, float) and isinstance(clear_prob, float) and clear_prob > raise_prob:
+        section.problem("clear_prob_pct", "must not be above raise_prob_pct (hysteresis)")
+    settings = AlertSettings(
+        database=section.path("database", str(d.database)),
+        evaluate_interval_s=section.number("evaluate_interval_s", d.evaluate_interval_s,
+                                           minimum=0.1, maximum=3600),
+        lookahead_min=section.number("lookahead_min", d.lookahead_min, minimum=10, maximum=720),
+        raise_prob_pct=raise_prob,
+        clear_prob_pct=clear_prob,
+        raise_mm_per_h=section.number("raise_mm_per_h", d.raise_mm_per_h, minimum=0.01),
+        clear_mm_per_h=section.number("clear_mm_per_h", d.clear_mm_per_h, minimum=0),
+        min_hold_min=section.number("min_hold_min", d.min_hold_min, minimum=0),
+        tip_window_min=section.number("tip_window_min", d.tip_window_min, minimum=1),
+        trays_out_after_min=section.number("trays_out_after_min", d.trays_out_after_min,
+                                           minimum=0),
+        all_clear_hours=section.number("all_clear_hours", d.all_clear_hours, minimum=0,
+                                       maximum=48),
+        all_clear_dry_min=section.number("all_clear_dry_min", d.all_clear_dry_min, minimum=0),
+        drying_start=_hhmm(section, "drying_start", d.drying_start),
+        drying_end=_hhmm(section, "drying_end", d.drying_end),
+        repeat_interval_min=section.number("repeat_interval_min", d.repeat_interval_min,
+                                           minimum=1),
+        max_repeats=section.integer("max_repeats", d.max_repeats, minimum=0, maximum=50),
+        escalation=tuple(escalation) if isinstance(escalation, list) else d.escalation,
+        humidity_rise_pct=section.number("humidity_rise_pct", d.humidity_rise_pct, minimum=1),
+        humidity_window_min=section.number("humidity_window_min", d.humidity_window_min,
+                                           minimum=1),
+        dew_point_spread_c=section.number("dew_point_spread_c", d.dew_point_spread_c, minimum=0),
+        humidity_min_nodes=section.integer("humidity_min_nodes", d.humidity_min_nodes, minimum=1),
+        node_silent_min=section.number("node_silent_min", d.node_silent_min, minimum=1),
+        forecast_stale_min=section.number("forecast_stale_min", d.forecast_stale_min, minimum=1),
+        forecast_max_age_h=section.number("forecast_max_age_h", d.forecast_max_age_h,
+                                          minimum=0.1),
+        api_host=section.string("api_host", d.api_host),
+        api_port=section.integer("api_port", d.api_port, minimum=0, maximum=65535),
+        public_url=str(section.string("public_url", d.public_url)).rstrip("/"),
+        ack_secret=section.secret("ack_secret"),
+        ack_token_ttl_h=section.number("ack_token_ttl_h", d.ack_token_ttl_h, minimum=0.1),
+    )
+    section.finish()
+    return settings
+
+
+@dataclass(frozen=True)
+class ForecastSettings:
+    """Where forecasts come from and how often; base URLs point at a self-hosted server too."""
+
+    providers: tuple[str, ...] = ("open-meteo",)
+    open_meteo_url: str = "https://api.open-meteo.com/v1/forecast"
+    met_norway_url: str = "https://api.met.no/weatherapi/locationforecast/2.0/compact"
+    # MET Norway answers 403 to a missing or generic User-Agent.
+    user_agent: str = "secadero/0.1 github.com/secadero"
+    poll_interval_s: float = 900.0
+    timeout_s: float = 10.0
+    retries: int = 2
+    backoff_s: float = 2.0
+
+
+def _read_forecast(section: Section) -> ForecastSettings:
+    d = ForecastSettings()
+    providers = section._get("providers", list(d.providers), (list,), "a list of providers")
+    if isinstance(providers, list):
+        for provider in providers:
+            if provider not in ("open-meteo", "met-norway"):
+                section.problem("providers", f"{provider!r} is not open-meteo or met-norway")
+    settings = ForecastSettings(
+        providers=tuple(providers) if isinstance(providers, list) else d.providers,
+        open_meteo_url=section.string("open_meteo_url", d.open_meteo_url),
+        met_norway_url=section.string("met_norway_url", d.met_norway_url),
+        user_agent=section.string("user_agent", d.user_agent),
+        poll_interval_s=section.number("poll_interval_s", d.poll_interval_s, minimum=60),
+        timeout_s=section.number("timeout_s", d.timeout_s, minimum=0.1, maximum=120),
+        retries=section.integer("retries", d.retries, minimum=0, maximum=10),
+        backoff_s=section.number("backoff_s", d.backoff_s, minimum=0),
+    )
+    section.finish()
+    return settings
+
+
+@dataclass(frozen=True)
+class NtfySettings:
+    url: str = "https://ntfy.sh"
+    token: str | None = field(default=None, repr=False)
+    timeout_s: float = 10.0
+
+
+@dataclass(frozen=True)
+class TwilioSettings:
+    account_sid: str = ""
+    auth_token: str | None = field(default=None, repr=False)
+    from_number: str = ""
+    api_url: str = "https://api.twilio.com"
+    # The public URL Twilio calls back (status and inbound); also what signatures cover.
+    callback_base_url: str | None = None
+    timeout_s: float = 10.0
+
+
+@dataclass(frozen=True)
+class GammuSettings:
+    """Gammu SMSD with a USB GSM modem: SMS without the internet."""
+
+    smsdrc: Path = Path("/etc/gammu-smsdrc")
+    inject_command: str = "gammu-smsd-inject"
+    # False: fold á í ó ú to GSM-7 so a message stays one 160-character segment.
+    unicode: bool = False
+    timeout_s: float = 20.0
+
+
+@dataclass(frozen=True)
+class WebhookSettings:
+    url: str = ""
+    secret: str | None = field(default=None, repr=False)
+    timeout_s: float = 10.0
+
+
+@dataclass(frozen=True)
+class NotifierSettings:
+    """Which notifiers are configured (None = off) and the SMS route, tried in order."""
+
+    ntfy: NtfySettings | None = None
+    twilio: TwilioSettings | None = None
+    gammu: GammuSettings | None = None
+    webhook: WebhookSettings | None = None
+    sms_route: tuple[str, ...] = ("twilio", "gammu")
+    attempts: int = 3
+    backoff_s: float = 2.0
+
+
+def _read_notifiers(section: Section) -> NotifierSettings:
+    def sub(name: str) -> Section | None:
+        return section.table(name) if section.has(name) else None
+
+    ntfy = twilio = gammu = webhook = None
+    if (s := sub("ntfy")) is not None:
+        ntfy = NtfySettings(url=str(s.string("url", "https://ntfy.sh")).rstrip("/"),
+                            token=s.secret("token"),
+                            timeout_s=s.number("timeout_s", 10.0, minimum=0.1))
+        s.finish()
+    if (s := sub("twilio")) is not None:
+        twilio = TwilioSettings(
+            account_sid=s.string("account_sid"),
+            auth_token=s.secret("auth_token", required=True),
+            from_number=s.string("from_number"),
+            api_url=str(s.string("api_url", "https://api.twilio.com")).rstrip("/"),
+            callback_base_url=s.string("callback_base_url", None),
+            timeout_s=s.number("timeout_s", 10.0, minimum=0.1),
+        )
+        s.finish()
+    if (s := sub("gammu")) is not None:
+        gammu = GammuSettings(smsdrc=s.path("smsdrc", "/etc/gammu-smsdrc"),
+                              inject_command=s.string("inject_command", "gammu-smsd-inject"),
+                              unicode=s.boolean("unicode", False),
+                              timeout_s=s.number("timeout_s", 20.0, minimum=0.1))
+        s.finish()
+    if (s := sub("webhook")) is not None:
+        webhook = WebhookSettings(url=s.string("url"), secret=s.secret("secret"),
+                                  timeout_s=s.number("timeout_s", 10.0, minimum=0.1))
+        s.finish()
+    route = section._get("sms_route", ["twilio", "gammu"], (list,), "a list of notifiers")
+    if isinstance(route, list):
+        for name in route:
+            if name not in ("twilio", "gammu"):
+                section.problem("sms_route", f"{name!r} is not twilio or gammu")
+    settings = NotifierSettings(
+        ntfy=ntfy, twilio=twilio, gammu=gammu, webhook=webhook,
+        sms_route=tuple(route) if isinstance(route, list) else ("twilio", "gammu"),
+        attempts=section.integer("attempts", 3, minimum=1, maximum=20),
+        backoff_s=section.number("backoff_s", 2.0, minimum=0),
+    )
+    section.finish()
+    return settings
+
+
 @dataclass(frozen=True)
 class YardSettings:
     id: str
@@ -297,6 +586,7 @@ class YardSettings:
     latitude: float
     longitude: float
     timezone: str = "America/Lima"
+    recipients: tuple[RecipientSettings, ...] = ()
 
 
 def _read_yard(section: Section) -> YardSettings:
@@ -307,6 +597,7 @@ def _read_yard(section: Section) -> YardSettings:
         latitude=section.number("latitude", minimum=-90, maximum=90),
         longitude=section.number("longitude", minimum=-180, maximum=180),
         timezone=section.timezone("timezone", "America/Lima"),
+        recipients=tuple(_read_recipient(r) for r in section.tables("recipients")),
     )
     section.finish()
     return settings
@@ -319,6 +610,9 @@ class ServerSettings:
     influxdb: InfluxSettings
     ingest: IngestSettings
     yards: tuple[YardSettings, ...]
+    alerts: AlertSettings = AlertSettings()
+    forecast: ForecastSettings = ForecastSettings()
+    notifiers: NotifierSettings = NotifierSettings()
 
 
 def _read_server(root: Section) -> ServerSettings:
@@ -334,6 +628,9 @@ def _read_server(root: Section) -> ServerSettings:
         influxdb=_read_influx(root.table("influxdb")),
         ingest=_read_ingest(root.table("ingest")),
         yards=yards,
+        alerts=_read_alerts(root.table("alerts")),
+        forecast=_read_forecast(root.table("forecast")),
+        notifiers=_read_notifiers(root.table("notifiers")),
     )
 
 
