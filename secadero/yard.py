@@ -1,10 +1,269 @@
-"""``secadero yard``: a whole drying yard on this machine (being built)."""
+"""``secadero yard``: a whole drying yard on this machine, for a first look.
+
+Starts a private Mosquitto and InfluxDB under a project folder (not the
+system services), the server, and simulated nodes in one yard, each as its
+own process exactly as they run in the field. Prints one line per reading the
+server has stored: a line appears when the server's ``ack`` says InfluxDB
+accepted it, not when the node sent it. Ctrl-C stops everything it started,
+by PID, newest first.
+"""
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import datetime as dt
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TextIO
+from zoneinfo import ZoneInfo
+
+from secadero import contract
+from secadero.contract import Envelope, Event, Telemetry
+from secadero.devservices import InfluxDB, Mosquitto, ServiceError, free_port
+from secadero.errors import ProtocolError
+
+YARD_ID = "chazuta"
+NODE_IDS = ("norte-1", "centro-2", "sur-3", "este-4", "oeste-5", "patio-6")
+TIMEZONE = ZoneInfo("America/Lima")
 
 
 def register(commands: argparse._SubParsersAction) -> None:
-    yard = commands.add_parser("yard", help="run a demo yard: broker, database, server, 3 nodes")
-    yard.set_defaults(handler=lambda args: 1)
+    yard = commands.add_parser(
+        "yard",
+        help="run a demo yard: broker, database, server and simulated nodes on this machine",
+        description=__doc__.split("\n\n")[1] if __doc__ else None,
+    )
+    yard.add_argument("--dir", type=Path, default=Path("var/yard"),
+                      help="where the broker, database, outboxes and logs live "
+                           "(default: var/yard)")
+    yard.add_argument("--nodes", type=int, default=3, choices=range(1, len(NODE_IDS) + 1),
+                      metavar="N", help="simulated nodes (1-6, default 3)")
+    yard.add_argument("--interval", type=float, default=2.0, metavar="S",
+                      help="seconds between samples on each node (default 2)")
+    yard.add_argument("--duration", type=float, default=None, metavar="S",
+                      help="stop by itself after S seconds (default: run until Ctrl-C)")
+    yard.set_defaults(handler=_run)
+
+
+@dataclass
+class Child:
+    """A secadero process we started, with its log file."""
+
+    name: str
+    process: subprocess.Popen[bytes]
+    log: Path
+
+    def stop(self, timeout_s: float = 15.0) -> None:
+        if self.process.poll() is not None:
+            return
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(self.process.pid, signal.SIGTERM)
+        try:
+            self.process.wait(timeout_s)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(self.process.pid, signal.SIGKILL)
+            self.process.wait(timeout_s)
+
+
+def write_configs(root: Path, *, mqtt_port: int, influx_url: str, metrics_port: int,
+                  nodes: int, interval_s: float) -> tuple[Path, list[Path]]:
+    """The server's and each node's settings file, as a technician would write them."""
+    config_dir = root / "config"
+    config_dir.mkdir(parents=True, exist_ok=True)
+    server = config_dir / "server.toml"
+    server.write_text(
+        "# Written by `secadero yard` for the demo; see server/server.example.toml.\n"
+        f'[mqtt]\nhost = "127.0.0.1"\nport = {mqtt_port}\nclient_id = "secadero-demo-ingest"\n\n'
+        f'[influxdb]\nurl = "{influx_url}"\ndatabase = "secadero"\n\n'
+        f'[ingest]\nhttp_port = {metrics_port}\n\n'
+        f'[[yards]]\nid = "{YARD_ID}"\nname = "Tendal Chazuta"\n'
+        'latitude = -6.57\nlongitude = -76.14\ntimezone = "America/Lima"\n'
+    )
+    node_configs = []
+    for index, node_id in enumerate(NODE_IDS[:nodes]):
+        path = config_dir / f"{node_id}.toml"
+        path.write_text(
+            "# Written by `secadero yard` for the demo; see edge/node.example.toml.\n"
+            f'[node]\nyard = "{YARD_ID}"\nid = "{node_id}"\ntrays = ["t1", "t2"]\n'
+            f'sample_interval_s = {interval_s}\nhardware = "simulated"\n'
+            f"simulation_seed = {index + 1}\n\n"
+            f'[mqtt]\nhost = "127.0.0.1"\nport = {mqtt_port}\n\n'
+            f'[outbox]\npath = "../nodes/{node_id}/outbox.sqlite3"\n'
+        )
+        node_configs.append(path)
+    return server, node_configs
+
+
+def describe(node: str, message: Telemetry | Event) -> str:
+    """One line a person can read across the room."""
+    when = dt.datetime.fromtimestamp(message.ts, TIMEZONE).strftime("%H:%M:%S")
+    if isinstance(message, Event):
+        what = message.type.replace("_", " ")
+        extra = f" {message.tray}" if message.tray else ""
+        return f"{when}  {node:<9} #{message.seq:<6} event: {what}{extra}"
+    temperature = "   --  " if message.temperature_c is None else f"{message.temperature_c:5.1f} C"
+    humidity = "  -- " if message.humidity_pct is None else f"{message.humidity_pct:4.1f} %"
+    rain = {True: "RAIN", False: "dry ", None: " -- "}[message.rain]
+    trays = " ".join(f"{tray}={state}" for tray, state in sorted(message.trays.items()))
+    return f"{when}  {node:<9} #{message.seq:<6} {temperature}  {humidity}  {rain}  {trays}"
+
+
+@dataclass
+class StoredReadingPrinter:
+    """Prints each reading once the server's ack covers its seq.
+
+    Holds what the nodes sent until then; a reading re-sent after a reconnect
+    is printed once.
+    """
+
+    out: Callable[[str], None]
+    pending: dict[str, dict[int, Telemetry | Event]] = field(default_factory=dict)
+    printed: dict[str, int] = field(default_factory=dict)
+    stored: int = 0
+
+    def handle(self, envelope: Envelope) -> None:
+        node = envelope.node or ""
+        message = envelope.message
+        if isinstance(message, Telemetry | Event):
+            if message.seq > self.printed.get(node, -1):
+                self.pending.setdefault(node, {})[message.seq] = message
+        elif isinstance(message, contract.Ack):
+            waiting = self.pending.get(node, {})
+            for seq in sorted(s for s in waiting if s <= message.seq):
+                self.out(describe(node, waiting.pop(seq)))
+                self.stored += 1
+            self.printed[node] = max(self.printed.get(node, -1), message.seq)
+
+
+def watch(port: int, printer: StoredReadingPrinter, stop: threading.Event) -> None:
+    """Subscribe to the yard's traffic and feed the printer until ``stop`` is set."""
+    import paho.mqtt.client as mqtt
+
+    lock = threading.Lock()
+
+    def on_connect(client: mqtt.Client, userdata: object, flags: object, reason: object,
+                   properties: object) -> None:
+        for kind in ("telemetry", "event", "ack"):
+            client.subscribe(contract.subscription(kind, yard=YARD_ID), qos=1)
+
+    def on_message(client: mqtt.Client, userdata: object, msg: mqtt.MQTTMessage) -> None:
+        try:
+            envelope = contract.decode(msg.topic, msg.payload)
+        except ProtocolError:
+            return  # the server counts and logs bad messages; the demo only shows good ones
+        with lock:
+            printer.handle(envelope)
+
+    client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="secadero-demo-watch")
+    client.on_connect = on_connect
+    client.on_message = on_message
+    client.connect("127.0.0.1", port)
+    client.loop_start()
+    stop.wait()
+    client.disconnect()
+    client.loop_stop()
+
+
+def _spawn(name: str, argv: list[str], logs: Path) -> Child:
+    log = logs / f"{name}.log"
+    with log.open("ab") as handle:
+        process = subprocess.Popen(argv, stdout=handle, stderr=subprocess.STDOUT,
+                                   stdin=subprocess.DEVNULL, start_new_session=True)
+    return Child(name, process, log)
+
+
+def _tail(path: Path, lines: int = 15) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return ""
+
+
+def run_yard(root: Path, *, nodes: int, interval_s: float, duration_s: float | None,
+             out: TextIO) -> int:
+    root = root.resolve()
+    logs = root / "logs"
+    logs.mkdir(parents=True, exist_ok=True)
+
+    def say(line: str) -> None:
+        print(line, file=out, flush=True)
+
+    stop = threading.Event()
+    # SIGTERM (a supervisor, a test) stops the yard like Ctrl-C does.
+    previous = signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    broker = Mosquitto(workdir=root / "mosquitto")
+    database = InfluxDB(workdir=root / "influxdb")
+    children: list[Child] = []
+    watcher: threading.Thread | None = None
+    status = 0
+    try:
+        say(f"secadero demo yard in {root}")
+        broker.start()
+        say(f"  Mosquitto  127.0.0.1:{broker.port}  (pid {broker.pid})")
+        database.start()
+        say(f"  InfluxDB   {database.url}  database 'secadero'  (pid {database.pid})")
+        server_config, node_configs = write_configs(
+            root, mqtt_port=broker.port, influx_url=database.url, metrics_port=free_port(),
+            nodes=nodes, interval_s=interval_s)
+        command = [sys.executable, "-m", "secadero.cli"]
+        children.append(_spawn("server", [*command, "server", "run", "--config",
+                                          str(server_config)], logs))
+        say(f"  server     pid {children[-1].process.pid}")
+        for config in node_configs:
+            children.append(_spawn(config.stem, [*command, "edge", "run", "--config",
+                                                 str(config)], logs))
+            say(f"  node       {YARD_ID}/{config.stem}  pid {children[-1].process.pid}")
+        say(f"  logs       {logs}")
+        say(f"  watch:     mosquitto_sub -p {broker.port} -v -t 'secadero/v1/#'")
+        say("Stored readings (Ctrl-C stops everything):")
+        say("time      node      seq       temp     humid  rain  trays")
+
+        printer = StoredReadingPrinter(out=say)
+        watcher = threading.Thread(target=watch, args=(broker.port, printer, stop), daemon=True)
+        watcher.start()
+        deadline = None if duration_s is None else time.monotonic() + duration_s
+        while not stop.wait(0.5):
+            for child in children:
+                if child.process.poll() is not None:
+                    say(f"{child.name} stopped unexpectedly (exit code "
+                        f"{child.process.returncode}); last lines of {child.log}:")
+                    say(_tail(child.log))
+                    status = 1
+                    stop.set()
+            if deadline is not None and time.monotonic() >= deadline:
+                stop.set()
+        say(f"Stopping: {printer.stored} readings stored in this run.")
+    except KeyboardInterrupt:
+        say("Stopping.")
+    except ServiceError as exc:
+        say(f"cannot start the yard: {exc}")
+        status = 1
+    finally:
+        stop.set()
+        # A second Ctrl-C must not leave children behind half-stopped.
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        # Nodes first, so their last readings can still be stored; then the
+        # server; the broker and the database last.
+        for child in reversed(children):
+            child.stop()
+        if watcher is not None:
+            watcher.join(5)
+        broker.stop()
+        database.stop()
+        signal.signal(signal.SIGTERM, previous)
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+    return status
+
+
+def _run(args: argparse.Namespace) -> int:
+    return run_yard(args.dir, nodes=args.nodes, interval_s=args.interval,
+                    duration_s=args.duration, out=sys.stdout)
