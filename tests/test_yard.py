@@ -1,0 +1,87 @@
+"""The demo yard: what it prints, and (integration) the whole yard as the README runs it."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from secadero.contract import Ack, Envelope, Event, Telemetry
+from secadero.yard import StoredReadingPrinter, describe
+
+TS = 1_780_000_000.0  # 2026-05-28 15:26:40 in Lima
+
+
+def test_describe_a_reading() -> None:
+    reading = Telemetry(ts=TS, seq=12, temperature_c=31.44, humidity_pct=57.93, rain=False,
+                        trays={"t2": "retracted", "t1": "extended"})
+    assert describe("norte-1", reading) == (
+        "15:26:40  norte-1   #12      31.4 C  57.9 %  dry   t1=extended t2=retracted")
+
+
+def test_describe_a_failed_sensor_and_an_event() -> None:
+    assert describe("sur-3", Telemetry(ts=TS, seq=3, rain=True)) == (
+        "15:26:40  sur-3     #3         --      --   RAIN  ")
+    assert describe("sur-3", Event(ts=TS, seq=4, type="tray_retracted", tray="t1")) == (
+        "15:26:40  sur-3     #4      event: tray retracted t1")
+
+
+def test_printer_prints_only_what_the_ack_covers_and_each_reading_once() -> None:
+    lines: list[str] = []
+    printer = StoredReadingPrinter(out=lines.append)
+
+    def send(seq: int) -> None:
+        printer.handle(Envelope("y", "n", "telemetry", Telemetry(ts=TS + seq, seq=seq)))
+
+    send(1)
+    send(2)
+    send(3)
+    printer.handle(Envelope("y", "n", "ack", Ack(seq=2)))
+    assert [line.split()[2] for line in lines] == ["#1", "#2"]
+    send(2)  # re-sent after a reconnect: already stored, not printed again
+    printer.handle(Envelope("y", "n", "ack", Ack(seq=3)))
+    assert [line.split()[2] for line in lines] == ["#1", "#2", "#3"]
+    assert printer.stored == 3
+
+
+@pytest.mark.integration
+@pytest.mark.slow
+def test_the_demo_yard_stores_readings_and_stops_everything_on_ctrl_c(tmp_path: Path) -> None:
+    """``secadero yard`` as ./run-yard starts it: real broker, database, server and nodes."""
+    process = subprocess.Popen(
+        [sys.executable, "-m", "secadero.cli", "yard", "--dir", str(tmp_path), "--nodes", "3",
+         "--interval", "0.5"],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )
+    assert process.stdout is not None
+    output: list[str] = []
+    stored_nodes: set[str] = set()
+    deadline = time.monotonic() + 60
+    try:
+        while time.monotonic() < deadline and len(stored_nodes) < 3:
+            line = process.stdout.readline()
+            if not line:
+                break
+            output.append(line)
+            match = re.match(r"\d\d:\d\d:\d\d  (\S+)\s+#\d+", line)
+            if match:
+                stored_nodes.add(match.group(1))
+    finally:
+        process.send_signal(signal.SIGINT)
+        rest, _ = process.communicate(timeout=60)
+    output.append(rest)
+    text = "".join(output)
+    assert stored_nodes == {"norte-1", "centro-2", "sur-3"}, text
+    assert process.returncode == 0, text
+    assert "Stopping" in text
+    pids = [int(pid) for pid in re.findall(r"pid (\d+)", text)]
+    assert len(pids) == 6, text  # broker, database, server, three nodes
+    for pid in pids:
+        with pytest.raises(ProcessLookupError):
+            os.kill(pid, 0)
