@@ -272,6 +272,15 @@ class IngestSettings:
     http_host: str = "127.0.0.1"
     http_port: int = 9108
     session_expiry_s: int = 7 * 24 * 3600
+    # MQTT 5 shared subscription group ($share/GROUP/...) when several ingest
+    # processes split the load; empty = a plain subscription.
+    share_group: str = ""
+    # Per-node acknowledged seq, kept across restarts (relative to the config file).
+    state_file: Path | None = None
+    # Points InfluxDB refused for good, one JSON line each with the reason.
+    set_aside_file: Path | None = None
+    # /healthz turns unhealthy when InfluxDB or the broker is unreachable this long.
+    unhealthy_after_s: float = 60.0
 
 
 def _read_ingest(section: Section) -> IngestSettings:
@@ -285,6 +294,10 @@ def _read_ingest(section: Section) -> IngestSettings:
         http_host=section.string("http_host", "127.0.0.1"),
         http_port=section.integer("http_port", 9108, minimum=0, maximum=65535),
         session_expiry_s=section.integer("session_expiry_s", 7 * 24 * 3600, minimum=0),
+        share_group=section.string("share_group", ""),
+        state_file=section.path("state_file", "var/ingest-state.json"),
+        set_aside_file=section.path("set_aside_file", "var/set-aside.jsonl"),
+        unhealthy_after_s=section.number("unhealthy_after_s", 60.0, minimum=1),
     )
     section.finish()
     return settings
@@ -645,6 +658,94 @@ class OutboxSettings:
     resend_after_s: float = 30.0
 
 
+# Tray limit switches when [hardware.trays] does not name them: (sheltered end, open end).
+DEFAULT_TRAY_PINS: tuple[tuple[int, int], ...] = ((5, 6), (12, 13), (16, 19), (20, 21))
+
+
+@dataclass(frozen=True)
+class HardwareSettings:
+    """The node's wiring (BCM GPIO numbers); docs/hardware.md shows each connection.
+
+    The simulated yard uses the same numbers on gpiozero's mock pins.
+    """
+
+    climate_sensor: str = "dht22"  # "dht22", "sht31" or "none"
+    dht_pin: int = 4
+    dht_power_pin: int | None = None
+    sht31_address: int = 0x44
+    i2c_bus: int = 1
+    rain_plate_pin: int = 17
+    rain_plate_active_low: bool = True
+    wet_after_s: float = 0.05
+    dry_after_s: float = 30.0
+    gauge_pin: int | None = 27
+    mm_per_tip: float = 0.2794
+    beacon_pin: int | None = 23
+    beacon_active_high: bool = True
+    buzzer_pin: int | None = 24
+    silence_pin: int | None = 25
+    # (tray, sheltered-end switch, open-end switch or None)
+    tray_pins: tuple[tuple[str, int, int | None], ...] = ()
+
+
+def _read_hardware(section: Section, trays: tuple[str, ...]) -> HardwareSettings:
+    def pin(name: str, default: int | None) -> int | None:
+        return section.integer(name, default, minimum=0, maximum=27)
+
+    tray_table = section.table("trays")
+    tray_pins: list[tuple[str, int, int | None]] = []
+    for index, tray in enumerate(trays):
+        if tray_table.has(tray):
+            value = tray_table._get(tray, None, (list,), "a list [sheltered_pin, open_pin]")
+            if (isinstance(value, list) and 1 <= len(value) <= 2
+                    and all(isinstance(v, int) and not isinstance(v, bool) and 0 <= v <= 27
+                            for v in value)):
+                tray_pins.append((tray, value[0], value[1] if len(value) == 2 else None))
+            else:
+                tray_table.problem(tray, "must be [sheltered_pin] or [sheltered_pin, open_pin], "
+                                         "GPIO 0..27")
+        elif index < len(DEFAULT_TRAY_PINS):
+            tray_pins.append((tray, *DEFAULT_TRAY_PINS[index]))
+        else:
+            tray_table.problem(tray, "no default pins for a fifth tray: give [sheltered, open]")
+    tray_table.finish()
+    settings = HardwareSettings(
+        climate_sensor=section.string("climate_sensor", "dht22",
+                                      choices=("dht22", "sht31", "none")),
+        dht_pin=pin("dht_pin", 4),
+        dht_power_pin=pin("dht_power_pin", None),
+        sht31_address=section.integer("sht31_address", 0x44, minimum=0x44, maximum=0x45),
+        i2c_bus=section.integer("i2c_bus", 1, minimum=0, maximum=10),
+        rain_plate_pin=pin("rain_plate_pin", 17),
+        rain_plate_active_low=section.boolean("rain_plate_active_low", True),
+        wet_after_s=section.number("wet_after_s", 0.05, minimum=0.0, maximum=0.9),
+        dry_after_s=section.number("dry_after_s", 30.0, minimum=0.0, maximum=3600),
+        gauge_pin=pin("gauge_pin", 27),
+        mm_per_tip=section.number("mm_per_tip", 0.2794, minimum=0.01, maximum=10),
+        beacon_pin=pin("beacon_pin", 23),
+        beacon_active_high=section.boolean("beacon_active_high", True),
+        buzzer_pin=pin("buzzer_pin", 24),
+        silence_pin=pin("silence_pin", 25),
+        tray_pins=tuple(tray_pins),
+    )
+    used: dict[int, str] = {}
+    named = [("dht_pin", settings.dht_pin), ("dht_power_pin", settings.dht_power_pin),
+             ("rain_plate_pin", settings.rain_plate_pin), ("gauge_pin", settings.gauge_pin),
+             ("beacon_pin", settings.beacon_pin), ("buzzer_pin", settings.buzzer_pin),
+             ("silence_pin", settings.silence_pin)]
+    if settings.climate_sensor == "sht31":
+        named = [*named[2:], ("i2c SDA", 2), ("i2c SCL", 3)]
+    for tray, sheltered, open_end in settings.tray_pins:
+        named += [(f"trays.{tray}", sheltered), (f"trays.{tray}", open_end)]
+    for name, number in named:
+        if isinstance(number, int):
+            if number in used:
+                section.problem(name, f"GPIO {number} is already used by {used[number]}")
+            used[number] = name
+    section.finish()
+    return settings
+
+
 @dataclass(frozen=True)
 class NodeSettings:
     source: Path
@@ -658,6 +759,10 @@ class NodeSettings:
     hardware: str = "simulated"
     simulation_seed: int = 1
     simulation_speed: float = 1.0
+    # "ntp": hold readings until the kernel says the clock is synchronised (a Pi
+    # without an RTC); "trusted": the wall clock is right from boot (RTC, simulation).
+    clock: str = "trusted"
+    pins: HardwareSettings = field(default_factory=HardwareSettings)
 
 
 def _read_node(root: Section) -> NodeSettings:
@@ -675,6 +780,8 @@ def _read_node(root: Section) -> NodeSettings:
     hardware = node.string("hardware", "simulated", choices=("simulated", "raspberry-pi"))
     seed = node.integer("simulation_seed", 1)
     speed = node.number("simulation_speed", 1.0, minimum=0.001, maximum=10_000)
+    clock = node.string("clock", "ntp" if hardware == "raspberry-pi" else "trusted",
+                        choices=("ntp", "trusted"))
     node.finish()
 
     outbox = root.table("outbox")
@@ -696,6 +803,8 @@ def _read_node(root: Section) -> NodeSettings:
         hardware=hardware,
         simulation_seed=seed,
         simulation_speed=speed,
+        clock=clock,
+        pins=_read_hardware(root.table("hardware"), tray_ids),
     )
 
 

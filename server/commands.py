@@ -3,6 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import logging
+import signal
+import threading
+
+log = logging.getLogger(__name__)
 
 
 def register(commands: argparse._SubParsersAction) -> None:
@@ -14,4 +19,26 @@ def register(commands: argparse._SubParsersAction) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
-    raise NotImplementedError("server run: being built (issue 4)")
+    # Imported here: a node without the server's packages must still start `secadero`.
+    from secadero.server.ingest import run
+
+    from secadero.errors import ConfigError
+    from secadero.settings import load_server_settings
+
+    try:
+        settings = load_server_settings(args.config)
+    except ConfigError as exc:
+        for problem in exc.problems:
+            print(problem)
+        return 2
+    stop = threading.Event()
+
+    def _stop(signum: int, frame: object) -> None:
+        log.info("%s received: storing what is queued, then stopping",
+                 signal.Signals(signum).name)
+        stop.set()
+
+    signal.signal(signal.SIGTERM, _stop)
+    signal.signal(signal.SIGINT, _stop)
+    run(settings, stop)
+    return 0

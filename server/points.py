@@ -1,0 +1,173 @@
+"""Decoded messages -> InfluxDB points (the time-series schema of DESIGN.md).
+
+A pure processor between the MQTT input and the InfluxDB output: no I/O, no
+clock of its own. Line protocol is built by influxdb-client's ``Point`` (its
+escaping of tags and strings is tested upstream; ours is never hand-written).
+
+Schema (tags are ids only; time = the reading's own ``ts``, so a re-delivered
+message overwrites itself and at-least-once delivery stores it once):
+
+| measurement | tags | fields |
+| --- | --- | --- |
+| climate | yard, node | temperature_c, humidity_pct, dew_point_c, vpd_kpa |
+| rain | yard, node | wet (bool), rain_mm |
+| tray | yard, node, tray | state (string), extended (int 0/1) |
+| node | yard, node | online (int), buffered, uptime_s, seq_gap |
+| event | yard, node | type, seq, tray, sensor, detail (one per ``event`` message) |
+
+``rain_*`` and ``tray_*`` events also give a ``rain`` / ``tray`` point at the
+event's time, so the curves show the exact instant, not the next sample.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+
+from influxdb_client import Point, WritePrecision
+
+from secadero.contract import Envelope, Event, Status, Telemetry
+
+# Timestamps are written in microseconds: a float UNIX time of today has
+# about 16 significant digits, so nanoseconds would be noise and vary with
+# rounding, while microseconds round the same way on every re-delivery.
+PRECISION = WritePrecision.US
+PRECISION_PARAM = "u"
+
+# Magnus formula coefficients over water (Alduchov & Eskridge 1996): within
+# 0.35 degC of the exact dew point between -40 and 50 degC.
+_MAGNUS_A = 17.625
+_MAGNUS_B_C = 243.04
+
+
+def dew_point_c(temperature_c: float, humidity_pct: float) -> float | None:
+    """The dew point for air at ``temperature_c`` and relative humidity ``humidity_pct``.
+
+    ``None`` at 0 % humidity, where it is undefined (minus infinity).
+    """
+    if humidity_pct <= 0.0:
+        return None
+    gamma = math.log(humidity_pct / 100.0) + _MAGNUS_A * temperature_c / (
+        _MAGNUS_B_C + temperature_c)
+    return _MAGNUS_B_C * gamma / (_MAGNUS_A - gamma)
+
+
+def saturation_vapour_pressure_kpa(temperature_c: float) -> float:
+    """Saturation vapour pressure over water (Tetens, as in FAO-56 eq. 11)."""
+    return 0.6108 * math.exp(17.27 * temperature_c / (temperature_c + 237.3))
+
+
+def vpd_kpa(temperature_c: float, humidity_pct: float) -> float:
+    """Vapour pressure deficit: how much more water the air could take (its drying power).
+
+    0 kPa in saturated air (nothing dries); above ~1.5 kPa beans dry fast.
+    """
+    return saturation_vapour_pressure_kpa(temperature_c) * (1.0 - humidity_pct / 100.0)
+
+
+def time_us(ts: float) -> int:
+    """A UNIX time in seconds as the integer microseconds written to InfluxDB."""
+    return round(ts * 1_000_000)
+
+
+def _point(measurement: str, yard: str, node: str, at_us: int) -> Point:
+    return Point(measurement).tag("yard", yard).tag("node", node).time(at_us, PRECISION)
+
+
+def climate_point(yard: str, node: str, reading: Telemetry) -> Point | None:
+    """The ``climate`` point of a telemetry message; ``None`` when both sensors failed."""
+    temperature, humidity = reading.temperature_c, reading.humidity_pct
+    if temperature is None and humidity is None:
+        return None
+    point = _point("climate", yard, node, time_us(reading.ts))
+    if temperature is not None:
+        point.field("temperature_c", float(temperature))
+    if humidity is not None:
+        # Always a float, even for a whole number: InfluxDB fixes a field's
+        # type at its first write and a later 70i would conflict.
+        point.field("humidity_pct", float(humidity))
+    if temperature is not None and humidity is not None:
+        dew = dew_point_c(temperature, humidity)
+        if dew is not None:
+            point.field("dew_point_c", dew)
+        point.field("vpd_kpa", vpd_kpa(temperature, humidity))
+    return point
+
+
+def telemetry_points(yard: str, node: str, reading: Telemetry) -> Iterator[Point]:
+    climate = climate_point(yard, node, reading)
+    if climate is not None:
+        yield climate
+    at_us = time_us(reading.ts)
+    if reading.rain is not None or reading.rain_mm is not None:
+        rain = _point("rain", yard, node, at_us)
+        if reading.rain is not None:
+            rain.field("wet", reading.rain)
+        if reading.rain_mm is not None:
+            rain.field("rain_mm", float(reading.rain_mm))
+        yield rain
+    for tray, state in reading.trays.items():
+        yield tray_point(yard, node, tray, state, at_us)
+
+
+def tray_point(yard: str, node: str, tray: str, state: str, at_us: int) -> Point:
+    return (_point("tray", yard, node, at_us).tag("tray", tray)
+            .field("state", state).field("extended", 1 if state == "extended" else 0))
+
+
+def event_points(yard: str, node: str, event: Event) -> Iterator[Point]:
+    at_us = time_us(event.ts)
+    record = _point("event", yard, node, at_us).field("type", event.type).field("seq", event.seq)
+    for key in ("tray", "sensor", "detail"):
+        value = getattr(event, key)
+        if value is not None:
+            record.field(key, value)
+    yield record
+    if event.type in ("rain_started", "rain_stopped"):
+        yield _point("rain", yard, node, at_us).field("wet", event.type == "rain_started")
+    elif event.type in ("tray_extended", "tray_retracted") and event.tray is not None:
+        yield tray_point(yard, node, event.tray, event.type.removeprefix("tray_"), at_us)
+
+
+def node_point(yard: str, node: str, at_s: float, *, online: bool | None = None,
+               buffered: int | None = None, uptime_s: float | None = None,
+               seq_gap: int | None = None) -> Point:
+    """A ``node`` point: presence (from ``status`` or silence) and/or lost sequence numbers."""
+    point = _point("node", yard, node, time_us(at_s))
+    if online is not None:
+        point.field("online", 1 if online else 0)
+    if buffered is not None:
+        point.field("buffered", buffered)
+    if uptime_s is not None:
+        point.field("uptime_s", float(uptime_s))
+    if seq_gap is not None:
+        point.field("seq_gap", seq_gap)
+    return point
+
+
+def status_points(yard: str, node: str, status: Status, received_at: float) -> Iterator[Point]:
+    # A status is stamped with the time the server received it, not its
+    # ``ts``: the Last Will carries the time the node connected, which would
+    # overwrite the "online" point written at that same instant.
+    yield node_point(yard, node, received_at, online=status.state == "online",
+                     buffered=status.buffered, uptime_s=status.uptime_s)
+
+
+def points_for(envelope: Envelope, received_at: float) -> list[Point]:
+    """Every point a decoded node message gives (an empty list for kinds not stored)."""
+    message = envelope.message
+    node = envelope.node
+    if node is None:
+        return []
+    if isinstance(message, Telemetry):
+        return list(telemetry_points(envelope.yard, node, message))
+    if isinstance(message, Event):
+        return list(event_points(envelope.yard, node, message))
+    if isinstance(message, Status):
+        return list(status_points(envelope.yard, node, message, received_at))
+    return []
+
+
+def to_lines(points: list[Point]) -> list[bytes]:
+    """Line protocol for each point, by the library (one ``bytes`` line per point)."""
+    return [point.to_line_protocol(PRECISION).encode() for point in points]
