@@ -1,8 +1,22 @@
-"""``secadero edge ...``: the node agent's subcommands."""
+"""``secadero edge ...``: the node agent's subcommands.
+
+``run`` logs to stderr (INFO, sparingly) and prints nothing on stdout, so a
+supervisor or the demo can run several nodes side by side. ``status`` reads
+what the running agent last wrote beside its outbox, and the outbox itself.
+"""
 
 from __future__ import annotations
 
 import argparse
+import json
+import logging
+import signal
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger("secadero.edge")
 
 
 def register(commands: argparse._SubParsersAction) -> None:
@@ -11,7 +25,145 @@ def register(commands: argparse._SubParsersAction) -> None:
     run = sub.add_parser("run", help="sample the sensors and publish to the broker")
     run.add_argument("--config", required=True, metavar="FILE", help="node settings (TOML)")
     run.set_defaults(handler=_run)
+    status = sub.add_parser("status", help="show the node's state: sensors, buffered, "
+                                           "last ack, clock")
+    status.add_argument("--config", required=True, metavar="FILE", help="node settings (TOML)")
+    status.add_argument("--json", action="store_true", help="print the raw JSON")
+    status.set_defaults(handler=_status)
+
+
+def _load(path: str) -> Any:
+    from secadero.errors import ConfigError
+    from secadero.settings import load_node_settings
+
+    try:
+        return load_node_settings(path)
+    except ConfigError as exc:
+        for problem in exc.problems:
+            print(problem, file=sys.stderr)
+        return None
 
 
 def _run(args: argparse.Namespace) -> int:
-    raise NotImplementedError("edge run: being built (issue 3)")
+    settings = _load(args.config)
+    if settings is None:
+        return 2
+    # paho and gpiozero are chatty at INFO/DEBUG; the node's own lines are enough.
+    logging.getLogger("paho").setLevel(logging.WARNING)
+    # EFBIG (a file-size limit) must be an error we handle, not a signal that kills us.
+    if hasattr(signal, "SIGXFSZ"):
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+
+    from secadero.edge.agent import NodeAgent
+    from secadero.edge.hardware import build_hardware
+
+    from secadero.errors import SecaderoError
+
+    try:
+        hardware = build_hardware(settings)
+    except (SecaderoError, OSError, ImportError) as exc:
+        log.error("cannot set up the %s hardware: %s", settings.hardware, exc)
+        return 1
+    try:
+        agent = NodeAgent(settings, hardware)
+    except SecaderoError as exc:
+        hardware.close()
+        log.error("cannot start: %s", exc)
+        return 1
+
+    def _terminate(signum: int, frame: Any) -> None:
+        agent.stop()
+
+    signal.signal(signal.SIGTERM, _terminate)
+    signal.signal(signal.SIGINT, _terminate)
+    log.info("node %s/%s started (%s hardware, every %g s, outbox %s)", settings.yard,
+             settings.node, settings.hardware, settings.sample_interval_s,
+             settings.outbox.path)
+    agent.run()
+    log.info("node %s/%s stopped", settings.yard, settings.node)
+    return 0
+
+
+def _status(args: argparse.Namespace) -> int:
+    settings = _load(args.config)
+    if settings is None:
+        return 2
+    from secadero.edge.agent import status_path_for
+    from secadero.edge.outbox import Outbox
+
+    from secadero.errors import StorageError
+
+    report: dict[str, Any] = {"yard": settings.yard, "node": settings.node}
+    path: Path = settings.outbox.path
+    state_file = status_path_for(path)
+    running: dict[str, Any] | None = None
+    try:
+        running = json.loads(state_file.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        running = None
+    if running is not None:
+        report.update(running)
+        report["status_age_s"] = round(time.time() - float(running.get("updated_ts", 0)), 1)
+    if path.exists():
+        try:
+            with Outbox(path, max_bytes=settings.outbox.max_bytes, readonly=True) as outbox:
+                stats = outbox.stats()
+        except StorageError as exc:
+            report["outbox_error"] = str(exc)
+        else:
+            report["outbox"] = {**report.get("outbox", {}), "buffered": stats.buffered,
+                                "held": stats.held, "bytes": stats.bytes,
+                                "max_bytes": stats.max_bytes, "last_seq": stats.next_seq - 1,
+                                "acked_seq": stats.acked_seq, "oldest_ts": stats.oldest_ts,
+                                **stats.counters}
+    else:
+        report["outbox_error"] = f"no outbox at {path} (the node never ran?)"
+    if args.json:
+        print(json.dumps(report, indent=1, sort_keys=True))
+        return 0
+    print(_format(report))
+    return 0
+
+
+def _format(report: dict[str, Any]) -> str:
+    lines = [f"node {report['yard']}/{report['node']}"]
+    if "updated_ts" in report:
+        age = report.get("status_age_s", 0.0)
+        lines.append(f"  agent: pid {report.get('pid')}, state written {age:g} s ago, "
+                     f"uptime {report.get('uptime_s')} s")
+        mqtt = report.get("mqtt", {})
+        lines.append(f"  mqtt: {'connected' if mqtt.get('connected') else 'NOT connected'} to "
+                     f"{mqtt.get('broker')} (connects {mqtt.get('connects')}, "
+                     f"failed attempts {mqtt.get('connect_failures')})")
+        clock = report.get("clock", {})
+        lines.append(f"  clock: {clock.get('state')} (source {clock.get('source')}, "
+                     f"jumps {clock.get('jumps')})")
+        sensors = report.get("sensors", {})
+        climate = sensors.get("climate", {})
+        last = sensors.get("last_sample", {})
+        lines.append(f"  climate ({climate.get('kind')}): {last.get('temperature_c')} °C, "
+                     f"{last.get('humidity_pct')} %RH"
+                     + (f"  FAULT: {climate.get('last_error')}" if climate.get("fault") else ""))
+        lines.append(f"  rain plate: {'WET' if sensors.get('rain_plate', {}).get('wet') else 'dry'}"
+                     f", gauge total {sensors.get('gauge_mm_total')} mm")
+        lines.append("  trays: " + ", ".join(f"{t}={s}" for t, s in
+                                           sensors.get("trays", {}).items()))
+        alarm = report.get("alarm", {})
+        lines.append(f"  alarm: beacon {'ON' if alarm.get('beacon') else 'off'}, buzzer "
+                     f"{'ON' if alarm.get('buzzer') else 'off'}, server alert "
+                     f"{alarm.get('alert')}")
+        ack = report.get("last_ack", {})
+        lines.append(f"  last ack: seq {ack.get('seq')} at {ack.get('ts')}")
+    else:
+        lines.append("  agent: no state file (not running yet?)")
+    if "outbox" in report:
+        box = report["outbox"]
+        lines.append(f"  outbox: {box.get('buffered')} buffered ({box.get('held')} held for the "
+                     f"clock), {box.get('bytes')} of {box.get('max_bytes')} bytes, last seq "
+                     f"{box.get('last_seq')}, acked {box.get('acked_seq')}")
+        lines.append(f"  dropped: telemetry {box.get('dropped_telemetry')}, events "
+                     f"{box.get('dropped_events')}, unstampable "
+                     f"{box.get('dropped_unstampable')}; acks ignored {box.get('acks_ignored')}")
+    if "outbox_error" in report:
+        lines.append(f"  outbox: {report['outbox_error']}")
+    return "\n".join(lines)
