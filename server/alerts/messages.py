@@ -1,0 +1,145 @@
+"""The words the workers read: one message per alert, Spanish first, English second.
+
+Every SMS text fits one GSM-7 segment (160 septets). The templates are
+written without á í ó ú (which would force UCS-2 and a 70-character limit);
+names from the config are folded to GSM-7 and shortened if the text would
+not fit. ``tests/alerts/test_messages.py`` renders every template with long
+names and checks the limit.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Final
+
+from secadero.server.alerts import gsm7
+
+# {field} placeholders. Fields listed in _FLEXIBLE may be shortened to fit one segment.
+TEMPLATES: Final[Mapping[str, Mapping[str, str]]] = {
+    "rain_forecast": {
+        "es": "Lluvia {when_es} ({amount}) hacia las {start}. Recoger las bandejas del "
+              "tendal {yard}. Responda OK.",
+        "en": "Rain {when_en} ({amount}) around {start}. Pull in the trays at yard {yard}. "
+              "Reply OK.",
+    },
+    "rain_now": {
+        "es": "LLUEVE en el tendal {yard} (sensor {nodes}) desde las {start}. Recoger las "
+              "bandejas YA. Responda OK.",
+        "en": "RAINING at yard {yard} (sensor {nodes}) since {start}. Pull in the trays NOW. "
+              "Reply OK.",
+    },
+    "trays_still_out": {
+        "es": "URGENTE: siguen afuera bandejas del tendal {yard}: {trays}. Lluvia {when_es}. "
+              "Recogerlas ya y responder OK.",
+        "en": "URGENT: trays still out at yard {yard}: {trays}. Rain {when_en}. Pull them in "
+              "now and reply OK.",
+    },
+    "all_clear": {
+        "es": "Tendal {yard}: sin lluvia prevista en {hours} h y sensores secos. Ya pueden "
+              "sacar las bandejas.",
+        "en": "Yard {yard}: no rain expected for {hours} h and sensors dry. The trays can go "
+              "out again.",
+    },
+    "humidity_surge": {
+        "es": "Tendal {yard}: la humedad sube rapido ({humidity}%). Posible lluvia: tener "
+              "listas las bandejas.",
+        "en": "Yard {yard}: humidity rising fast ({humidity}%). Rain possible: be ready to "
+              "pull in the trays.",
+    },
+    "node_offline": {
+        "es": "Técnico: el nodo {node} del tendal {yard} no responde desde las {start}. "
+              "Revisar corriente y Wi-Fi.",
+        "en": "Technician: node {node} at yard {yard} silent since {start}. Check power and "
+              "Wi-Fi.",
+    },
+    "node_back": {
+        "es": "Técnico: el nodo {node} del tendal {yard} responde de nuevo ({start}).",
+        "en": "Technician: node {node} at yard {yard} is back ({start}).",
+    },
+    "forecast_stale": {
+        "es": "Técnico: sin pronostico del tiempo para {yard} desde las {start} ({error}). "
+              "Alertas de lluvia solo por sensores.",
+        "en": "Technician: no weather forecast for {yard} since {start} ({error}). Rain "
+              "alerts from the sensors only.",
+    },
+    "forecast_back": {
+        "es": "Técnico: el pronostico del tiempo para {yard} funciona de nuevo ({provider}).",
+        "en": "Technician: the weather forecast for {yard} works again ({provider}).",
+    },
+}
+
+# A repeat says so, so nobody thinks it is a second rain.
+REPEAT_PREFIX: Final = {"es": "REPITO: ", "en": "REMINDER: "}
+
+TITLES: Final[Mapping[str, Mapping[str, str]]] = {
+    "rain_forecast": {"es": "Lluvia prevista", "en": "Rain expected"},
+    "rain_now": {"es": "Lluvia ahora", "en": "Raining now"},
+    "trays_still_out": {"es": "Bandejas afuera", "en": "Trays still out"},
+    "all_clear": {"es": "Sin lluvia", "en": "All clear"},
+    "humidity_surge": {"es": "Humedad subiendo", "en": "Humidity rising"},
+    "node_offline": {"es": "Nodo sin señal", "en": "Node offline"},
+    "node_back": {"es": "Nodo de nuevo en línea", "en": "Node back"},
+    "forecast_stale": {"es": "Sin pronóstico", "en": "No forecast"},
+    "forecast_back": {"es": "Pronóstico de nuevo", "en": "Forecast back"},
+}
+
+_FLEXIBLE: Final = ("yard", "trays", "nodes", "error", "node", "provider")
+# When a text is too long, each flexible field is first cut to this many characters,
+# so the yard's name and the trays both survive in a readable form.
+_CAPS: Final = {"yard": 24, "trays": 48, "nodes": 30, "error": 36, "node": 24, "provider": 16}
+
+
+class MessageError(ValueError):
+    """A template cannot be rendered within one segment (a bug in the templates)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Text:
+    title: str
+    body: str
+
+
+def when_phrase(lead_min: float, language: str) -> str:
+    """'en ~40 min' / 'in ~40 min'; 'ya' / 'now' when it is due."""
+    if lead_min < 3:
+        return "ya" if language == "es" else "now"
+    rounded = round(lead_min / 5) * 5 or round(lead_min)
+    return f"en ~{rounded} min" if language == "es" else f"in ~{rounded} min"
+
+
+def amount_phrase(prob_pct: float | None, precip_mm: float | None) -> str:
+    if prob_pct is not None:
+        return f"{prob_pct:.0f}%"
+    if precip_mm is not None:
+        return f"{precip_mm:.1f} mm/h"
+    return "?"
+
+
+def render(kind: str, language: str, fields: Mapping[str, object], *,
+           repeat: bool = False) -> Text:
+    """The title and GSM-7 body for one alert message, at most 160 septets."""
+    language = language if language in ("es", "en") else "es"
+    template = REPEAT_PREFIX[language] * repeat + TEMPLATES[kind][language]
+    values = {key: gsm7.fold(str(value)) for key, value in fields.items()}
+    body = template.format_map(values)
+    if gsm7.septets(body) > gsm7.SINGLE_SEGMENT:
+        for key, cap in _CAPS.items():
+            if key in values and len(values[key]) > cap:
+                values[key] = values[key][: cap - 3].rstrip() + "..."
+        body = template.format_map(values)
+    # Shorten the longest flexible field until it fits: a long yard name or
+    # many trays must not push the text into a second segment.
+    while gsm7.septets(body) > gsm7.SINGLE_SEGMENT:
+        present = [k for k in _FLEXIBLE if k in values and "{" + k + "}" in template
+                   and len(values[k]) > 4]
+        if not present:
+            raise MessageError(f"{kind}/{language} does not fit one SMS: {body!r}")
+        longest = max(present, key=lambda k: len(values[k]))
+        excess = gsm7.septets(body) - gsm7.SINGLE_SEGMENT
+        keep = max(len(values[longest]) - excess - 3, 1)
+        values[longest] = values[longest][:keep].rstrip() + "..."
+        body = template.format_map(values)
+    if not gsm7.is_gsm7(body):
+        raise MessageError(f"{kind}/{language} is not GSM-7: {body!r}")
+    return Text(title=TITLES[kind][language], body=body)

@@ -1,0 +1,258 @@
+"""SQLite state of the alert engine: episodes and the notification log.
+
+Why SQLite: a restart (power cut, upgrade) must neither forget an open
+episode nor send it again. Each evaluation writes the episode change and
+the notifications it decided in one transaction; a notification is created
+``pending`` and only the dispatcher moves it to ``sent`` or ``failed``, so
+after a crash pending ones are delivered once, and nothing is re-decided.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import sqlite3
+import threading
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS episodes (
+    id INTEGER PRIMARY KEY,
+    yard TEXT NOT NULL,
+    kind TEXT NOT NULL,            -- rain, humidity_surge, node_offline, forecast_stale
+    key TEXT NOT NULL DEFAULT '',  -- the node for node_offline
+    cause TEXT NOT NULL,           -- rain_forecast / rain_now for rain; else = kind
+    severity TEXT NOT NULL,
+    state TEXT NOT NULL,           -- raised, acknowledged, resolved
+    raised_at REAL NOT NULL,
+    acked_at REAL, acked_by TEXT,
+    resolved_at REAL,
+    level INTEGER NOT NULL DEFAULT 0,
+    notify_count INTEGER NOT NULL DEFAULT 0,
+    repeats INTEGER NOT NULL DEFAULT 0,
+    escalations INTEGER NOT NULL DEFAULT 0,
+    last_notified_at REAL,
+    upgrade_pending INTEGER NOT NULL DEFAULT 0,
+    message TEXT NOT NULL DEFAULT '',
+    details TEXT NOT NULL DEFAULT '{}'
+);
+-- One open episode per yard, kind and key: the database itself refuses a second.
+CREATE UNIQUE INDEX IF NOT EXISTS one_open_episode
+    ON episodes (yard, kind, key) WHERE state != 'resolved';
+CREATE INDEX IF NOT EXISTS episodes_by_time ON episodes (raised_at);
+CREATE TABLE IF NOT EXISTS notifications (
+    id INTEGER PRIMARY KEY,
+    episode_id INTEGER NOT NULL REFERENCES episodes(id),
+    yard TEXT NOT NULL,
+    created_at REAL NOT NULL,
+    event TEXT NOT NULL,           -- raise, upgrade, escalate, repeat, all_clear, recovered
+    kind TEXT NOT NULL,            -- the message template
+    recipient TEXT NOT NULL,
+    role TEXT NOT NULL,
+    channel TEXT NOT NULL,         -- sms, push, webhook
+    language TEXT NOT NULL,
+    address TEXT NOT NULL,
+    title TEXT NOT NULL,
+    body TEXT NOT NULL,
+    severity TEXT NOT NULL,
+    status TEXT NOT NULL DEFAULT 'pending',   -- pending, sent, failed
+    attempts INTEGER NOT NULL DEFAULT 0,
+    provider TEXT, provider_id TEXT, error TEXT,
+    sent_at REAL,
+    delivery TEXT                  -- the provider's delivery status (Twilio callback)
+);
+CREATE INDEX IF NOT EXISTS notifications_pending ON notifications (status);
+CREATE INDEX IF NOT EXISTS notifications_provider_id ON notifications (provider_id);
+"""
+
+
+@dataclass
+class Episode:
+    """One alert episode: raised -> acknowledged -> resolved."""
+
+    yard: str
+    kind: str
+    cause: str
+    severity: str
+    raised_at: float
+    key: str = ""
+    state: str = "raised"
+    acked_at: float | None = None
+    acked_by: str | None = None
+    resolved_at: float | None = None
+    level: int = 0
+    notify_count: int = 0
+    repeats: int = 0
+    escalations: int = 0
+    last_notified_at: float | None = None
+    upgrade_pending: bool = False
+    message: str = ""
+    details: dict[str, Any] = field(default_factory=dict)
+    id: int | None = None
+
+    @property
+    def active(self) -> bool:
+        return self.state != "resolved"
+
+
+@dataclass
+class Notification:
+    """One message to one recipient on one channel, and what became of it."""
+
+    episode_id: int
+    yard: str
+    created_at: float
+    event: str
+    kind: str
+    recipient: str
+    role: str
+    channel: str
+    language: str
+    address: str
+    title: str
+    body: str
+    severity: str
+    status: str = "pending"
+    attempts: int = 0
+    provider: str | None = None
+    provider_id: str | None = None
+    error: str | None = None
+    sent_at: float | None = None
+    delivery: str | None = None
+    id: int | None = None
+
+
+_EPISODE_COLUMNS = [f.name for f in fields(Episode) if f.name != "id"]
+_NOTIFICATION_COLUMNS = [f.name for f in fields(Notification) if f.name != "id"]
+
+
+class AlertStore:
+    """Episodes and notifications in one SQLite file; safe to share between threads."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        if str(path) != ":memory:":
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._lock = threading.RLock()
+        self._db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None)
+        self._db.row_factory = sqlite3.Row
+        # WAL: `secadero alerts` reads while the server writes.
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=NORMAL")
+        self._db.executescript(SCHEMA)
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator[None]:
+        with self._lock:
+            if self._db.in_transaction:
+                yield  # nested: the outer one commits
+                return
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                yield
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            self._db.execute("COMMIT")
+
+    # -- episodes
+
+    @staticmethod
+    def _episode(row: sqlite3.Row) -> Episode:
+        data = dict(row)
+        data["details"] = json.loads(data["details"])
+        data["upgrade_pending"] = bool(data["upgrade_pending"])
+        return Episode(**data)
+
+    def save_episode(self, episode: Episode) -> Episode:
+        values = asdict(episode)
+        values["details"] = json.dumps(values["details"], sort_keys=True)
+        values["upgrade_pending"] = int(values["upgrade_pending"])
+        with self._lock:
+            if episode.id is None:
+                cursor = self._db.execute(
+                    f"INSERT INTO episodes ({', '.join(_EPISODE_COLUMNS)}) VALUES "
+                    f"({', '.join('?' for _ in _EPISODE_COLUMNS)})",
+                    [values[c] for c in _EPISODE_COLUMNS])
+                episode.id = cursor.lastrowid
+            else:
+                self._db.execute(
+                    f"UPDATE episodes SET {', '.join(c + ' = ?' for c in _EPISODE_COLUMNS)} "
+                    "WHERE id = ?", [*(values[c] for c in _EPISODE_COLUMNS), episode.id])
+        return episode
+
+    def active_episodes(self, yard: str | None = None) -> list[Episode]:
+        query = "SELECT * FROM episodes WHERE state != 'resolved'"
+        args: list[Any] = []
+        if yard is not None:
+            query += " AND yard = ?"
+            args.append(yard)
+        with self._lock:
+            rows = self._db.execute(query + " ORDER BY raised_at, id", args).fetchall()
+        return [self._episode(r) for r in rows]
+
+    def episode(self, episode_id: int) -> Episode | None:
+        with self._lock:
+            row = self._db.execute("SELECT * FROM episodes WHERE id = ?",
+                                   (episode_id,)).fetchone()
+        return self._episode(row) if row else None
+
+    def history(self, *, yard: str | None = None, since: float | None = None,
+                limit: int = 100) -> list[Episode]:
+        """Episodes newest first, resolved or not."""
+        query = "SELECT * FROM episodes WHERE 1=1"
+        args: list[Any] = []
+        if yard is not None:
+            query += " AND yard = ?"
+            args.append(yard)
+        if since is not None:
+            query += " AND raised_at >= ?"
+            args.append(since)
+        with self._lock:
+            rows = self._db.execute(query + " ORDER BY raised_at DESC, id DESC LIMIT ?",
+                                    [*args, limit]).fetchall()
+        return [self._episode(r) for r in rows]
+
+    # -- notifications
+
+    def add_notification(self, note: Notification) -> Notification:
+        values = asdict(note)
+        with self._lock:
+            cursor = self._db.execute(
+                f"INSERT INTO notifications ({', '.join(_NOTIFICATION_COLUMNS)}) VALUES "
+                f"({', '.join('?' for _ in _NOTIFICATION_COLUMNS)})",
+                [values[c] for c in _NOTIFICATION_COLUMNS])
+            note.id = cursor.lastrowid
+        return note
+
+    def update_notification(self, note: Notification) -> None:
+        values = asdict(note)
+        with self._lock:
+            self._db.execute(
+                f"UPDATE notifications SET {', '.join(c + ' = ?' for c in _NOTIFICATION_COLUMNS)}"
+                " WHERE id = ?", [*(values[c] for c in _NOTIFICATION_COLUMNS), note.id])
+
+    def notifications(self, *, status: str | None = None, episode_id: int | None = None,
+                      yard: str | None = None, limit: int = 1000) -> list[Notification]:
+        query = "SELECT * FROM notifications WHERE 1=1"
+        args: list[Any] = []
+        for column, value in (("status", status), ("episode_id", episode_id), ("yard", yard)):
+            if value is not None:
+                query += f" AND {column} = ?"
+                args.append(value)
+        with self._lock:
+            rows = self._db.execute(query + " ORDER BY id LIMIT ?", [*args, limit]).fetchall()
+        return [Notification(**dict(r)) for r in rows]
+
+    def notification_by_provider_id(self, provider_id: str) -> Notification | None:
+        with self._lock:
+            row = self._db.execute("SELECT * FROM notifications WHERE provider_id = ?",
+                                   (provider_id,)).fetchone()
+        return Notification(**dict(row)) if row else None

@@ -1,0 +1,198 @@
+"""A simulated drying yard for the alert scenario tests: a day in minutes, no waiting.
+
+The clock is a number we advance; nodes are modelled as their plate, gauge
+and tray switches and "send" a telemetry message every minute through the
+same ``YardTracker`` the server uses; the forecast provider and the
+notifiers are fakes that can be switched off (the internet-down day). The
+engine, the store (SQLite in tmp_path) and the dispatcher are the real ones.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from datetime import datetime
+from pathlib import Path
+from zoneinfo import ZoneInfo
+
+import pytest
+from secadero.server.alerts.engine import AlertEngine, ForecastStatus
+from secadero.server.alerts.rules import Forecast, ForecastHour
+from secadero.server.alerts.state import YardTracker
+from secadero.server.alerts.store import AlertStore, Notification
+from secadero.server.notifiers import NotifierError, Outgoing
+from secadero.server.notifiers.dispatch import Dispatcher
+
+from secadero.contract import Envelope, Event, Status, Telemetry
+from secadero.settings import AlertSettings, RecipientSettings, YardSettings
+
+LIMA = ZoneInfo("America/Lima")
+DAY = (2026, 6, 15)  # June: in 2022 it rained every day of the "dry" month
+
+RECIPIENTS = (
+    RecipientSettings(name="Rosa", role="worker", language="es", phone="+51900000001"),
+    RecipientSettings(name="Luis", role="worker", language="es", ntfy_topic="norte-luis",
+                      channels=("push",)),
+    RecipientSettings(name="Ana", role="supervisor", language="es", phone="+51900000002"),
+    RecipientSettings(name="Carmen", role="quality", language="en", phone="+51900000003"),
+    RecipientSettings(name="Tito", role="technician", language="es", phone="+51900000009"),
+)
+YARD = YardSettings(id="norte", name="Norte", latitude=-6.57, longitude=-76.14,
+                    recipients=RECIPIENTS)
+
+
+def at(hhmm: str, day: tuple[int, int, int] = DAY) -> float:
+    """UNIX time of a local clock time in Chazuta on the scenario day."""
+    hours, minutes = (int(p) for p in hhmm.split(":"))
+    return datetime(*day, hours, minutes, tzinfo=LIMA).timestamp()
+
+
+def hhmm(ts: float) -> str:
+    return datetime.fromtimestamp(ts, LIMA).strftime("%H:%M")
+
+
+class FakeNotifier:
+    """Stands in for Twilio, ntfy or the modem; ``up = False`` makes it refuse."""
+
+    def __init__(self, name: str, channel: str, yard: SimYard) -> None:
+        self.name, self.channel, self.yard, self.up = name, channel, yard, True
+
+    def send(self, message: Outgoing) -> str:
+        if not self.up:
+            raise NotifierError("connection refused")
+        self.yard.sent.append((hhmm(self.yard.now), message.recipient, self.name, message.kind,
+                               message.event))
+        self.yard.bodies.append(message.body)
+        return f"{self.name}-{len(self.yard.sent)}"
+
+    def close(self) -> None:
+        pass
+
+
+@dataclass
+class SimNode:
+    wet: bool = False
+    tip_mm: float = 0.0
+    trays: dict[str, str] = field(default_factory=dict)
+    online: bool = True
+    humidity_pct: float = 60.0
+    temperature_c: float = 30.0
+    seq: int = 0
+
+
+class SimYard:
+    """One yard, two nodes, a forecast, fake notifiers; ``run`` advances the clock."""
+
+    def __init__(self, tmp_path: Path, **alert_overrides: object) -> None:
+        self.tmp_path = tmp_path
+        self.settings = replace(AlertSettings(), **alert_overrides)  # type: ignore[arg-type]
+        self.now = at("06:00")
+        self.nodes = {
+            "n1": SimNode(trays={"t1": "retracted", "t2": "retracted"}),
+            "n2": SimNode(trays={"t3": "retracted"}),
+        }
+        # Forecast: local hour (interval [h:00, h+1:00)) -> probability %. Default dry.
+        self.prob_by_hour: dict[int, float] = {}
+        self.forecast_up = True
+        self.forecast_status = ForecastStatus()
+        self.sent: list[tuple[str, str, str, str, str]] = []
+        self.bodies: list[str] = []
+        self.actions: list[tuple[float, Callable[[], None]]] = []
+        self.store = AlertStore(tmp_path / "alerts.sqlite3")
+        self.tracker = YardTracker([YARD])
+        self.notifiers = {name: FakeNotifier(name, channel, self) for name, channel in
+                          (("twilio", "sms"), ("gammu", "sms"), ("ntfy", "push"))}
+        self.engine = self._engine()
+
+    def _engine(self) -> AlertEngine:
+        self.dispatcher = Dispatcher(self.store, self.notifiers.values(), attempts=2,
+                                     backoff_s=0, clock=lambda: self.now, sleep=lambda s: None)
+        return AlertEngine(self.store, self.settings, [YARD], started_at=self.now)
+
+    def restart(self) -> None:
+        """The server process dies and starts again on the same database."""
+        self.store.close()
+        self.store = AlertStore(self.tmp_path / "alerts.sqlite3")
+        started = self.engine.started_at
+        self.engine = self._engine()
+        self.engine.started_at = started
+
+    # -- what happens in the yard
+
+    def at(self, when: str, action: Callable[[], None]) -> None:
+        self.actions.append((at(when), action))
+
+    def _send(self, node: str, message: Telemetry | Event | Status) -> None:
+        self.tracker.observe(Envelope("norte", node, type(message).__name__.lower(), message),
+                             self.now)
+
+    def _event(self, node: str, kind: str, tray: str | None = None) -> None:
+        sim = self.nodes[node]
+        sim.seq += 1
+        self._send(node, Event(ts=self.now, seq=sim.seq, type=kind, tray=tray))
+
+    def rain(self, node: str, wet: bool) -> Callable[[], None]:
+        def action() -> None:
+            self.nodes[node].wet = wet
+            self._event(node, "rain_started" if wet else "rain_stopped")
+        return action
+
+    def trays(self, state: str) -> Callable[[], None]:
+        def action() -> None:
+            for node, sim in self.nodes.items():
+                for tray in sim.trays:
+                    sim.trays[tray] = state
+                    self._event(node, "tray_extended" if state == "extended"
+                                else "tray_retracted", tray)
+        return action
+
+    def internet(self, up: bool) -> Callable[[], None]:
+        def action() -> None:
+            self.forecast_up = up
+            self.notifiers["twilio"].up = up
+            self.notifiers["ntfy"].up = up
+        return action
+
+    def _poll_forecast(self) -> None:
+        if not self.forecast_up:
+            self.forecast_status = replace(self.forecast_status, error="ConnectionError")
+            return
+        day0 = at("00:00")
+        hours = tuple(
+            ForecastHour(start_ts=day0 + h * 3600, end_ts=day0 + (h + 1) * 3600,
+                         precip_prob_pct=self.prob_by_hour.get(h, 5.0), precip_mm=0.0)
+            for h in range(48))
+        self.forecast_status = ForecastStatus(Forecast("open-meteo", self.now, hours))
+
+    def run(self, until: str, step_s: float = 60.0) -> None:
+        end = at(until)
+        while self.now <= end:
+            for when, action in [a for a in self.actions if a[0] <= self.now]:
+                self.actions.remove((when, action))
+                action()
+            if round(self.now) % 900 == 0:
+                self._poll_forecast()
+            for node, sim in self.nodes.items():
+                if sim.online:
+                    sim.seq += 1
+                    self._send(node, Telemetry(
+                        ts=self.now, seq=sim.seq, temperature_c=sim.temperature_c,
+                        humidity_pct=sim.humidity_pct, rain=sim.wet, rain_mm=sim.tip_mm,
+                        trays=dict(sim.trays)))
+            for note in self.engine.evaluate(self.tracker.view("norte"), self.forecast_status,
+                                             self.now):
+                self.dispatcher.deliver(note)
+            self.now += step_s
+
+    def log(self) -> list[Notification]:
+        return self.store.notifications()
+
+
+@pytest.fixture
+def yard(tmp_path: Path) -> SimYard:
+    return SimYard(tmp_path)
+
+
+@pytest.fixture
+def make_yard(tmp_path: Path) -> Callable[..., SimYard]:
+    return lambda **overrides: SimYard(tmp_path, **overrides)
