@@ -9,6 +9,7 @@ messages the way a node does and records the ``ack`` messages the server sends.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import threading
 import time
@@ -24,17 +25,27 @@ from secadero.contract import Telemetry, encode, node_topic
 from secadero.settings import ServerSettings, load_server_settings
 
 
+def _toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return json.dumps(value)  # strings and numbers read the same in TOML
+
+
 def write_server_config(path: Path, *, mqtt_port: int, influx_url: str, database: str,
-                        client_id: str, extra_ingest: str = "", extra_influx: str = "") -> Path:
-    path.write_text(
-        "[mqtt]\n"
-        f'host = "127.0.0.1"\nport = {mqtt_port}\nclient_id = "{client_id}"\n'
-        "[influxdb]\n"
-        f'url = "{influx_url}"\ndatabase = "{database}"\ntimeout_s = 5\n{extra_influx}'
-        "[ingest]\n"
-        "http_port = 0\nflush_interval_s = 0.05\nbatch_size = 1000\n"
-        f'state_file = "state.json"\nset_aside_file = "set-aside.jsonl"\n{extra_ingest}'
-    )
+                        client_id: str, ingest: dict[str, Any] | None = None,
+                        influx: dict[str, Any] | None = None) -> Path:
+    """A server.toml for one test; ``ingest`` / ``influx`` override the defaults below."""
+    sections = {
+        "mqtt": {"host": "127.0.0.1", "port": mqtt_port, "client_id": client_id},
+        "influxdb": {"url": influx_url, "database": database, "timeout_s": 5,
+                     **(influx or {})},
+        "ingest": {"http_port": 0, "flush_interval_s": 0.05, "batch_size": 1000,
+                   "state_file": "state.json", "set_aside_file": "set-aside.jsonl",
+                   **(ingest or {})},
+    }
+    path.write_text("".join(
+        f"[{name}]\n" + "".join(f"{key} = {_toml_value(value)}\n" for key, value in keys.items())
+        for name, keys in sections.items()))
     return path
 
 
@@ -120,3 +131,114 @@ def wait_until(predicate: Callable[[], Any], timeout_s: float = 15.0,
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out waiting for {what}")
         time.sleep(0.05)
+
+
+class TcpProxy:
+    """A small TCP proxy on loopback in front of InfluxDB, to inject its faults.
+
+    Modes (applied to new connections; changing the mode closes the open ones):
+    ``pass`` forwards bytes both ways; ``http500`` answers every request with
+    InfluxDB's 500 ``{"error":"timeout"}``; ``blackhole`` accepts and reads
+    but never answers (a hung server: the client's timeout must fire).
+    """
+
+    def __init__(self, target_port: int, mode: str = "pass") -> None:
+        import socket
+
+        self.target_port = target_port
+        self.mode = mode
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self._listener.getsockname()[1]
+        self._open: list[Any] = []
+        self._lock = threading.Lock()
+        self._closed = False
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def set_mode(self, mode: str) -> None:
+        self.mode = mode
+        with self._lock:
+            open_sockets, self._open = self._open, []
+        for sock in open_sockets:
+            with contextlib.suppress(OSError):
+                sock.close()
+
+    def _accept(self) -> None:
+        while not self._closed:
+            try:
+                conn, _ = self._listener.accept()
+            except OSError:
+                return
+            with self._lock:
+                self._open.append(conn)
+            threading.Thread(target=self._serve, args=(conn, self.mode), daemon=True).start()
+
+    def _serve(self, conn: Any, mode: str) -> None:
+        import socket
+
+        try:
+            if mode == "pass":
+                upstream = socket.create_connection(("127.0.0.1", self.target_port))
+                with self._lock:
+                    self._open.append(upstream)
+                threading.Thread(target=self._pump, args=(upstream, conn), daemon=True).start()
+                self._pump(conn, upstream)
+            elif mode == "http500":
+                while conn.recv(65536):
+                    body = b'{"error":"timeout"}'
+                    conn.sendall(b"HTTP/1.1 500 Internal Server Error\r\n"
+                                 b"Content-Type: application/json\r\nConnection: close\r\n"
+                                 b"Content-Length: " + str(len(body)).encode() + b"\r\n\r\n"
+                                 + body)
+                    break
+                conn.close()
+            else:  # blackhole
+                while conn.recv(65536):
+                    pass
+        except OSError:
+            pass
+
+    @staticmethod
+    def _pump(source: Any, target: Any) -> None:
+        try:
+            while data := source.recv(65536):
+                target.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for sock in (source, target):
+                with contextlib.suppress(OSError):
+                    sock.close()
+
+    def close(self) -> None:
+        self._closed = True
+        self._listener.close()
+        self.set_mode("closed")
+
+
+def ledger_check(url: str, database: str, yard: str,
+                 published: dict[tuple[str, int], float]) -> dict[str, int]:
+    """Compare what was published with what InfluxDB holds (the Jepsen "set" check).
+
+    ``published`` maps (node, time in ms) to the temperature sent. Returns
+    counts of lost, duplicated (more rows than distinct keys) and invalid
+    (stored but never published, or a different value) climate readings.
+    """
+    from conftest import influx_query
+
+    rows = influx_query(url, database,
+                        f"SELECT temperature_c FROM climate WHERE yard = '{yard}' GROUP BY node")
+    stored: dict[tuple[str, int], list[float]] = {}
+    for row in rows:
+        stored.setdefault((row["node"], row["time"]), []).append(row["temperature_c"])
+    return {
+        "published": len(published),
+        "stored": len(rows),
+        "lost": sum(1 for key in published if key not in stored),
+        "duplicated": sum(len(values) - 1 for values in stored.values()),
+        "invalid": sum(1 for key, values in stored.items()
+                       if key not in published or values[0] != published[key]),
+    }
