@@ -1,0 +1,184 @@
+"""Helpers for the node tests: a node config writer, a node subprocess, a broker listener.
+
+Imported by tests/edge/conftest.py and by the test modules.
+
+The listener is a plain paho client, independent of the node's code, that
+records every message on the test's yard and decodes it with the contract.
+Tests play the server by publishing acks through it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion
+
+from secadero import contract
+
+
+def write_node_config(directory: Path, *, yard: str, node: str = "n1", port: int,
+                      sample_interval_s: float = 0.2, resend_after_s: float = 30.0,
+                      trays: tuple[str, ...] = ("t1", "t2"), seed: int = 7,
+                      speed: float = 1.0, max_bytes: int | None = None,
+                      extra: str = "", keepalive_s: int = 30) -> Path:
+    """A node TOML like the ones the demo writes; returns its path."""
+    tray_list = ", ".join(f'"{t}"' for t in trays)
+    text = f"""
+[node]
+yard = "{yard}"
+id = "{node}"
+trays = [{tray_list}]
+sample_interval_s = {sample_interval_s}
+hardware = "simulated"
+simulation_seed = {seed}
+simulation_speed = {speed}
+
+[mqtt]
+host = "127.0.0.1"
+port = {port}
+keepalive_s = {keepalive_s}
+
+[outbox]
+path = "{directory / f"{node}.sqlite3"}"
+resend_after_s = {resend_after_s}
+{f"max_bytes = {max_bytes}" if max_bytes else ""}
+{extra}
+"""
+    path = directory / f"{node}.toml"
+    path.write_text(text)
+    return path
+
+
+class NodeProcess:
+    """``secadero edge run`` as a child process; stopped by its PID."""
+
+    def __init__(self, config: Path, *, preexec: Callable[[], None] | None = None) -> None:
+        self.config = config
+        self.stderr_path = config.with_suffix(".stderr.log")
+        self._stderr = open(self.stderr_path, "ab")  # noqa: SIM115 -- closed in wait()
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "secadero.cli", "edge", "run", "--config", str(config)],
+            stdout=subprocess.PIPE, stderr=self._stderr, preexec_fn=preexec,
+            env={**os.environ, "PYTHONUNBUFFERED": "1"})
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    def terminate(self, timeout_s: float = 15.0) -> tuple[int, bytes]:
+        self.process.send_signal(signal.SIGTERM)
+        return self.wait(timeout_s)
+
+    def kill(self) -> None:
+        self.process.kill()
+        self.wait(10)
+
+    def wait(self, timeout_s: float) -> tuple[int, bytes]:
+        out, _ = self.process.communicate(timeout=timeout_s)
+        self._stderr.close()
+        return self.process.returncode, out
+
+    def stderr(self) -> str:
+        return self.stderr_path.read_text(errors="replace")
+
+    def close(self) -> None:
+        if self.process.poll() is None:
+            self.process.kill()
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self.process.communicate(timeout=10)
+        self._stderr.close()
+
+
+class Listener:
+    """An independent MQTT client recording and decoding one yard's messages."""
+
+    def __init__(self, port: int, yard: str, *, client_id: str | None = None) -> None:
+        self.yard = yard
+        self.messages: list[tuple[str, bytes, bool]] = []
+        self.decoded: list[contract.Envelope] = []
+        self.undecodable: list[tuple[str, bytes]] = []
+        self._cond = threading.Condition()
+        self.client = mqtt.Client(CallbackAPIVersion.VERSION2,
+                                  client_id=client_id or f"listener-{yard}-{os.getpid()}")
+        self._subscribed = threading.Event()
+        self.client.on_connect = self._on_connect
+        self.client.on_subscribe = lambda *a: self._subscribed.set()
+        self.client.on_message = self._on_message
+        self.client.connect("127.0.0.1", port)
+        self.client.loop_start()
+        if not self._subscribed.wait(10):
+            raise AssertionError("listener could not subscribe")
+
+    def _on_connect(self, client: mqtt.Client, *args: Any) -> None:
+        client.subscribe(f"{contract.ROOT}/{self.yard}/#", qos=1)
+
+    def _on_message(self, client: mqtt.Client, userdata: Any,
+                    message: mqtt.MQTTMessage) -> None:
+        with self._cond:
+            self.messages.append((message.topic, bytes(message.payload), bool(message.retain)))
+            try:
+                self.decoded.append(contract.decode(message.topic, bytes(message.payload)))
+            except contract.ProtocolError:
+                self.undecodable.append((message.topic, bytes(message.payload)))
+            self._cond.notify_all()
+
+    def wait_for(self, predicate: Callable[[list[contract.Envelope]], bool],
+                 timeout_s: float = 15.0) -> list[contract.Envelope]:
+        deadline = time.monotonic() + timeout_s
+        with self._cond:
+            while not predicate(self.decoded):
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise AssertionError(
+                        f"timed out; got {len(self.decoded)} messages, last: "
+                        f"{[e.kind for e in self.decoded[-5:]]}")
+                self._cond.wait(remaining)
+            return list(self.decoded)
+
+    def seqs(self, node: str = "n1", kinds: tuple[str, ...] = ("telemetry", "event")
+             ) -> list[int]:
+        with self._cond:
+            return [e.message.seq for e in self.decoded  # type: ignore[union-attr]
+                    if e.node == node and e.kind in kinds]
+
+    def publish(self, topic: str, payload: bytes, *, retain: bool = False) -> None:
+        info = self.client.publish(topic, payload, qos=1, retain=retain)
+        info.wait_for_publish(timeout=5)
+
+    def ack(self, node: str, seq: int) -> None:
+        self.publish(contract.node_topic(self.yard, node, "ack"),
+                     contract.encode(contract.Ack(seq=seq)))
+
+    def close(self) -> None:
+        self.client.loop_stop()
+        self.client.disconnect()
+
+
+def outbox_seqs(path: Path) -> list[int]:
+    """The seqs still in a node's outbox, read with sqlite3 directly (not our Outbox class)."""
+    conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=5)
+    try:
+        return [row[0] for row in conn.execute("SELECT seq FROM outbox ORDER BY seq")]
+    finally:
+        conn.close()
+
+
+def wait_until(predicate: Callable[[], bool], timeout_s: float = 10.0,
+               interval_s: float = 0.05) -> None:
+    """Poll a condition we cannot be notified of (another process's files)."""
+    deadline = time.monotonic() + timeout_s
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not met in time")
+        time.sleep(interval_s)

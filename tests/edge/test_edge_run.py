@@ -1,0 +1,142 @@
+"""``secadero edge run`` end to end through the real Mosquitto.
+
+The node runs as a subprocess on the simulated yard; an independent paho
+client receives and decodes what it publishes and plays the server by
+publishing acks. No server code is involved.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+from node_helpers import outbox_seqs, wait_until, write_node_config
+
+from secadero import contract
+
+pytestmark = pytest.mark.integration
+
+
+def _telemetry(envelopes: list[contract.Envelope]) -> list[contract.Telemetry]:
+    return [e.message for e in envelopes if e.kind == "telemetry"]  # type: ignore[misc]
+
+
+def test_node_publishes_stores_until_acked_and_stops_cleanly(
+        mosquitto: Any, unique_name: str, tmp_path: Path, listener_factory: Any,
+        node_processes: Any) -> None:
+    listener = listener_factory(unique_name)
+    config = write_node_config(tmp_path, yard=unique_name, port=mosquitto.port,
+                               sample_interval_s=0.2, resend_after_s=60)
+    node = node_processes(config)
+
+    got = listener.wait_for(lambda env: len(_telemetry(env)) >= 5)
+    status = [e for e in got if e.kind == "status"]
+    assert status and status[0].message.state == "online"
+    telemetry = _telemetry(got)[:5]
+    assert [t.seq for t in telemetry] == [1, 2, 3, 4, 5]
+    for reading in telemetry:
+        assert reading.temperature_c is None or -10 <= reading.temperature_c <= 60
+        assert set(reading.trays) == {"t1", "t2"}
+        assert reading.ts > 1.7e9
+    # Samples are 0.2 s apart by the node's clock.
+    gaps = [b.ts - a.ts for a, b in itertools.pairwise(telemetry)]
+    assert all(0.1 < gap < 0.5 for gap in gaps), gaps
+
+    # Every message is in the outbox until an ack covers it.
+    db = tmp_path / "n1.sqlite3"
+    assert outbox_seqs(db)[:5] == [1, 2, 3, 4, 5]
+    listener.ack("n1", 4)
+    wait_until(lambda: outbox_seqs(db) and outbox_seqs(db)[0] == 5)
+
+    code, stdout = node.terminate()
+    assert code == 0
+    assert stdout == b""  # the demo runs several nodes: nothing on stdout
+    last_status = [e for e in listener.decoded if e.kind == "status"][-1]
+    assert last_status.message.state == "offline"
+    assert last_status.message.buffered == len(outbox_seqs(db))
+    assert not listener.undecodable
+
+
+def test_unacked_messages_are_sent_again_in_order_after_the_timeout(
+        mosquitto: Any, unique_name: str, tmp_path: Path, listener_factory: Any,
+        node_processes: Any) -> None:
+    listener = listener_factory(unique_name)
+    config = write_node_config(tmp_path, yard=unique_name, port=mosquitto.port,
+                               sample_interval_s=0.2, resend_after_s=1.0)
+    node = node_processes(config)
+    # seq 1 arrives, then (no ack) arrives again, followed by 2, 3 in order.
+    listener.wait_for(lambda env: listener.seqs().count(1) >= 2, timeout_s=10)
+    seqs = listener.seqs()
+    second = seqs.index(1, 1)
+    assert seqs[:second] == list(range(1, second + 1))
+    listener.ack("n1", seqs[second - 1])
+    acked = seqs[second - 1]
+    # After the ack, nothing at or below it is sent again.
+    listener.wait_for(lambda env: listener.seqs()[-1] > acked + 10, timeout_s=10)
+    mark = len(listener.seqs())
+    listener.wait_for(lambda env: len(listener.seqs()) > mark + 15, timeout_s=10)
+    assert all(s > acked for s in listener.seqs()[mark:])
+    assert node.terminate()[0] == 0
+
+
+def test_restart_keeps_seq_and_resends_what_was_not_acked(
+        mosquitto: Any, unique_name: str, tmp_path: Path, listener_factory: Any,
+        node_processes: Any) -> None:
+    listener = listener_factory(unique_name)
+    config = write_node_config(tmp_path, yard=unique_name, port=mosquitto.port,
+                               sample_interval_s=0.2)
+    first = node_processes(config)
+    listener.wait_for(lambda env: len(listener.seqs()) >= 3)
+    listener.ack("n1", 2)
+    wait_until(lambda: outbox_seqs(tmp_path / "n1.sqlite3")[0] == 3)
+    assert first.terminate()[0] == 0
+    last_seq = max(outbox_seqs(tmp_path / "n1.sqlite3"))
+    before = len(listener.seqs())
+
+    second = node_processes(config)
+    listener.wait_for(lambda env: len(listener.seqs()) >= before + last_seq - 2 + 2)
+    after = listener.seqs()[before:]
+    # The restarted node re-sends 3..last_seq first, then continues with new seqs.
+    assert after[:last_seq - 2] == list(range(3, last_seq + 1))
+    assert after[last_seq - 2] == last_seq + 1
+    assert second.terminate()[0] == 0
+
+
+def test_edge_status_shows_the_node_state(mosquitto: Any, unique_name: str, tmp_path: Path,
+                                          listener_factory: Any, node_processes: Any) -> None:
+    import subprocess
+    import sys
+
+    listener = listener_factory(unique_name)
+    config = write_node_config(tmp_path, yard=unique_name, port=mosquitto.port,
+                               sample_interval_s=0.2)
+    node = node_processes(config)
+    listener.wait_for(lambda env: len(listener.seqs()) >= 3)
+    listener.ack("n1", 3)
+    status_file = tmp_path / "n1.sqlite3.status.json"
+
+    def acked() -> bool:
+        try:
+            return json.loads(status_file.read_text())["last_ack"]["seq"] == 3
+        except (OSError, ValueError, KeyError):
+            return False
+
+    wait_until(acked, timeout_s=10)
+    result = subprocess.run([sys.executable, "-m", "secadero.cli", "edge", "status", "--config",
+                             str(config), "--json"], capture_output=True, text=True, timeout=30,
+                            check=True)
+    report = json.loads(result.stdout)
+    assert report["node"] == "n1" and report["yard"] == unique_name
+    assert report["mqtt"]["connected"] is True
+    assert report["clock"]["state"] == "synced"
+    assert report["outbox"]["acked_seq"] == 3
+    assert report["last_ack"]["seq"] == 3
+    assert set(report["sensors"]["trays"]) == {"t1", "t2"}
+    text = subprocess.run([sys.executable, "-m", "secadero.cli", "edge", "status", "--config",
+                           str(config)], capture_output=True, text=True, timeout=30, check=True)
+    assert f"node {unique_name}/n1" in text.stdout
+    assert "mqtt: connected" in text.stdout
+    assert node.terminate()[0] == 0
