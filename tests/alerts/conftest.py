@@ -9,7 +9,12 @@ engine, the store (SQLite in tmp_path) and the dispatcher are the real ones.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import http.server
+import json as _json
+import queue
+import threading
+import urllib.parse
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from pathlib import Path
@@ -196,3 +201,90 @@ def yard(tmp_path: Path) -> SimYard:
 @pytest.fixture
 def make_yard(tmp_path: Path) -> Callable[..., SimYard]:
     return lambda **overrides: SimYard(tmp_path, **overrides)
+
+
+# --------------------------------------------------------------------------
+# a local HTTP server that plays a remote service (Open-Meteo, ntfy, Twilio ...)
+
+
+
+@dataclass
+class Recorded:
+    method: str
+    path: str
+    query: dict[str, list[str]]
+    headers: dict[str, str]
+    body: bytes
+
+    def json(self) -> object:
+        return _json.loads(self.body)
+
+    def form(self) -> dict[str, str]:
+        return dict(urllib.parse.parse_qsl(self.body.decode()))
+
+
+Reply = tuple[int, dict[str, str], bytes]
+
+
+class FakeService:
+    """An HTTP/1.1 server on 127.0.0.1 that answers from a script and records requests.
+
+    ``replies`` is consumed in order; when empty, ``default`` answers. A reply
+    may be a callable taking the recorded request (to answer from its content).
+    ``received`` is a queue so tests wait for a request instead of sleeping.
+    """
+
+    def __init__(self) -> None:
+        self.replies: list[Reply | Callable[[Recorded], Reply]] = []
+        self.default: Reply | Callable[[Recorded], Reply] = (200, {}, b"")
+        self.requests: list[Recorded] = []
+        self.received: queue.Queue[Recorded] = queue.Queue()
+        service = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def _handle(self) -> None:
+                length = int(self.headers.get("Content-Length") or 0)
+                parsed = urllib.parse.urlsplit(self.path)
+                record = Recorded(self.command, parsed.path,
+                                  urllib.parse.parse_qs(parsed.query),
+                                  {k.lower(): v for k, v in self.headers.items()},
+                                  self.rfile.read(length))
+                reply = service.replies.pop(0) if service.replies else service.default
+                status, headers, body = reply(record) if callable(reply) else reply
+                service.requests.append(record)
+                self.send_response(status)
+                for key, value in headers.items():
+                    self.send_header(key, value)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+                service.received.put(record)
+
+            do_GET = do_POST = do_PUT = _handle
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.port = self.server.server_address[1]
+        self.url = f"http://127.0.0.1:{self.port}"
+        self._thread = threading.Thread(target=self.server.serve_forever, args=(0.05,),
+                                        daemon=True)
+        self._thread.start()
+
+    def json_reply(self, obj: object, status: int = 200, **headers: str) -> Reply:
+        return (status, {"Content-Type": "application/json", **headers},
+                _json.dumps(obj).encode())
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def service() -> Iterator[FakeService]:
+    fake = FakeService()
+    yield fake
+    fake.close()
