@@ -1,0 +1,304 @@
+"""Each notifier against a local server speaking its service's format, and Gammu's own
+dummy phone driver (Debian packages gammu, gammu-smsd) for the modem path.
+
+ntfy, Twilio and the webhook receiver are local HTTP servers on 127.0.0.1
+(``conftest.FakeService``) answering as the real services document it.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import time
+from collections.abc import Iterator
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+from conftest import FakeService
+from secadero.server.alerts.store import AlertStore, Notification
+from secadero.server.notifiers import NotifierError, Outgoing
+from secadero.server.notifiers.dispatch import Dispatcher
+from secadero.server.notifiers.gammu import GammuNotifier
+from secadero.server.notifiers.ntfy import NtfyNotifier
+from secadero.server.notifiers.twilio import TwilioNotifier, signature, valid_signature
+from secadero.server.notifiers.webhook import WebhookNotifier
+from secadero.server.notifiers.webhook import signature as webhook_signature
+
+from secadero.devservices import free_port
+from secadero.settings import GammuSettings, NtfySettings, TwilioSettings, WebhookSettings
+
+RAIN = Outgoing(notification_id=7, episode_id=3, yard="norte", recipient="Rosa",
+                address="+51900000001", title="Lluvia ahora",
+                body="LLUEVE en el tendal Norte (sensor n1) desde las 14:00. Recoger las "
+                     "bandejas YA. Responda OK.",
+                severity="critical", kind="rain_now", event="raise", language="es",
+                ack_url="http://yard.example/api/alerts/3/ack?token=abc")
+
+
+# ------------------------------------------------------------------ ntfy
+
+def test_ntfy_publishes_json_with_priority_tags_click_and_ack_button(
+        service: FakeService) -> None:
+    service.default = service.json_reply({"id": "hwQ2YpKdmg", "time": 1781550000,
+                                          "event": "message", "topic": "norte-luis"})
+    ntfy = NtfyNotifier(NtfySettings(url=service.url, token="tk_secret"))
+    push = replace(RAIN, address="norte-luis")
+    assert ntfy.send(push) == "hwQ2YpKdmg"
+    [request] = service.requests
+    assert (request.method, request.path) == ("POST", "/")
+    assert request.headers["authorization"] == "Bearer tk_secret"
+    assert request.json() == {
+        "topic": "norte-luis",
+        "title": "Lluvia ahora - norte",
+        "message": RAIN.body,
+        "priority": 5,
+        "tags": ["cloud_with_rain", "rotating_light"],
+        "click": "http://yard.example/api/alerts/3",
+        "actions": [{"action": "http", "label": "Recibido",
+                     "url": "http://yard.example/api/alerts/3/ack?token=abc",
+                     "method": "POST", "clear": True}],
+    }
+
+
+@pytest.mark.parametrize(("status", "retryable"), [(429, True), (500, True), (403, False)])
+def test_ntfy_errors_say_whether_to_retry(service: FakeService, status: int,
+                                          retryable: bool) -> None:
+    service.default = service.json_reply({"code": status * 100, "http": status,
+                                          "error": "limit reached"}, status=status)
+    with pytest.raises(NotifierError) as info:
+        NtfyNotifier(NtfySettings(url=service.url)).send(RAIN)
+    assert info.value.retryable is retryable
+    assert f"HTTP {status}" in str(info.value)
+
+
+def test_ntfy_timeout_is_retryable(service: FakeService) -> None:
+    service.default = lambda request: (time.sleep(0.5), (200, {}, b"{}"))[1]
+    with pytest.raises(NotifierError, match="timeout") as info:
+        NtfyNotifier(NtfySettings(url=service.url, timeout_s=0.1)).send(RAIN)
+    assert info.value.retryable
+
+
+# ---------------------------------------------------------------- Twilio
+
+def twilio(service: FakeService) -> TwilioNotifier:
+    return TwilioNotifier(TwilioSettings(
+        account_sid="AC0123456789abcdef0123456789abcdef", auth_token="12345",
+        from_number="+15005550006", api_url=service.url,
+        callback_base_url="https://yard.example"))
+
+
+def test_twilio_sends_the_documented_form_with_basic_auth(service: FakeService) -> None:
+    service.default = service.json_reply(
+        {"sid": "SM9f2c3e1a", "status": "queued", "to": "+51900000001"}, status=201)
+    assert twilio(service).send(RAIN) == "SM9f2c3e1a"
+    [request] = service.requests
+    assert request.path == "/2010-04-01/Accounts/AC0123456789abcdef0123456789abcdef/Messages.json"
+    assert request.headers["authorization"].startswith("Basic ")
+    assert request.form() == {"To": "+51900000001", "From": "+15005550006", "Body": RAIN.body,
+                              "StatusCallback": "https://yard.example/api/twilio/status"}
+
+
+def test_twilio_refusal_is_final_and_its_outage_is_retryable(service: FakeService) -> None:
+    service.replies = [service.json_reply({"code": 21211, "message": "The 'To' number is not "
+                                           "a valid phone number.", "status": 400}, status=400),
+                       (503, {}, b"")]
+    with pytest.raises(NotifierError, match="21211") as info:
+        twilio(service).send(RAIN)
+    assert not info.value.retryable
+    with pytest.raises(NotifierError) as info:
+        twilio(service).send(RAIN)
+    assert info.value.retryable
+
+
+def test_twilio_signature_matches_the_official_test_vector() -> None:
+    # twilio/twilio-python tests/unit/test_request_validator.py
+    params = [("CallSid", "CA1234567890ABCDE"), ("Caller", "+14158675309"),
+              ("Digits", "1234"), ("From", "+14158675309"), ("To", "+18005551212")]
+    url = "https://mycompany.com/myapp.php?foo=1&bar=2"
+    assert signature("12345", url, params) == "RSOYDt4T1cUTdK1PDd93/VVr8B8="
+    assert valid_signature("12345", url, params, "RSOYDt4T1cUTdK1PDd93/VVr8B8=")
+    assert valid_signature("12345", "https://mycompany.com:443/myapp.php?foo=1&bar=2", params,
+                           "RSOYDt4T1cUTdK1PDd93/VVr8B8=")
+    assert not valid_signature("12345", url, [*params[:-1], ("To", "+18005551213")],
+                               "RSOYDt4T1cUTdK1PDd93/VVr8B8=")
+    assert not valid_signature("54321", url, params, "RSOYDt4T1cUTdK1PDd93/VVr8B8=")
+    assert not valid_signature("12345", url, params, None)
+
+
+# --------------------------------------------------------------- webhook
+
+def test_webhook_posts_signed_json(service: FakeService) -> None:
+    WebhookNotifier(WebhookSettings(url=f"{service.url}/hook", secret="s3")).send(RAIN)
+    [request] = service.requests
+    assert request.headers["x-secadero-signature"] == webhook_signature("s3", request.body)
+    body = request.json()
+    assert isinstance(body, dict)
+    assert (body["kind"], body["yard"], body["episode_id"], body["body"]) == (
+        "rain_now", "norte", 3, RAIN.body)
+
+
+# ------------------------------------------------- dispatcher: isolation
+
+class Hangs:
+    """A notifier that blocks until released: a push server that never answers."""
+
+    name, channel = "ntfy", "push"
+
+    def __init__(self) -> None:
+        import threading
+        self.release = threading.Event()
+
+    def send(self, message: Outgoing) -> str:
+        self.release.wait(10)
+        return "late"
+
+    def close(self) -> None:
+        self.release.set()
+
+
+def test_a_hanging_push_does_not_hold_back_the_sms(tmp_path: Path,
+                                                   service: FakeService) -> None:
+    service.default = service.json_reply({"sid": "SM1"}, status=201)
+    store = AlertStore(tmp_path / "a.sqlite3")
+    hangs = Hangs()
+    dispatcher = Dispatcher(store, [hangs, twilio(service)])
+    base = dict(episode_id=1, yard="norte", created_at=0.0, event="raise", kind="rain_now",
+                role="worker", language="es", title="t", body="b", severity="critical")
+    push = store.add_notification(Notification(recipient="Luis", channel="push",
+                                               address="norte-luis", **base))
+    sms = store.add_notification(Notification(recipient="Rosa", channel="sms",
+                                              address="+51900000001", **base))
+    dispatcher.start()
+    try:
+        dispatcher.submit([push, sms])
+        request = service.received.get(timeout=5)  # the SMS left while push hangs
+        assert request.form()["To"] == "+51900000001"
+    finally:
+        hangs.release.set()
+        dispatcher.stop()
+    assert [(n.recipient, n.status, n.provider) for n in store.notifications()] == [
+        ("Luis", "sent", "ntfy"), ("Rosa", "sent", "twilio")]
+
+
+def test_a_crashing_notifier_is_logged_not_fatal(tmp_path: Path) -> None:
+    class Broken:
+        name, channel = "webhook", "webhook"
+
+        def send(self, message: Outgoing) -> str:
+            raise KeyError("bug")
+
+        def close(self) -> None:
+            pass
+
+    store = AlertStore(tmp_path / "a.sqlite3")
+    note = store.add_notification(Notification(
+        episode_id=1, yard="norte", created_at=0.0, event="raise", kind="rain_now",
+        recipient="x", role="worker", channel="webhook", language="es", address="x",
+        title="t", body="b", severity="critical"))
+    result = Dispatcher(store, [Broken()], attempts=3, sleep=lambda s: None).deliver(note)
+    assert (result.status, result.attempts) == ("failed", 1)  # a bug is not retried
+    assert result.error == "webhook: KeyError: 'bug'"
+
+
+# ------------------------------------------------ Gammu's dummy driver
+
+SMSD_NEEDED = pytest.mark.skipif(
+    not (shutil.which("gammu-smsd") and shutil.which("gammu-smsd-inject")),
+    reason="needs the Debian packages gammu and gammu-smsd")
+
+
+@pytest.fixture
+def smsd(tmp_path: Path) -> Iterator[tuple[Path, Path]]:
+    """A real gammu-smsd on Gammu's dummy phone driver, files backend; killed by PID."""
+    root = tmp_path / "gammu"
+    for sub in ("phone/sms/1", "phone/sms/2", "phone/sms/3", "phone/sms/4", "phone/sms/5",
+                "phone/pbk/ME", "phone/pbk/SM", "phone/calendar", "phone/todo", "phone/note",
+                "phone/fs", "inbox", "outbox", "sent", "error"):
+        (root / sub).mkdir(parents=True)
+    conf = root / "smsdrc"
+    conf.write_text(
+        f"[gammu]\nmodel = dummy\nconnection = none\ndevice = {root}/phone/\n"
+        f"[smsd]\nservice = files\ninboxpath = {root}/inbox/\noutboxpath = {root}/outbox/\n"
+        f"sentsmspath = {root}/sent/\nerrorsmspath = {root}/error/\n"
+        f"logfile = {root}/smsd.log\ncommtimeout = 1\nsendtimeout = 5\n"
+        "receivefrequency = 1\nchecksecurity = 0\ncheckbattery = 0\nchecksignal = 0\n"
+        "statusfrequency = 0\n")
+    process = subprocess.Popen(["gammu-smsd", "-c", str(conf)], stdout=subprocess.DEVNULL,
+                               stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        yield conf, root
+    finally:
+        os.kill(process.pid, signal.SIGTERM)
+        process.wait(10)
+
+
+def _wait_for(path: Path, pattern: str, timeout_s: float = 15.0) -> list[Path]:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        found = sorted(path.glob(pattern))
+        if found:
+            return found
+        time.sleep(0.05)  # the daemon polls its outbox; there is no event to wait on
+    raise AssertionError(f"nothing matching {pattern} in {path} after {timeout_s} s")
+
+
+def _text_of(backup: Path) -> tuple[str, str]:
+    fields = dict(line.split(" = ", 1) for line in backup.read_text().splitlines()
+                  if " = " in line)
+    return bytes.fromhex(fields["Text00"]).decode("utf-16-be"), fields["Coding"]
+
+
+@SMSD_NEEDED
+def test_gammu_smsd_sends_through_the_dummy_modem(smsd: tuple[Path, Path]) -> None:
+    conf, root = smsd
+    gammu = GammuNotifier(GammuSettings(smsdrc=conf))
+    accented = replace(RAIN, body="Está lloviendo en el tendal Alegría: ¡recoger ya!")
+    outbox_id = gammu.send(accented)
+    assert outbox_id is not None and f"_{RAIN.address}_" in outbox_id
+    [sent] = _wait_for(root / "sent", "OUT*")
+    assert sent.name == Path(outbox_id).name
+    # Folded by us, sent as GSM-7 (one 160-character segment), not UCS-2.
+    assert _text_of(sent) == ("Esta lloviendo en el tendal Alegria: ¡recoger ya!",
+                              "Default_No_Compression")
+    assert "Transmitted" in (root / "smsd.log").read_text()
+
+
+def test_gammu_missing_binary_is_a_clear_final_error(tmp_path: Path) -> None:
+    gammu = GammuNotifier(GammuSettings(smsdrc=tmp_path / "smsdrc",
+                                        inject_command=str(tmp_path / "nope")))
+    with pytest.raises(NotifierError, match="install the Debian package gammu-smsd") as info:
+        gammu.send(RAIN)
+    assert not info.value.retryable
+
+
+@SMSD_NEEDED
+def test_gammu_bad_config_is_an_error(tmp_path: Path) -> None:
+    gammu = GammuNotifier(GammuSettings(smsdrc=tmp_path / "missing-smsdrc"))
+    with pytest.raises(NotifierError, match="exit"):
+        gammu.send(RAIN)
+
+
+def test_sms_falls_back_to_the_modem_when_twilio_is_unreachable(
+        tmp_path: Path) -> None:
+    class Modem:
+        name, channel = "gammu", "sms"
+
+        def send(self, message: Outgoing) -> str:
+            return "OUT1"
+
+        def close(self) -> None:
+            pass
+
+    dead = TwilioNotifier(TwilioSettings(account_sid="AC1", auth_token="t", from_number="+1",
+                                         api_url=f"http://127.0.0.1:{free_port()}"))
+    store = AlertStore(tmp_path / "a.sqlite3")
+    note = store.add_notification(Notification(
+        episode_id=1, yard="norte", created_at=0.0, event="raise", kind="rain_now",
+        recipient="Rosa", role="worker", channel="sms", language="es",
+        address="+51900000001", title="t", body="b", severity="critical"))
+    result = Dispatcher(store, [dead, Modem()], sleep=lambda s: None).deliver(note)
+    assert (result.status, result.provider, result.provider_id) == ("sent", "gammu", "OUT1")
+    assert result.error is not None and result.error.startswith("twilio: ConnectionError")
