@@ -182,3 +182,31 @@ def wait_until(predicate: Callable[[], bool], timeout_s: float = 10.0,
         if time.monotonic() > deadline:
             raise AssertionError("condition not met in time")
         time.sleep(interval_s)
+
+
+def mock_hardware(settings: Any, script: list[Any] | None = None) -> Any:
+    """The node's drivers on a fresh MockFactory with a scripted DHT; no simulated yard.
+
+    The test drives the pins itself (``hardware.pin_factory.pin(n)``).
+    """
+    from gpiozero.pins.mock import MockFactory
+    from secadero.edge.hardware import NodeHardware
+    from secadero.firmware.dht import DHT22Sensor, ScriptedDHT
+    from secadero.firmware.outputs import Beacon, Buzzer, SilenceButton
+    from secadero.firmware.rain import RainPlate, TippingBucket
+    from secadero.firmware.trays import TrayLimitSwitch
+
+    factory = MockFactory()
+    pins = settings.pins
+    return NodeHardware(
+        climate=DHT22Sensor(ScriptedDHT(script or [(25.0, 60.0)]), min_interval_s=0.0),
+        plate=RainPlate(pins.rain_plate_pin, wet_after_s=pins.wet_after_s,
+                        dry_after_s=pins.dry_after_s, pin_factory=factory),
+        gauge=TippingBucket(pins.gauge_pin, pin_factory=factory),
+        trays={tray: TrayLimitSwitch(a, b, debounce_s=0.02, pin_factory=factory)
+               for tray, a, b in pins.tray_pins},
+        beacon=Beacon(pins.beacon_pin, pin_factory=factory),
+        buzzer=Buzzer(pins.buzzer_pin, pin_factory=factory),
+        silence=SilenceButton(pins.silence_pin, pin_factory=factory),
+        pin_factory=factory,
+    )
