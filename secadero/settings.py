@@ -366,6 +366,7 @@ class AlertSettings:
     clear_prob_pct: float = 30.0
     raise_mm_per_h: float = 0.5
     clear_mm_per_h: float = 0.2
+    # The all-clear must hold this long without a break before the episode ends.
     min_hold_min: float = 30.0
     # rain_now: a bucket tip this recent counts as raining.
     tip_window_min: float = 10.0
@@ -377,7 +378,7 @@ class AlertSettings:
     # Drying hours, local time of the yard: outside them only a tray still out is news.
     drying_start: str = "07:00"
     drying_end: str = "18:00"
-    repeat_interval_min: float = 10.0
+    repeat_interval_min: float = 15.0
     max_repeats: int = 3
     escalation: tuple[str, ...] = ("worker", "supervisor", "quality")
     # humidity_surge
