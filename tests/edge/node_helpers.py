@@ -1,6 +1,7 @@
 """Helpers for the node tests: a node config writer, a node subprocess, a broker listener.
 
-Imported by tests/edge/conftest.py and by the test modules.
+Imported by the test modules (fixtures too: a conftest.py here would shadow
+tests/conftest.py for the modules that ``from conftest import ...``).
 
 The listener is a plain paho client, independent of the node's code, that
 records every message on the test's yard and decodes it with the contract.
@@ -17,11 +18,12 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import paho.mqtt.client as mqtt
+import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
 from secadero import contract
@@ -210,3 +212,31 @@ def mock_hardware(settings: Any, script: list[Any] | None = None) -> Any:
         silence=SilenceButton(pins.silence_pin, pin_factory=factory),
         pin_factory=factory,
     )
+
+
+@pytest.fixture(name="listener_factory")
+def listener_factory_fixture(mosquitto: Any) -> Iterator[Callable[..., Listener]]:
+    made: list[Listener] = []
+
+    def make(yard: str, **kwargs: Any) -> Listener:
+        listener = Listener(mosquitto.port, yard, **kwargs)
+        made.append(listener)
+        return listener
+
+    yield make
+    for listener in made:
+        listener.close()
+
+
+@pytest.fixture(name="node_processes")
+def node_processes_fixture() -> Iterator[Callable[..., NodeProcess]]:
+    made: list[NodeProcess] = []
+
+    def start(config: Path, **kwargs: Any) -> NodeProcess:
+        node = NodeProcess(config, **kwargs)
+        made.append(node)
+        return node
+
+    yield start
+    for node in made:
+        node.close()

@@ -15,7 +15,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from node_helpers import mock_hardware, write_node_config
+from node_helpers import (  # noqa: F401 (fixtures are found by their names)
+    listener_factory_fixture,
+    mock_hardware,
+    node_processes_fixture,
+    write_node_config,
+)
 from secadero.edge.agent import NodeAgent
 from secadero.firmware.dht import dht_error
 

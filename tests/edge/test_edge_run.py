@@ -13,7 +13,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from node_helpers import outbox_seqs, wait_until, write_node_config
+from node_helpers import (  # noqa: F401 (fixtures are found by their names)
+    listener_factory_fixture,
+    node_processes_fixture,
+    outbox_seqs,
+    wait_until,
+    write_node_config,
+)
 
 from secadero import contract
 
