@@ -49,10 +49,12 @@ def build_parser() -> argparse.ArgumentParser:
     from secadero import yard
     from secadero.edge import commands as edge_commands
     from secadero.server import commands as server_commands
+    from secadero.server.alerts import cli as alerts_cli
 
     edge_commands.register(commands)
     server_commands.register(commands)
     yard.register(commands)
+    alerts_cli.register(commands)
     return parser
 
 

@@ -1,0 +1,221 @@
+"""The alert service: wires tracker, engine, forecasts, dispatcher, API and the alert topic.
+
+Plugs into the ingest as an observer: ``observe(envelope, received_at)`` is
+called on the MQTT thread for every valid message *before* storage; it only
+updates the yard's state and, when the message may change a rain decision
+(a wet plate, a tip, a tray moving), wakes the evaluation thread, which
+evaluates that yard at once. Everything else is evaluated every
+``evaluate_interval_s``. The yard's current alert is published, retained, on
+``secadero/v1/{yard}/alert`` whenever it changes, for the nodes' beacons.
+
+Usage (what ``secadero server run`` does)::
+
+    service = AlertService.from_settings(settings)
+    ingest = Ingest(settings, observers=[service.observe])
+    service.publish = ingest.publish
+    service.start(); ingest.start()
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from secadero.server.alerts.engine import AlertEngine, ForecastStatus
+from secadero.server.alerts.state import YardTracker
+from secadero.server.alerts.store import AlertStore, Notification
+from secadero.server.alerts.tokens import AckTokens, load_or_create_secret
+from secadero.server.forecast.poller import ForecastPoller, InfluxForecastWriter, make_clients
+from secadero.server.notifiers import Notifier
+from secadero.server.notifiers.dispatch import Dispatcher
+
+from secadero import contract
+from secadero.contract import Envelope
+from secadero.settings import ServerSettings
+
+log = logging.getLogger(__name__)
+
+Publish = Callable[[str, bytes, bool], Any]
+
+
+def build_notifiers(settings: ServerSettings) -> list[Notifier]:
+    """One notifier per configured ``[notifiers.*]`` section."""
+    from secadero.server.notifiers.gammu import GammuNotifier
+    from secadero.server.notifiers.ntfy import NtfyNotifier
+    from secadero.server.notifiers.twilio import TwilioNotifier
+    from secadero.server.notifiers.webhook import WebhookNotifier
+
+    n = settings.notifiers
+    notifiers: list[Notifier] = []
+    if n.ntfy is not None:
+        notifiers.append(NtfyNotifier(n.ntfy))
+    if n.twilio is not None:
+        notifiers.append(TwilioNotifier(n.twilio))
+    if n.gammu is not None:
+        notifiers.append(GammuNotifier(n.gammu))
+    if n.webhook is not None:
+        notifiers.append(WebhookNotifier(n.webhook))
+    return notifiers
+
+
+class AlertService:
+    """Runs the rain alerts inside the server process."""
+
+    def __init__(self, settings: ServerSettings, *, notifiers: Sequence[Notifier],
+                 poller: ForecastPoller | None, publish: Publish | None = None,
+                 clock: Callable[[], float] = time.time) -> None:
+        s = settings.alerts
+        self.settings = settings
+        self.clock = clock
+        self.publish = publish
+        self.store = AlertStore(s.database)
+        self.tracker = YardTracker(settings.yards, humidity_window_s=s.humidity_window_min * 60)
+        self.engine = AlertEngine(self.store, s, settings.yards, started_at=clock())
+        secret = s.ack_secret or load_or_create_secret(s.database.with_suffix(".secret"))
+        self.tokens = AckTokens(secret, s.ack_token_ttl_h * 3600)
+        self.poller = poller
+        self.dispatcher = Dispatcher(
+            self.store, notifiers, sms_route=settings.notifiers.sms_route,
+            attempts=settings.notifiers.attempts, backoff_s=settings.notifiers.backoff_s,
+            ack_url=self.ack_url, clock=clock)
+        self._published: dict[str, bytes] = {}
+        self._urgent: set[str] = set()
+        self._urgent_lock = threading.Lock()
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.evaluations = 0
+        self.errors = 0
+
+    @classmethod
+    def from_settings(cls, settings: ServerSettings, *, publish: Publish | None = None
+                      ) -> AlertService:
+        clients = {yard.id: make_clients(settings.forecast, yard) for yard in settings.yards}
+        poller = ForecastPoller(settings.yards, clients,
+                                writer=InfluxForecastWriter(settings.influxdb),
+                                interval_s=settings.forecast.poll_interval_s)
+        return cls(settings, notifiers=build_notifiers(settings), poller=poller,
+                   publish=publish)
+
+    # ------------------------------------------------------------ inputs
+
+    def observe(self, envelope: Envelope, received_at: float) -> None:
+        """The ingest observer: quick, never blocks, never raises on bad input."""
+        if envelope.kind == "alert":
+            return
+        if self.tracker.observe(envelope, received_at):
+            with self._urgent_lock:
+                self._urgent.add(envelope.yard)
+            self._wake.set()
+
+    def acknowledge(self, episode_id: int, by: str) -> bool:
+        episode = self.engine.acknowledge(episode_id, by, self.clock())
+        if episode is not None:
+            self._publish_alert(episode.yard)
+        return episode is not None
+
+    def ack_url(self, note: Notification) -> str | None:
+        if note.channel != "push":
+            return None
+        token = self.tokens.make(note.episode_id, self.clock())
+        return f"{self.settings.alerts.public_url}/api/alerts/{note.episode_id}/ack?token={token}"
+
+    # ------------------------------------------------------- evaluation
+
+    def forecast_status(self, yard: str) -> ForecastStatus:
+        return self.poller.status(yard) if self.poller is not None else ForecastStatus()
+
+    def evaluate(self, yards: Sequence[str] | None = None) -> list[Notification]:
+        """Evaluate some (or all) yards now; queue what must be sent; publish alerts."""
+        now = self.clock()
+        notes: list[Notification] = []
+        for yard in yards if yards is not None else self.tracker.yards():
+            try:
+                notes += self.engine.evaluate(self.tracker.view(yard), self.forecast_status(yard),
+                                              now)
+            except Exception:
+                self.errors += 1
+                log.exception("evaluating yard %s", yard)
+            self._publish_alert(yard)
+        self.evaluations += 1
+        if notes:
+            self.dispatcher.submit(notes)
+        return notes
+
+    def _publish_alert(self, yard: str) -> None:
+        if self.publish is None:
+            return
+        payload = contract.encode(self.engine.current_alert(yard))
+        if self._published.get(yard) == payload:
+            return
+        try:
+            self.publish(contract.alert_topic(yard), payload, True)
+            self._published[yard] = payload
+        except Exception:
+            log.exception("publishing the alert of yard %s", yard)
+
+    def _loop(self) -> None:
+        interval_s = self.settings.alerts.evaluate_interval_s
+        next_full = 0.0
+        while not self._stop.is_set():
+            self._wake.wait(max(0.0, next_full - time.monotonic()))
+            self._wake.clear()
+            if self._stop.is_set():
+                return
+            with self._urgent_lock:
+                urgent, self._urgent = sorted(self._urgent), set()
+            if time.monotonic() >= next_full:
+                self.evaluate()
+                next_full = time.monotonic() + interval_s
+            elif urgent:
+                self.evaluate(urgent)
+
+    # ------------------------------------------------------------ life
+
+    def start(self) -> AlertService:
+        self.dispatcher.start()
+        resumed = self.dispatcher.resume(max_age_s=3600, now=self.clock())
+        if resumed:
+            log.info("resending %d notifications decided before the restart", resumed)
+        if self.poller is not None:
+            self.poller.start()
+        self._thread = threading.Thread(target=self._loop, name="alerts", daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join(10)
+        if self.poller is not None:
+            self.poller.stop()
+        self.dispatcher.stop()
+        self.store.close()
+
+
+def run_with_alerts(settings: ServerSettings, stop: threading.Event) -> None:
+    """``secadero server run`` with the rain alerts and their HTTP API beside the ingest."""
+    from secadero.server.api import ApiServer
+    from secadero.server.ingest import Ingest
+
+    service = AlertService.from_settings(settings)
+    ingest = Ingest(settings, observers=[service.observe])
+    service.publish = ingest.publish
+    api = ApiServer(service, host=settings.alerts.api_host, port=settings.alerts.api_port)
+    service.start()
+    api.start()
+    ingest.start()
+    log.info("alerts: %d yards, API on http://%s:%d", len(settings.yards),
+             settings.alerts.api_host, api.port)
+    try:
+        while not stop.wait(1.0):
+            pass
+    finally:
+        ingest.stop()
+        api.stop()
+        service.stop()
+        log.info("ingest and alerts stopped")

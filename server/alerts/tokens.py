@@ -1,0 +1,59 @@
+"""Signed, expiring acknowledge tokens for the links in push messages.
+
+Anyone subscribed to an ntfy topic can tap its buttons, so the link carries
+a token that only acknowledges one episode and only until it expires:
+``<expiry>.<HMAC-SHA256(secret, "ack.<episode>.<expiry>")>`` (base64url,
+truncated to 128 bits). The secret comes from the config (``ack_secret_env``
+or ``_file``) or, if none is given, from a file created beside the alert
+database with mode 0600, so links survive a restart.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import os
+import secrets
+from pathlib import Path
+
+
+def load_or_create_secret(path: Path) -> str:
+    try:
+        return path.read_text(encoding="utf-8").strip()
+    except FileNotFoundError:
+        pass
+    path.parent.mkdir(parents=True, exist_ok=True)
+    value = secrets.token_urlsafe(32)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as handle:
+        handle.write(value + "\n")
+    return value
+
+
+class AckTokens:
+    def __init__(self, secret: str, ttl_s: float) -> None:
+        if len(secret) < 16:
+            raise ValueError("the acknowledge secret must be at least 16 characters")
+        self._key = secret.encode()
+        self.ttl_s = ttl_s
+
+    def _mac(self, episode_id: int, expiry: int) -> str:
+        digest = hmac.new(self._key, f"ack.{episode_id}.{expiry}".encode(),
+                          hashlib.sha256).digest()[:16]
+        return base64.urlsafe_b64encode(digest).decode().rstrip("=")
+
+    def make(self, episode_id: int, now: float) -> str:
+        expiry = int(now + self.ttl_s)
+        return f"{expiry}.{self._mac(episode_id, expiry)}"
+
+    def check(self, episode_id: int, token: str, now: float) -> str | None:
+        """None if the token is good for this episode now, else the reason."""
+        expiry_text, _, mac = token.partition(".")
+        if not expiry_text.isdigit() or not mac:
+            return "malformed token"
+        if not hmac.compare_digest(self._mac(episode_id, int(expiry_text)), mac):
+            return "bad signature"
+        if now > int(expiry_text):
+            return "expired"
+        return None

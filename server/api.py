@@ -1,0 +1,198 @@
+"""The server's HTTP API for alerts: acknowledge, active alerts, history, Twilio webhooks.
+
+Routes:
+- ``GET  /api/alerts/active`` — open episodes (JSON).
+- ``GET  /api/alerts/history?yard=&limit=`` — episodes newest first, with
+  their notifications.
+- ``GET  /api/alerts/{id}`` — one episode.
+- ``POST /api/alerts/{id}/ack?token=...`` — acknowledge with the signed,
+  expiring token from the push message (``Authorization: Bearer <token>``
+  works too). 403 for a bad or expired token, 404 for an unknown or closed
+  episode.
+- ``POST /api/twilio/inbound`` — an SMS reply; "OK" or "SI" acknowledges the
+  sender's yards. ``POST /api/twilio/status`` — delivery status. Both only
+  with a valid ``X-Twilio-Signature``.
+
+Standard library ``http.server`` (threaded): a handful of requests a day,
+no framework needed. Bind it to 127.0.0.1 and publish through a reverse
+proxy with TLS (docs/alerts.md).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import threading
+import urllib.parse
+from dataclasses import asdict
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import TYPE_CHECKING, Any
+
+from secadero.server.alerts.store import Episode
+from secadero.server.notifiers.twilio import INBOUND_PATH, STATUS_PATH, valid_signature
+
+if TYPE_CHECKING:
+    from secadero.server.alerts.service import AlertService
+
+log = logging.getLogger(__name__)
+
+_ACK = re.compile(r"/api/alerts/(\d{1,12})/ack")
+_ONE = re.compile(r"/api/alerts/(\d{1,12})")
+ACK_WORDS = frozenset({"OK", "SI", "SÍ", "YES", "RECIBIDO", "LISTO"})
+MAX_BODY = 64 * 1024
+
+
+def episode_json(episode: Episode) -> dict[str, Any]:
+    data = asdict(episode)
+    data["active"] = episode.active
+    return data
+
+
+class ApiServer:
+    """Serves the alert API for one AlertService on host:port (port 0 = any free port)."""
+
+    def __init__(self, service: AlertService, *, host: str = "127.0.0.1", port: int = 0) -> None:
+        self.service = service
+        handler = type("Handler", (_Handler,), {"service": service})
+        self._server = ThreadingHTTPServer((host, port), handler)
+        self._server.daemon_threads = True
+        self.port = self._server.server_address[1]
+        self._thread = threading.Thread(target=self._server.serve_forever, args=(0.1,),
+                                        name="alerts-api", daemon=True)
+
+    def start(self) -> ApiServer:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+
+
+class _Handler(BaseHTTPRequestHandler):
+    service: AlertService
+    protocol_version = "HTTP/1.1"
+    server_version = "secadero"
+
+    def log_message(self, format: str, *args: Any) -> None:
+        log.debug("api %s " + format, self.client_address[0], *args)
+
+    def _send(self, status: int, body: Any, content_type: str = "application/json") -> None:
+        data = (json.dumps(body, ensure_ascii=False).encode() if content_type ==
+                "application/json" else str(body).encode())
+        self.send_response(status)
+        self.send_header("Content-Type", f"{content_type}; charset=utf-8")
+        self.send_header("Content-Length", str(len(data)))
+        self.send_header("Cache-Control", "no-store")
+        self.end_headers()
+        self.wfile.write(data)
+
+    def _body(self) -> bytes | None:
+        try:
+            length = int(self.headers.get("Content-Length") or 0)
+        except ValueError:
+            length = -1
+        if not 0 <= length <= MAX_BODY:
+            self._send(413, {"error": "body too large or bad Content-Length"})
+            return None
+        return self.rfile.read(length)
+
+    def do_GET(self) -> None:
+        url = urllib.parse.urlsplit(self.path)
+        query = dict(urllib.parse.parse_qsl(url.query))
+        store = self.service.store
+        if url.path == "/api/alerts/active":
+            self._send(200, [episode_json(e) for e in self.service.engine.open_episodes()])
+        elif url.path == "/api/alerts/history":
+            try:
+                limit = min(max(int(query.get("limit", "50")), 1), 1000)
+            except ValueError:
+                self._send(400, {"error": "limit must be an integer"})
+                return
+            episodes = store.history(yard=query.get("yard"), limit=limit)
+            result = []
+            for episode in episodes:
+                data = episode_json(episode)
+                data["notifications"] = [
+                    {k: v for k, v in asdict(n).items() if k not in ("episode_id", "yard")}
+                    for n in store.notifications(episode_id=episode.id)]
+                result.append(data)
+            self._send(200, result)
+        elif match := _ONE.fullmatch(url.path):
+            episode = store.episode(int(match.group(1)))
+            if episode is None:
+                self._send(404, {"error": "no such alert"})
+            else:
+                self._send(200, episode_json(episode))
+        else:
+            self._send(404, {"error": "not found"})
+
+    def do_POST(self) -> None:
+        url = urllib.parse.urlsplit(self.path)
+        body = self._body()
+        if body is None:
+            return
+        if match := _ACK.fullmatch(url.path):
+            self._ack(int(match.group(1)), dict(urllib.parse.parse_qsl(url.query)))
+        elif url.path in (INBOUND_PATH, STATUS_PATH):
+            self._twilio(url, body)
+        else:
+            self._send(404, {"error": "not found"})
+
+    def _ack(self, episode_id: int, query: dict[str, str]) -> None:
+        token = query.get("token")
+        auth = self.headers.get("Authorization", "")
+        if not token and auth.startswith("Bearer "):
+            token = auth[len("Bearer "):].strip()
+        now = self.service.clock()
+        reason = self.service.tokens.check(episode_id, token or "", now) if token else "no token"
+        if reason is not None:
+            log.warning("acknowledge of alert %d refused: %s", episode_id, reason)
+            self._send(403, {"error": reason})
+            return
+        if not self.service.acknowledge(episode_id, "push"):
+            self._send(404, {"error": "no open alert with that id"})
+            return
+        self._send(200, {"acknowledged": episode_id})
+
+    def _twilio(self, url: urllib.parse.SplitResult, body: bytes) -> None:
+        twilio = self.service.settings.notifiers.twilio
+        if twilio is None or not twilio.auth_token or not twilio.callback_base_url:
+            self._send(404, {"error": "Twilio is not configured"})
+            return
+        try:
+            params = urllib.parse.parse_qsl(body.decode("utf-8"), keep_blank_values=True)
+        except UnicodeDecodeError:
+            self._send(400, {"error": "not UTF-8"})
+            return
+        # Twilio signs the URL it called: our public base URL plus path and query.
+        full_url = twilio.callback_base_url.rstrip("/") + url.path + (
+            "?" + url.query if url.query else "")
+        if not valid_signature(twilio.auth_token, full_url, params,
+                               self.headers.get("X-Twilio-Signature")):
+            log.warning("Twilio webhook %s with a bad signature from %s", url.path,
+                        self.client_address[0])
+            self._send(403, {"error": "bad signature"})
+            return
+        form = dict(params)
+        if url.path == STATUS_PATH:
+            note = self.service.store.notification_by_provider_id(form.get("MessageSid", ""))
+            if note is not None:
+                note.delivery = form.get("MessageStatus")
+                if form.get("ErrorCode"):
+                    note.error = f"twilio delivery error {form['ErrorCode']}"
+                self.service.store.update_notification(note)
+            self._send(200, {"updated": note is not None})
+            return
+        text = form.get("Body", "").strip().upper().rstrip(".!")
+        acked = []
+        if text in ACK_WORDS:
+            acked = self.service.engine.acknowledge_phone(form.get("From", ""),
+                                                          self.service.clock())
+            for episode in acked:
+                self.service._publish_alert(episode.yard)
+        # An empty TwiML answer: no reply SMS (each one costs money).
+        log.info("SMS from %s: %r acknowledged %d alerts", form.get("From"), text[:20],
+                 len(acked))
+        self._send(200, "<Response></Response>", "text/xml")

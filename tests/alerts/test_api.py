@@ -1,0 +1,295 @@
+"""The alert service, its HTTP API and ``secadero alerts``, with ntfy and Twilio played by
+local HTTP servers on 127.0.0.1 (``conftest.FakeService``) speaking their formats.
+
+The push message's Acknowledge button is followed exactly as the ntfy app
+would: its URL and method, from the JSON ntfy received.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+from collections.abc import Iterator
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import pytest
+from conftest import FakeService
+from secadero.server.alerts.service import AlertService, build_notifiers
+from secadero.server.api import ApiServer
+from secadero.server.notifiers.twilio import signature
+
+from secadero.cli import main
+from secadero.contract import Alert, Envelope, Event, decode_alert
+from secadero.devservices import free_port
+from secadero.settings import ServerSettings, load_server_settings
+
+AUTH_TOKEN = "twilio-test-token"
+
+
+def write_config(tmp_path: Path, *, ntfy_url: str, twilio_url: str, api_port: int,
+                 extra: str = "") -> Path:
+    config = tmp_path / "server.toml"
+    config.write_text(f"""
+[alerts]
+database = "var/alerts.sqlite3"
+api_port = {api_port}
+public_url = "http://127.0.0.1:{api_port}"
+drying_start = "00:00"
+drying_end = "24:00"
+evaluate_interval_s = 0.5
+
+[notifiers.ntfy]
+url = "{ntfy_url}"
+
+[notifiers.twilio]
+account_sid = "AC0123456789abcdef0123456789abcdef"
+auth_token_env = "TEST_TWILIO_TOKEN"
+from_number = "+15005550006"
+api_url = "{twilio_url}"
+callback_base_url = "https://yard.example"
+
+[forecast]
+open_meteo_url = "http://127.0.0.1:9/v1/forecast"
+
+[[yards]]
+id = "norte"
+name = "Norte"
+latitude = -6.57
+longitude = -76.14
+
+[[yards.recipients]]
+name = "Rosa"
+role = "worker"
+phone = "+51900000001"
+
+[[yards.recipients]]
+name = "Luis"
+role = "worker"
+channels = ["push"]
+ntfy_topic = "norte-luis"
+{extra}
+""")
+    return config
+
+
+@pytest.fixture
+def ntfy() -> Iterator[FakeService]:
+    fake = FakeService()
+    fake.default = fake.json_reply({"id": "abc123", "event": "message"})
+    yield fake
+    fake.close()
+
+
+@pytest.fixture
+def twilio_api() -> Iterator[FakeService]:
+    fake = FakeService()
+    counter = iter(range(1, 1000))
+    fake.default = lambda request: fake.json_reply({"sid": f"SM{next(counter)}",
+                                                    "status": "queued"}, status=201)
+    yield fake
+    fake.close()
+
+
+class Running:
+    def __init__(self, settings: ServerSettings, service: AlertService, api: ApiServer,
+                 published: list[tuple[str, bytes, bool]]) -> None:
+        self.settings, self.service, self.api, self.published = settings, service, api, published
+        self.url = f"http://127.0.0.1:{api.port}"
+
+    def request(self, method: str, path: str, data: bytes | None = None,
+                headers: dict[str, str] | None = None) -> tuple[int, Any]:
+        req = urllib.request.Request(path if path.startswith("http") else self.url + path,
+                                     data=data, method=method, headers=headers or {})
+        try:
+            with urllib.request.urlopen(req, timeout=5) as response:
+                body = response.read()
+                status = response.status
+        except urllib.error.HTTPError as exc:
+            body, status = exc.read(), exc.code
+        try:
+            return status, json.loads(body)
+        except ValueError:
+            return status, body.decode()
+
+    def rain(self, node: str = "n1") -> None:
+        event = Event(ts=time.time(), seq=1, type="rain_started")
+        self.service.observe(Envelope("norte", node, "event", event), time.time())
+
+
+@pytest.fixture
+def running(tmp_path: Path, ntfy: FakeService, twilio_api: FakeService,
+            monkeypatch: pytest.MonkeyPatch) -> Iterator[Running]:
+    monkeypatch.setenv("TEST_TWILIO_TOKEN", AUTH_TOKEN)
+    config = write_config(tmp_path, ntfy_url=ntfy.url, twilio_url=twilio_api.url,
+                          api_port=free_port())
+    settings = load_server_settings(config)
+    published: list[tuple[str, bytes, bool]] = []
+    service = AlertService(settings, notifiers=build_notifiers(settings), poller=None,
+                           publish=lambda t, p, r: published.append((t, p, r)))
+    api = ApiServer(service, host="127.0.0.1", port=settings.alerts.api_port).start()
+    service.start()
+    try:
+        yield Running(settings, service, api, published)
+    finally:
+        api.stop()
+        service.stop()
+
+
+def test_settings_sections_load(running: Running) -> None:
+    s = running.settings
+    [yard] = s.yards
+    assert [(r.name, r.role, r.language, r.channels) for r in yard.recipients] == [
+        ("Rosa", "worker", "es", ("sms",)), ("Luis", "worker", "es", ("push",))]
+    assert s.notifiers.twilio is not None and s.notifiers.twilio.auth_token == AUTH_TOKEN
+    assert s.alerts.database == s.source / "var" / "alerts.sqlite3"
+    assert s.notifiers.sms_route == ("twilio", "gammu")
+
+
+def test_bad_alert_settings_are_reported_with_file_and_key(tmp_path: Path) -> None:
+    from secadero.settings import check_file
+    config = write_config(tmp_path, ntfy_url="http://x", twilio_url="http://x", api_port=1,
+                          extra='\n[[yards.recipients]]\nname = "Ana"\nrole = "boss"\n'
+                                'phone = "0051"\n')
+    text = config.read_text().replace('drying_end = "24:00"', 'drying_end = "6pm"')
+    config.write_text(text.replace("auth_token_env", "auth_token"))
+    problems = check_file(config, env={})
+    assert f"{config}: alerts.drying_end: must be a local time HH:MM, got '6pm'" in problems
+    assert (f"{config}: yards[0].recipients[2].role: must be one of worker, supervisor, "
+            "quality, technician, got 'boss'") in problems
+    assert (f"{config}: yards[0].recipients[2].phone: '0051' is not an E.164 number like "
+            "+51987654321") in problems
+    assert (f"{config}: notifiers.twilio.auth_token: secrets do not belong in the file: use "
+            "auth_token_env or auth_token_file") in problems
+
+
+def test_wet_plate_push_ack_button_and_retained_alert(running: Running,
+                                                      ntfy: FakeService,
+                                                      twilio_api: FakeService) -> None:
+    running.rain()
+    push = ntfy.received.get(timeout=5).json()
+    sms = twilio_api.received.get(timeout=5).form()
+    assert sms["To"] == "+51900000001" and sms["Body"].startswith("LLUEVE en el tendal Norte")
+    assert isinstance(push, dict) and push["topic"] == "norte-luis" and push["priority"] == 5
+    [action] = push["actions"]
+    # The retained alert went out with the raise.
+    topic, payload, retain = running.published[-1]
+    alert = decode_alert(json.loads(payload))
+    assert (topic, retain, alert.state, alert.kind) == ("secadero/v1/norte/alert", True,
+                                                       "raised", "rain_now")
+    # Tapping the button: POST to the URL in the action.
+    status, body = running.request(action["method"], action["url"])
+    assert (status, body) == (200, {"acknowledged": 1})
+    [episode] = running.service.store.active_episodes()
+    assert (episode.state, episode.acked_by) == ("acknowledged", "push")
+    status, active = running.request("GET", "/api/alerts/active")
+    assert status == 200 and [(a["id"], a["state"], a["cause"]) for a in active] == [
+        (1, "acknowledged", "rain_now")]
+    status, history = running.request("GET", "/api/alerts/history?yard=norte")
+    assert [(n["recipient"], n["channel"], n["status"], n["provider"])
+            for n in history[0]["notifications"]] == [
+        ("Rosa", "sms", "sent", "twilio"), ("Luis", "push", "sent", "ntfy")]
+
+
+def test_ack_tokens_are_checked(running: Running, ntfy: FakeService) -> None:
+    running.rain()
+    url = ntfy.received.get(timeout=5).json()["actions"][0]["url"]  # type: ignore[index]
+    token = urllib.parse.parse_qs(urllib.parse.urlsplit(url).query)["token"][0]
+    expiry, mac = token.split(".")
+    forged = f"{int(expiry) + 3600}.{mac}"
+    assert running.request("POST", f"/api/alerts/1/ack?token={forged}") == (
+        403, {"error": "bad signature"})
+    assert running.request("POST", f"/api/alerts/2/ack?token={token}") == (
+        403, {"error": "bad signature"})  # a token is for one episode only
+    assert running.request("POST", "/api/alerts/1/ack") == (403, {"error": "no token"})
+    assert running.request("POST", "/api/alerts/1/ack?token=x") == (
+        403, {"error": "malformed token"})
+    expired = running.service.tokens.make(1, time.time() - 2 * running.service.tokens.ttl_s)
+    assert running.request("POST", f"/api/alerts/1/ack?token={expired}") == (
+        403, {"error": "expired"})
+    # the Bearer form works too
+    assert running.request("POST", "/api/alerts/1/ack", headers={
+        "Authorization": f"Bearer {token}"}) == (200, {"acknowledged": 1})
+    good99 = running.service.tokens.make(99, time.time())
+    assert running.request("POST", f"/api/alerts/99/ack?token={good99}") == (
+        404, {"error": "no open alert with that id"})
+
+
+def _twilio_post(running: Running, path: str, form: dict[str, str],
+                 token: str = AUTH_TOKEN) -> tuple[int, Any]:
+    sig = signature(token, "https://yard.example" + path, form.items())
+    return running.request("POST", path, urllib.parse.urlencode(form).encode(), {
+        "Content-Type": "application/x-www-form-urlencoded", "X-Twilio-Signature": sig})
+
+
+def test_an_sms_reply_ok_acknowledges_and_forged_ones_do_not(
+        running: Running, twilio_api: FakeService) -> None:
+    running.rain()
+    twilio_api.received.get(timeout=5)
+    reply = {"MessageSid": "SM77", "AccountSid": "AC0123456789abcdef0123456789abcdef",
+             "From": "+51900000001", "To": "+15005550006", "Body": "Si", "NumMedia": "0"}
+    assert _twilio_post(running, "/api/twilio/inbound", reply, token="wrong") == (
+        403, {"error": "bad signature"})
+    assert running.service.store.active_episodes()[0].state == "raised"
+    assert _twilio_post(running, "/api/twilio/inbound", {**reply, "Body": "hola"}) == (
+        200, "<Response></Response>")
+    assert running.service.store.active_episodes()[0].state == "raised"
+    assert _twilio_post(running, "/api/twilio/inbound", reply) == (200, "<Response></Response>")
+    [episode] = running.service.store.active_episodes()
+    assert (episode.state, episode.acked_by) == ("acknowledged", "+51900000001")
+
+
+def test_twilio_status_callback_records_delivery(running: Running,
+                                                 twilio_api: FakeService) -> None:
+    running.rain()
+    twilio_api.received.get(timeout=5)
+    deadline = time.monotonic() + 5
+    while not running.service.store.notifications(status="sent"):  # the worker's DB write
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    [sms] = [n for n in running.service.store.notifications() if n.channel == "sms"]
+    status = {"MessageSid": sms.provider_id or "", "MessageStatus": "undelivered",
+              "ErrorCode": "30003", "AccountSid": "AC0123456789abcdef0123456789abcdef"}
+    assert _twilio_post(running, "/api/twilio/status", status) == (200, {"updated": True})
+    [sms] = [n for n in running.service.store.notifications() if n.channel == "sms"]
+    assert (sms.delivery, sms.error) == ("undelivered", "twilio delivery error 30003")
+
+
+def test_unknown_routes_and_bad_input(running: Running) -> None:
+    assert running.request("GET", "/nope")[0] == 404
+    assert running.request("GET", "/api/alerts/history?limit=x") == (
+        400, {"error": "limit must be an integer"})
+    assert running.request("GET", "/api/alerts/123") == (404, {"error": "no such alert"})
+
+
+def test_secadero_alerts_prints_open_alerts_and_history(
+        running: Running, ntfy: FakeService, capsys: pytest.CaptureFixture[str]) -> None:
+    running.rain()
+    ntfy.received.get(timeout=5)
+    deadline = time.monotonic() + 5
+    while len(running.service.store.notifications(status="sent")) < 2:
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    config = str(running.settings.source / "server.toml")
+    capsys.readouterr()
+    assert main(["alerts", "--config", config]) == 0
+    out = capsys.readouterr().out.splitlines()
+    [episode] = running.service.store.active_episodes()
+    raised = datetime.fromtimestamp(episode.raised_at, ZoneInfo("America/Lima"))
+    assert out[0] == (f"#1 norte rain_now [critical] raised; raised "
+                      f"{raised:%Y-%m-%d %H:%M}; 2 sent, 0 failed")
+    assert out[1] == (f"    LLUEVE en el tendal Norte (sensor n1) desde las {raised:%H:%M}. "
+                      "Recoger las bandejas YA. Responda OK.")
+    assert out[2].endswith(" raise     Rosa (worker, sms) sent via twilio")
+    assert main(["alerts", "--config", config, "--history", "--json"]) == 0
+    [row] = json.loads(capsys.readouterr().out)
+    assert (row["id"], row["cause"], len(row["notifications"])) == (1, "rain_now", 2)
+
+
+def test_current_alert_is_clear_without_episodes(running: Running) -> None:
+    assert running.service.engine.current_alert("norte") == Alert(state="clear")
