@@ -2,7 +2,7 @@
 dummy phone driver (Debian packages gammu, gammu-smsd) for the modem path.
 
 ntfy, Twilio and the webhook receiver are local HTTP servers on 127.0.0.1
-(``conftest.FakeService``) answering as the real services document it.
+(``alert_helpers.FakeService``) answering as the real services document it.
 """
 
 from __future__ import annotations
@@ -17,7 +17,10 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
-from conftest import FakeService
+from alert_helpers import (
+    FakeService,
+    service_fixture,  # noqa: F401 (fixtures, found by name)
+)
 from secadero.server.alerts.store import AlertStore, Notification
 from secadero.server.notifiers import NotifierError, Outgoing
 from secadero.server.notifiers.dispatch import Dispatcher

@@ -1,5 +1,5 @@
 """The alert service, its HTTP API and ``secadero alerts``, with ntfy and Twilio played by
-local HTTP servers on 127.0.0.1 (``conftest.FakeService``) speaking their formats.
+local HTTP servers on 127.0.0.1 (``alert_helpers.FakeService``) speaking their formats.
 
 The push message's Acknowledge button is followed exactly as the ntfy app
 would: its URL and method, from the JSON ntfy received.
@@ -19,7 +19,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 import pytest
-from conftest import FakeService
+from alert_helpers import FakeService
 from secadero.server.alerts.service import AlertService, build_notifiers
 from secadero.server.api import ApiServer
 from secadero.server.notifiers.twilio import signature

@@ -16,7 +16,11 @@ from email.utils import format_datetime
 from pathlib import Path
 
 import pytest
-from conftest import FakeService, at
+from alert_helpers import (
+    FakeService,
+    at,
+    service_fixture,  # noqa: F401 (fixtures, found by name)
+)
 from secadero.server.alerts.rules import first_rain_hour, rain_forecast
 from secadero.server.forecast import ForecastError
 from secadero.server.forecast.metno import MetNorwayClient

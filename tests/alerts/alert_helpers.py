@@ -1,4 +1,7 @@
-"""A simulated drying yard for the alert scenario tests: a day in minutes, no waiting.
+"""Helpers and fixtures for tests/alerts (imported by name; no conftest.py so
+nothing shadows tests/conftest.py).
+
+A simulated drying yard for the alert scenario tests: a day in minutes, no waiting.
 
 The clock is a number we advance; nodes are modelled as their plate, gauge
 and tray switches and "send" a telemetry message every minute through the
@@ -193,13 +196,13 @@ class SimYard:
         return self.store.notifications()
 
 
-@pytest.fixture
-def yard(tmp_path: Path) -> SimYard:
+@pytest.fixture(name="yard")
+def yard_fixture(tmp_path: Path) -> SimYard:
     return SimYard(tmp_path)
 
 
-@pytest.fixture
-def make_yard(tmp_path: Path) -> Callable[..., SimYard]:
+@pytest.fixture(name="make_yard")
+def make_yard_fixture(tmp_path: Path) -> Callable[..., SimYard]:
     return lambda **overrides: SimYard(tmp_path, **overrides)
 
 
@@ -283,8 +286,8 @@ class FakeService:
         self.server.server_close()
 
 
-@pytest.fixture
-def service() -> Iterator[FakeService]:
+@pytest.fixture(name="service")
+def service_fixture() -> Iterator[FakeService]:
     fake = FakeService()
     yield fake
     fake.close()

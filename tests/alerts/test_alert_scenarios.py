@@ -1,6 +1,6 @@
 """Whole days at a simulated yard: exactly which messages go to whom, and when.
 
-The clock advances a minute at a time (``conftest.SimYard``); the engine,
+The clock advances a minute at a time (``alert_helpers.SimYard``); the engine,
 its SQLite store and the dispatcher are the real ones; Twilio, ntfy and the
 Gammu modem are fakes that record or refuse. Recipients: Rosa (worker, SMS),
 Luis (worker, push), Ana (supervisor, SMS), Carmen (quality, SMS, English),
@@ -9,7 +9,7 @@ Tito (technician, SMS). Drying hours 07:00-18:00, America/Lima.
 
 from __future__ import annotations
 
-from conftest import SimYard, at
+from alert_helpers import SimYard, at, make_yard_fixture, yard_fixture  # noqa: F401 (fixtures, found by name)
 
 
 def test_a_dry_day_sends_nothing(yard: SimYard) -> None:
