@@ -12,6 +12,7 @@ import json
 import logging
 import signal
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -53,6 +54,17 @@ def _run(args: argparse.Namespace) -> int:
     # EFBIG (a file-size limit) must be an error we handle, not a signal that kills us.
     if hasattr(signal, "SIGXFSZ"):
         signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    # Handle SIGTERM from the first moment: a supervisor may stop us while we start.
+    agent: Any = None
+    stop_requested = threading.Event()
+
+    def _terminate(signum: int, frame: Any) -> None:
+        stop_requested.set()
+        if agent is not None:
+            agent.stop()
+
+    signal.signal(signal.SIGTERM, _terminate)
+    signal.signal(signal.SIGINT, _terminate)
 
     from secadero.edge.agent import NodeAgent
     from secadero.edge.hardware import build_hardware
@@ -70,12 +82,8 @@ def _run(args: argparse.Namespace) -> int:
         hardware.close()
         log.error("cannot start: %s", exc)
         return 1
-
-    def _terminate(signum: int, frame: Any) -> None:
+    if stop_requested.is_set():
         agent.stop()
-
-    signal.signal(signal.SIGTERM, _terminate)
-    signal.signal(signal.SIGINT, _terminate)
     log.info("node %s/%s started (%s hardware, every %g s, outbox %s)", settings.yard,
              settings.node, settings.hardware, settings.sample_interval_s,
              settings.outbox.path)

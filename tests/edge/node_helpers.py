@@ -105,14 +105,16 @@ class NodeProcess:
 class Listener:
     """An independent MQTT client recording and decoding one yard's messages."""
 
-    def __init__(self, port: int, yard: str, *, client_id: str | None = None) -> None:
+    def __init__(self, port: int, yard: str, *, client_id: str | None = None,
+                 clean_session: bool = True) -> None:
         self.yard = yard
         self.messages: list[tuple[str, bytes, bool]] = []
         self.decoded: list[contract.Envelope] = []
         self.undecodable: list[tuple[str, bytes]] = []
         self._cond = threading.Condition()
         self.client = mqtt.Client(CallbackAPIVersion.VERSION2,
-                                  client_id=client_id or f"listener-{yard}-{os.getpid()}")
+                                  client_id=client_id or f"listener-{yard}-{os.getpid()}",
+                                  clean_session=clean_session)
         self._subscribed = threading.Event()
         self.client.on_connect = self._on_connect
         self.client.on_subscribe = lambda *a: self._subscribed.set()
@@ -163,8 +165,8 @@ class Listener:
                      contract.encode(contract.Ack(seq=seq)))
 
     def close(self) -> None:
-        self.client.loop_stop()
         self.client.disconnect()
+        self.client.loop_stop()
 
 
 def outbox_seqs(path: Path) -> list[int]:
