@@ -206,9 +206,13 @@ def run_with_alerts(settings: ServerSettings, stop: threading.Event) -> None:
     ingest = Ingest(settings, observers=[service.observe])
     service.publish = ingest.publish
     api = ApiServer(service, host=settings.alerts.api_host, port=settings.alerts.api_port)
+    ingest.start()
+    # The forecast poller stores into the database the ingest creates; but the
+    # alerts must not wait long for InfluxDB (they never depend on it).
+    if not ingest.wait_ready(10):
+        log.warning("alerts start before the ingest is ready (broker or InfluxDB down)")
     service.start()
     api.start()
-    ingest.start()
     log.info("alerts: %d yards, API on http://%s:%d", len(settings.yards),
              settings.alerts.api_host, api.port)
     try:

@@ -24,6 +24,7 @@ from secadero.server.forecast import ForecastError
 from secadero.server.forecast.metno import MetNorwayClient
 from secadero.server.forecast.openmeteo import OpenMeteoClient
 
+from secadero.errors import PermanentStorageError, RetryableStorageError
 from secadero.settings import ForecastSettings, InfluxSettings, YardSettings
 
 log = logging.getLogger(__name__)
@@ -85,9 +86,14 @@ class InfluxForecastWriter:
         response = self.session.post(f"{self.settings.url}/write", params=params,
                                      data="\n".join(lines).encode(),
                                      timeout=self.settings.timeout_s)
-        if response.status_code not in (200, 204):
-            raise OSError(f"InfluxDB /write answered {response.status_code}: "
-                          f"{response.text[:200]}")
+        if response.status_code in (200, 204):
+            return
+        message = f"InfluxDB /write answered {response.status_code}: {response.text[:200]}"
+        # 400 (e.g. "partial write: points beyond retention policy") will never succeed;
+        # 404 (database not created yet), 5xx and timeouts may.
+        if response.status_code == 400:
+            raise PermanentStorageError(message)
+        raise RetryableStorageError(message)
 
 
 class ForecastPoller:
@@ -95,11 +101,15 @@ class ForecastPoller:
 
     def __init__(self, yards: Sequence[YardSettings], clients: dict[str, list[ForecastClient]], *,
                  writer: Callable[[str, Forecast], None] | None = None,
-                 interval_s: float = 900.0, clock: Callable[[], float] = time.time) -> None:
+                 interval_s: float = 900.0, store_retry_s: float = 30.0,
+                 clock: Callable[[], float] = time.time) -> None:
         self.yards = list(yards)
         self.clients = clients
         self.writer = writer
         self.interval_s = interval_s
+        self.store_retry_s = store_retry_s
+        # Forecasts not yet in InfluxDB (down, or its database not created yet).
+        self._unstored: dict[str, Forecast] = {}
         self._clock = clock
         self._status: dict[str, ForecastStatus] = {y.id: ForecastStatus() for y in yards}
         self._lock = threading.Lock()
@@ -129,19 +139,35 @@ class ForecastPoller:
                 with self._lock:
                     self._status[yard.id] = ForecastStatus(forecast, None)
                 self._count(f"{client.name}_ok")
-                if self.writer is not None:
-                    try:
-                        self.writer(yard.id, forecast)
-                    except (OSError, requests.RequestException) as exc:
-                        # Storage is for the record; alerts never wait on it.
-                        self._count("store_failed")
-                        log.warning("storing the forecast for %s failed: %s", yard.id, exc)
+                self._store(yard.id, forecast)
                 break
             else:
                 with self._lock:
                     previous = self._status.get(yard.id, ForecastStatus())
                     self._status[yard.id] = ForecastStatus(previous.forecast,
                                                            "; ".join(errors) or "no provider")
+
+    def _store(self, yard: str, forecast: Forecast) -> None:
+        if self.writer is None:
+            return
+        try:
+            self.writer(yard, forecast)
+        except PermanentStorageError as exc:
+            self._unstored.pop(yard, None)
+            self._count("store_rejected")
+            log.warning("InfluxDB refused the forecast for %s (not retried): %s", yard, exc)
+        except (RetryableStorageError, OSError, requests.RequestException) as exc:
+            # Storage is for the record; alerts never wait on it. Retried soon.
+            self._unstored[yard] = forecast
+            self._count("store_failed")
+            log.warning("storing the forecast for %s failed: %s", yard, exc)
+        else:
+            self._unstored.pop(yard, None)
+
+    def store_pending(self) -> None:
+        """Retry the InfluxDB writes that failed."""
+        for yard, forecast in list(self._unstored.items()):
+            self._store(yard, forecast)
 
     def _count(self, name: str) -> None:
         self.counters[name] = self.counters.get(name, 0) + 1
@@ -157,7 +183,12 @@ class ForecastPoller:
             except Exception:
                 log.exception("forecast poll")
             # MET Norway asks not to poll on the dot: add a few random minutes' jitter.
-            self._stop.wait(self.interval_s + random.uniform(0, min(120, self.interval_s / 10)))
+            next_poll = time.monotonic() + self.interval_s + random.uniform(
+                0, min(120, self.interval_s / 10))
+            while not self._stop.is_set() and time.monotonic() < next_poll:
+                self._stop.wait(min(self.store_retry_s, max(next_poll - time.monotonic(), 0)))
+                if self._unstored:
+                    self.store_pending()
 
     def stop(self) -> None:
         self._stop.set()

@@ -27,6 +27,7 @@ from secadero.server.forecast.metno import MetNorwayClient
 from secadero.server.forecast.openmeteo import OpenMeteoClient, parse
 from secadero.server.forecast.poller import ForecastPoller, forecast_lines
 
+from secadero.errors import PermanentStorageError, RetryableStorageError
 from secadero.settings import AlertSettings, YardSettings
 
 DATA = Path(__file__).resolve().parent.parent / "data"
@@ -227,3 +228,27 @@ def test_forecast_points_for_influxdb() -> None:
     assert lines[0] == f"forecast,provider=open-meteo,yard=norte precip_prob_pct=32 " \
                        f"{int(utc('2023-06-29T23:00'))}"
     assert len(lines) == 24
+
+
+def test_a_failed_store_is_retried_without_fetching_again(service: FakeService) -> None:
+    yard = YardSettings(id="norte", name="Norte", latitude=-6.57, longitude=-76.14)
+    attempts: list[int] = []
+
+    def writer(yard_id: str, forecast: object) -> None:
+        attempts.append(len(attempts))
+        if len(attempts) == 1:
+            raise RetryableStorageError("InfluxDB /write answered 404: database not found")
+        if len(attempts) == 3:
+            raise PermanentStorageError("InfluxDB /write answered 400: partial write")
+
+    service.default = service.json_reply(BERLIN)
+    poller = ForecastPoller([yard], {"norte": [client(service)]}, writer=writer)
+    poller.poll_once()
+    assert poller.status("norte").forecast is not None and attempts == [0]
+    poller.store_pending()
+    poller.store_pending()  # stored: nothing left to retry
+    assert attempts == [0, 1] and len(service.requests) == 1
+    poller.poll_once()  # refused for good: not retried
+    poller.store_pending()
+    assert attempts == [0, 1, 2]
+    assert poller.counters["store_failed"] == 1 and poller.counters["store_rejected"] == 1
