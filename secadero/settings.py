@@ -465,7 +465,10 @@ def _read_alerts(section: Section) -> AlertSettings:
 
 @dataclass(frozen=True)
 class ForecastSettings:
-    """Where forecasts come from and how often; base URLs point at a self-hosted server too."""
+    """Where forecasts come from and how often; base URLs point at a self-hosted server too.
+
+    Without a ``[forecast]`` section the server fetches none (providers = ()).
+    """
 
     providers: tuple[str, ...] = ("open-meteo",)
     open_meteo_url: str = "https://api.open-meteo.com/v1/forecast"
@@ -643,7 +646,9 @@ def _read_server(root: Section) -> ServerSettings:
         ingest=_read_ingest(root.table("ingest")),
         yards=yards,
         alerts=_read_alerts(root.table("alerts")),
-        forecast=_read_forecast(root.table("forecast")),
+        # No [forecast] section: no forecasts (and no request to the internet).
+        forecast=(_read_forecast(root.table("forecast")) if root.has("forecast")
+                  else ForecastSettings(providers=())),
         notifiers=_read_notifiers(root.table("notifiers")),
     )
 

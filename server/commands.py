@@ -20,7 +20,7 @@ def register(commands: argparse._SubParsersAction) -> None:
 
 def _run(args: argparse.Namespace) -> int:
     # Imported here: a node without the server's packages must still start `secadero`.
-    from secadero.server.ingest import run
+    from secadero.server.alerts.service import run_with_alerts as run
 
     from secadero.errors import ConfigError
     from secadero.settings import load_server_settings

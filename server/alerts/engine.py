@@ -58,11 +58,14 @@ class AlertEngine:
     """Episodes and notification decisions for all yards; one instance per server."""
 
     def __init__(self, store: AlertStore, settings: AlertSettings,
-                 yards: Iterable[YardSettings], *, started_at: float) -> None:
+                 yards: Iterable[YardSettings], *, started_at: float,
+                 forecast_enabled: bool = True) -> None:
         self.store = store
         self.settings = settings
         self.yards: dict[str, YardSettings] = {y.id: y for y in yards}
         self.started_at = started_at
+        # Without providers there is no forecast to go stale: the sensors alone decide.
+        self.forecast_enabled = forecast_enabled
         self._lock = threading.RLock()
         self._open: dict[tuple[str, str, str], Episode] = {
             (e.yard, e.kind, e.key): e for e in store.active_episodes()
@@ -84,7 +87,8 @@ class AlertEngine:
             self._rain(yard, view, forecast.forecast, now, drying, batch)
             self._humidity(yard, view, now, drying, batch)
             self._nodes(yard, view, now, drying, batch)
-            self._forecast_stale(yard, forecast, now, drying, batch)
+            if self.forecast_enabled:
+                self._forecast_stale(yard, forecast, now, drying, batch)
         return [note for _, note in batch.notes]
 
     def acknowledge(self, episode_id: int, by: str, now: float) -> Episode | None:

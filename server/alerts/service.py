@@ -73,7 +73,8 @@ class AlertService:
         self.publish = publish
         self.store = AlertStore(s.database)
         self.tracker = YardTracker(settings.yards, humidity_window_s=s.humidity_window_min * 60)
-        self.engine = AlertEngine(self.store, s, settings.yards, started_at=clock())
+        self.engine = AlertEngine(self.store, s, settings.yards, started_at=clock(),
+                                  forecast_enabled=bool(settings.forecast.providers))
         secret = s.ack_secret or load_or_create_secret(s.database.with_suffix(".secret"))
         self.tokens = AckTokens(secret, s.ack_token_ttl_h * 3600)
         self.poller = poller
@@ -205,21 +206,30 @@ def run_with_alerts(settings: ServerSettings, stop: threading.Event) -> None:
     service = AlertService.from_settings(settings)
     ingest = Ingest(settings, observers=[service.observe])
     service.publish = ingest.publish
-    api = ApiServer(service, host=settings.alerts.api_host, port=settings.alerts.api_port)
+    try:
+        api: ApiServer | None = ApiServer(service, host=settings.alerts.api_host,
+                                          port=settings.alerts.api_port)
+    except OSError as exc:
+        # Alerts matter more than their API: run without it, say so loudly.
+        log.error("alert API cannot listen on %s:%d (%s); alerts run without it",
+                  settings.alerts.api_host, settings.alerts.api_port, exc)
+        api = None
     ingest.start()
     # The forecast poller stores into the database the ingest creates; but the
     # alerts must not wait long for InfluxDB (they never depend on it).
     if not ingest.wait_ready(10):
         log.warning("alerts start before the ingest is ready (broker or InfluxDB down)")
     service.start()
-    api.start()
-    log.info("alerts: %d yards, API on http://%s:%d", len(settings.yards),
-             settings.alerts.api_host, api.port)
+    if api is not None:
+        api.start()
+        log.info("alerts: %d yards, API on http://%s:%d", len(settings.yards),
+                 settings.alerts.api_host, api.port)
     try:
         while not stop.wait(1.0):
             pass
     finally:
         ingest.stop()
-        api.stop()
+        if api is not None:
+            api.stop()
         service.stop()
         log.info("ingest and alerts stopped")
