@@ -726,7 +726,8 @@ def _read_hardware(section: Section, trays: tuple[str, ...]) -> HardwareSettings
         rain_plate_active_low=section.boolean("rain_plate_active_low", True),
         wet_after_s=section.number("wet_after_s", 0.05, minimum=0.0, maximum=0.9),
         dry_after_s=section.number("dry_after_s", 30.0, minimum=0.0, maximum=3600),
-        gauge_pin=pin("gauge_pin", 27),
+        # gauge = false: a node without a tipping bucket (rain_mm is then null).
+        gauge_pin=pin("gauge_pin", 27) if section.boolean("gauge", True) else None,
         mm_per_tip=section.number("mm_per_tip", 0.2794, minimum=0.01, maximum=10),
         beacon_pin=pin("beacon_pin", 23),
         beacon_active_high=section.boolean("beacon_active_high", True),
