@@ -1,0 +1,155 @@
+"""The ledger: every reading two nodes measured against every reading the server stored.
+
+Real Mosquitto, real InfluxDB, the real ingest (``secadero server run``) and
+two real nodes (``secadero edge run`` on the simulated yard), all as child
+processes. Midway a node and the ingest are each killed with SIGKILL and
+started again. The ledger of what was measured comes from an independent
+MQTT listener (every message a node published, by seq) and the nodes'
+final ``seq``; what was stored is read back through InfluxDB's HTTP /query.
+Result required: 0 lost, 0 invented.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+from conftest import influx_query
+from node_helpers import (  # noqa: F401 (fixtures are found by their names)
+    listener_factory_fixture,
+    node_processes_fixture,
+    write_node_config,
+)
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+
+def last_seq(db: Path) -> int:
+    conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5)
+    try:
+        return int(conn.execute("SELECT value FROM meta WHERE key = 'next_seq'").fetchone()[0]) - 1
+    finally:
+        conn.close()
+
+
+def drops(db: Path) -> int:
+    conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5)
+    try:
+        rows = conn.execute("SELECT value FROM meta WHERE key LIKE 'dropped_%'").fetchall()
+        return sum(int(v) for (v,) in rows)
+    finally:
+        conn.close()
+
+
+def start_server(config: Path, log: Path) -> subprocess.Popen[bytes]:
+    return subprocess.Popen([sys.executable, "-m", "secadero.cli", "server", "run", "--config",
+                             str(config)], stdout=subprocess.DEVNULL,
+                            stderr=log.open("ab"))
+
+
+def test_two_nodes_through_the_real_ingest_0_lost_0_invented(
+        mosquitto: Any, influxdb: Any, unique_name: str, tmp_path: Path,
+        listener_factory: Any, node_processes: Any) -> None:
+    yard = unique_name
+    listener = listener_factory(yard)
+    server_config = tmp_path / "server.toml"
+    server_config.write_text(f"""
+[mqtt]
+host = "127.0.0.1"
+port = {mosquitto.port}
+client_id = "ingest-{yard}"
+
+[influxdb]
+url = "{influxdb.url}"
+database = "{yard}"
+
+[ingest]
+http_port = 0
+flush_interval_s = 0.05
+gap_timeout_s = 600
+state_file = "state.json"
+set_aside_file = "set-aside.jsonl"
+""")
+    server_log = tmp_path / "server.log"
+    server = start_server(server_config, server_log)
+    try:
+        nodes = {}
+        for name, seed in (("n1", 1), ("n2", 2)):
+            directory = tmp_path / name
+            directory.mkdir()
+            config = write_node_config(directory, yard=yard, node=name, port=mosquitto.port,
+                                       sample_interval_s=0.1, resend_after_s=2.0, seed=seed,
+                                       speed=1200)
+            nodes[name] = (config, directory / f"{name}.sqlite3", node_processes(config))
+        listener.wait_for(lambda env: len(listener.seqs("n1")) >= 20
+                          and len(listener.seqs("n2")) >= 20, timeout_s=20)
+        # Faults: SIGKILL node n1 and the ingest, start both again.
+        nodes["n1"][2].kill()
+        server.kill()
+        server.wait(10)
+        time.sleep(1.0)
+        nodes["n1"] = (nodes["n1"][0], nodes["n1"][1], node_processes(nodes["n1"][0]))
+        server = start_server(server_config, server_log)
+        mark = {name: last_seq(db) for name, (_, db, _) in nodes.items()}
+        listener.wait_for(lambda env: all(max(listener.seqs(n), default=0) > mark[n] + 20
+                                          for n in nodes), timeout_s=30)
+        for _, _, process in nodes.values():
+            assert process.terminate()[0] == 0
+        # What each node measured: seq 1..last, none dropped.
+        produced = {name: last_seq(db) for name, (_, db, _) in nodes.items()}
+        assert all(drops(db) == 0 for _, db, _ in nodes.values())
+        published: dict[str, dict[int, dict[str, Any]]] = {name: {} for name in nodes}
+        for topic, payload, _ in listener.messages:
+            kind = topic.rsplit("/", 1)[1]
+            node = topic.split("/")[3]
+            if kind in ("telemetry", "event"):
+                body = json.loads(payload)
+                previous = published[node].setdefault(body["seq"], {**body, "kind": kind})
+                assert previous == {**body, "kind": kind}, "two messages under one seq"
+        for name in nodes:
+            assert sorted(published[name]) == list(range(1, produced[name] + 1))
+
+        def stored(name: str) -> tuple[set[int], set[int]]:
+            rain = influx_query(influxdb.url, yard,
+                                f"SELECT wet FROM rain WHERE node = '{name}'")
+            events = influx_query(influxdb.url, yard,
+                                  f"SELECT seq FROM event WHERE node = '{name}'")
+            return {row["time"] for row in rain}, {row["seq"] for row in events}
+
+        def missing() -> dict[str, Any]:
+            out: dict[str, Any] = {}
+            for name in nodes:
+                times, event_seqs = stored(name)
+                lost = sorted(s for s, m in published[name].items()
+                              if (m["kind"] == "telemetry" and round(m["ts"] * 1000) not in times)
+                              or (m["kind"] == "event" and s not in event_seqs))
+                if lost:
+                    out[name] = lost
+            return out
+
+        deadline = time.monotonic() + 30
+        while missing() and time.monotonic() < deadline:
+            time.sleep(0.5)
+        assert missing() == {}
+        for name in nodes:
+            times, event_seqs = stored(name)
+            telemetry = [m for m in published[name].values() if m["kind"] == "telemetry"]
+            events = {s for s, m in published[name].items() if m["kind"] == "event"}
+            # 0 lost (checked above) and 0 invented: exactly what was measured, once each.
+            assert times == {round(m["ts"] * 1000) for m in telemetry}
+            assert event_seqs == events
+            assert len(times) == len(telemetry)
+        assert sum(len(p) for p in published.values()) == sum(produced.values())
+    finally:
+        if server.poll() is None:
+            server.terminate()
+            try:
+                server.wait(15)
+            except subprocess.TimeoutExpired:
+                server.kill()
