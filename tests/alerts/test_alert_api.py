@@ -190,6 +190,7 @@ def test_wet_plate_push_ack_button_and_retained_alert(running: Running,
     status, active = running.request("GET", "/api/alerts/active")
     assert status == 200 and [(a["id"], a["state"], a["cause"]) for a in active] == [
         (1, "acknowledged", "rain_now")]
+    wait_sent(running, 2)
     status, history = running.request("GET", "/api/alerts/history?yard=norte")
     assert [(n["recipient"], n["channel"], n["status"], n["provider"])
             for n in history[0]["notifications"]] == [
@@ -220,6 +221,15 @@ def test_ack_tokens_are_checked(running: Running, ntfy: FakeService) -> None:
         404, {"error": "no open alert with that id"})
 
 
+def wait_sent(running: Running, count: int) -> None:
+    """Wait for the dispatcher's workers to log ``count`` notifications as sent (the log
+    is only visible by reading the database)."""
+    deadline = time.monotonic() + 5
+    while len(running.service.store.notifications(status="sent")) < count:
+        assert time.monotonic() < deadline, running.service.store.notifications()
+        time.sleep(0.01)
+
+
 def _twilio_post(running: Running, path: str, form: dict[str, str],
                  token: str = AUTH_TOKEN) -> tuple[int, Any]:
     sig = signature(token, "https://yard.example" + path, form.items())
@@ -248,10 +258,7 @@ def test_twilio_status_callback_records_delivery(running: Running,
                                                  twilio_api: FakeService) -> None:
     running.rain()
     twilio_api.received.get(timeout=5)
-    deadline = time.monotonic() + 5
-    while not running.service.store.notifications(status="sent"):  # the worker's DB write
-        assert time.monotonic() < deadline
-        time.sleep(0.01)
+    wait_sent(running, 2)
     [sms] = [n for n in running.service.store.notifications() if n.channel == "sms"]
     status = {"MessageSid": sms.provider_id or "", "MessageStatus": "undelivered",
               "ErrorCode": "30003", "AccountSid": "AC0123456789abcdef0123456789abcdef"}
@@ -271,10 +278,7 @@ def test_secadero_alerts_prints_open_alerts_and_history(
         running: Running, ntfy: FakeService, capsys: pytest.CaptureFixture[str]) -> None:
     running.rain()
     ntfy.received.get(timeout=5)
-    deadline = time.monotonic() + 5
-    while len(running.service.store.notifications(status="sent")) < 2:
-        assert time.monotonic() < deadline
-        time.sleep(0.01)
+    wait_sent(running, 2)
     config = str(running.settings.source / "server.toml")
     capsys.readouterr()
     assert main(["alerts", "--config", config]) == 0
