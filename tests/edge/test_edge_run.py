@@ -146,3 +146,49 @@ def test_edge_status_shows_the_node_state(mosquitto: Any, unique_name: str, tmp_
     assert f"node {unique_name}/n1" in text.stdout
     assert "mqtt: connected" in text.stdout
     assert node.terminate()[0] == 0
+
+
+def test_systemd_notify_ready_watchdog_and_stopping(
+        mosquitto: Any, unique_name: str, tmp_path: Path, node_processes: Any,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Type=notify + WatchdogSec: the agent speaks sd_notify on NOTIFY_SOCKET (a real socket)."""
+    import socket
+
+    address = str(tmp_path / "notify.sock")
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
+        sock.bind(address)
+        sock.settimeout(15)
+        monkeypatch.setenv("NOTIFY_SOCKET", address)
+        monkeypatch.setenv("WATCHDOG_USEC", "400000")  # pet every 0.2 s
+        config = write_node_config(tmp_path, yard=unique_name, port=mosquitto.port)
+        node = node_processes(config)
+        received = [sock.recv(256).decode()]
+        while received.count("WATCHDOG=1") < 3:
+            received.append(sock.recv(256).decode())
+        assert received[0] == "READY=1"
+        node.process.send_signal(15)
+        while received[-1] != "STOPPING=1":
+            received.append(sock.recv(256).decode())
+        assert node.wait(15)[0] == 0
+
+
+def test_provisioning_unit_restarts_on_failure_with_a_watchdog(repo_root: Path) -> None:
+    import configparser
+    import shlex
+
+    from secadero.cli import build_parser
+
+    unit = configparser.ConfigParser(strict=False, interpolation=None)
+    unit.optionxform = str  # type: ignore[assignment,method-assign]
+    unit.read(repo_root / "firmware" / "provisioning" / "secadero-node.service")
+    service = unit["Service"]
+    assert service["Type"] == "notify"
+    assert service["Restart"] == "on-failure"
+    assert int(service["WatchdogSec"]) >= 10
+    argv = shlex.split(service["ExecStart"])
+    assert argv[0].endswith("/secadero")
+    args = build_parser().parse_args(argv[1:])
+    assert (args.command, args.edge_command, args.config) == ("edge", "run",
+                                                              "/etc/secadero/node.toml")
+    script = (repo_root / "firmware" / "provisioning" / "install.sh").read_text()
+    assert "secadero-node.service" in script and "edge/node.example.toml" in script
