@@ -29,10 +29,11 @@ changes nothing touches no disk.
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
 from collections.abc import Iterable, Mapping
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass, fields
 
 from secadero.server.alerts import messages, rules
 from secadero.server.alerts.rules import Forecast, YardView
@@ -70,9 +71,12 @@ class AlertEngine:
         self._open: dict[tuple[str, str, str], Episode] = {
             (e.yard, e.kind, e.key): e for e in store.active_episodes()
         }
+        # Open episode keys per yard: a yard's evaluation must not scan every yard's.
+        self._by_yard: dict[str, set[tuple[str, str, str]]] = {}
+        for key in self._open:
+            self._by_yard.setdefault(key[0], set()).add(key)
         # What each episode looked like when last written: only changes are saved.
-        self._saved: dict[int, str] = {
-            e.id or 0: repr(asdict(e)) for e in self._open.values()}
+        self._saved: dict[int, str] = {e.id or 0: _fingerprint(e) for e in self._open.values()}
 
     # ------------------------------------------------------------------ API
 
@@ -100,7 +104,7 @@ class AlertEngine:
                         episode.state, episode.acked_at, episode.acked_by = (
                             "acknowledged", now, by)
                         self.store.save_episode(episode)
-                        self._saved[episode_id] = repr(asdict(episode))
+                        self._saved[episode_id] = _fingerprint(episode)
                         log.info("episode %s acknowledged by %s", episode_id, by)
                     return episode
         return None
@@ -176,7 +180,8 @@ class AlertEngine:
             start, lead = expected.start_ts, expected.lead_min
             episode.details.update(prob_pct=expected.prob_pct, precip_mm=expected.precip_mm,
                                    provider=expected.provider)
-        episode.details.update(start_ts=start, lead_min=round(lead, 1))
+        # Not the lead time: it changes every minute and would rewrite the row each cycle.
+        episode.details.update(start_ts=start)
         out_trays = rules.trays_out(view)
         fields = {
             "when_es": messages.when_phrase(lead, "es"),
@@ -259,8 +264,10 @@ class AlertEngine:
                 self._notify(episode, yard, "raise", "node_offline", (TECHNICIAN,), now, batch,
                              {"node": node, "start": rules.local_hhmm(seen, yard.timezone)})
                 batch.touch(episode)
-        for (yard_id, kind, node), episode in list(self._open.items()):
-            if yard_id == yard.id and kind == "node_offline" and node not in silent:
+        for key in sorted(self._by_yard.get(yard.id, ())):
+            _, kind, node = key
+            episode = self._open[key]
+            if kind == "node_offline" and node not in silent:
                 if drying and episode.notify_count:
                     self._notify(episode, yard, "recovered", "node_back", (TECHNICIAN,), now,
                                  batch, {"node": node,
@@ -303,6 +310,7 @@ class AlertEngine:
         episode = Episode(yard=yard, kind=kind, key=key, cause=cause, severity=severity,
                           raised_at=now)
         self._open[(yard, kind, key)] = episode
+        self._by_yard.setdefault(yard, set()).add((yard, kind, key))
         batch.touch(episode)
         log.info("raised: %s %s %s", yard, kind, key or cause)
         return episode
@@ -311,6 +319,7 @@ class AlertEngine:
         episode.state, episode.resolved_at = "resolved", now
         episode.details["resolved_by"] = by
         self._open.pop((episode.yard, episode.kind, episode.key), None)
+        self._by_yard.get(episode.yard, set()).discard((episode.yard, episode.kind, episode.key))
         batch.touch(episode)
         log.info("episode %s resolved (%s)", episode.id, by)
 
@@ -342,6 +351,15 @@ class AlertEngine:
         if not recipients:
             log.warning("yard %s: nobody with role %s to tell about %s", yard.id,
                         "/".join(roles), kind)
+
+
+_FIELDS = tuple(f.name for f in fields(Episode) if f.name != "details")
+
+
+def _fingerprint(episode: Episode) -> str:
+    """A cheap snapshot of an episode's stored form (dataclasses.asdict deep-copies)."""
+    return repr(tuple(getattr(episode, name) for name in _FIELDS)) + json.dumps(
+        episode.details, sort_keys=True, default=str)
 
 
 def _address(recipient: RecipientSettings, channel: str) -> str:
@@ -376,7 +394,7 @@ class _Batch:
             return
         dirty = []
         for episode in self._touched.values():
-            fingerprint = repr(asdict(episode))
+            fingerprint = _fingerprint(episode)
             if episode.id is None or self._saved.get(episode.id) != fingerprint:
                 dirty.append((episode, fingerprint))
         if not dirty and not self.notes:

@@ -19,12 +19,16 @@ Rules (docs/alerts.md explains them for people):
 from __future__ import annotations
 
 import math
+from bisect import bisect_left
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
+from operator import itemgetter
 from zoneinfo import ZoneInfo
 
 from secadero.settings import AlertSettings
+
+_SECOND = itemgetter(1)
 
 
 @dataclass(frozen=True, slots=True)
@@ -226,8 +230,9 @@ def humidity_surge(yard: YardView, now: float, settings: AlertSettings) -> tuple
         if node.humidity_pct is None:
             continue
         reporting += 1
-        recent = [pct for ts, pct in node.humidity_history if now - ts <= window_s]
-        rise = node.humidity_pct - min(recent) if recent else 0.0
+        # History is oldest first: bisect to the window, then min() in C.
+        recent = node.humidity_history[bisect_left(node.humidity_history, (now - window_s,)):]
+        rise = node.humidity_pct - min(recent, key=_SECOND)[1] if recent else 0.0
         close = (node.temperature_c is not None and node.temperature_c
                  - dew_point_c(node.temperature_c, node.humidity_pct)
                  <= settings.dew_point_spread_c)

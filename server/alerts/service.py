@@ -133,13 +133,17 @@ class AlertService:
         """Evaluate some (or all) yards now; queue what must be sent; publish alerts."""
         now = self.clock()
         notes: list[Notification] = []
-        for yard in yards if yards is not None else self.tracker.yards():
-            try:
-                notes += self.engine.evaluate(self.tracker.view(yard), self.forecast_status(yard),
-                                              now)
-            except Exception:
-                self.errors += 1
-                log.exception("evaluating yard %s", yard)
+        targets = list(yards if yards is not None else self.tracker.yards())
+        # One transaction per cycle, not per yard: 500 yards raising at once is one commit.
+        with self.store.transaction():
+            for yard in targets:
+                try:
+                    notes += self.engine.evaluate(self.tracker.view(yard),
+                                                  self.forecast_status(yard), now)
+                except Exception:
+                    self.errors += 1
+                    log.exception("evaluating yard %s", yard)
+        for yard in targets:
             self._publish_alert(yard)
         self.evaluations += 1
         if notes:
