@@ -246,6 +246,7 @@ class FakeService:
 
         class Handler(http.server.BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
+            wbufsize = -1  # one segment per response: no Nagle/delayed-ACK 40 ms stalls
 
             def _handle(self) -> None:
                 length = int(self.headers.get("Content-Length") or 0)
@@ -263,6 +264,7 @@ class FakeService:
                 self.send_header("Content-Length", str(len(body)))
                 self.end_headers()
                 self.wfile.write(body)
+                self.wfile.flush()
                 service.received.put(record)
 
             do_GET = do_POST = do_PUT = _handle
