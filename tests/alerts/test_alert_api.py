@@ -297,3 +297,13 @@ def test_secadero_alerts_prints_open_alerts_and_history(
 
 def test_current_alert_is_clear_without_episodes(running: Running) -> None:
     assert running.service.engine.current_alert("norte") == Alert(state="clear")
+
+
+def test_the_commented_sample_config_loads(repo_root: Path) -> None:
+    from secadero.settings import check_file
+    sample = repo_root / "server" / "alerts" / "alerts.example.toml"
+    assert check_file(sample, env={"SECADERO_TWILIO_TOKEN": "t"}) == []
+    settings = load_server_settings(sample, env={"SECADERO_TWILIO_TOKEN": "t"})
+    assert [r.role for r in settings.yards[0].recipients] == [
+        "worker", "worker", "supervisor", "quality", "technician"]
+    assert settings.forecast.providers == ("open-meteo", "met-norway")
