@@ -12,6 +12,9 @@ Routes:
 - ``POST /api/twilio/inbound`` — an SMS reply; "OK" or "SI" acknowledges the
   sender's yards. ``POST /api/twilio/status`` — delivery status. Both only
   with a valid ``X-Twilio-Signature``.
+- ``POST /api/sms/inbound`` — an SMS the GSM modem received (Gammu SMSD's
+  RunOnReceive runs ``secadero alerts --sms-received``), signed with the
+  server's secret.
 
 Standard library ``http.server`` (threaded): a handful of requests a day,
 no framework needed. Bind it to 127.0.0.1 and publish through a reverse
@@ -39,6 +42,7 @@ log = logging.getLogger(__name__)
 
 _ACK = re.compile(r"/api/alerts/(\d{1,12})/ack")
 _ONE = re.compile(r"/api/alerts/(\d{1,12})")
+SMS_INBOUND_PATH = "/api/sms/inbound"
 ACK_WORDS = frozenset({"OK", "SI", "SÍ", "YES", "RECIBIDO", "LISTO"})
 MAX_BODY = 64 * 1024
 
@@ -137,6 +141,8 @@ class _Handler(BaseHTTPRequestHandler):
             self._ack(int(match.group(1)), dict(urllib.parse.parse_qsl(url.query)))
         elif url.path in (INBOUND_PATH, STATUS_PATH):
             self._twilio(url, body)
+        elif url.path == SMS_INBOUND_PATH:
+            self._sms_inbound(body)
         else:
             self._send(404, {"error": "not found"})
 
@@ -155,6 +161,31 @@ class _Handler(BaseHTTPRequestHandler):
             self._send(404, {"error": "no open alert with that id"})
             return
         self._send(200, {"acknowledged": episode_id})
+
+    def _sms_inbound(self, body: bytes) -> None:
+        """An SMS the GSM modem received, handed over by Gammu's RunOnReceive hook
+        (``secadero alerts --sms-received``), signed with the server's secret."""
+        if not self.service.tokens.check_body(body, self.headers.get("X-Secadero-Signature")):
+            self._send(403, {"error": "bad signature"})
+            return
+        try:
+            message = json.loads(body)
+            sender, text = str(message["from"]), str(message["text"])
+        except (ValueError, KeyError, TypeError):
+            self._send(400, {"error": 'expected {"from": ..., "text": ...}'})
+            return
+        self._send(200, {"acknowledged": self._reply(sender, text)})
+
+    def _reply(self, sender: str, text: str) -> list[int]:
+        """An SMS reply from a recipient: "OK"/"SI" acknowledges their yards' alerts."""
+        word = text.strip().upper().rstrip(".!")
+        acked = []
+        if word in ACK_WORDS:
+            acked = self.service.engine.acknowledge_phone(sender, self.service.clock())
+            for episode in acked:
+                self.service._publish_alert(episode.yard)
+        log.info("SMS from %s: %r acknowledged %d alerts", sender, word[:20], len(acked))
+        return [episode.id or 0 for episode in acked]
 
     def _twilio(self, url: urllib.parse.SplitResult, body: bytes) -> None:
         twilio = self.service.settings.notifiers.twilio
@@ -185,14 +216,6 @@ class _Handler(BaseHTTPRequestHandler):
                 self.service.store.update_notification(note)
             self._send(200, {"updated": note is not None})
             return
-        text = form.get("Body", "").strip().upper().rstrip(".!")
-        acked = []
-        if text in ACK_WORDS:
-            acked = self.service.engine.acknowledge_phone(form.get("From", ""),
-                                                          self.service.clock())
-            for episode in acked:
-                self.service._publish_alert(episode.yard)
+        self._reply(form.get("From", ""), form.get("Body", ""))
         # An empty TwiML answer: no reply SMS (each one costs money).
-        log.info("SMS from %s: %r acknowledged %d alerts", form.get("From"), text[:20],
-                 len(acked))
         self._send(200, "<Response></Response>", "text/xml")

@@ -10,7 +10,11 @@ import argparse
 import json
 from dataclasses import asdict
 from datetime import datetime
+from typing import TYPE_CHECKING
 from zoneinfo import ZoneInfo
+
+if TYPE_CHECKING:
+    from secadero.settings import ServerSettings
 
 
 def register(commands: argparse._SubParsersAction) -> None:
@@ -20,6 +24,9 @@ def register(commands: argparse._SubParsersAction) -> None:
     alerts.add_argument("--yard", help="only this yard")
     alerts.add_argument("--limit", type=int, default=20, help="how many past alerts (20)")
     alerts.add_argument("--json", action="store_true", help="machine-readable output")
+    alerts.add_argument("--sms-received", action="store_true",
+                        help="for Gammu SMSD's RunOnReceive: hand the received SMS (from the "
+                             "SMS_* environment) to the running server")
     alerts.set_defaults(handler=_alerts)
 
 
@@ -35,6 +42,8 @@ def _alerts(args: argparse.Namespace) -> int:
         for problem in exc.problems:
             print(problem)
         return 2
+    if args.sms_received:
+        return _sms_received(settings)
     if not settings.alerts.database.exists():
         print(f"no alerts yet ({settings.alerts.database} does not exist)")
         return 0
@@ -80,3 +89,37 @@ def _alerts(args: argparse.Namespace) -> int:
     finally:
         store.close()
     return 0
+
+
+def _sms_received(settings: ServerSettings) -> int:
+    """Post each SMS of Gammu's ``SMS_<n>_NUMBER`` / ``SMS_<n>_TEXT`` to the local API."""
+    import os
+    import urllib.error
+    import urllib.request
+
+    from secadero.server.alerts.tokens import AckTokens, load_or_create_secret
+
+    a = settings.alerts
+    secret = a.ack_secret or load_or_create_secret(a.database.with_suffix(".secret"))
+    tokens = AckTokens(secret, a.ack_token_ttl_h * 3600)
+    host = "127.0.0.1" if a.api_host in ("0.0.0.0", "::", "") else a.api_host
+    failed = 0
+    try:
+        count = int(os.environ.get("SMS_MESSAGES", "0"))
+    except ValueError:
+        count = 0
+    for index in range(1, count + 1):
+        sender = os.environ.get(f"SMS_{index}_NUMBER", "")
+        text = os.environ.get(f"SMS_{index}_TEXT", "")
+        body = json.dumps({"from": sender, "text": text}).encode()
+        request = urllib.request.Request(
+            f"http://{host}:{a.api_port}/api/sms/inbound", data=body, method="POST",
+            headers={"Content-Type": "application/json",
+                     "X-Secadero-Signature": tokens.sign_body(body)})
+        try:
+            with urllib.request.urlopen(request, timeout=10) as response:
+                print(f"SMS from {sender}: {response.read().decode()}")
+        except (urllib.error.URLError, OSError) as exc:
+            print(f"SMS from {sender}: could not reach the server: {exc}")
+            failed += 1
+    return 1 if failed else 0

@@ -47,6 +47,13 @@ class AckTokens:
         expiry = int(now + self.ttl_s)
         return f"{expiry}.{self._mac(episode_id, expiry)}"
 
+    def sign_body(self, body: bytes) -> str:
+        """Signature of a local request body (Gammu's RunOnReceive hook -> the API)."""
+        return "sha256=" + hmac.new(self._key, b"body." + body, hashlib.sha256).hexdigest()
+
+    def check_body(self, body: bytes, signature: str | None) -> bool:
+        return bool(signature) and hmac.compare_digest(self.sign_body(body), signature or "")
+
     def check(self, episode_id: int, token: str, now: float) -> str | None:
         """None if the token is good for this episode now, else the reason."""
         expiry_text, _, mac = token.partition(".")

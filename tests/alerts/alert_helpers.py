@@ -12,9 +12,13 @@ engine, the store (SQLite in tmp_path) and the dispatcher are the real ones.
 
 from __future__ import annotations
 
+import contextlib
 import http.server
 import json as _json
+import os
 import queue
+import signal
+import subprocess
 import threading
 import urllib.parse
 from collections.abc import Callable, Iterator
@@ -293,3 +297,37 @@ def service_fixture() -> Iterator[FakeService]:
     fake = FakeService()
     yield fake
     fake.close()
+
+
+# --------------------------------------------------------------------------
+# Gammu SMSD on its dummy phone driver (Debian packages gammu, gammu-smsd)
+
+
+@contextlib.contextmanager
+def start_smsd(root: Path, *, run_on_receive: str | None = None
+               ) -> Iterator[tuple[Path, Path]]:
+    """Run gammu-smsd (files backend) on the dummy driver under ``root``; stop it by PID.
+
+    The dummy driver keeps the "phone" in folders (``phone/sms/1`` is the inbox
+    that ``gammu savesms`` writes to); SMSD polls it every second.
+    """
+    for sub in ("phone/sms/1", "phone/sms/2", "phone/sms/3", "phone/sms/4", "phone/sms/5",
+                "phone/pbk/ME", "phone/pbk/SM", "phone/calendar", "phone/todo", "phone/note",
+                "phone/fs", "inbox", "outbox", "sent", "error"):
+        (root / sub).mkdir(parents=True)
+    conf = root / "smsdrc"
+    conf.write_text(
+        f"[gammu]\nmodel = dummy\nconnection = none\ndevice = {root}/phone/\n"
+        f"[smsd]\nservice = files\ninboxpath = {root}/inbox/\noutboxpath = {root}/outbox/\n"
+        f"sentsmspath = {root}/sent/\nerrorsmspath = {root}/error/\n"
+        f"logfile = {root}/smsd.log\ncommtimeout = 1\nsendtimeout = 5\n"
+        "receivefrequency = 1\nchecksecurity = 0\ncheckbattery = 0\nchecksignal = 0\n"
+        "statusfrequency = 0\n"
+        + (f"runonreceive = {run_on_receive}\n" if run_on_receive else ""))
+    process = subprocess.Popen(["gammu-smsd", "-c", str(conf)], stdout=subprocess.DEVNULL,
+                               stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        yield conf, root
+    finally:
+        os.kill(process.pid, signal.SIGTERM)
+        process.wait(10)

@@ -8,6 +8,9 @@ would: its URL and method, from the JSON ntfy received.
 from __future__ import annotations
 
 import json
+import shutil
+import subprocess
+import sys
 import time
 import urllib.error
 import urllib.parse
@@ -19,7 +22,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 import pytest
-from alert_helpers import FakeService
+from alert_helpers import FakeService, start_smsd
 from secadero.server.alerts.service import AlertService, build_notifiers
 from secadero.server.api import ApiServer
 from secadero.server.notifiers.twilio import signature
@@ -307,3 +310,39 @@ def test_the_commented_sample_config_loads(repo_root: Path) -> None:
     assert [r.role for r in settings.yards[0].recipients] == [
         "worker", "worker", "supervisor", "quality", "technician"]
     assert settings.forecast.providers == ("open-meteo", "met-norway")
+
+
+@pytest.mark.skipif(not (shutil.which("gammu") and shutil.which("gammu-smsd")),
+                    reason="needs the Debian packages gammu and gammu-smsd")
+def test_an_ok_received_by_the_gsm_modem_acknowledges(
+        running: Running, twilio_api: FakeService, tmp_path: Path) -> None:
+    """Gammu SMSD on its dummy driver receives "OK"; its RunOnReceive hook runs
+    ``secadero alerts --sms-received``, which hands it to the API: no internet needed."""
+    running.rain()
+    twilio_api.received.get(timeout=5)
+    config = running.settings.source / "server.toml"
+    hook = tmp_path / "on-receive.sh"
+    hook.write_text(f"#!/bin/sh\nexec {sys.executable} -m secadero.cli alerts --config "
+                    f"{config} --sms-received >> {tmp_path / 'hook.log'} 2>&1\n")
+    hook.chmod(0o755)
+    with start_smsd(tmp_path / "gammu", run_on_receive=str(hook)) as (smsdrc, _):
+        subprocess.run(["gammu", "-c", str(smsdrc), "savesms", "TEXT", "-folder", "1",
+                        "-unread", "-sender", "+51900000001", "-text", "OK"],
+                       check=True, capture_output=True, timeout=20)
+        deadline = time.monotonic() + 20
+        while running.service.store.active_episodes()[0].state != "acknowledged":
+            assert time.monotonic() < deadline, (tmp_path / "hook.log").read_text() \
+                if (tmp_path / "hook.log").exists() else "hook never ran"
+            time.sleep(0.1)  # SMSD polls the modem every second; nothing to wait on
+    [episode] = running.service.store.active_episodes()
+    assert episode.acked_by == "+51900000001"
+    assert (tmp_path / "hook.log").read_text() == 'SMS from +51900000001: {"acknowledged": [1]}\n'
+
+
+def test_sms_inbound_needs_the_signature(running: Running) -> None:
+    body = json.dumps({"from": "+51900000001", "text": "OK"}).encode()
+    assert running.request("POST", "/api/sms/inbound", body, {
+        "X-Secadero-Signature": "sha256=00"}) == (403, {"error": "bad signature"})
+    bad = b"[]"
+    assert running.request("POST", "/api/sms/inbound", bad, {
+        "X-Secadero-Signature": running.service.tokens.sign_body(bad)})[0] == 400

@@ -5,7 +5,7 @@ ingest (``Ingest`` with the alert service as its observer, publishing the
 retained alert through the ingest's connection). ntfy and Open-Meteo are
 local HTTP servers on 127.0.0.1 (``alert_helpers.FakeService``) answering in
 their documented formats; the forecast is the recorded Open-Meteo response
-(Weather data by Open-Meteo.com, CC BY 4.0), moved to today.
+(Weather data by Open-Meteo.com, CC BY 4.0), moved two days ahead.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import json
 import threading
 import time
 from collections.abc import Iterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -35,12 +35,14 @@ BERLIN = json.loads(
     (DATA / "open-meteo_berlin_2023-06-30_hourly_precipitation_probability.json").read_text())
 
 
-def berlin_today() -> bytes:
-    """The recorded response with its 24 hours moved to today (UTC), values unchanged:
-    InfluxDB refuses points older than the retention policy."""
-    today = datetime.now(UTC).strftime("%Y-%m-%d")
+def berlin_later() -> bytes:
+    """The recorded response with its 24 hours moved to the day after tomorrow (UTC),
+    values unchanged: InfluxDB refuses points older than its retention policy, and
+    its rain (up to 100 %) must stay outside the 90-minute look-ahead, so the only
+    alert in this test is the one the plate raises."""
+    day = (datetime.now(UTC) + timedelta(days=2)).strftime("%Y-%m-%d")
     body = dict(BERLIN, hourly=dict(BERLIN["hourly"], time=[
-        t.replace("2023-06-30", today) for t in BERLIN["hourly"]["time"]]))
+        t.replace("2023-06-30", day) for t in BERLIN["hourly"]["time"]]))
     return json.dumps(body).encode()
 
 pytestmark = pytest.mark.integration
@@ -120,7 +122,7 @@ class Watcher:
 def fakes() -> Iterator[tuple[FakeService, FakeService]]:
     ntfy, forecast = FakeService(), FakeService()
     ntfy.default = ntfy.json_reply({"id": "m1", "event": "message"})
-    forecast.default = (200, {"Content-Type": "application/json"}, berlin_today())
+    forecast.default = (200, {"Content-Type": "application/json"}, berlin_later())
     yield ntfy, forecast
     ntfy.close()
     forecast.close()

@@ -7,10 +7,7 @@ ntfy, Twilio and the webhook receiver are local HTTP servers on 127.0.0.1
 
 from __future__ import annotations
 
-import os
 import shutil
-import signal
-import subprocess
 import time
 from collections.abc import Iterator
 from dataclasses import replace
@@ -20,6 +17,7 @@ import pytest
 from alert_helpers import (
     FakeService,
     service_fixture,  # noqa: F401 (fixtures, found by name)
+    start_smsd,
 )
 from secadero.server.alerts.store import AlertStore, Notification
 from secadero.server.notifiers import NotifierError, Outgoing
@@ -216,26 +214,8 @@ SMSD_NEEDED = pytest.mark.skipif(
 @pytest.fixture
 def smsd(tmp_path: Path) -> Iterator[tuple[Path, Path]]:
     """A real gammu-smsd on Gammu's dummy phone driver, files backend; killed by PID."""
-    root = tmp_path / "gammu"
-    for sub in ("phone/sms/1", "phone/sms/2", "phone/sms/3", "phone/sms/4", "phone/sms/5",
-                "phone/pbk/ME", "phone/pbk/SM", "phone/calendar", "phone/todo", "phone/note",
-                "phone/fs", "inbox", "outbox", "sent", "error"):
-        (root / sub).mkdir(parents=True)
-    conf = root / "smsdrc"
-    conf.write_text(
-        f"[gammu]\nmodel = dummy\nconnection = none\ndevice = {root}/phone/\n"
-        f"[smsd]\nservice = files\ninboxpath = {root}/inbox/\noutboxpath = {root}/outbox/\n"
-        f"sentsmspath = {root}/sent/\nerrorsmspath = {root}/error/\n"
-        f"logfile = {root}/smsd.log\ncommtimeout = 1\nsendtimeout = 5\n"
-        "receivefrequency = 1\nchecksecurity = 0\ncheckbattery = 0\nchecksignal = 0\n"
-        "statusfrequency = 0\n")
-    process = subprocess.Popen(["gammu-smsd", "-c", str(conf)], stdout=subprocess.DEVNULL,
-                               stderr=subprocess.DEVNULL, start_new_session=True)
-    try:
-        yield conf, root
-    finally:
-        os.kill(process.pid, signal.SIGTERM)
-        process.wait(10)
+    with start_smsd(tmp_path / "gammu") as started:
+        yield started
 
 
 def _wait_for(path: Path, pattern: str, timeout_s: float = 15.0) -> list[Path]:
