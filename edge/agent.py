@@ -57,6 +57,7 @@ UNSAVED_MAX = 10_000
 FAULT_AFTER_SAMPLES = 3
 STATUS_INTERVAL_S = 60.0
 STATUS_FILE_INTERVAL_S = 2.0
+CHECKPOINT_INTERVAL_S = 5.0
 
 
 @dataclass
@@ -121,6 +122,8 @@ class NodeAgent:
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._state_lock = threading.Lock()
+        # pump() runs in the main loop and, for events, in GPIO callback threads.
+        self._pump_lock = threading.Lock()
         self._reconnected = False
         self._ack_target = 0
         self._published = 0
@@ -200,7 +203,11 @@ class NodeAgent:
     # -- storing -------------------------------------------------------------
 
     def record(self, message: contract.Telemetry | contract.Event) -> None:
-        """Stamp a message with the node's time and commit it to the outbox (or hold it in RAM)."""
+        """Stamp a message with the node's time and commit it to the outbox (or hold it in RAM).
+
+        An event is then published from this thread at once, rather than
+        when the main loop next wakes: rain must reach the server fast.
+        """
         with self._record_lock:
             stamp = self._stamp()
             self._unsaved.append(_Unsaved(message, stamp))
@@ -208,6 +215,11 @@ class NodeAgent:
                 self._unsaved.popleft()
                 self.counters["dropped_unsaved"] += 1
             self._flush_unsaved()
+        if isinstance(message, contract.Event) and self.link.connected.is_set():
+            try:
+                self.pump()
+            except Exception:  # the main loop retries; never fail a GPIO callback
+                log.exception("immediate publish of an event failed")
         self._wake.set()
 
     def _stamp(self) -> Stamp:
@@ -310,6 +322,10 @@ class NodeAgent:
 
     def pump(self) -> None:
         """Apply acks, then hand the next stored messages to the broker, in order."""
+        with self._pump_lock:
+            self._pump_locked()
+
+    def _pump_locked(self) -> None:
         with self._state_lock:
             target = self._ack_target
             reconnected, self._reconnected = self._reconnected, False
@@ -442,6 +458,7 @@ class NodeAgent:
         self.start()
         self._last_status_s = self._monotonic()
         last_file_s = 0.0
+        last_checkpoint_s = self._monotonic()
         last_watchdog_s = 0.0
         watchdog_s = self.notifier.watchdog_interval_s
         try:
@@ -462,6 +479,13 @@ class NodeAgent:
                 if now_s - last_file_s >= STATUS_FILE_INTERVAL_S:
                     self._write_status_file()
                     last_file_s = now_s
+                if now_s - last_checkpoint_s >= CHECKPOINT_INTERVAL_S:
+                    last_checkpoint_s = now_s
+                    try:
+                        self.outbox.checkpoint()
+                    except StorageError as exc:
+                        self.counters["checkpoint_errors"] += 1
+                        log.debug("checkpoint failed: %s", exc)
                 if watchdog_s is not None and now_s - last_watchdog_s >= watchdog_s:
                     self.notifier.watchdog()
                     last_watchdog_s = now_s

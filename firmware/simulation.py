@@ -173,7 +173,7 @@ class SimulatedYard:
 
     def __init__(self, model: WeatherModel, factory: Any, pins: YardPins, *, speed: float = 1.0,
                  reaction_s: float = 300.0, travel_s: float = 60.0,
-                 dry_wait_s: float = 3600.0, tick_s: float = 0.02,
+                 dry_wait_s: float = 3600.0, tick_s: float = 0.05,
                  monotonic: Callable[[], float] = time.monotonic) -> None:
         self._model = model
         self._factory = factory
