@@ -20,7 +20,8 @@ Borrowed from Alertmanager, PagerDuty and ThingsBoard (see docs/alerts.md):
 - ``all_clear`` resolves the rain episode (after ``min_hold_min``); the
   all-clear message goes only in drying hours, to everyone who was told;
 - technician alerts (``node_offline``, ``forecast_stale``) never go to the
-  yard's workers.
+  yard's workers; nor does ``delivery_failed`` (messages to the yard failing
+  for good: Twilio refusing, ntfy unreachable, the modem gone).
 
 The engine is driven by ``evaluate(view, forecast, now)``; it keeps the open
 episodes in memory (loaded from SQLite at start) so an evaluation that
@@ -80,9 +81,13 @@ class AlertEngine:
 
     # ------------------------------------------------------------------ API
 
-    def evaluate(self, view: YardView, forecast: ForecastStatus, now: float
-                 ) -> list[Notification]:
-        """Run every rule for one yard; return the notifications decided (already logged)."""
+    def evaluate(self, view: YardView, forecast: ForecastStatus, now: float, *,
+                 delivery_error: str | None = None) -> list[Notification]:
+        """Run every rule for one yard; return the notifications decided (already logged).
+
+        ``delivery_error``: messages to this yard are failing for good right now
+        (``DeliveryHealth``): the technician is told.
+        """
         yard = self.yards.get(view.yard)
         if yard is None:
             return []
@@ -93,6 +98,7 @@ class AlertEngine:
             self._nodes(yard, view, now, drying, batch)
             if self.forecast_enabled:
                 self._forecast_stale(yard, forecast, now, drying, batch)
+            self._delivery(yard, delivery_error, now, drying, batch)
         return [note for _, note in batch.notes]
 
     def acknowledge(self, episode_id: int, by: str, now: float) -> Episode | None:
@@ -299,6 +305,24 @@ class AlertEngine:
                              batch, {"provider": provider}, count=False)
             self._resolve(episode, now, batch, by="forecast back")
 
+    def _delivery(self, yard: YardSettings, error: str | None, now: float, drying: bool,
+                  batch: _Batch) -> None:
+        episode = self._open.get((yard.id, "delivery_failed", ""))
+        if error:
+            if episode is None:
+                episode = self._raise(yard.id, "delivery_failed", "", cause="delivery_failed",
+                                      severity="warning", now=now, batch=batch)
+            episode.details["error"] = error
+            batch.touch(episode)
+            if drying and episode.notify_count == 0:
+                self._notify(episode, yard, "raise", "delivery_failed", (TECHNICIAN,), now,
+                             batch, {"error": error})
+        elif episode is not None:
+            if drying and episode.notify_count:
+                self._notify(episode, yard, "recovered", "delivery_back", (TECHNICIAN,), now,
+                             batch, {}, count=False)
+            self._resolve(episode, now, batch, by="messages leave again")
+
     # --------------------------------------------------------------- helpers
 
     def _roles(self, level: int) -> tuple[str, ...]:
@@ -341,7 +365,8 @@ class AlertEngine:
                     kind=kind, recipient=recipient.name, role=recipient.role, channel=channel,
                     language=recipient.language, address=_address(recipient, channel),
                     title=text.title, body=text.body,
-                    severity="info" if kind in ("all_clear", "node_back", "forecast_back")
+                    severity="info" if kind in ("all_clear", "node_back", "forecast_back",
+                                                "delivery_back")
                     else episode.severity)))
         batch.touch(episode)
         if count:

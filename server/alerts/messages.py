@@ -67,6 +67,16 @@ TEMPLATES: Final[Mapping[str, Mapping[str, str]]] = {
         "es": "Técnico: el pronostico del tiempo para {yard} funciona de nuevo ({provider}).",
         "en": "Technician: the weather forecast for {yard} works again ({provider}).",
     },
+    "delivery_failed": {
+        "es": "Técnico: no salen mensajes de alerta del tendal {yard} ({error}). Revisar "
+              "internet, saldo y modem.",
+        "en": "Technician: alert messages for yard {yard} are failing ({error}). Check the "
+              "internet, credit and the modem.",
+    },
+    "delivery_back": {
+        "es": "Técnico: los mensajes de alerta del tendal {yard} salen de nuevo.",
+        "en": "Technician: alert messages for yard {yard} go out again.",
+    },
 }
 
 # A repeat says so, so nobody thinks it is a second rain.
@@ -82,6 +92,8 @@ TITLES: Final[Mapping[str, Mapping[str, str]]] = {
     "node_back": {"es": "Nodo de nuevo en línea", "en": "Node back"},
     "forecast_stale": {"es": "Sin pronóstico", "en": "No forecast"},
     "forecast_back": {"es": "Pronóstico de nuevo", "en": "Forecast back"},
+    "delivery_failed": {"es": "Mensajes no salen", "en": "Messages failing"},
+    "delivery_back": {"es": "Mensajes de nuevo", "en": "Messages back"},
 }
 
 _FLEXIBLE: Final = ("yard", "trays", "nodes", "error", "node", "provider")

@@ -30,7 +30,7 @@ from secadero.server.alerts.store import AlertStore, Notification
 from secadero.server.alerts.tokens import AckTokens, load_or_create_secret
 from secadero.server.forecast.poller import ForecastPoller, InfluxForecastWriter, make_clients
 from secadero.server.notifiers import Notifier
-from secadero.server.notifiers.dispatch import Dispatcher
+from secadero.server.notifiers.dispatch import DeliveryHealth, Dispatcher
 
 from secadero import contract
 from secadero.contract import Envelope
@@ -81,7 +81,8 @@ class AlertService:
         self.dispatcher = Dispatcher(
             self.store, notifiers, sms_route=settings.notifiers.sms_route,
             attempts=settings.notifiers.attempts, backoff_s=settings.notifiers.backoff_s,
-            ack_url=self.ack_url, clock=clock)
+            ack_url=self.ack_url, clock=clock, on_done=self._delivered)
+        self.delivery = DeliveryHealth()
         self._published: dict[str, bytes] = {}
         self._urgent: set[str] = set()
         self._urgent_lock = threading.Lock()
@@ -118,6 +119,13 @@ class AlertService:
             self._publish_alert(episode.yard)
         return episode is not None
 
+    def _delivered(self, note: Notification) -> None:
+        self.delivery.record(note)
+        if note.status == "failed":
+            with self._urgent_lock:
+                self._urgent.add(note.yard)  # tell the technician now, not at the next tick
+            self._wake.set()
+
     def ack_url(self, note: Notification) -> str | None:
         if note.channel != "push":
             return None
@@ -138,8 +146,9 @@ class AlertService:
         with self.store.transaction():
             for yard in targets:
                 try:
-                    notes += self.engine.evaluate(self.tracker.view(yard),
-                                                  self.forecast_status(yard), now)
+                    notes += self.engine.evaluate(
+                        self.tracker.view(yard), self.forecast_status(yard), now,
+                        delivery_error=self.delivery.error(yard))
                 except Exception:
                     self.errors += 1
                     log.exception("evaluating yard %s", yard)

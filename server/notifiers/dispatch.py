@@ -33,7 +33,7 @@ class Dispatcher:
                  backoff_s: float = 2.0, ack_url: AckUrl | None = None,
                  clock: Callable[[], float] = time.time,
                  sleep: Callable[[float], None] = time.sleep,
-                 on_sent: Callable[[Notification], None] | None = None) -> None:
+                 on_done: Callable[[Notification], None] | None = None) -> None:
         self.store = store
         self.notifiers: dict[str, Notifier] = {n.name: n for n in notifiers}
         self.sms_route = tuple(name for name in sms_route if name in self.notifiers)
@@ -42,7 +42,9 @@ class Dispatcher:
         self._ack_url = ack_url
         self._clock = clock
         self._sleep = sleep
-        self._on_sent = on_sent
+        # Told of every final outcome (sent or failed): the service turns lasting
+        # failures into a message for the technician.
+        self._on_done = on_done
         self.counters: dict[str, int] = {}
         self._queues: dict[str, queue.Queue[Notification | None]] = {}
         self._threads: list[threading.Thread] = []
@@ -87,8 +89,8 @@ class Dispatcher:
                 note.sent_at, note.error = self._clock(), "; ".join(errors[-3:]) or None
                 self.store.update_notification(note)
                 self._count(f"{notifier.name}_sent")
-                if self._on_sent is not None:
-                    self._on_sent(note)
+                if self._on_done is not None:
+                    self._on_done(note)
                 return note
             if not retry or attempt == self.attempts - 1 or self._stopping.is_set():
                 break
@@ -98,6 +100,8 @@ class Dispatcher:
         self._count("failed")
         log.error("notification %s to %s (%s) failed for good: %s", note.id, note.recipient,
                   note.channel, note.error)
+        if self._on_done is not None:
+            self._on_done(note)
         return note
 
     def _count(self, name: str) -> None:
@@ -160,3 +164,25 @@ class Dispatcher:
 
 def counters_text(counters: Mapping[str, int]) -> str:
     return ", ".join(f"{k}={v}" for k, v in sorted(counters.items()))
+
+
+class DeliveryHealth:
+    """Per yard and channel, the last failure that no later success has cleared."""
+
+    def __init__(self) -> None:
+        self._errors: dict[str, dict[str, str]] = {}
+        self._lock = threading.Lock()
+
+    def record(self, note: Notification) -> None:
+        with self._lock:
+            errors = self._errors.setdefault(note.yard, {})
+            if note.status == "sent":
+                errors.pop(note.channel, None)
+            elif note.status == "failed":
+                errors[note.channel] = (note.error or "failed").split(";")[-1].strip()
+
+    def error(self, yard: str) -> str | None:
+        """What is failing in this yard now, e.g. ``push: ntfy: connection refused``."""
+        with self._lock:
+            errors = self._errors.get(yard)
+            return "; ".join(f"{c}: {e}" for c, e in sorted(errors.items())) if errors else None

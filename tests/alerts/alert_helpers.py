@@ -33,7 +33,7 @@ from secadero.server.alerts.rules import Forecast, ForecastHour
 from secadero.server.alerts.state import YardTracker
 from secadero.server.alerts.store import AlertStore, Notification
 from secadero.server.notifiers import NotifierError, Outgoing
-from secadero.server.notifiers.dispatch import Dispatcher
+from secadero.server.notifiers.dispatch import DeliveryHealth, Dispatcher
 
 from secadero.contract import Envelope, Event, Status, Telemetry
 from secadero.settings import AlertSettings, RecipientSettings, YardSettings
@@ -117,8 +117,10 @@ class SimYard:
         self.engine = self._engine()
 
     def _engine(self) -> AlertEngine:
+        self.delivery = DeliveryHealth()
         self.dispatcher = Dispatcher(self.store, self.notifiers.values(), attempts=2,
-                                     backoff_s=0, clock=lambda: self.now, sleep=lambda s: None)
+                                     backoff_s=0, clock=lambda: self.now, sleep=lambda s: None,
+                                     on_done=self.delivery.record)
         return AlertEngine(self.store, self.settings, [YARD], started_at=self.now)
 
     def restart(self) -> None:
@@ -192,7 +194,8 @@ class SimYard:
                         humidity_pct=sim.humidity_pct, rain=sim.wet, rain_mm=sim.tip_mm,
                         trays=dict(sim.trays)))
             for note in self.engine.evaluate(self.tracker.view("norte"), self.forecast_status,
-                                             self.now):
+                                             self.now,
+                                             delivery_error=self.delivery.error("norte")):
                 self.dispatcher.deliver(note)
             self.now += step_s
 

@@ -145,14 +145,18 @@ def test_the_internet_down_all_afternoon(yard: SimYard) -> None:
     yard.run("18:00")
     # Last good forecast 11:45; stale after 90 min -> the technician at 13:16,
     # by SMS through the modem because Twilio is unreachable. The plate still
-    # raises the alarm; push cannot leave (logged as failed). The forecast
-    # comes back at 17:00 and Tito hears it through Twilio again.
+    # raises the alarm; push cannot leave (logged as failed), and the technician
+    # hears that at the next evaluation. The forecast comes back at 17:00 and
+    # Tito hears it through Twilio again.
     assert yard.sent == [
         ("13:16", "Tito", "gammu", "forecast_stale", "raise"),
         ("15:00", "Rosa", "gammu", "rain_now", "raise"),
+        ("15:01", "Tito", "gammu", "delivery_failed", "raise"),
         ("16:40", "Rosa", "gammu", "all_clear", "all_clear"),
         ("17:00", "Tito", "twilio", "forecast_back", "recovered"),
     ]
+    assert yard.bodies[2] == ("Técnico: no salen mensajes de alerta del tendal Norte (push: "
+                              "ntfy: connection refused). Revisar internet, saldo y modem.")
     assert yard.bodies[0] == ("Técnico: sin pronostico del tiempo para Norte desde las 11:45 "
                               "(ConnectionError). Alertas de lluvia solo por sensores.")
     failed = [(n.recipient, n.kind, n.status, n.error) for n in yard.log()
@@ -163,6 +167,24 @@ def test_the_internet_down_all_afternoon(yard: SimYard) -> None:
     ]
     sms = [(n.recipient, n.provider, n.error) for n in yard.log() if n.channel == "sms"]
     assert sms[0] == ("Tito", "gammu", "twilio: connection refused")
+
+
+def test_the_technician_hears_when_messages_leave_again(yard: SimYard) -> None:
+    yard.at("09:00", lambda: setattr(yard.notifiers["ntfy"], "up", False))
+    yard.at("10:00", yard.rain("n1", True))
+    yard.at("10:05", yard.trays("retracted"))
+    yard.at("10:20", lambda: setattr(yard.notifiers["ntfy"], "up", True))
+    yard.at("10:30", yard.rain("n1", False))
+    yard.run("11:40")
+    # The push of the raise failed; the all-clear push goes through and clears it.
+    assert yard.sent == [
+        ("10:00", "Rosa", "twilio", "rain_now", "raise"),
+        ("10:01", "Tito", "twilio", "delivery_failed", "raise"),
+        ("11:30", "Rosa", "twilio", "all_clear", "all_clear"),
+        ("11:30", "Luis", "ntfy", "all_clear", "all_clear"),
+        ("11:31", "Tito", "twilio", "delivery_back", "recovered"),
+    ]
+    assert yard.bodies[-1] == "Técnico: los mensajes de alerta del tendal Norte salen de nuevo."
 
 
 def test_a_restart_mid_episode_neither_forgets_nor_repeats(yard: SimYard) -> None:
