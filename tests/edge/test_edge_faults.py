@@ -117,7 +117,9 @@ def test_broker_down_at_boot_then_killed_midway_nothing_lost_and_in_order(
         for seq in listener.seqs():
             if seq not in first_seen:
                 first_seen.append(seq)
-        assert first_seen[:20] == list(range(1, 21))  # the backlog arrives in order
+        # The backlog arrives in order. (Only its own order: Mosquitto may hand the
+        # listener's queued messages over after newer live ones.)
+        assert [seq for seq in first_seen if seq <= 20] == list(range(1, 21))
         listener.ack("n1", 20)
         wait_until(lambda: outbox_seqs(db)[0] > 20, timeout_s=10)
         # The broker dies (SIGKILL) and comes back.
