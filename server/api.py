@@ -5,6 +5,8 @@ Routes:
 - ``GET  /api/alerts/history?yard=&limit=`` — episodes newest first, with
   their notifications.
 - ``GET  /api/alerts/{id}`` — one episode.
+- ``GET  /api/forecast`` — per yard: the last good forecast's provider, time
+  and age, and the last error.
 - ``POST /api/alerts/{id}/ack?token=...`` — acknowledge with the signed,
   expiring token from the push message (``Authorization: Bearer <token>``
   works too). 403 for a bad or expired token, 404 for an unknown or closed
@@ -122,6 +124,19 @@ class _Handler(BaseHTTPRequestHandler):
                     {k: v for k, v in asdict(n).items() if k not in ("episode_id", "yard")}
                     for n in store.notifications(episode_id=episode.id)]
                 result.append(data)
+            self._send(200, result)
+        elif url.path == "/api/forecast":
+            now = self.service.clock()
+            result = []
+            for yard in self.service.tracker.yards():
+                status = self.service.forecast_status(yard)
+                fetched = status.forecast.fetched_at if status.forecast else None
+                result.append({
+                    "yard": yard,
+                    "provider": status.forecast.provider if status.forecast else None,
+                    "fetched_at": fetched,
+                    "age_s": round(now - fetched, 1) if fetched is not None else None,
+                    "error": status.error})
             self._send(200, result)
         elif match := _ONE.fullmatch(url.path):
             episode = store.episode(int(match.group(1)))

@@ -14,9 +14,10 @@ Borrowed from Alertmanager, PagerDuty and ThingsBoard (see docs/alerts.md):
 - ``trays_still_out``: a tray switch still ``extended`` ``trays_out_after_min``
   after the raise escalates, acknowledged or not, until the switches say the
   trays are in (which also acknowledges the episode);
-- quiet hours: outside drying hours nothing is sent unless a tray is out; an
-  episode that opened at night is announced at the first evaluation in
-  drying hours, if it is still open;
+- quiet hours: outside drying hours a forecast wakes nobody unless a tray is
+  out, and a wet plate wakes nobody only if every tray switch says
+  ``retracted``; an episode kept quiet is announced at the first evaluation
+  in drying hours, if it is still open;
 - ``all_clear`` resolves the rain episode (after ``min_hold_min``); the
   all-clear message goes only in drying hours, to everyone who was told;
 - technician alerts (``node_offline``, ``forecast_stale``) never go to the
@@ -203,8 +204,12 @@ class AlertEngine:
             # The switches say the trays are in: that is the acknowledgement that matters.
             episode.state, episode.acked_at, episode.acked_by = "acknowledged", now, "trays"
         batch.touch(episode)
-        if not drying and not out_trays:
-            return  # quiet hours: trays are in for the night; announce at dawn if still on
+        # Quiet hours: nobody is woken for a forecast while no tray is out, nor for rain
+        # the switches prove harmless (every tray in). A wet plate in a yard whose trays
+        # nobody can see (no switches, or "unknown") is never kept quiet.
+        if not drying and not out_trays and (rules.trays_all_in(view)
+                                             or episode.cause == "rain_forecast"):
+            return  # announced at the first evaluation in drying hours, if still on
         chain_end = max(len(s.escalation) - 1, 0)
         # Trays still out are news K minutes after the raise, but with a forecast far
         # ahead only once the rain is K minutes away: a 90-minute lead is time to act.

@@ -346,3 +346,24 @@ def test_sms_inbound_needs_the_signature(running: Running) -> None:
     bad = b"[]"
     assert running.request("POST", "/api/sms/inbound", bad, {
         "X-Secadero-Signature": running.service.tokens.sign_body(bad)})[0] == 400
+
+
+def test_forecast_status_shows_age_and_error(running: Running) -> None:
+    from secadero.server.alerts.engine import ForecastStatus
+    from secadero.server.alerts.rules import Forecast
+
+    class Poller:
+        def status(self, yard: str) -> ForecastStatus:
+            return ForecastStatus(Forecast("open-meteo", time.time() - 600, ()),
+                                  "open-meteo http_429")
+
+        def stop(self) -> None:
+            pass
+
+    running.service.poller = Poller()  # type: ignore[assignment]
+    status, body = running.request("GET", "/api/forecast")
+    assert status == 200
+    [row] = body
+    assert (row["yard"], row["provider"], row["error"]) == ("norte", "open-meteo",
+                                                           "open-meteo http_429")
+    assert 600 <= row["age_s"] < 660

@@ -252,6 +252,20 @@ def test_trays_already_in_count_as_the_acknowledgement(yard: SimYard) -> None:
     assert [s[0] for s in yard.sent] == ["14:31", "14:31"]
 
 
+def test_rain_at_night_in_a_yard_without_tray_switches_is_sent(yard: SimYard) -> None:
+    for sim in yard.nodes.values():
+        sim.trays.clear()
+    yard.now = at("01:00")
+    yard.prob_by_hour = {3: 90}  # a forecast at night wakes nobody ...
+    yard.at("03:10", yard.rain("n1", True))  # ... but a wet plate nobody can see the trays of
+    yard.run("03:12")
+    # The quiet forecast episode was never announced: this is its first message.
+    assert yard.sent == [("03:10", "Rosa", "twilio", "rain_now", "raise"),
+                         ("03:10", "Luis", "ntfy", "rain_now", "raise")]
+    [episode] = yard.store.history()
+    assert episode.raised_at == at("01:31")  # the forecast opened it, quietly
+
+
 def test_unacknowledged_without_tray_switches_repeats_up_the_chain(yard: SimYard) -> None:
     for sim in yard.nodes.values():
         sim.trays.clear()
