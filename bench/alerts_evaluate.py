@@ -64,7 +64,7 @@ def cycle(engine: AlertEngine, tracker: YardTracker, forecasts: dict[str, Foreca
           now: float) -> tuple[float, int]:
     started = time.perf_counter()
     notes = 0
-    with engine.store.transaction():  # as AlertService.evaluate does
+    with engine.cycle():  # one transaction, as AlertService.evaluate does
         for yard in tracker.yards():
             notes += len(engine.evaluate(tracker.view(yard), forecasts[yard], now))
     return time.perf_counter() - started, notes

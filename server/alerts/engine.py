@@ -31,10 +31,11 @@ changes nothing touches no disk.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import threading
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, fields
 
 from secadero.server.alerts import messages, rules
@@ -101,6 +102,14 @@ class AlertEngine:
                 self._forecast_stale(yard, forecast, now, drying, batch)
             self._delivery(yard, delivery_error, now, drying, batch)
         return [note for _, note in batch.notes]
+
+    @contextlib.contextmanager
+    def cycle(self) -> Iterator[None]:
+        """Evaluate many yards in one SQLite transaction. Locks in the one order used
+        everywhere (engine, then store), so an acknowledge from the API cannot deadlock
+        with a running cycle."""
+        with self._lock, self.store.transaction():
+            yield
 
     def acknowledge(self, episode_id: int, by: str, now: float) -> Episode | None:
         """A person said "OK": stop repeats. Returns the episode, None if unknown/closed."""

@@ -143,7 +143,7 @@ class AlertService:
         notes: list[Notification] = []
         targets = list(yards if yards is not None else self.tracker.yards())
         # One transaction per cycle, not per yard: 500 yards raising at once is one commit.
-        with self.store.transaction():
+        with self.engine.cycle():
             for yard in targets:
                 try:
                     notes += self.engine.evaluate(
@@ -181,11 +181,15 @@ class AlertService:
                 return
             with self._urgent_lock:
                 urgent, self._urgent = sorted(self._urgent), set()
-            if time.monotonic() >= next_full:
-                self.evaluate()
-                next_full = time.monotonic() + interval_s
-            elif urgent:
-                self.evaluate(urgent)
+            try:
+                if time.monotonic() >= next_full:
+                    next_full = time.monotonic() + interval_s
+                    self.evaluate()
+                elif urgent:
+                    self.evaluate(urgent)
+            except Exception:  # the top of the alerts thread: log, count, carry on
+                self.errors += 1
+                log.exception("alert evaluation cycle failed")
 
     # ------------------------------------------------------------ life
 

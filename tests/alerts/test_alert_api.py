@@ -367,3 +367,16 @@ def test_forecast_status_shows_age_and_error(running: Running) -> None:
     assert (row["yard"], row["provider"], row["error"]) == ("norte", "open-meteo",
                                                            "open-meteo http_429")
     assert 600 <= row["age_s"] < 660
+
+
+def test_acknowledging_during_evaluation_cycles_does_not_deadlock(running: Running) -> None:
+    import threading
+    running.rain()
+    cycles = threading.Thread(target=lambda: [running.service.evaluate() for _ in range(300)],
+                              daemon=True)
+    cycles.start()
+    for _ in range(300):
+        running.service.acknowledge(1, "api")
+    cycles.join(20)
+    assert not cycles.is_alive(), "evaluation and acknowledge deadlocked"
+    assert running.service.errors == 0
