@@ -35,7 +35,7 @@ import contextlib
 import json
 import logging
 import threading
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, fields
 
 from secadero.server.alerts import messages, rules
@@ -48,6 +48,19 @@ from secadero.settings import AlertSettings, RecipientSettings, YardSettings
 log = logging.getLogger(__name__)
 
 TECHNICIAN = "technician"
+
+
+@dataclass(frozen=True, slots=True)
+class Transition:
+    """An episode changed state: for the ``alert`` measurement (the wall display)."""
+
+    ts: float
+    yard: str
+    kind: str  # rain_forecast, rain_now, humidity_surge, node_offline ...
+    state: str  # raised, acknowledged, resolved
+    severity: str
+    message: str
+    episode: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,6 +83,8 @@ class AlertEngine:
         self.started_at = started_at
         # Without providers there is no forecast to go stale: the sensors alone decide.
         self.forecast_enabled = forecast_enabled
+        # Told of every raise, acknowledge and resolve (after they are stored).
+        self.on_transition: Callable[[Transition], None] | None = None
         self._lock = threading.RLock()
         self._open: dict[tuple[str, str, str], Episode] = {
             (e.yard, e.kind, e.key): e for e in store.active_episodes()
@@ -94,7 +109,7 @@ class AlertEngine:
         if yard is None:
             return []
         drying = rules.in_drying_hours(now, yard.timezone, self.settings)
-        with self._lock, _Batch(self.store, self._saved) as batch:
+        with self._lock, _Batch(self.store, self._saved, self.on_transition) as batch:
             self._rain(yard, view, forecast.forecast, now, drying, batch)
             self._humidity(yard, view, now, drying, batch)
             self._nodes(yard, view, now, drying, batch)
@@ -122,6 +137,10 @@ class AlertEngine:
                         self.store.save_episode(episode)
                         self._saved[episode_id] = _fingerprint(episode)
                         log.info("episode %s acknowledged by %s", episode_id, by)
+                        if self.on_transition is not None:
+                            self.on_transition(Transition(
+                                now, episode.yard, episode.cause, "acknowledged",
+                                episode.severity, episode.message, episode_id))
                     return episode
         return None
 
@@ -171,6 +190,8 @@ class AlertEngine:
         elif raining is not None and episode.cause == "rain_forecast":
             episode.cause, episode.severity = "rain_now", "critical"
             episode.upgrade_pending = episode.notify_count > 0
+            batch.transition(episode, "rain_forecast", "resolved", now)
+            batch.transition(episode, "rain_now", episode.state, now)
         if raining is None and expected is None and rules.all_clear(view, forecast, now, s):
             # Time hysteresis (Prometheus' keep_firing_for): the all-clear must hold for
             # min_hold_min without a break, so a forecast dipping for one poll ends nothing.
@@ -212,6 +233,7 @@ class AlertEngine:
                 and episode.notify_count:
             # The switches say the trays are in: that is the acknowledgement that matters.
             episode.state, episode.acked_at, episode.acked_by = "acknowledged", now, "trays"
+            batch.transition(episode, episode.cause, "acknowledged", now)
         batch.touch(episode)
         # Quiet hours: nobody is woken for a forecast while no tray is out, nor for rain
         # the switches prove harmless (every tray in). A wet plate in a yard whose trays
@@ -350,6 +372,7 @@ class AlertEngine:
         self._open[(yard, kind, key)] = episode
         self._by_yard.setdefault(yard, set()).add((yard, kind, key))
         batch.touch(episode)
+        batch.transition(episode, cause, "raised", now)
         log.info("raised: %s %s %s", yard, kind, key or cause)
         return episode
 
@@ -359,6 +382,7 @@ class AlertEngine:
         self._open.pop((episode.yard, episode.kind, episode.key), None)
         self._by_yard.get(episode.yard, set()).discard((episode.yard, episode.kind, episode.key))
         batch.touch(episode)
+        batch.transition(episode, episode.cause, "resolved", now)
         log.info("episode %s resolved (%s)", episode.id, by)
 
     def _notify(self, episode: Episode, yard: YardSettings, event: str, kind: str,
@@ -416,11 +440,17 @@ class _Batch:
     evaluation that changes nothing touches no disk (500 yards every cycle).
     """
 
-    def __init__(self, store: AlertStore, saved: dict[int, str]) -> None:
+    def __init__(self, store: AlertStore, saved: dict[int, str],
+                 on_transition: Callable[[Transition], None] | None = None) -> None:
         self._store = store
         self._saved = saved
         self._touched: dict[int, Episode] = {}
+        self._on_transition = on_transition
+        self._transitions: list[tuple[float, Episode, str, str]] = []
         self.notes: list[tuple[Episode, Notification]] = []
+
+    def transition(self, episode: Episode, kind: str, state: str, now: float) -> None:
+        self._transitions.append((now, episode, kind, state))
 
     def touch(self, episode: Episode) -> None:
         self._touched[id(episode)] = episode
@@ -445,3 +475,7 @@ class _Batch:
             for episode, note in self.notes:
                 note.episode_id = episode.id or 0
                 self._store.add_notification(note)
+        if self._on_transition is not None:
+            for ts, episode, kind, state in self._transitions:
+                self._on_transition(Transition(ts, episode.yard, kind, state, episode.severity,
+                                               episode.message, episode.id or 0))

@@ -25,6 +25,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from secadero.server.alerts.engine import AlertEngine, ForecastStatus
+from secadero.server.alerts.influx import AlertPointWriter
 from secadero.server.alerts.state import YardTracker
 from secadero.server.alerts.store import AlertStore, Notification
 from secadero.server.alerts.tokens import AckTokens, load_or_create_secret
@@ -83,6 +84,7 @@ class AlertService:
             attempts=settings.notifiers.attempts, backoff_s=settings.notifiers.backoff_s,
             ack_url=self.ack_url, clock=clock, on_done=self._delivered)
         self.delivery = DeliveryHealth()
+        self.points: AlertPointWriter | None = None
         self._published: dict[str, bytes] = {}
         self._urgent: set[str] = set()
         self._urgent_lock = threading.Lock()
@@ -99,8 +101,11 @@ class AlertService:
         poller = ForecastPoller(settings.yards, clients,
                                 writer=InfluxForecastWriter(settings.influxdb),
                                 interval_s=settings.forecast.poll_interval_s)
-        return cls(settings, notifiers=build_notifiers(settings), poller=poller,
-                   publish=publish)
+        service = cls(settings, notifiers=build_notifiers(settings), poller=poller,
+                      publish=publish)
+        service.points = AlertPointWriter(settings.influxdb)
+        service.engine.on_transition = service.points
+        return service
 
     # ------------------------------------------------------------ inputs
 
@@ -194,6 +199,8 @@ class AlertService:
     # ------------------------------------------------------------ life
 
     def start(self) -> AlertService:
+        if self.points is not None:
+            self.points.start()
         self.dispatcher.start()
         resumed = self.dispatcher.resume(max_age_s=3600, now=self.clock())
         if resumed:
@@ -212,6 +219,8 @@ class AlertService:
         if self.poller is not None:
             self.poller.stop()
         self.dispatcher.stop()
+        if self.points is not None:
+            self.points.stop()
         self.store.close()
 
 

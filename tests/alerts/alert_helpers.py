@@ -108,6 +108,7 @@ class SimYard:
         self.forecast_up = True
         self.forecast_status = ForecastStatus()
         self.sent: list[tuple[str, str, str, str, str]] = []
+        self.transitions: list[tuple[str, str, str, str]] = []
         self.bodies: list[str] = []
         self.actions: list[tuple[float, Callable[[], None]]] = []
         self.store = AlertStore(tmp_path / "alerts.sqlite3")
@@ -121,7 +122,10 @@ class SimYard:
         self.dispatcher = Dispatcher(self.store, self.notifiers.values(), attempts=2,
                                      backoff_s=0, clock=lambda: self.now, sleep=lambda s: None,
                                      on_done=self.delivery.record)
-        return AlertEngine(self.store, self.settings, [YARD], started_at=self.now)
+        engine = AlertEngine(self.store, self.settings, [YARD], started_at=self.now)
+        engine.on_transition = lambda t: self.transitions.append(
+            (hhmm(t.ts), t.kind, t.state, t.severity))
+        return engine
 
     def restart(self) -> None:
         """The server process dies and starts again on the same database."""

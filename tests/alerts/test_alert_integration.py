@@ -170,6 +170,17 @@ def test_rain_started_on_the_broker_reaches_ntfy_and_the_alert_topic(
             time.sleep(0.1)  # InfluxDB is only visible by querying
         assert [r["precip_prob_pct"] for r in rows][:4] == [32, 54, 75, 97]
         assert len(rows) == 24
+        # The raise is in the alert measurement, for the wall display.
+        deadline = time.monotonic() + 10
+        while True:
+            alerts = influx_query(influxdb.url, unique_name,
+                                  f"SELECT * FROM alert WHERE yard = '{yard}'")
+            if alerts or time.monotonic() > deadline:
+                break
+            time.sleep(0.1)
+        assert [(a["kind"], a["state"], a["severity"], a["episode"]) for a in alerts] == [
+            ("rain_now", "raised", "critical", 1)]
+        assert alerts[0]["message"] == body["message"]
     finally:
         watcher.close()
         ingest.stop()

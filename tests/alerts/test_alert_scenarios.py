@@ -41,6 +41,14 @@ def test_a_forecast_shower_one_warning_then_the_all_clear(yard: SimYard) -> None
                               "del tendal Norte. Responda OK.")
     assert yard.bodies[2] == ("Tendal Norte: sin lluvia prevista en 2 h y sensores secos. "
                               "Ya pueden sacar las bandejas.")
+    # What the wall display's alert measurement receives:
+    assert yard.transitions == [
+        ("12:31", "rain_forecast", "raised", "warning"),
+        ("12:40", "rain_forecast", "acknowledged", "warning"),
+        ("14:10", "rain_forecast", "resolved", "critical"),
+        ("14:10", "rain_now", "acknowledged", "critical"),
+        ("16:30", "rain_now", "resolved", "critical"),
+    ]
     [episode] = yard.store.history()
     assert (episode.state, episode.cause, episode.acked_by) == ("resolved", "rain_now", "trays")
     assert episode.acked_at == at("12:40")
