@@ -34,6 +34,10 @@ class GammuNotifier:
                 message.address, "-text", body]
         if self.settings.unicode:
             argv.append("-unicode")
+        # Without -len gammu-smsd-inject silently cuts the text at one segment (160
+        # GSM-7 or 70 UCS-2 characters; seen with Gammu 1.42); with it, a multipart SMS.
+        if len(body) > (70 if self.settings.unicode else 160):
+            argv += ["-len", str(len(body))]
         return argv
 
     def send(self, message: Outgoing) -> str | None:

@@ -229,8 +229,8 @@ def _wait_for(path: Path, pattern: str, timeout_s: float = 15.0) -> list[Path]:
 
 
 def _text_of(backup: Path) -> tuple[str, str]:
-    fields = dict(line.split(" = ", 1) for line in backup.read_text().splitlines()
-                  if " = " in line)
+    last = backup.read_text().rsplit("; Saved", 1)[1]
+    fields = dict(line.split(" = ", 1) for line in last.splitlines() if " = " in line)
     return bytes.fromhex(fields["Text00"]).decode("utf-16-be"), fields["Coding"]
 
 
@@ -247,6 +247,24 @@ def test_gammu_smsd_sends_through_the_dummy_modem(smsd: tuple[Path, Path]) -> No
     assert _text_of(sent) == ("Esta lloviendo en el tendal Alegria: ¡recoger ya!",
                               "Default_No_Compression")
     assert "Transmitted" in (root / "smsd.log").read_text()
+
+
+@SMSD_NEEDED
+def test_gammu_unicode_long_text_is_sent_whole_in_two_parts(smsd: tuple[Path, Path]) -> None:
+    conf, root = smsd
+    text = ("Está lloviendo en el tendal Alegría: recoger las bandejas ya, responda OK por "
+            "favor, gracias")
+    gammu = GammuNotifier(GammuSettings(smsdrc=conf, unicode=True))
+    gammu.send(replace(RAIN, body=text))
+    [sent] = _wait_for(root / "sent", "OUT*")
+    # SMSD appends the sent copy to the queued one: read the last backup in the file.
+    last = sent.read_text().rsplit("; Saved", 1)[1]
+    fields = [line.split(" = ", 1) for line in last.splitlines() if " = " in line]
+    parts = [bytes.fromhex(value).decode("utf-16-be") for key, value in fields
+             if key == "Text00"]
+    codings = {value for key, value in fields if key == "Coding"}
+    assert "".join(parts) == text and len(parts) == 2  # not cut at 70 characters
+    assert codings == {"Unicode_No_Compression"}
 
 
 def test_gammu_missing_binary_is_a_clear_final_error(tmp_path: Path) -> None:
