@@ -260,8 +260,14 @@ def test_gammu_unicode_long_text_is_sent_whole_in_two_parts(smsd: tuple[Path, Pa
     # SMSD appends the sent copy to the queued one: read the last backup in the file.
     last = sent.read_text().rsplit("; Saved", 1)[1]
     fields = [line.split(" = ", 1) for line in last.splitlines() if " = " in line]
-    parts = [bytes.fromhex(value).decode("utf-16-be") for key, value in fields
-             if key == "Text00"]
+    # Per part (section), the UCS-2 hex is split over Text00, Text01 ... lines.
+    hexes: list[str] = []
+    for key, value in fields:
+        if key == "PDU":
+            hexes.append("")
+        elif key.startswith("Text") and key[4:].isdigit():
+            hexes[-1] += value
+    parts = [bytes.fromhex(h).decode("utf-16-be") for h in hexes]
     codings = {value for key, value in fields if key == "Coding"}
     assert "".join(parts) == text and len(parts) == 2  # not cut at 70 characters
     assert codings == {"Unicode_No_Compression"}
