@@ -15,7 +15,8 @@ Threads and what each owns:
 Delivery: a message is committed to the outbox (and so has its ``seq``)
 before anything is published. Unacknowledged messages are sent again, in
 order, from the oldest unacked one, after a reconnect or when the oldest
-was sent ``resend_after_s`` ago without an ack. Re-sends are harmless: the
+was sent ``resend_after_s`` ago without an ack (doubling, up to 16 times
+that, while no ack arrives at all). Re-sends are harmless: the
 server stores a reading under its measurement time, so a duplicate
 overwrites itself (docs/protocol.md).
 """
@@ -58,6 +59,8 @@ FAULT_AFTER_SAMPLES = 3
 STATUS_INTERVAL_S = 60.0
 STATUS_FILE_INTERVAL_S = 2.0
 CHECKPOINT_INTERVAL_S = 5.0
+# Re-send rounds without an ack back off up to this multiple of resend_after_s.
+MAX_RESEND_FACTOR = 16
 
 
 @dataclass
@@ -130,6 +133,8 @@ class NodeAgent:
         self._pubacked = 0
         self._cursor = 0
         self._sent: collections.deque[tuple[int, float]] = collections.deque()
+        self._acked_before = 0
+        self._resend_factor = 1
         self._climate_failures = 0
         self._climate_fault = False
         self._last_climate_error = ""
@@ -347,8 +352,16 @@ class NodeAgent:
         if not self.link.connected.is_set():
             return
         now_s = self._monotonic()
-        if self._sent and now_s - self._sent[0][1] >= self.settings.outbox.resend_after_s:
+        if acked > self._acked_before:
+            self._acked_before = acked
+            self._resend_factor = 1
+        if self._sent and (now_s - self._sent[0][1]
+                           >= self.settings.outbox.resend_after_s * self._resend_factor):
             self._rewind(acked, "timeout")
+            # No ack for a whole round: the server is down or slow. Each re-send
+            # round adds to what the broker queues for the server, so the rounds
+            # get rarer (x2, up to x16) until an ack arrives.
+            self._resend_factor = min(self._resend_factor * 2, MAX_RESEND_FACTOR)
         self._cursor = max(self._cursor, acked)
         while True:
             with self._state_lock:

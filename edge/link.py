@@ -121,6 +121,10 @@ class NodeLink:
     def _on_message(self, client: mqtt.Client, userdata: Any,
                     message: mqtt.MQTTMessage) -> None:
         kind = "ack" if message.topic == self.ack_topic else "alert"
+        if kind == "alert" and not message.payload:
+            # An empty retained message is how MQTT deletes a retained alert: no alert.
+            self.on_alert(contract.Alert(state="clear"))
+            return
         try:
             envelope = contract.decode(message.topic, message.payload)
         except ProtocolError as exc:

@@ -110,6 +110,7 @@ class Listener:
         self.yard = yard
         self.messages: list[tuple[str, bytes, bool]] = []
         self.decoded: list[contract.Envelope] = []
+        self.arrived_s: list[float] = []  # monotonic arrival time of each decoded message
         self.undecodable: list[tuple[str, bytes]] = []
         self._cond = threading.Condition()
         self.client = mqtt.Client(CallbackAPIVersion.VERSION2,
@@ -133,6 +134,7 @@ class Listener:
             self.messages.append((message.topic, bytes(message.payload), bool(message.retain)))
             try:
                 self.decoded.append(contract.decode(message.topic, bytes(message.payload)))
+                self.arrived_s.append(time.monotonic())
             except contract.ProtocolError:
                 self.undecodable.append((message.topic, bytes(message.payload)))
             self._cond.notify_all()

@@ -121,6 +121,13 @@ def test_malformed_ack_and_alert_are_counted_and_ignored(
         listener.publish(alert_topic, contract.encode(contract.Alert(state="clear")),
                          retain=True)
         wait(lambda: not agent.alarm.beacon_on)
+        # Deleting the retained alert (an empty retained message) also means "no alert".
+        listener.publish(alert_topic, contract.encode(contract.Alert(state="raised")),
+                         retain=True)
+        wait(lambda: agent.alarm.beacon_on)
+        listener.publish(alert_topic, b"", retain=True)
+        wait(lambda: not agent.alarm.beacon_on)
+        assert agent.counters["bad_alert"] == 4
         # A good ack after all that garbage still works.
         listener.ack("n1", 2)
         wait(lambda: agent.outbox.acked_seq == 2)

@@ -74,7 +74,14 @@ def test_unacked_messages_are_sent_again_in_order_after_the_timeout(
                                sample_interval_s=0.2, resend_after_s=1.0)
     node = node_processes(config)
     # seq 1 arrives, then (no ack) arrives again, followed by 2, 3 in order.
-    listener.wait_for(lambda env: listener.seqs().count(1) >= 2, timeout_s=10)
+    listener.wait_for(lambda env: listener.seqs().count(1) >= 3, timeout_s=15)
+    arrivals = [at for envelope, at in zip(listener.decoded, listener.arrived_s, strict=True)
+                if envelope.kind == "telemetry" and envelope.message.seq == 1]
+    # Without any ack the rounds back off: the third send comes about 2 s after
+    # the second, the second about 1 s after the first.
+    first_round, second_round = arrivals[1] - arrivals[0], arrivals[2] - arrivals[1]
+    assert 0.9 < first_round < 1.8, first_round
+    assert 1.9 < second_round < 3.2, second_round
     seqs = listener.seqs()
     second = seqs.index(1, 1)
     assert seqs[:second] == list(range(1, second + 1))
