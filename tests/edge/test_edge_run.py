@@ -199,3 +199,28 @@ def test_provisioning_unit_restarts_on_failure_with_a_watchdog(repo_root: Path) 
                                                               "/etc/secadero/node.toml")
     script = (repo_root / "firmware" / "provisioning" / "install.sh").read_text()
     assert "secadero-node.service" in script and "edge/node.example.toml" in script
+
+
+def test_sigkilled_node_is_declared_offline_by_its_last_will(
+        mosquitto: Any, unique_name: str, tmp_path: Path, listener_factory: Any,
+        node_processes: Any) -> None:
+    """The broker publishes the retained "offline" will: at once when the socket closes
+    (SIGKILL), at the latest after 1.5 x keepalive (5 s here) for a half-open link."""
+    import time
+
+    listener = listener_factory(unique_name)
+    config = write_node_config(tmp_path, yard=unique_name, port=mosquitto.port, keepalive_s=5)
+    node = node_processes(config)
+    listener.wait_for(lambda env: any(e.kind == "status" for e in env))
+    node.kill()
+    killed_at = time.monotonic()
+    got = listener.wait_for(lambda env: [e.message.state for e in env
+                                         if e.kind == "status"][-1] == "offline", timeout_s=15)
+    assert time.monotonic() - killed_at < 1.5 * 5 + 1.5
+    will = [e.message for e in got if e.kind == "status"][-1]
+    assert will.buffered == 0 and will.uptime_s == 0.0  # the will, not a clean goodbye
+    # Retained: whoever subscribes later sees the node offline.
+    late = listener_factory(unique_name, client_id=f"late-{unique_name}")
+    retained = late.wait_for(lambda env: any(e.kind == "status" for e in env))
+    assert [e.message.state for e in retained if e.kind == "status"] == ["offline"]
+    assert late.messages[0][2] is True
