@@ -128,7 +128,7 @@ class NodeAgent:
         # pump() runs in the main loop and, for events, in GPIO callback threads.
         self._pump_lock = threading.Lock()
         self._reconnected = False
-        self._ack_target = 0
+        self._acks_in: list[int] = []
         self._published = 0
         self._pubacked = 0
         self._cursor = 0
@@ -188,7 +188,12 @@ class NodeAgent:
 
     def _on_ack(self, seq: int) -> None:
         with self._state_lock:
-            self._ack_target = max(self._ack_target, seq)
+            # Kept one by one, not as a running maximum: one bogus huge ack must
+            # not mask every real ack after it.
+            if len(self._acks_in) < 1000:
+                self._acks_in.append(seq)
+            else:
+                self.counters["acks_overflow"] += 1
             self.last_ack_wall = self._wall()
         self._wake.set()
 
@@ -332,18 +337,28 @@ class NodeAgent:
 
     def _pump_locked(self) -> None:
         with self._state_lock:
-            target = self._ack_target
+            acks, self._acks_in = self._acks_in, []
             reconnected, self._reconnected = self._reconnected, False
         acked = self.outbox.acked_seq
-        if target > acked:
-            try:
-                removed = self.outbox.ack(target)
-            except StorageError as exc:
-                log.warning("could not apply ack %d: %s", target, exc)
-            else:
-                if removed or target < self.outbox.last_seq + 1:
-                    self.last_ack_seq = self.outbox.acked_seq
-                acked = self.outbox.acked_seq
+        if acks:
+            last_seq = self.outbox.last_seq
+            valid = [seq for seq in acks if seq <= last_seq]
+            # Beyond anything this node assigned: counted (acks_ignored) and ignored.
+            for bogus in {seq for seq in acks if seq > last_seq}:
+                log.warning("ignored an ack for seq %d: the last seq sent is %d", bogus,
+                            last_seq)
+            to_apply = [*([max(valid)] if valid else []),
+                        *sorted({seq for seq in acks if seq > last_seq})]
+            for seq in to_apply:
+                try:
+                    self.outbox.ack(seq)
+                except StorageError as exc:
+                    log.warning("could not apply ack %d: %s", seq, exc)
+                    with self._state_lock:
+                        self._acks_in.append(seq)  # try again next round
+            acked = self.outbox.acked_seq
+            if valid:
+                self.last_ack_seq = acked
         while self._sent and self._sent[0][0] <= acked:
             self._sent.popleft()
         if reconnected:

@@ -135,6 +135,10 @@ def test_malformed_ack_and_alert_are_counted_and_ignored(
         listener.ack("n1", 10**9)
         wait(lambda: agent.outbox.stats().counters["acks_ignored"] == 1)
         assert agent.outbox.acked_seq == 2
+        # ... and does not mask the real acks that follow it.
+        listener.ack("n1", 3)
+        wait(lambda: agent.outbox.acked_seq == 3)
+        assert agent.outbox.stats().counters["acks_ignored"] == 1
         assert agent.link.connected.is_set()
     listener.publish(alert_topic, b"", retain=True)  # clear the retained alert
 

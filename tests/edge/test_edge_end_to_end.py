@@ -75,6 +75,9 @@ flush_interval_s = 0.05
 gap_timeout_s = 600
 state_file = "state.json"
 set_aside_file = "set-aside.jsonl"
+
+[alerts]
+api_port = 0
 """)
     server_log = tmp_path / "server.log"
     server = start_server(server_config, server_log)
