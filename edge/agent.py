@@ -432,6 +432,7 @@ class NodeAgent:
             "hardware": self.settings.hardware,
             "mqtt": {"connected": self.link.connected.is_set(), "connects": self.link.connects,
                      "connect_failures": self.link.connect_failures,
+                     "short_sessions": self.link.short_sessions,
                      "broker": f"{self.settings.mqtt.host}:{self.settings.mqtt.port}"},
             "clock": {"state": self.clock.state, "trusted": self.clock.trusted,
                       "jumps": self.clock.jumps, "source": self.settings.clock},

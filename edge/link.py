@@ -18,6 +18,7 @@ import logging
 import random
 import ssl
 import threading
+import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -29,6 +30,11 @@ from secadero.errors import ProtocolError
 from secadero.settings import MqttSettings
 
 log = logging.getLogger(__name__)
+
+# A connection that held this long resets the reconnect backoff.
+STABLE_AFTER_S = 30.0
+# A connection closed sooner than this counts as a short session (N9: duplicate client id).
+SHORT_SESSION_S = 10.0
 
 
 def backoff_delays(*, min_s: float = 1.0, max_s: float = 60.0,
@@ -74,7 +80,9 @@ class NodeLink:
         self._thread: threading.Thread | None = None
         self.connects = 0
         self.connect_failures = 0
+        self.short_sessions = 0
         client_id = settings.client_id or f"node-{yard}-{node}"
+        self.client_id = client_id
         self.client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id,
                                   protocol=mqtt.MQTTv311, clean_session=True)
         # paho keeps unsent QoS 1 messages in RAM without limit; the agent
@@ -148,6 +156,7 @@ class NodeLink:
         delays = backoff_delays(min_s=self._min_backoff_s, max_s=self._max_backoff_s,
                                 rng=self._rng)
         first = True
+        stable = False
         while not self._stop.is_set():
             try:
                 if first:
@@ -163,13 +172,31 @@ class NodeLink:
                           self.settings.host, self.settings.port, exc, delay)
                 self._stop.wait(delay)
                 continue
+            connected_at: float | None = None
             while True:
                 rc = self.client.loop(timeout=0.2)
-                if self.connected.is_set():
+                if self.connected.is_set() and connected_at is None:
+                    connected_at = time.monotonic()
+                if (connected_at is not None and not stable
+                        and time.monotonic() - connected_at >= STABLE_AFTER_S):
+                    # Only a connection that held resets the backoff: a link that
+                    # drops at once (flapping Wi-Fi, a second device with our
+                    # client id taking the session over) must not become a hot loop.
+                    stable = True
                     delays = backoff_delays(min_s=self._min_backoff_s,
                                             max_s=self._max_backoff_s, rng=self._rng)
                 if rc != MQTTErrorCode.MQTT_ERR_SUCCESS or self._stop.is_set():
                     break
+            stable = False
+            if connected_at is not None and not self._closing:
+                lasted_s = time.monotonic() - connected_at
+                if lasted_s < SHORT_SESSION_S:
+                    self.short_sessions += 1
+                    if self.short_sessions in (3, 10) or self.short_sessions % 100 == 0:
+                        log.warning("the broker closed %d connections within %g s of "
+                                    "connecting; if this goes on, another device may be "
+                                    "using this node's client id %r", self.short_sessions,
+                                    SHORT_SESSION_S, self.client_id)
             if self.connected.is_set():
                 self.connected.clear()
                 self.on_disconnected()

@@ -224,3 +224,32 @@ def test_sigkilled_node_is_declared_offline_by_its_last_will(
     retained = late.wait_for(lambda env: any(e.kind == "status" for e in env))
     assert [e.message.state for e in retained if e.kind == "status"] == ["offline"]
     assert late.messages[0][2] is True
+
+
+@pytest.mark.slow
+def test_two_nodes_with_one_identity_do_not_take_over_in_a_hot_loop(
+        mosquitto: Any, unique_name: str, tmp_path: Path, node_processes: Any) -> None:
+    """N9, a cloned SD card: each connection takes the other's session over.
+
+    Connections that drop within seconds do not reset the backoff, so the
+    pair settles to ever rarer reconnects instead of a take-over loop.
+    """
+    import time
+
+    configs = []
+    for name in ("a", "b"):
+        directory = tmp_path / name
+        directory.mkdir()
+        configs.append(write_node_config(directory, yard=unique_name, port=mosquitto.port))
+    nodes = [node_processes(config) for config in configs]
+    time.sleep(12)  # the behaviour over time is what is measured here
+    reports = [json.loads((tmp_path / name / "n1.sqlite3.status.json").read_text())
+               for name in ("a", "b")]
+    connects = sum(r["mqtt"]["connects"] for r in reports)
+    short = sum(r["mqtt"]["short_sessions"] for r in reports)
+    # With the backoff reset on every connect this was dozens (one per ~0.4 s).
+    assert 2 <= connects <= 14, connects
+    assert short >= 2
+    for node in nodes:
+        assert node.terminate()[0] == 0
+    assert any("another device may be using" in node.stderr() for node in nodes)
