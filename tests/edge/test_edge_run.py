@@ -137,11 +137,12 @@ def test_edge_status_shows_the_node_state(mosquitto: Any, unique_name: str, tmp_
         except (OSError, ValueError, KeyError):
             return False
 
-    wait_until(acked, timeout_s=10)
+    wait_until(acked, timeout_s=20)
     result = subprocess.run([sys.executable, "-m", "secadero.cli", "edge", "status", "--config",
                              str(config), "--json"], capture_output=True, text=True, timeout=30,
                             check=True)
     report = json.loads(result.stdout)
+    print(json.dumps(report, indent=1))  # shown by pytest if an assertion below fails
     assert report["node"] == "n1" and report["yard"] == unique_name
     assert report["mqtt"]["connected"] is True
     assert report["clock"]["state"] == "synced"
