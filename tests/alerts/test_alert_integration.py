@@ -11,6 +11,10 @@ their documented formats; the forecast is the recorded Open-Meteo response
 from __future__ import annotations
 
 import json
+import queue
+import signal
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -185,3 +189,45 @@ def test_rain_started_on_the_broker_reaches_ntfy_and_the_alert_topic(
         watcher.close()
         ingest.stop()
         service.stop()
+
+
+def test_secadero_server_run_sends_the_push_and_stops_on_sigterm(
+        tmp_path: Path, mosquitto: Any, influxdb: Any, unique_name: str,
+        fakes: tuple[FakeService, FakeService]) -> None:
+    """The real command: ``secadero server run`` runs the alerts beside the ingest."""
+    ntfy, forecast = fakes
+    yard = unique_name
+    config = write_config(tmp_path / "server.toml", mqtt_port=mosquitto.port,
+                          influx_url=influxdb.url, name=unique_name, ntfy_url=ntfy.url,
+                          forecast_url=forecast.url, yards=[yard])
+    log = (tmp_path / "server.log").open("wb")
+    process = subprocess.Popen([sys.executable, "-m", "secadero.cli", "server", "run",
+                                "--config", str(config)], stdout=log, stderr=subprocess.STDOUT)
+    watcher = Watcher(mosquitto.port, yard)
+    try:
+        # The server's MQTT session may not exist yet: publish again until the push
+        # arrives. Every copy belongs to the same rain episode, so one push only.
+        request = None
+        deadline = time.monotonic() + 30
+        seq = 0
+        while request is None:
+            assert time.monotonic() < deadline, (tmp_path / "server.log").read_text()[-3000:]
+            seq += 1
+            event = Event(ts=time.time(), seq=seq, type="rain_started")
+            watcher.client.publish(node_topic(yard, "n1", "event"), encode(event), qos=1)
+            try:
+                request = ntfy.received.get(timeout=1.0)
+            except queue.Empty:
+                continue
+        body = request.json()
+        assert isinstance(body, dict) and body["topic"] == f"{yard}-luis"
+        assert watcher.got_alert.wait(10)
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(30) == 0
+        assert ntfy.received.empty() and len(ntfy.requests) == 1
+    finally:
+        watcher.close()
+        if process.poll() is None:
+            process.kill()
+            process.wait(10)
+        log.close()
