@@ -5,6 +5,9 @@ Routes:
 - ``GET  /api/alerts/history?yard=&limit=`` — episodes newest first, with
   their notifications.
 - ``GET  /api/alerts/{id}`` — one episode.
+- ``GET  /alerts/{id}?token=...`` — the page a tap on the push notification
+  opens: the alert in plain words and a "Recibido" button (a form that POSTs
+  the acknowledge and comes back to the page).
 - ``GET  /api/forecast`` — per yard: the last good forecast's provider, time
   and age, and the last error.
 - ``POST /api/alerts/{id}/ack?token=...`` — acknowledge with the signed,
@@ -25,6 +28,7 @@ proxy with TLS (docs/alerts.md).
 
 from __future__ import annotations
 
+import html
 import json
 import logging
 import re
@@ -44,6 +48,17 @@ log = logging.getLogger(__name__)
 
 _ACK = re.compile(r"/api/alerts/(\d{1,12})/ack")
 _ONE = re.compile(r"/api/alerts/(\d{1,12})")
+_PAGE = re.compile(r"/alerts/(\d{1,12})")
+
+# The page a worker sees when tapping the push notification: the alert and one button.
+PAGE = """<!doctype html>
+<html lang="es"><head><meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<title>{title}</title>
+<style>body{{font-family:sans-serif;font-size:1.3em;margin:1em}}
+button{{font-size:1.4em;padding:.6em 1.2em}}</style></head>
+<body><h1>{title}</h1><p>{message}</p><p><b>{status}</b></p>{form}</body></html>
+"""
 SMS_INBOUND_PATH = "/api/sms/inbound"
 ACK_WORDS = frozenset({"OK", "SI", "SÍ", "YES", "RECIBIDO", "LISTO"})
 MAX_BODY = 64 * 1024
@@ -138,6 +153,8 @@ class _Handler(BaseHTTPRequestHandler):
                     "age_s": round(now - fetched, 1) if fetched is not None else None,
                     "error": status.error})
             self._send(200, result)
+        elif match := _PAGE.fullmatch(url.path):
+            self._page(int(match.group(1)), query)
         elif match := _ONE.fullmatch(url.path):
             episode = store.episode(int(match.group(1)))
             if episode is None:
@@ -161,6 +178,28 @@ class _Handler(BaseHTTPRequestHandler):
         else:
             self._send(404, {"error": "not found"})
 
+    def _page(self, episode_id: int, query: dict[str, str]) -> None:
+        token = query.get("token", "")
+        reason = self.service.tokens.check(episode_id, token, self.service.clock())
+        episode = self.service.store.episode(episode_id) if reason is None else None
+        if episode is None:
+            body = PAGE.format(title="Alerta", message=html.escape(reason or "no existe"),
+                               status="Enlace no valido o vencido.", form="")
+            self._send(403 if reason else 404, body, "text/html")
+            return
+        status = {"raised": "Sin respuesta todavia.",
+                  "acknowledged": f"Recibido ({html.escape(episode.acked_by or '')}).",
+                  "resolved": "Terminada."}.get(episode.state, episode.state)
+        form = ""
+        if episode.state == "raised":
+            action = (f"{self.service.settings.alerts.public_url}/api/alerts/{episode_id}"
+                      f"/ack?token={urllib.parse.quote(token)}")
+            form = (f'<form method="post" action="{html.escape(action)}">'
+                    '<button type="submit">Recibido</button></form>')
+        body = PAGE.format(title=f"Tendal {html.escape(episode.yard)}",
+                           message=html.escape(episode.message), status=status, form=form)
+        self._send(200, body, "text/html")
+
     def _ack(self, episode_id: int, query: dict[str, str]) -> None:
         token = query.get("token")
         auth = self.headers.get("Authorization", "")
@@ -174,6 +213,15 @@ class _Handler(BaseHTTPRequestHandler):
             return
         if not self.service.acknowledge(episode_id, "push"):
             self._send(404, {"error": "no open alert with that id"})
+            return
+        if self.headers.get("Content-Type", "").startswith(
+                "application/x-www-form-urlencoded"):
+            # The button on the alert page (a browser form): back to the page.
+            self.send_response(303)
+            self.send_header("Location", f"{self.service.settings.alerts.public_url}/alerts/"
+                                         f"{episode_id}?token={urllib.parse.quote(token or '')}")
+            self.send_header("Content-Length", "0")
+            self.end_headers()
             return
         self._send(200, {"acknowledged": episode_id})
 

@@ -39,7 +39,9 @@ def payload(message: Outgoing) -> dict[str, Any]:
         "tags": TAGS.get(message.kind, ["warning"]),
     }
     if message.ack_url:
-        body["click"] = message.ack_url.split("/ack?")[0]
+        # Tapping the notification opens the alert's page (GET /alerts/{id}?token=...).
+        base, _, query = message.ack_url.partition("/ack?")
+        body["click"] = base.replace("/api/alerts/", "/alerts/") + "?" + query
         if message.event not in ("all_clear", "recovered"):
             body["actions"] = [{"action": "http", "label": ACK_LABEL.get(message.language,
                                                                          "Acknowledge"),

@@ -7,7 +7,9 @@ would: its URL and method, from the JSON ntfy received.
 
 from __future__ import annotations
 
+import html
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -380,3 +382,24 @@ def test_acknowledging_during_evaluation_cycles_does_not_deadlock(running: Runni
     cycles.join(20)
     assert not cycles.is_alive(), "evaluation and acknowledge deadlocked"
     assert running.service.errors == 0
+
+
+def test_the_page_a_tap_opens_and_its_button(running: Running, ntfy: FakeService) -> None:
+    running.rain()
+    push = ntfy.received.get(timeout=5).json()
+    assert isinstance(push, dict)
+    status, page = running.request("GET", push["click"])
+    assert status == 200
+    assert "<title>Tendal norte</title>" in page and "Sin respuesta todavia." in page
+    assert "LLUEVE en el tendal Norte (sensor n1)" in page
+    action = re.search(r'action="([^"]+)"', page)
+    assert action is not None
+    # The browser posts the form; the API acknowledges and sends it back to the page.
+    req = urllib.request.Request(html.unescape(action.group(1)), data=b"", method="POST",
+                                 headers={"Content-Type": "application/x-www-form-urlencoded"})
+    with urllib.request.urlopen(req, timeout=5) as response:  # follows the 303
+        after = response.read().decode()
+    assert "Recibido (push)." in after and "<form" not in after
+    assert running.service.store.active_episodes()[0].state == "acknowledged"
+    status, page = running.request("GET", "/alerts/1?token=1.x")
+    assert status == 403 and "Enlace no valido o vencido." in page

@@ -57,7 +57,7 @@ def test_ntfy_publishes_json_with_priority_tags_click_and_ack_button(
         "message": RAIN.body,
         "priority": 5,
         "tags": ["cloud_with_rain", "rotating_light"],
-        "click": "http://yard.example/api/alerts/3",
+        "click": "http://yard.example/alerts/3?token=abc",
         "actions": [{"action": "http", "label": "Recibido",
                      "url": "http://yard.example/api/alerts/3/ack?token=abc",
                      "method": "POST", "clear": True}],
