@@ -10,7 +10,8 @@ Borrowed from Alertmanager, PagerDuty and ThingsBoard (see docs/alerts.md):
   an upgrade is sent only if nobody acknowledged yet or a tray is still out;
 - unacknowledged: repeat every ``repeat_interval_min`` (at most
   ``max_repeats``), each repeat one step further along the escalation chain
-  (worker -> supervisor -> quality);
+  (worker -> supervisor -> quality); once trays are overdue, the
+  ``trays_still_out`` reminders (their own ``max_repeats``) take over;
 - ``trays_still_out``: a tray switch still ``extended`` ``trays_out_after_min``
   after the raise escalates, acknowledged or not, until the switches say the
   trays are in (which also acknowledges the episode);
@@ -262,7 +263,7 @@ class AlertEngine:
             episode.severity = "critical"
             self._notify(episode, yard, "escalate", "trays_still_out",
                          self._roles(episode.level), now, batch, fields)
-        elif (not out_trays and episode.state == "raised"
+        elif (episode.state == "raised" and not (out_trays and now >= trays_deadline)
               and since_last >= s.repeat_interval_min * 60
               and episode.repeats < s.max_repeats):
             episode.repeats += 1

@@ -104,6 +104,25 @@ def test_without_hysteresis_the_same_flapping_would_alert_three_times(
     assert [s[0] for s in raises] == ["12:31", "13:00", "13:30"]
 
 
+def test_a_forecast_nobody_answers_is_repeated_then_urgent_before_the_rain(
+        yard: SimYard) -> None:
+    yard.prob_by_hour = {14: 85}
+    yard.at("07:00", yard.trays("extended"))
+    yard.at("13:55", yard.trays("retracted"))
+    yard.run("14:30")
+    rounds = [(t, event, sorted(who for tt, who, _, _, ev in yard.sent
+                                if tt == t and ev == event))
+              for t, event in dict.fromkeys((s[0], s[4]) for s in yard.sent)]
+    assert rounds == [
+        ("12:31", "raise", ["Luis", "Rosa"]),
+        ("12:46", "repeat", ["Ana", "Luis", "Rosa"]),
+        ("13:01", "repeat", ["Ana", "Carmen", "Luis", "Rosa"]),
+        ("13:16", "repeat", ["Ana", "Carmen", "Luis", "Rosa"]),
+        # 10 min before the forecast rain, the trays are still out
+        ("13:50", "escalate", ["Ana", "Carmen", "Luis", "Rosa"]),
+    ]
+
+
 def test_trays_left_out_escalate_until_a_switch_says_they_are_in(yard: SimYard) -> None:
     yard.at("07:00", yard.trays("extended"))
     yard.at("14:00", yard.rain("n1", True))
@@ -335,12 +354,17 @@ def test_rain_before_the_forecast_time_with_trays_out_upgrades_to_rain_now(
     yard.at("12:50", yard.rain("n1", True))  # earlier than forecast, nobody moved yet
     yard.at("12:55", yard.trays("retracted"))
     yard.run("13:30")
-    # rain_now supersedes rain_forecast: one upgrade message, then no forecast repeats.
+    # Nobody answered in 15 min: a reminder, now also to the supervisor. Then
+    # rain_now supersedes rain_forecast: one upgrade message to the same people.
     assert yard.sent == [
         ("12:31", "Rosa", "twilio", "rain_forecast", "raise"),
         ("12:31", "Luis", "ntfy", "rain_forecast", "raise"),
+        ("12:46", "Rosa", "twilio", "rain_forecast", "repeat"),
+        ("12:46", "Luis", "ntfy", "rain_forecast", "repeat"),
+        ("12:46", "Ana", "twilio", "rain_forecast", "repeat"),
         ("12:50", "Rosa", "twilio", "rain_now", "upgrade"),
         ("12:50", "Luis", "ntfy", "rain_now", "upgrade"),
+        ("12:50", "Ana", "twilio", "rain_now", "upgrade"),
     ]
     alert = yard.engine.current_alert("norte")
     assert (alert.state, alert.kind, alert.severity, alert.since) == (
