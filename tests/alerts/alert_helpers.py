@@ -318,6 +318,18 @@ def start_smsd(root: Path, *, run_on_receive: str | None = None
     The dummy driver keeps the "phone" in folders (``phone/sms/1`` is the inbox
     that ``gammu savesms`` writes to); SMSD polls it every second.
     """
+    conf = write_smsdrc(root, run_on_receive=run_on_receive)
+    process = subprocess.Popen(["gammu-smsd", "-c", str(conf)], stdout=subprocess.DEVNULL,
+                               stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        yield conf, root
+    finally:
+        os.kill(process.pid, signal.SIGTERM)
+        process.wait(10)
+
+
+def write_smsdrc(root: Path, *, run_on_receive: str | None = None) -> Path:
+    """An smsdrc for Gammu's dummy driver and the files backend, and its folders."""
     for sub in ("phone/sms/1", "phone/sms/2", "phone/sms/3", "phone/sms/4", "phone/sms/5",
                 "phone/pbk/ME", "phone/pbk/SM", "phone/calendar", "phone/todo", "phone/note",
                 "phone/fs", "inbox", "outbox", "sent", "error"):
@@ -331,10 +343,4 @@ def start_smsd(root: Path, *, run_on_receive: str | None = None
         "receivefrequency = 1\nchecksecurity = 0\ncheckbattery = 0\nchecksignal = 0\n"
         "statusfrequency = 0\n"
         + (f"runonreceive = {run_on_receive}\n" if run_on_receive else ""))
-    process = subprocess.Popen(["gammu-smsd", "-c", str(conf)], stdout=subprocess.DEVNULL,
-                               stderr=subprocess.DEVNULL, start_new_session=True)
-    try:
-        yield conf, root
-    finally:
-        os.kill(process.pid, signal.SIGTERM)
-        process.wait(10)
+    return conf

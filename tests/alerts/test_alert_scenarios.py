@@ -1,15 +1,25 @@
 """Whole days at a simulated yard: exactly which messages go to whom, and when.
 
 The clock advances a minute at a time (``alert_helpers.SimYard``); the engine,
-its SQLite store and the dispatcher are the real ones; Twilio, ntfy and the
-Gammu modem are fakes that record or refuse. Recipients: Rosa (worker, SMS),
+its SQLite store and the dispatcher are the real ones; Twilio and ntfy are
+fakes that record or refuse; the Gammu modem is a fake too, except on the
+internet-down day, where the real notifier queues the SMS with
+``gammu-smsd-inject`` into a Gammu dummy-driver outbox. Recipients: Rosa (worker, SMS),
 Luis (worker, push), Ana (supervisor, SMS), Carmen (quality, SMS, English),
 Tito (technician, SMS). Drying hours 07:00-18:00, America/Lima.
 """
 
 from __future__ import annotations
 
-from alert_helpers import SimYard, at, make_yard_fixture, yard_fixture  # noqa: F401 (fixtures, found by name)
+import shutil
+from pathlib import Path
+
+import pytest
+from alert_helpers import SimYard, at, hhmm, make_yard_fixture, write_smsdrc, yard_fixture  # noqa: F401 (fixtures, found by name)
+from secadero.server.notifiers import Outgoing
+from secadero.server.notifiers.gammu import GammuNotifier
+
+from secadero.settings import GammuSettings
 
 
 def test_a_dry_day_sends_nothing(yard: SimYard) -> None:
@@ -162,7 +172,27 @@ def test_trays_left_out_escalate_until_a_switch_says_they_are_in(yard: SimYard) 
     assert (episode.acked_by, episode.acked_at) == ("+51900000001", at("14:20"))
 
 
-def test_the_internet_down_all_afternoon(yard: SimYard) -> None:
+class RecordingGammu(GammuNotifier):
+    """The real Gammu notifier (gammu-smsd-inject into a dummy-driver outbox), recorded."""
+
+    def __init__(self, yard: SimYard, settings: GammuSettings) -> None:
+        super().__init__(settings)
+        self.yard = yard
+
+    def send(self, message: Outgoing) -> str | None:
+        outbox_id = super().send(message)
+        self.yard.sent.append((hhmm(self.yard.now), message.recipient, self.name,
+                               message.kind, message.event))
+        self.yard.bodies.append(message.body)
+        return outbox_id
+
+
+@pytest.mark.skipif(not shutil.which("gammu-smsd-inject"),
+                    reason="needs the Debian package gammu-smsd")
+def test_the_internet_down_all_afternoon(yard: SimYard, tmp_path: Path) -> None:
+    smsdrc = write_smsdrc(tmp_path / "gammu")
+    yard.notifiers["gammu"] = RecordingGammu(yard, GammuSettings(smsdrc=smsdrc))
+    yard.restart()  # the dispatcher picks up the real modem notifier
     yard.at("07:00", yard.trays("extended"))
     yard.at("11:50", yard.internet(False))
     yard.at("15:00", yard.rain("n2", True))
@@ -194,6 +224,9 @@ def test_the_internet_down_all_afternoon(yard: SimYard) -> None:
     ]
     sms = [(n.recipient, n.provider, n.error) for n in yard.log() if n.channel == "sms"]
     assert sms[0] == ("Tito", "gammu", "twilio: connection refused")
+    # The four SMS really were queued for the modem: gammu-smsd's outbox files.
+    outbox = sorted(f.name.split("_")[-2] for f in (tmp_path / "gammu" / "outbox").iterdir())
+    assert outbox == ["+51900000001", "+51900000001", "+51900000009", "+51900000009"]
 
 
 def test_the_technician_hears_when_messages_leave_again(yard: SimYard) -> None:
