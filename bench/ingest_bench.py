@@ -1,0 +1,336 @@
+"""Server ingest benchmark: throughput, CPU and memory, latency, against the real services.
+
+Run by hand (not part of pytest)::
+
+    .venv/bin/python bench/ingest_bench.py throughput [--messages 100000] [--processes 1]
+    .venv/bin/python bench/ingest_bench.py latency [--rate 1000] [--seconds 30]
+    .venv/bin/python bench/ingest_bench.py soak [--rate 2000] [--seconds 600]
+
+Each run starts a fresh Mosquitto and InfluxDB 1.x (devservices) in a temp
+folder and the server as a child process (``secadero server run``), so its
+CPU time and RSS are its own. Publishers are ``mosquitto_pub -l`` (C) on 20
+node topics at QoS 1; a reading is one telemetry message (~150 bytes: climate,
+rain and one tray, i.e. 3 points). The clock stops when every node's ``ack``
+covers its last message: acknowledged after InfluxDB answered 204, i.e.
+stored and queryable. The baseline in the same run: the same publishers into
+``mosquitto_sub`` (C) at QoS 1, i.e. Mosquitto's own pub->sub rate.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from secadero.devservices import InfluxDB, Mosquitto, free_port
+
+NODES = 20
+YARD = "bench"
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_s(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / CLK_TCK
+
+
+def rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def payload(seq: int, ts: float) -> str:
+    return json.dumps({"ts": round(ts, 3), "seq": seq, "temperature_c": 24.5 + (seq % 50) / 10,
+                       "humidity_pct": 71.2, "rain": False, "rain_mm": 0.0,
+                       "trays": {"t1": "extended"}}, separators=(",", ":"))
+
+
+def start_services(work: Path) -> tuple[Mosquitto, InfluxDB]:
+    broker = Mosquitto(workdir=work / "mosquitto").start()
+    influx = InfluxDB(workdir=work / "influx").start()
+    return broker, influx
+
+
+def start_server(work: Path, broker: Mosquitto, influx: InfluxDB, index: int = 0,
+                 share_group: str = "") -> tuple[subprocess.Popen[bytes], int]:
+    http_port = free_port()
+    config = work / f"server{index}.toml"
+    config.write_text(
+        f'[mqtt]\nport = {broker.port}\nclient_id = "bench-ingest-{index}"\n'
+        f'[influxdb]\nurl = "{influx.url}"\ndatabase = "bench"\n'
+        f"[ingest]\nhttp_port = {http_port}\nbatch_size = 5000\nflush_interval_s = 0.2\n"
+        f'queue_max = 50000\nshare_group = "{share_group}"\n'
+        f'state_file = "state{index}.json"\n')
+    process = subprocess.Popen([sys.executable, "-m", "secadero.cli", "server", "run",
+                                "--config", str(config)], cwd=work,
+                               stdout=subprocess.DEVNULL, stderr=open(  # noqa: SIM115
+                                   work / f"server{index}.log",
+                                                                     "wb"))
+    deadline = time.monotonic() + 30
+    import urllib.request
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{http_port}/metrics",
+                                        timeout=1) as response:
+                if "secadero_ingest_mqtt_connected 1" in response.read().decode():
+                    return process, http_port
+        except OSError:
+            pass
+        time.sleep(0.1)
+    raise SystemExit("server did not connect; see " + str(work / f"server{index}.log"))
+
+
+class AckWatcher:
+    """Records when each node's ack first covers a given seq."""
+
+    def __init__(self, port: int) -> None:
+        self.highest: dict[str, int] = {}
+        self.first_seen: dict[tuple[str, int], float] = {}
+        self.cond = threading.Condition()
+        self.client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="bench-acks",
+                                  protocol=mqtt.MQTTv5)
+        ready = threading.Event()
+        self.client.on_subscribe = lambda *a: ready.set()
+        self.client.on_connect = lambda c, *a: c.subscribe(f"secadero/v1/{YARD}/+/ack", qos=1)
+        self.client.on_message = self._on_message
+        self.client.connect("127.0.0.1", port)
+        self.client.loop_start()
+        ready.wait(10)
+
+    def _on_message(self, client: mqtt.Client, userdata: object, msg: mqtt.MQTTMessage) -> None:
+        node = msg.topic.split("/")[3]
+        seq = json.loads(msg.payload)["seq"]
+        now = time.monotonic()
+        with self.cond:
+            if seq > self.highest.get(node, -1):
+                self.highest[node] = seq
+                self.first_seen[(node, seq)] = now
+                self.cond.notify_all()
+
+    def wait_all(self, last_seq: int, nodes: list[str], timeout_s: float) -> float:
+        deadline = time.monotonic() + timeout_s
+        with self.cond:
+            while any(self.highest.get(n, -1) < last_seq for n in nodes):
+                if not self.cond.wait(deadline - time.monotonic()):
+                    raise SystemExit(f"timed out; acks so far {self.highest}")
+        return time.monotonic()
+
+    def close(self) -> None:
+        self.client.disconnect()
+        self.client.loop_stop()
+
+
+def publish_burst(broker_port: int, per_node: int, work: Path, tag: str) -> float:
+    """Start 20 mosquitto_pub -l at once; returns the start time (monotonic)."""
+    now = time.time()
+    files = []
+    for n in range(NODES):
+        path = work / f"{tag}-n{n}.txt"
+        with path.open("w") as out:
+            for seq in range(1, per_node + 1):
+                out.write(payload(seq, now - 3600 + seq * 0.001) + "\n")
+        files.append(path)
+    start = time.monotonic()
+    procs = [subprocess.Popen(["mosquitto_pub", "-p", str(broker_port), "-q", "1", "-l",
+                               "-i", f"{tag}-pub-{n}",
+                               "-t", f"secadero/v1/{YARD}/n{n}/telemetry"],
+                              stdin=open(files[n], "rb"))  # noqa: SIM115 (the child owns it)
+             for n in range(NODES)]
+    threading.Thread(target=lambda: [p.wait() for p in procs], daemon=True).start()
+    return start
+
+
+def baseline_c(broker: Mosquitto, per_node: int, work: Path) -> float:
+    total = per_node * NODES
+    sub = subprocess.Popen(["mosquitto_sub", "-p", str(broker.port), "-q", "1", "-C", str(total),
+                            "-i", "bench-csub", "-t", "baseline/#"], stdout=subprocess.DEVNULL)
+    time.sleep(0.5)
+    now = time.time()
+    files = []
+    for n in range(NODES):
+        path = work / f"base-n{n}.txt"
+        path.write_text("".join(payload(s, now) + "\n" for s in range(1, per_node + 1)))
+        files.append(path)
+    start = time.monotonic()
+    procs = [subprocess.Popen(["mosquitto_pub", "-p", str(broker.port), "-q", "1", "-l",
+                               "-t", f"baseline/n{n}"], stdin=open(files[n], "rb"))  # noqa: SIM115
+             for n in range(NODES)]
+    sub.wait(300)
+    elapsed = time.monotonic() - start
+    for p in procs:
+        p.wait()
+    return total / elapsed
+
+
+def throughput(args: argparse.Namespace) -> None:
+    per_node = args.messages // NODES
+    total = per_node * NODES
+    assert per_node <= 50_000, "mosquitto_pub -l loses lines beyond ~65,535 (see performance.md)"
+    with tempfile.TemporaryDirectory(prefix="ingest-bench-") as tmp:
+        work = Path(tmp)
+        broker, influx = start_services(work)
+        try:
+            base_rate = baseline_c(broker, per_node, work)
+            servers = [start_server(work, broker, influx, i,
+                                    share_group="bench" if args.processes > 1 else "")
+                       for i in range(args.processes)]
+            watcher = AckWatcher(broker.port)
+            spy = None
+            if args.profile:
+                spy = subprocess.Popen([str(Path(sys.executable).parent / "py-spy"), "record",
+                                        "--pid", str(servers[0][0].pid), "--format", "raw",
+                                        "--output", args.profile, "--rate", "250",
+                                        "--nonblocking"], stdout=subprocess.DEVNULL,
+                                       stderr=subprocess.DEVNULL)
+                time.sleep(1)
+            cpu0 = sum(cpu_s(p.pid) for p, _ in servers)
+            start = publish_burst(broker.port, per_node, work, "run")
+            end = watcher.wait_all(per_node, [f"n{n}" for n in range(NODES)], 600)
+            cpu = sum(cpu_s(p.pid) for p, _ in servers) - cpu0
+            rss = [rss_mb(p.pid) for p, _ in servers]
+            elapsed = end - start
+            rate = total / elapsed
+            count = _count(influx)
+            if spy is not None:
+                spy.send_signal(2)
+                spy.wait(30)
+            watcher.close()
+            for p, _ in servers:
+                p.terminate()
+                p.wait(30)
+        finally:
+            broker.stop()
+            influx.stop()
+    print(f"readings: {total} ({NODES} nodes x {per_node}), ingest processes: {args.processes}")
+    print(f"Mosquitto C pub -> C sub, QoS 1:           {base_rate:10,.0f} msg/s")
+    print(f"ingest, stored + acked after 204:          {rate:10,.0f} readings/s "
+          f"({rate / base_rate:.2f} x Mosquitto's pub->sub)")
+    print(f"climate points in InfluxDB: {count} (expected {total})")
+    print(f"server CPU per reading: {cpu / total * 1e6:.1f} us; RSS at end: "
+          + ", ".join(f"{r:.0f} MB" for r in rss))
+
+
+def _count(influx: InfluxDB) -> int:
+    import urllib.parse
+    import urllib.request
+    q = urllib.parse.urlencode({"db": "bench", "q": "SELECT count(temperature_c) FROM climate"})
+    with urllib.request.urlopen(f"{influx.url}/query?{q}", timeout=30) as response:
+        body = json.load(response)
+    try:
+        return int(body["results"][0]["series"][0]["values"][0][1])
+    except (KeyError, IndexError):
+        return 0
+
+
+def paced(args: argparse.Namespace, *, soak: bool) -> None:
+    """Publish at a steady rate from one paho publisher; latency to ack, RSS over time."""
+    with tempfile.TemporaryDirectory(prefix="ingest-bench-") as tmp:
+        work = Path(tmp)
+        broker, influx = start_services(work)
+        try:
+            server, _ = start_server(work, broker, influx)
+            watcher = AckWatcher(broker.port)
+            pub = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="bench-pub",
+                              protocol=mqtt.MQTTv5)
+            pub.connect("127.0.0.1", broker.port)
+            pub.loop_start()
+            sent_at: dict[tuple[str, int], float] = {}
+            interval = 1.0 / args.rate
+            total = int(args.rate * args.seconds)
+            rss_samples: list[tuple[float, float]] = []
+            cpu0 = cpu_s(server.pid)
+            start = time.monotonic()
+            next_rss = start
+            for i in range(total):
+                target = start + i * interval
+                now = time.monotonic()
+                if target > now:
+                    time.sleep(target - now)
+                node, seq = f"n{i % NODES}", i // NODES + 1
+                sent_at[(node, seq)] = time.monotonic()
+                pub.publish(f"secadero/v1/{YARD}/{node}/telemetry",
+                            payload(seq, time.time()), qos=1)
+                if time.monotonic() >= next_rss:
+                    rss_samples.append((time.monotonic() - start, rss_mb(server.pid)))
+                    next_rss += 10.0
+            last = total // NODES
+            watcher.wait_all(last, [f"n{n}" for n in range(NODES) if (n < total % NODES)
+                                    or total // NODES] and [f"n{n}" for n in range(NODES)],
+                             120) if total % NODES == 0 else time.sleep(2)
+            cpu = cpu_s(server.pid) - cpu0
+            rss_samples.append((time.monotonic() - start, rss_mb(server.pid)))
+            # Latency of each message: first ack covering it minus its publish time.
+            acks: dict[str, list[tuple[int, float]]] = {}
+            for (node, seq), at in watcher.first_seen.items():
+                acks.setdefault(node, []).append((seq, at))
+            latencies = []
+            for node, entries in acks.items():
+                entries.sort()
+                j = 0
+                for seq in range(1, last + 1):
+                    while j < len(entries) and entries[j][0] < seq:
+                        j += 1
+                    if j < len(entries) and (node, seq) in sent_at:
+                        latencies.append(entries[j][1] - sent_at[(node, seq)])
+            latencies.sort()
+            pub.loop_stop()
+            watcher.close()
+            server.terminate()
+            server.wait(30)
+        finally:
+            broker.stop()
+            influx.stop()
+    print(f"rate {args.rate}/s for {args.seconds} s: {total} readings")
+    if latencies:
+        q = statistics.quantiles(latencies, n=100)
+        print(f"publish -> stored+acked latency: p50 {q[49]*1000:.0f} ms, "
+              f"p99 {q[98]*1000:.0f} ms, max {latencies[-1]*1000:.0f} ms ({len(latencies)})")
+    print(f"server CPU per reading: {cpu / total * 1e6:.1f} us")
+    print("server RSS (s, MB): " + ", ".join(f"{t:.0f}:{r:.1f}" for t, r in rss_samples))
+    if soak:
+        print(f"RSS start {rss_samples[0][1]:.1f} MB, end {rss_samples[-1][1]:.1f} MB")
+
+
+def _on_sigterm(signum: int, frame: object) -> None:
+    # `timeout` sends SIGTERM: unwind so the finally blocks stop our services.
+    raise SystemExit(f"stopped by signal {signum}")
+
+
+def main() -> None:
+    import signal
+    signal.signal(signal.SIGTERM, _on_sigterm)
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="what", required=True)
+    t = sub.add_parser("throughput")
+    t.add_argument("--messages", type=int, default=100_000)
+    t.add_argument("--processes", type=int, default=1)
+    t.add_argument("--profile", metavar="FILE", help="py-spy raw profile of server 0")
+    lat = sub.add_parser("latency")
+    lat.add_argument("--rate", type=float, default=1000)
+    lat.add_argument("--seconds", type=float, default=30)
+    s = sub.add_parser("soak")
+    s.add_argument("--rate", type=float, default=2000)
+    s.add_argument("--seconds", type=float, default=600)
+    args = parser.parse_args()
+    if args.what == "throughput":
+        throughput(args)
+    else:
+        paced(args, soak=args.what == "soak")
+
+
+if __name__ == "__main__":
+    main()
