@@ -7,6 +7,10 @@ started again. The ledger of what was measured comes from an independent
 MQTT listener (every message a node published, by seq) and the nodes'
 final ``seq``; what was stored is read back through InfluxDB's HTTP /query.
 Result required: 0 lost, 0 invented.
+
+A second test starts the nodes *before* the ingest has ever run (a new
+server, nodes already measuring): the server must not ack past readings it
+never received.
 """
 
 from __future__ import annotations
@@ -53,20 +57,14 @@ def start_server(config: Path, log: Path) -> subprocess.Popen[bytes]:
                             stderr=log.open("ab"))
 
 
-def test_two_nodes_through_the_real_ingest_0_lost_0_invented(
-        mosquitto: Any, influxdb: Any, unique_name: str, tmp_path: Path,
-        listener_factory: Any, node_processes: Any) -> None:
-    yard = unique_name
-    listener = listener_factory(yard)
-    server_config = tmp_path / "server.toml"
-    server_config.write_text(f"""
+SERVER_TOML = """
 [mqtt]
 host = "127.0.0.1"
-port = {mosquitto.port}
+port = {port}
 client_id = "ingest-{yard}"
 
 [influxdb]
-url = "{influxdb.url}"
+url = "{influx}"
 database = "{yard}"
 
 [ingest]
@@ -78,9 +76,37 @@ set_aside_file = "set-aside.jsonl"
 
 [alerts]
 api_port = 0
-""")
+"""
+
+
+def wait_for_ingest(listener: Any, yard: str) -> None:
+    """Publish a probe reading until the ingest acks it: then it is subscribed."""
+    from secadero import contract
+
+    topic = contract.node_topic(yard, "probe", "telemetry")
+    payload = contract.encode(contract.Telemetry(ts=round(time.time(), 3), seq=1, rain=False))
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        listener.publish(topic, payload)
+        try:
+            listener.wait_for(lambda env: any(e.kind == "ack" and e.node == "probe"
+                                              for e in env), timeout_s=0.5)
+            return
+        except AssertionError:
+            continue
+    raise AssertionError("the ingest never acked the probe")
+
+
+def ledger_run(*, mosquitto: Any, influxdb: Any, yard: str, tmp_path: Path, listener: Any,
+               node_processes: Any, server_first: bool, faults: bool) -> None:
+    server_config = tmp_path / "server.toml"
+    server_config.write_text(SERVER_TOML.format(port=mosquitto.port, yard=yard,
+                                                influx=influxdb.url))
     server_log = tmp_path / "server.log"
-    server = start_server(server_config, server_log)
+    server: subprocess.Popen[bytes] | None = None
+    if server_first:
+        server = start_server(server_config, server_log)
+        wait_for_ingest(listener, yard)
     try:
         nodes = {}
         for name, seed in (("n1", 1), ("n2", 2)):
@@ -92,13 +118,16 @@ api_port = 0
             nodes[name] = (config, directory / f"{name}.sqlite3", node_processes(config))
         listener.wait_for(lambda env: len(listener.seqs("n1")) >= 20
                           and len(listener.seqs("n2")) >= 20, timeout_s=20)
-        # Faults: SIGKILL node n1 and the ingest, start both again.
-        nodes["n1"][2].kill()
-        server.kill()
-        server.wait(10)
-        time.sleep(1.0)
-        nodes["n1"] = (nodes["n1"][0], nodes["n1"][1], node_processes(nodes["n1"][0]))
-        server = start_server(server_config, server_log)
+        if server is None:
+            server = start_server(server_config, server_log)
+        if faults:
+            # SIGKILL node n1 and the ingest, start both again.
+            nodes["n1"][2].kill()
+            server.kill()
+            server.wait(10)
+            time.sleep(1.0)
+            nodes["n1"] = (nodes["n1"][0], nodes["n1"][1], node_processes(nodes["n1"][0]))
+            server = start_server(server_config, server_log)
         mark = {name: last_seq(db) for name, (_, db, _) in nodes.items()}
         listener.wait_for(lambda env: all(max(listener.seqs(n), default=0) > mark[n] + 20
                                           for n in nodes), timeout_s=30)
@@ -111,7 +140,7 @@ api_port = 0
         for topic, payload, _ in listener.messages:
             kind = topic.rsplit("/", 1)[1]
             node = topic.split("/")[3]
-            if kind in ("telemetry", "event"):
+            if kind in ("telemetry", "event") and node in published:
                 body = json.loads(payload)
                 previous = published[node].setdefault(body["seq"], {**body, "kind": kind})
                 assert previous == {**body, "kind": kind}, "two messages under one seq"
@@ -136,7 +165,7 @@ api_port = 0
                     out[name] = lost
             return out
 
-        deadline = time.monotonic() + 30
+        deadline = time.monotonic() + 15
         while missing() and time.monotonic() < deadline:
             time.sleep(0.5)
         assert missing() == {}
@@ -144,15 +173,40 @@ api_port = 0
             times, event_seqs = stored(name)
             telemetry = [m for m in published[name].values() if m["kind"] == "telemetry"]
             events = {s for s, m in published[name].items() if m["kind"] == "event"}
+            # The ingest writes a ``rain`` point for each telemetry message and for
+            # each rain_started / rain_stopped event (server/points.py).
+            rain_events = [m for m in published[name].values()
+                           if m["kind"] == "event" and m["type"].startswith("rain_")]
             # 0 lost (checked above) and 0 invented: exactly what was measured, once each.
-            assert times == {round(m["ts"] * 1000) for m in telemetry}
+            assert times == {round(m["ts"] * 1000) for m in [*telemetry, *rain_events]}
             assert event_seqs == events
-            assert len(times) == len(telemetry)
         assert sum(len(p) for p in published.values()) == sum(produced.values())
     finally:
-        if server.poll() is None:
+        if server is not None and server.poll() is None:
             server.terminate()
             try:
                 server.wait(15)
             except subprocess.TimeoutExpired:
                 server.kill()
+
+
+
+def test_two_nodes_through_the_real_ingest_0_lost_0_invented(
+        mosquitto: Any, influxdb: Any, unique_name: str, tmp_path: Path,
+        listener_factory: Any, node_processes: Any) -> None:
+    """Ingest up first; midway node n1 and the ingest are SIGKILLed and restarted."""
+    ledger_run(mosquitto=mosquitto, influxdb=influxdb, yard=unique_name, tmp_path=tmp_path,
+               listener=listener_factory(unique_name), node_processes=node_processes,
+               server_first=True, faults=True)
+
+
+@pytest.mark.xfail(strict=False, reason=(
+    "server/ingest.py SeqTracker starts a node it has not seen at its first seq - 1, so "
+    "a new ingest acks past readings it never received and the node deletes them; the "
+    "fix: start unknown nodes at 0 and let gap_timeout_s declare real gaps lost"))
+def test_nodes_measuring_before_the_ingest_ever_ran_lose_nothing(
+        mosquitto: Any, influxdb: Any, unique_name: str, tmp_path: Path,
+        listener_factory: Any, node_processes: Any) -> None:
+    ledger_run(mosquitto=mosquitto, influxdb=influxdb, yard=unique_name, tmp_path=tmp_path,
+               listener=listener_factory(unique_name), node_processes=node_processes,
+               server_first=False, faults=False)
