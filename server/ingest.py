@@ -72,6 +72,8 @@ NodeKey = tuple[str, str]
 # The MQTT 5 Receive Maximum is a two-byte integer.
 MAX_RECEIVE_MAXIMUM = 65535
 SUBSCRIBED_KINDS = ("telemetry", "event", "status")
+# Where the processes of a share group tell each other what they stored.
+PEER_ROOT = "secadero-ingest/v1"
 # How often the writer looks for new messages while its batch is not full:
 # polling costs far less than a condition variable per message.
 _POLL_S = 0.002
@@ -235,6 +237,8 @@ class _Item:
     generation: int
     node: NodeKey | None
     seq: int | None
+    # Stored by another process of the share group (counts for the ack only).
+    peer: bool = False
 
 
 class _RateLimitedLog:
@@ -412,7 +416,16 @@ class Ingest:
     def _topics(self) -> list[str]:
         group = self.settings.ingest.share_group
         topics = [subscription(kind) for kind in SUBSCRIBED_KINDS]  # type: ignore[arg-type]
-        return [f"$share/{group}/{t}" for t in topics] if group else topics
+        if not group:
+            return topics
+        # Shared: each message goes to one process of the group. Every
+        # process also hears what the others stored (a plain subscription),
+        # so each can compute the nodes' cumulative acks.
+        return [f"$share/{group}/{t}" for t in topics] + [self._peer_topic]
+
+    @property
+    def _peer_topic(self) -> str:
+        return f"{PEER_ROOT}/{self.settings.ingest.share_group}/done"
 
     def _on_connect(self, client: mqtt.Client, userdata: Any, flags: mqtt.ConnectFlags,
                     reason_code: Any, properties: Any) -> None:
@@ -457,6 +470,9 @@ class Ingest:
         received_at = self.clock()
         generation = self._generation
         topic = msg.topic
+        if topic.startswith(PEER_ROOT):
+            self._on_peer_done(msg)
+            return
         try:
             envelope = decode(topic, msg.payload, TimeWindow(received_at, self._horizon_s))
         except ProtocolError as exc:
@@ -487,6 +503,22 @@ class Ingest:
             self._reject(topic, msg, ProtocolError("unstorable", str(exc)), generation)
             return
         self._queue.append(_Item(lines, msg.mid, msg.qos, generation, node_key, seq))
+
+    def _on_peer_done(self, msg: mqtt.MQTTMessage) -> None:
+        """Another process of the share group stored (or rejected) these seqs."""
+        with self._ack_lock:
+            self._client.ack(msg.mid, msg.qos)
+        try:
+            body = json.loads(msg.payload)
+            if body.get("from") == self.settings.mqtt.client_id:
+                return
+            for key, ranges in body["done"].items():
+                yard, node = key.split("/", 1)
+                for first, last in ranges:
+                    for seq in range(int(first), int(last) + 1):
+                        self._queue.append(_Item([], 0, 0, 0, (yard, node), seq, peer=True))
+        except (ValueError, KeyError, TypeError, AttributeError) as exc:
+            self._warn.warning("peer", "ignoring a malformed share-group message: %s", exc)
 
     def _reject(self, topic: str, msg: mqtt.MQTTMessage, exc: ProtocolError,
                 generation: int) -> None:
@@ -588,10 +620,13 @@ class Ingest:
                 if item.qos and item.generation == generation:
                     self._client.ack(item.mid, item.qos)
         tracker = self._tracker
+        done: dict[NodeKey, list[int]] = {}
         for item in batch:
             if item.node is not None:
                 if item.seq is not None:
                     tracker.done(item.node, item.seq, now)
+                    if not item.peer:
+                        done.setdefault(item.node, []).append(item.seq)
                 touched.add(item.node)
                 if item.seq is not None and item.lines and item.node in self._offline:
                     self._offline.discard(item.node)
@@ -601,6 +636,8 @@ class Ingest:
         self.metrics.inc("messages_stored_total", stored)
         self.metrics.inc("points_stored_total", len(lines))
         self._ack_nodes(touched)
+        if self.settings.ingest.share_group and done:
+            self._announce(done)
         self._save_state()
         self._log_batch(stored, len(lines), time.monotonic() - started)
 
@@ -669,6 +706,12 @@ class Ingest:
         except OSError as exc:
             log.error("cannot write %s: %s", path, exc)
 
+    def _announce(self, done: dict[NodeKey, list[int]]) -> None:
+        """Tell the share group which seqs this process stored, as ranges."""
+        body = {"from": self.settings.mqtt.client_id,
+                "done": {f"{y}/{n}": _ranges(seqs) for (y, n), seqs in done.items()}}
+        self._client.publish(self._peer_topic, json.dumps(body, separators=(",", ":")), qos=QOS)
+
     def _ack_nodes(self, nodes: Iterable[NodeKey]) -> None:
         for yard, node in nodes:
             watermark = self._tracker.watermark((yard, node))
@@ -715,6 +758,17 @@ class Ingest:
             self._last_batch_log = now
             total_messages = total_points = 0
         self._batch_log = (total_messages, total_points)
+
+
+def _ranges(seqs: list[int]) -> list[tuple[int, int]]:
+    """[1, 2, 3, 7, 8] -> [(1, 3), (7, 8)]."""
+    ranges: list[tuple[int, int]] = []
+    for seq in sorted(set(seqs)):
+        if ranges and seq == ranges[-1][1] + 1:
+            ranges[-1] = (ranges[-1][0], seq)
+        else:
+            ranges.append((seq, seq))
+    return ranges
 
 
 def _seq_of_rejected(topic: str, payload: bytes) -> tuple[NodeKey | None, int | None]:

@@ -84,18 +84,21 @@ class NodeSide:
             self.acks.setdefault(node, []).append(json.loads(msg.payload)["seq"])
             self._cond.notify_all()
 
-    def publish(self, node: str, kind: str, payload: bytes, *, retain: bool = False) -> None:
+    def publish(self, node: str, kind: str, payload: bytes, *, retain: bool = False,
+                wait: bool = True) -> mqtt.MQTTMessageInfo:
         info = self.client.publish(node_topic(self.yard, node, kind), payload, qos=1,  # type: ignore[arg-type]
                                    retain=retain)
-        info.wait_for_publish(10)
+        if wait:
+            info.wait_for_publish(10)
+        return info
 
     def publish_raw(self, topic: str, payload: bytes) -> None:
         self.client.publish(topic, payload, qos=1).wait_for_publish(10)
 
-    def telemetry(self, node: str, seq: int, ts: float, **values: Any) -> Telemetry:
-        reading = Telemetry(ts=ts, seq=seq, **values)
-        self.publish(node, "telemetry", encode(reading))
-        return reading
+    def telemetry(self, node: str, seq: int, ts: float, *, wait: bool = True,
+                  **values: Any) -> mqtt.MQTTMessageInfo:
+        return self.publish(node, "telemetry", encode(Telemetry(ts=ts, seq=seq, **values)),
+                            wait=wait)
 
     def wait_ack(self, node: str, seq: int, timeout_s: float = 15.0) -> int:
         """Wait until the server acked at least ``seq`` for ``node``; the highest ack."""

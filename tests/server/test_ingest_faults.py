@@ -56,7 +56,8 @@ def _publish_series(side: NodeSide, node: str, seqs: range,
     for seq in seqs:
         ts = BASE_TS + seq * 0.25  # exact in binary: the ms key is exact
         temperature = 20.0 + seq / 1000
-        side.telemetry(node, seq, ts, temperature_c=temperature, humidity_pct=70.0)
+        side.telemetry(node, seq, ts, temperature_c=temperature, humidity_pct=70.0,
+                       wait=seq == seqs[-1])
         ledger[(node, round(ts * 1000))] = temperature
 
 
