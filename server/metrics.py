@@ -156,7 +156,8 @@ class MetricsServer:
 
         self._server = ThreadingHTTPServer((host, port), Handler)
         self._server.daemon_threads = True
-        self._thread = threading.Thread(target=self._server.serve_forever, name="metrics-http",
+        self._thread = threading.Thread(target=self._server.serve_forever, args=(0.1,),
+                                        name="metrics-http",
                                         daemon=True)
 
     @property
