@@ -39,7 +39,7 @@ from secadero.edge.alarm import LocalAlarm
 from secadero.edge.clock import ClockGuard, Stamp, always_synced, kernel_clock_synced
 from secadero.edge.hardware import NodeHardware
 from secadero.edge.link import NodeLink
-from secadero.edge.outbox import Outbox, kernel_boot_id
+from secadero.edge.outbox import kernel_boot_id, open_outbox
 from secadero.edge.sdnotify import Notifier
 
 from secadero import __version__, contract
@@ -109,7 +109,7 @@ class NodeAgent:
         self._started_mono = monotonic()
         self.notifier = notifier or Notifier()
         self.kernel_boot = kernel_boot_id()
-        self.outbox = Outbox(settings.outbox.path, max_bytes=settings.outbox.max_bytes)
+        self.outbox = open_outbox(settings.outbox.path, max_bytes=settings.outbox.max_bytes)
         if clock_synced is None:
             clock_synced = kernel_clock_synced if settings.clock == "ntp" else always_synced
         self.clock = ClockGuard(synced=clock_synced, wall=wall, monotonic=monotonic,

@@ -36,6 +36,7 @@ import logging
 import os
 import sqlite3
 import threading
+import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -394,6 +395,52 @@ class Outbox:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def open_outbox(path: str | Path, *, max_bytes: int) -> Outbox:
+    """Open the outbox; a file that is not a readable SQLite database is set aside.
+
+    A corrupt store must not keep the node (and its rain alarm) from
+    starting: the file is renamed ``<name>.corrupt-<unix time>`` (kept for a
+    technician, with its -wal and -shm) and a new, empty outbox is created.
+    """
+    path = Path(path)
+    try:
+        outbox = Outbox(path, max_bytes=max_bytes)
+    except PermanentStorageError as exc:
+        if not path.exists() or not _is_corruption(exc.__cause__):
+            raise
+        reason = str(exc.__cause__)
+    except sqlite3.DatabaseError as exc:
+        if not path.exists() or not _is_corruption(exc):
+            raise
+        reason = str(exc)
+    else:
+        try:
+            result = outbox.integrity_check()
+        except sqlite3.DatabaseError as exc:
+            if not _is_corruption(exc):
+                outbox.close()
+                raise
+            result = str(exc)
+        if result == "ok":
+            return outbox
+        with contextlib.suppress(sqlite3.Error):
+            outbox.close()
+        reason = f"integrity_check: {result}"
+    stamp = int(time.time())
+    for suffix in ("", "-wal", "-shm"):
+        old = Path(f"{path}{suffix}")
+        if old.exists():
+            old.rename(f"{path}.corrupt-{stamp}{suffix}")
+    log.error("outbox %s is corrupt (%s): set aside as %s.corrupt-%d, starting a new one",
+              path, reason, path.name, stamp)
+    return Outbox(path, max_bytes=max_bytes)
+
+
+def _is_corruption(exc: BaseException | None) -> bool:
+    """"file is not a database", "disk image is malformed": not "database is locked" or I/O."""
+    return isinstance(exc, sqlite3.DatabaseError) and not isinstance(exc, sqlite3.OperationalError)
 
 
 def kernel_boot_id() -> str:

@@ -158,3 +158,36 @@ def test_status_reader_opens_read_only(tmp_path: Path) -> None:
         with Outbox(path, readonly=True) as reader:
             stats = reader.stats()
             assert stats.buffered == 1 and stats.next_seq == 2
+
+
+@pytest.mark.parametrize("damage", ["garbage", "truncated"])
+def test_a_corrupt_outbox_is_set_aside_and_a_new_one_started(tmp_path: Path,
+                                                              damage: str) -> None:
+    from secadero.edge.outbox import open_outbox
+
+    path = tmp_path / "o.db"
+    if damage == "garbage":
+        path.write_bytes(b"\x00" * 10 + b"not a database at all" * 100)
+    else:
+        with Outbox(path) as box:
+            for _ in range(300):
+                box.add(telemetry(), mono_s=1.0, kernel_boot=BOOT)
+        data = path.read_bytes()
+        path.write_bytes(data[: len(data) // 2])
+    with open_outbox(path, max_bytes=1024 * 1024) as box:
+        assert box.integrity_check() == "ok"
+        assert box.buffered == 0
+        assert box.add(telemetry(), mono_s=1.0, kernel_boot=BOOT) == 1
+    aside = [p.name for p in tmp_path.iterdir() if ".corrupt-" in p.name]
+    assert aside and all(name.startswith("o.db.corrupt-") for name in aside)
+
+
+def test_a_healthy_outbox_is_opened_as_it_is(tmp_path: Path) -> None:
+    from secadero.edge.outbox import open_outbox
+
+    path = tmp_path / "o.db"
+    with Outbox(path) as box:
+        box.add(telemetry(), mono_s=1.0, kernel_boot=BOOT)
+    with open_outbox(path, max_bytes=1024 * 1024) as box:
+        assert box.buffered == 1
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["o.db"]
