@@ -137,8 +137,10 @@ def _format(report: dict[str, Any]) -> str:
     lines = [f"node {report['yard']}/{report['node']}"]
     if "updated_ts" in report:
         age = report.get("status_age_s", 0.0)
+        # The agent rewrites its state every 2 s: much older means it is not running.
+        stale = "  (STALE: agent not running?)" if age > 10 else ""
         lines.append(f"  agent: pid {report.get('pid')}, state written {age:g} s ago, "
-                     f"uptime {report.get('uptime_s')} s")
+                     f"uptime {report.get('uptime_s')} s{stale}")
         mqtt = report.get("mqtt", {})
         lines.append(f"  mqtt: {'connected' if mqtt.get('connected') else 'NOT connected'} to "
                      f"{mqtt.get('broker')} (connects {mqtt.get('connects')}, "
@@ -161,7 +163,11 @@ def _format(report: dict[str, Any]) -> str:
                      f"{'ON' if alarm.get('buzzer') else 'off'}, server alert "
                      f"{alarm.get('alert')}")
         ack = report.get("last_ack", {})
-        lines.append(f"  last ack: seq {ack.get('seq')} at {ack.get('ts')}")
+        if ack.get("seq") is None:
+            lines.append("  last ack: none since the agent started")
+        else:
+            when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(ack["ts"]))
+            lines.append(f"  last ack: seq {ack['seq']} at {when}")
     else:
         lines.append("  agent: no state file (not running yet?)")
     if "outbox" in report:
