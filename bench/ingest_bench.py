@@ -223,6 +223,63 @@ def throughput(args: argparse.Namespace) -> None:
           + ", ".join(f"{r:.0f} MB" for r in rss))
 
 
+def drain(args: argparse.Namespace) -> None:
+    """A backlog queued in the broker while the server was down, drained at full speed.
+
+    Publishers are finished before the server starts, so the server competes
+    only with the broker and InfluxDB for the two cores.
+    """
+    per_node = args.messages // NODES
+    total = per_node * NODES
+    with tempfile.TemporaryDirectory(prefix="ingest-bench-") as tmp:
+        work = Path(tmp)
+        broker, influx = start_services(work)
+        try:
+            servers = [start_server(work, broker, influx, i,
+                                    share_group="bench" if args.processes > 1 else "")
+                       for i in range(args.processes)]
+            for process, _ in servers:  # the sessions exist now; stop to build a backlog
+                process.terminate()
+                process.wait(30)
+            watcher = AckWatcher(broker.port)
+            publish_burst(broker.port, per_node, work, "drain")
+            _wait_queued(broker, total)
+            start = time.monotonic()
+            servers = [start_server(work, broker, influx, i,
+                                    share_group="bench" if args.processes > 1 else "")
+                       for i in range(args.processes)]
+            cpu0 = sum(cpu_s(p.pid) for p, _ in servers)
+            end = watcher.wait_all(per_node, [f"n{n}" for n in range(NODES)], 600)
+            cpu = sum(cpu_s(p.pid) for p, _ in servers) - cpu0
+            rss = [rss_mb(p.pid) for p, _ in servers]
+            count = _count(influx)
+            watcher.close()
+            for p, _ in servers:
+                p.terminate()
+                p.wait(30)
+        finally:
+            broker.stop()
+            influx.stop()
+    rate = total / (end - start)
+    print(f"backlog of {total} readings drained by {args.processes} process(es): "
+          f"{rate:,.0f} readings/s (clock includes server start-up)")
+    print(f"climate points in InfluxDB: {count} (expected {total})")
+    print(f"server CPU per reading: {cpu / total * 1e6:.1f} us; RSS at end: "
+          + ", ".join(f"{r:.0f} MB" for r in rss))
+
+
+def _wait_queued(broker: Mosquitto, total: int) -> None:
+    """Wait until the publishers are done (the broker has stored every message)."""
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline:
+        out = subprocess.run(["pgrep", "-f", "mosquitto_pub -p " + str(broker.port)],
+                             capture_output=True, text=True).stdout.split()
+        if not out:
+            return
+        time.sleep(0.2)
+    raise SystemExit("publishers did not finish")
+
+
 def _count(influx: InfluxDB) -> int:
     import urllib.parse
     import urllib.request
@@ -319,6 +376,9 @@ def main() -> None:
     t.add_argument("--messages", type=int, default=100_000)
     t.add_argument("--processes", type=int, default=1)
     t.add_argument("--profile", metavar="FILE", help="py-spy raw profile of server 0")
+    d = sub.add_parser("drain")
+    d.add_argument("--messages", type=int, default=100_000)
+    d.add_argument("--processes", type=int, default=1)
     lat = sub.add_parser("latency")
     lat.add_argument("--rate", type=float, default=1000)
     lat.add_argument("--seconds", type=float, default=30)
@@ -328,6 +388,8 @@ def main() -> None:
     args = parser.parse_args()
     if args.what == "throughput":
         throughput(args)
+    elif args.what == "drain":
+        drain(args)
     else:
         paced(args, soak=args.what == "soak")
 
