@@ -306,7 +306,7 @@ def paced(args: argparse.Namespace, *, soak: bool) -> None:
             pub.loop_start()
             sent_at: dict[tuple[str, int], float] = {}
             interval = 1.0 / args.rate
-            total = int(args.rate * args.seconds)
+            total = int(args.rate * args.seconds) // NODES * NODES
             rss_samples: list[tuple[float, float]] = []
             cpu0 = cpu_s(server.pid)
             start = time.monotonic()
@@ -324,9 +324,7 @@ def paced(args: argparse.Namespace, *, soak: bool) -> None:
                     rss_samples.append((time.monotonic() - start, rss_mb(server.pid)))
                     next_rss += 10.0
             last = total // NODES
-            watcher.wait_all(last, [f"n{n}" for n in range(NODES) if (n < total % NODES)
-                                    or total // NODES] and [f"n{n}" for n in range(NODES)],
-                             120) if total % NODES == 0 else time.sleep(2)
+            watcher.wait_all(last, [f"n{n}" for n in range(NODES)], 120)
             cpu = cpu_s(server.pid) - cpu0
             rss_samples.append((time.monotonic() - start, rss_mb(server.pid)))
             # Latency of each message: first ack covering it minus its publish time.

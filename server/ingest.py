@@ -80,7 +80,10 @@ _ACKS_PER_WRITE = 4096
 PEER_ROOT = "secadero-ingest/v1"
 # How often the writer looks for new messages while its batch is not full:
 # polling costs far less than a condition variable per message.
-_POLL_S = 0.002
+_POLL_S = 0.005
+# The state file is written at most this often (a stale one is safe: it only
+# makes a restarted server wait for a gap that is not there).
+_STATE_SAVE_S = 1.0
 
 
 # --------------------------------------------------------------------------
@@ -317,6 +320,9 @@ class Ingest:
         self._connected = threading.Event()
         self._stopping = threading.Event()
         self._draining = False
+        self._idle = False
+        self._wake = threading.Event()
+        self._state_saved_at = 0.0
         self._drain_deadline = 0.0
         self._prepared = threading.Event()
         self._mqtt_down_since: float | None = time.monotonic()
@@ -363,6 +369,7 @@ class Ingest:
         self._draining = True
         self._drain_deadline = time.monotonic() + timeout_s
         self._stopping.set()
+        self._wake.set()
         if self._writer_thread.is_alive():
             self._writer_thread.join(timeout_s + 5)
         self._client.disconnect()
@@ -520,6 +527,8 @@ class Ingest:
             self._reject(topic, msg, ProtocolError("unstorable", str(exc)), generation)
             return
         self._queue.append(_Item(lines, msg.mid, msg.qos, generation, node_key, seq))
+        if self._idle:
+            self._wake.set()
 
     def _on_peer_done(self, msg: mqtt.MQTTMessage) -> None:
         """Another process of the share group stored (or rejected) these seqs."""
@@ -534,6 +543,8 @@ class Ingest:
                 for first, last in ranges:
                     for seq in range(int(first), int(last) + 1):
                         self._queue.append(_Item([], 0, 0, 0, (yard, node), seq, peer=True))
+            if self._idle:
+                self._wake.set()
         except (ValueError, KeyError, TypeError, AttributeError) as exc:
             self._warn.warning("peer", "ignoring a malformed share-group message: %s", exc)
 
@@ -546,6 +557,8 @@ class Ingest:
         # counted as done for the node's ack, so it does not wait for a gap.
         node_key, seq = _seq_of_rejected(topic, msg.payload)
         self._queue.append(_Item([], msg.mid, msg.qos, generation, node_key, seq))
+        if self._idle:
+            self._wake.set()
 
     # -- writer thread
 
@@ -599,11 +612,16 @@ class Ingest:
         """Up to ``batch_size`` points, or what came within ``flush_interval_s`` of the first."""
         s = self.settings.ingest
         pending = self._queue
-        give_up = time.monotonic() + 0.25
-        while not pending:
-            if self._stopping.is_set() or time.monotonic() > give_up:
+        if not pending:
+            # Idle: sleep until the MQTT thread hands over a message (it sets
+            # the event only while we wait, so a busy stream costs no syscalls).
+            self._wake.clear()
+            self._idle = True
+            if not pending:
+                self._wake.wait(0.25)
+            self._idle = False
+            if not pending:
                 return []
-            time.sleep(_POLL_S)
         batch: list[_Item] = []
         points = 0
         deadline = time.monotonic() + s.flush_interval_s
@@ -612,9 +630,10 @@ class Ingest:
             try:
                 item = popleft()
             except IndexError:
-                if time.monotonic() >= deadline:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
                     break
-                time.sleep(_POLL_S)
+                time.sleep(min(remaining, _POLL_S))
                 continue
             batch.append(item)
             points += len(item.lines)
@@ -654,7 +673,8 @@ class Ingest:
         self._ack_nodes(touched)
         if self.settings.ingest.share_group and done:
             self._announce(done)
-        self._save_state()
+        if time.monotonic() - self._state_saved_at >= _STATE_SAVE_S:
+            self._save_state()
         self._log_batch(stored, len(lines), time.monotonic() - started)
 
     def _write_with_retry(self, lines: list[bytes]) -> bool:
@@ -757,6 +777,7 @@ class Ingest:
         path = self.settings.ingest.state_file
         if path is None:
             return
+        self._state_saved_at = time.monotonic()
         try:
             save_state(path, self._tracker.snapshot())
         except OSError as exc:
