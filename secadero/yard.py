@@ -119,7 +119,7 @@ def describe(node: str, message: Telemetry | Event) -> str:
 
 @dataclass
 class StoredReadingPrinter:
-    """Prints each reading once the server's ack covers its seq.
+    """Prints each reading once the server's ack covers its seq, and the yard's alerts.
 
     Holds what the nodes sent until then; a reading re-sent after a reconnect
     is printed once.
@@ -136,6 +136,11 @@ class StoredReadingPrinter:
         if isinstance(message, Telemetry | Event):
             if message.seq > self.printed.get(node, -1):
                 self.pending.setdefault(node, {})[message.seq] = message
+        elif isinstance(message, contract.Alert):
+            if message.state == "raised":
+                self.out(f"          ALERT {message.severity} ({message.kind}): {message.message}")
+            else:
+                self.out("          alert cleared")
         elif isinstance(message, contract.Ack):
             waiting = self.pending.get(node, {})
             for seq in sorted(s for s in waiting if s <= message.seq):
@@ -152,7 +157,7 @@ def watch(port: int, printer: StoredReadingPrinter, stop: threading.Event) -> No
 
     def on_connect(client: mqtt.Client, userdata: object, flags: object, reason: object,
                    properties: object) -> None:
-        for kind in ("telemetry", "event", "ack"):
+        for kind in ("telemetry", "event", "ack", "alert"):
             client.subscribe(contract.subscription(kind, yard=YARD_ID), qos=1)
 
     def on_message(client: mqtt.Client, userdata: object, msg: mqtt.MQTTMessage) -> None:

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from secadero.contract import Ack, Envelope, Event, Telemetry
+from secadero.contract import Ack, Alert, Envelope, Event, Telemetry
 from secadero.yard import StoredReadingPrinter, describe
 
 TS = 1_780_000_000.0  # 2026-05-28 15:26:40 in Lima
@@ -48,6 +48,19 @@ def test_printer_prints_only_what_the_ack_covers_and_each_reading_once() -> None
     printer.handle(Envelope("y", "n", "ack", Ack(seq=3)))
     assert [line.split()[2] for line in lines] == ["#1", "#2", "#3"]
     assert printer.stored == 3
+
+
+def test_printer_shows_the_yards_alert() -> None:
+    lines: list[str] = []
+    printer = StoredReadingPrinter(out=lines.append)
+    printer.handle(Envelope("y", None, "alert", Alert(
+        state="raised", kind="rain_now", severity="critical",
+        message="Lluvia en el tendal. Recoger bandejas.", since=TS)))
+    printer.handle(Envelope("y", None, "alert", Alert(state="clear")))
+    assert lines == [
+        "          ALERT critical (rain_now): Lluvia en el tendal. Recoger bandejas.",
+        "          alert cleared",
+    ]
 
 
 @pytest.mark.integration
