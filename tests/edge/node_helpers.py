@@ -62,6 +62,38 @@ resend_after_s = {resend_after_s}
     return path
 
 
+def clear_retained(port: int, topics: list[str]) -> None:
+    """Delete retained messages (publish an empty retained payload) on a broker, best effort.
+
+    The session broker is shared by every test; a node's retained status left
+    behind would reach the next test that subscribes to every yard.
+    """
+    if not topics:
+        return
+    client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"cleaner-{os.getpid()}")
+    try:
+        client.connect("127.0.0.1", port)
+    except OSError:
+        return  # the broker is gone: nothing retained there any more
+    client.loop_start()
+    try:
+        for topic in topics:
+            with contextlib.suppress(RuntimeError, ValueError):
+                client.publish(topic, b"", qos=1, retain=True).wait_for_publish(timeout=5)
+    finally:
+        client.disconnect()
+        client.loop_stop()
+
+
+def status_topic_of(config: Path) -> tuple[int, str]:
+    """The broker port and retained status topic a node config points at."""
+    import tomllib
+
+    data = tomllib.loads(config.read_text())
+    return (data["mqtt"]["port"],
+            contract.node_topic(data["node"]["yard"], data["node"]["id"], "status"))
+
+
 class NodeProcess:
     """``secadero edge run`` as a child process; stopped by its PID."""
 
@@ -167,6 +199,17 @@ class Listener:
                      contract.encode(contract.Ack(seq=seq)))
 
     def close(self) -> None:
+        """Disconnect, first deleting the retained status and alert messages of this yard.
+
+        The session broker is shared by every test; retained messages left
+        behind would be delivered to the next test that subscribes widely.
+        """
+        with self._cond:
+            topics = {topic for topic, _, _ in self.messages
+                      if topic.endswith("/status") or topic.endswith("/alert")}
+        for topic in sorted(topics):
+            with contextlib.suppress(RuntimeError, ValueError):
+                self.client.publish(topic, b"", qos=1, retain=True).wait_for_publish(timeout=5)
         self.client.disconnect()
         self.client.loop_stop()
 
@@ -244,3 +287,9 @@ def node_processes_fixture() -> Iterator[Callable[..., NodeProcess]]:
     yield start
     for node in made:
         node.close()
+    by_port: dict[int, set[str]] = {}
+    for node in made:
+        port, topic = status_topic_of(node.config)
+        by_port.setdefault(port, set()).add(topic)
+    for port, topics in by_port.items():
+        clear_retained(port, sorted(topics))

