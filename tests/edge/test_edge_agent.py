@@ -61,7 +61,7 @@ class Running:
                                                                 "status")])
 
 
-def wait(predicate: Any, timeout_s: float = 5.0) -> None:
+def wait(predicate: Any, timeout_s: float = 10.0) -> None:
     deadline = time.monotonic() + timeout_s
     while not predicate():
         if time.monotonic() > deadline:
