@@ -48,6 +48,9 @@ def register(commands: argparse._SubParsersAction) -> None:
                       metavar="N", help="simulated nodes (1-6, default 3)")
     yard.add_argument("--interval", type=float, default=2.0, metavar="S",
                       help="seconds between samples on each node (default 2)")
+    yard.add_argument("--speed", type=float, default=60.0, metavar="X",
+                      help="the simulated weather runs X times faster than the clock, so "
+                           "showers come every few minutes (default 60; 1 = real time)")
     yard.add_argument("--duration", type=float, default=None, metavar="S",
                       help="stop by itself after S seconds (default: run until Ctrl-C)")
     yard.set_defaults(handler=_run)
@@ -75,8 +78,13 @@ class Child:
 
 
 def write_configs(root: Path, *, mqtt_port: int, influx_url: str, metrics_port: int,
-                  nodes: int, interval_s: float) -> tuple[Path, list[Path]]:
-    """The server's and each node's settings file, as a technician would write them."""
+                  api_port: int, phone_url: str, nodes: int, interval_s: float,
+                  speed: float) -> tuple[Path, list[Path]]:
+    """The server's and each node's settings file, as a technician would write them.
+
+    The yard's people get their alerts through the generic webhook, which the
+    demo answers itself (``PhoneBooth``) and prints: no SMS leaves the machine.
+    """
     config_dir = root / "config"
     config_dir.mkdir(parents=True, exist_ok=True)
     server = config_dir / "server.toml"
@@ -85,8 +93,16 @@ def write_configs(root: Path, *, mqtt_port: int, influx_url: str, metrics_port: 
         f'[mqtt]\nhost = "127.0.0.1"\nport = {mqtt_port}\nclient_id = "secadero-demo-ingest"\n\n'
         f'[influxdb]\nurl = "{influx_url}"\ndatabase = "secadero"\n\n'
         f'[ingest]\nhttp_port = {metrics_port}\n\n'
-        f'[[yards]]\nid = "{YARD_ID}"\nname = "Tendal Chazuta"\n'
-        'latitude = -6.57\nlongitude = -76.14\ntimezone = "America/Lima"\n'
+        f'[alerts]\ndatabase = "../alerts/alerts.sqlite3"\napi_port = {api_port}\n'
+        f'public_url = "http://127.0.0.1:{api_port}"\n'
+        # The demo runs day and night: every hour counts as drying hours.
+        'drying_start = "00:00"\ndrying_end = "23:59"\n\n'
+        f'[notifiers.webhook]\nurl = "{phone_url}"\n\n'
+        f'[[yards]]\nid = "{YARD_ID}"\nname = "Chazuta"\n'
+        'latitude = -6.57\nlongitude = -76.14\ntimezone = "America/Lima"\n\n'
+        '[[yards.recipients]]\nname = "Rosa"\nrole = "worker"\nchannels = ["webhook"]\n\n'
+        '[[yards.recipients]]\nname = "Ana"\nrole = "supervisor"\nchannels = ["webhook"]\n\n'
+        '[[yards.recipients]]\nname = "Jorge"\nrole = "technician"\nchannels = ["webhook"]\n'
     )
     node_configs = []
     for index, node_id in enumerate(NODE_IDS[:nodes]):
@@ -95,7 +111,7 @@ def write_configs(root: Path, *, mqtt_port: int, influx_url: str, metrics_port: 
             "# Written by `secadero yard` for the demo; see edge/node.example.toml.\n"
             f'[node]\nyard = "{YARD_ID}"\nid = "{node_id}"\ntrays = ["t1", "t2"]\n'
             f'sample_interval_s = {interval_s}\nhardware = "simulated"\n'
-            f"simulation_seed = {index + 1}\n\n"
+            f"simulation_seed = {index + 1}\nsimulation_speed = {speed}\n\n"
             f'[mqtt]\nhost = "127.0.0.1"\nport = {mqtt_port}\n\n'
             f'[outbox]\npath = "../nodes/{node_id}/outbox.sqlite3"\n'
         )
@@ -127,6 +143,7 @@ class StoredReadingPrinter:
 
     out: Callable[[str], None]
     pending: dict[str, dict[int, Telemetry | Event]] = field(default_factory=dict)
+    alert_raised: bool = False
     printed: dict[str, int] = field(default_factory=dict)
     stored: int = 0
 
@@ -139,14 +156,53 @@ class StoredReadingPrinter:
         elif isinstance(message, contract.Alert):
             if message.state == "raised":
                 self.out(f"          ALERT {message.severity} ({message.kind}): {message.message}")
-            else:
+            elif self.alert_raised:
                 self.out("          alert cleared")
+            self.alert_raised = message.state == "raised"
         elif isinstance(message, contract.Ack):
             waiting = self.pending.get(node, {})
             for seq in sorted(s for s in waiting if s <= message.seq):
                 self.out(describe(node, waiting.pop(seq)))
                 self.stored += 1
             self.printed[node] = max(self.printed.get(node, -1), message.seq)
+
+
+class PhoneBooth:
+    """A local HTTP endpoint standing in for the workers' phones: prints each alert message.
+
+    It receives the server's generic webhook (one JSON POST per message, see
+    ``server/notifiers/webhook.py``), so the demo shows what Rosa would read.
+    """
+
+    def __init__(self, out: Callable[[str], None]) -> None:
+        import http.server
+        import json
+
+        booth = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                length = int(self.headers.get("Content-Length", "0"))
+                try:
+                    message = json.loads(self.rfile.read(length))
+                    booth.out(f"          to {message['recipient']}: {message['body']}")
+                    self.send_response(204)
+                except (ValueError, KeyError, TypeError):
+                    self.send_response(400)
+                self.end_headers()
+
+            def log_message(self, format: str, *args: object) -> None:
+                pass  # the server's log has the notification log; keep the screen clean
+
+        self.out = out
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/"
+        self._thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self._thread.start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
 
 
 def watch(port: int, printer: StoredReadingPrinter, stop: threading.Event) -> None:
@@ -193,8 +249,8 @@ def _tail(path: Path, lines: int = 15) -> str:
         return ""
 
 
-def run_yard(root: Path, *, nodes: int, interval_s: float, duration_s: float | None,
-             out: TextIO) -> int:
+def run_yard(root: Path, *, nodes: int, interval_s: float, speed: float,
+             duration_s: float | None, out: TextIO) -> int:
     root = root.resolve()
     logs = root / "logs"
     logs.mkdir(parents=True, exist_ok=True)
@@ -209,6 +265,7 @@ def run_yard(root: Path, *, nodes: int, interval_s: float, duration_s: float | N
     database = InfluxDB(workdir=root / "influxdb")
     children: list[Child] = []
     watcher: threading.Thread | None = None
+    phones = PhoneBooth(say)
     status = 0
     try:
         say(f"secadero demo yard in {root}")
@@ -218,7 +275,8 @@ def run_yard(root: Path, *, nodes: int, interval_s: float, duration_s: float | N
         say(f"  InfluxDB   {database.url}  database 'secadero'  (pid {database.pid})")
         server_config, node_configs = write_configs(
             root, mqtt_port=broker.port, influx_url=database.url, metrics_port=free_port(),
-            nodes=nodes, interval_s=interval_s)
+            api_port=free_port(), phone_url=phones.url, nodes=nodes, interval_s=interval_s,
+            speed=speed)
         command = [sys.executable, "-m", "secadero.cli"]
         children.append(_spawn("server", [*command, "server", "run", "--config",
                                           str(server_config)], logs))
@@ -256,19 +314,21 @@ def run_yard(root: Path, *, nodes: int, interval_s: float, duration_s: float | N
         stop.set()
         # A second Ctrl-C must not leave children behind half-stopped.
         signal.signal(signal.SIGINT, signal.SIG_IGN)
-        # Nodes first, so their last readings can still be stored; then the
-        # server; the broker and the database last.
-        for child in reversed(children):
+        # The server first, so stopping the nodes does not page the technician;
+        # what the nodes measure meanwhile stays in their outboxes for the next
+        # run. The broker and the database last.
+        for child in children:
             child.stop()
         if watcher is not None:
             watcher.join(5)
         broker.stop()
         database.stop()
+        phones.close()
         signal.signal(signal.SIGTERM, previous)
         signal.signal(signal.SIGINT, signal.default_int_handler)
     return status
 
 
 def _run(args: argparse.Namespace) -> int:
-    return run_yard(args.dir, nodes=args.nodes, interval_s=args.interval,
+    return run_yard(args.dir, nodes=args.nodes, interval_s=args.interval, speed=args.speed,
                     duration_s=args.duration, out=sys.stdout)

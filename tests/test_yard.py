@@ -53,6 +53,7 @@ def test_printer_prints_only_what_the_ack_covers_and_each_reading_once() -> None
 def test_printer_shows_the_yards_alert() -> None:
     lines: list[str] = []
     printer = StoredReadingPrinter(out=lines.append)
+    printer.handle(Envelope("y", None, "alert", Alert(state="clear")))  # retained, nothing new
     printer.handle(Envelope("y", None, "alert", Alert(
         state="raised", kind="rain_now", severity="critical",
         message="Lluvia en el tendal. Recoger bandejas.", since=TS)))
@@ -65,19 +66,25 @@ def test_printer_shows_the_yards_alert() -> None:
 
 @pytest.mark.integration
 @pytest.mark.slow
-def test_the_demo_yard_stores_readings_and_stops_everything_on_ctrl_c(tmp_path: Path) -> None:
-    """``secadero yard`` as ./run-yard starts it: real broker, database, server and nodes."""
+def test_the_demo_yard_stores_readings_alerts_and_stops_everything_on_ctrl_c(
+        tmp_path: Path) -> None:
+    """``secadero yard`` as ./run-yard starts it: real broker, database, server and nodes.
+
+    At 120x the simulated weather of node norte-1 (seed 1) brings its first
+    shower after about 12 s, so the rain alert reaches the demo's phones.
+    """
     process = subprocess.Popen(
         [sys.executable, "-m", "secadero.cli", "yard", "--dir", str(tmp_path), "--nodes", "3",
-         "--interval", "0.5"],
+         "--interval", "0.5", "--speed", "120"],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
     )
     assert process.stdout is not None
     output: list[str] = []
     stored_nodes: set[str] = set()
-    deadline = time.monotonic() + 60
+    warned = False
+    deadline = time.monotonic() + 90
     try:
-        while time.monotonic() < deadline and len(stored_nodes) < 3:
+        while time.monotonic() < deadline and not (len(stored_nodes) == 3 and warned):
             line = process.stdout.readline()
             if not line:
                 break
@@ -85,12 +92,15 @@ def test_the_demo_yard_stores_readings_and_stops_everything_on_ctrl_c(tmp_path: 
             match = re.match(r"\d\d:\d\d:\d\d  (\S+)\s+#\d+", line)
             if match:
                 stored_nodes.add(match.group(1))
+            warned = warned or line.startswith("          to Rosa: LLUEVE en el tendal Chazuta")
     finally:
         process.send_signal(signal.SIGINT)
         rest, _ = process.communicate(timeout=60)
     output.append(rest)
     text = "".join(output)
     assert stored_nodes == {"norte-1", "centro-2", "sur-3"}, text
+    assert warned, text
+    assert "ALERT critical (rain_now): LLUEVE en el tendal Chazuta" in text
     assert process.returncode == 0, text
     assert "Stopping" in text
     pids = [int(pid) for pid in re.findall(r"pid (\d+)", text)]
