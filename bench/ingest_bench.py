@@ -280,6 +280,110 @@ def _wait_queued(broker: Mosquitto, total: int) -> None:
     raise SystemExit("publishers did not finish")
 
 
+NODERED_PACKAGES = ("node-red@4", "node-red-contrib-influxdb@0.7")
+
+
+def nodered_flow(broker_port: int, influx_port: int) -> list[dict[str, object]]:
+    """The tuned peer flow: mqtt in (QoS 1) -> function -> join (1,000 / 1 s) -> influxdb batch.
+
+    One point per reading (climate: temperature and humidity), no validation,
+    no derived values: less work than the ingest does. Node-RED acknowledges
+    each message on receipt.
+    """
+    convert = ("const p = msg.payload; const parts = msg.topic.split('/');"
+               "msg.payload = {measurement: 'climate', tags: {yard: parts[2], node: parts[3]},"
+               "fields: {temperature_c: p.temperature_c, humidity_pct: p.humidity_pct},"
+               "timestamp: new Date(p.ts * 1000)}; return msg;")
+    return [
+        {"id": "f1", "type": "tab", "label": "bench"},
+        {"id": "b1", "type": "mqtt-broker", "broker": "127.0.0.1", "port": str(broker_port),
+         "clientid": "nodered-bench", "autoConnect": True, "usetls": False,
+         "protocolVersion": "4", "keepalive": "60", "cleansession": True},
+        {"id": "in1", "type": "mqtt in", "z": "f1", "topic": f"secadero/v1/{YARD}/+/telemetry",
+         "qos": "1", "datatype": "json", "broker": "b1", "nl": False, "rap": True, "rh": 0,
+         "inputs": 0, "wires": [["fn1"]]},
+        {"id": "fn1", "type": "function", "z": "f1", "func": convert, "outputs": 1,
+         "wires": [["join1"]]},
+        {"id": "join1", "type": "join", "z": "f1", "mode": "custom", "build": "array",
+         "property": "payload", "propertyType": "msg", "key": "topic", "joiner": "\\n",
+         "joinerType": "str", "accumulate": False, "timeout": "1", "count": "1000",
+         "reduceRight": False, "wires": [["batch1"]]},
+        {"id": "db1", "type": "influxdb", "hostname": "127.0.0.1", "port": str(influx_port),
+         "protocol": "http", "database": "bench", "name": "", "usetls": False,
+         "influxdbVersion": "1.x"},
+        {"id": "batch1", "type": "influxdb batch", "z": "f1", "influxdb": "db1",
+         "precision": "ms", "retentionPolicy": "", "name": "", "wires": []},
+    ]
+
+
+def ensure_nodered(folder: Path) -> Path:
+    """Node-RED and the InfluxDB nodes from npm into ``folder`` (kept for the next run)."""
+    red = folder / "node_modules" / "node-red" / "red.js"
+    if not red.exists():
+        folder.mkdir(parents=True, exist_ok=True)
+        subprocess.run(["npm", "install", "--no-audit", "--no-fund", "--loglevel=error",
+                        *NODERED_PACKAGES], cwd=folder, check=True)
+    return red
+
+
+def run_nodered(args: argparse.Namespace, per_node: int) -> tuple[float, float, float]:
+    """Readings/s, CPU us per reading, RSS MB of the Node-RED flow on fresh services."""
+    total = per_node * NODES
+    red = ensure_nodered(Path(args.nodered_dir))
+    with tempfile.TemporaryDirectory(prefix="nodered-bench-") as tmp:
+        work = Path(tmp)
+        broker, influx = start_services(work)
+        try:
+            _create_database(influx, "bench")
+            user = work / "nodered"
+            user.mkdir()
+            (user / "node_modules").symlink_to(Path(args.nodered_dir) / "node_modules")
+            flows = user / "flows.json"
+            flows.write_text(json.dumps(nodered_flow(broker.port, influx.port)))
+            log = work / "nodered.log"
+            process = subprocess.Popen(["node", str(red), "--userDir", str(user), "--port",
+                                        str(free_port()), str(flows)],
+                                       stdout=log.open("wb"), stderr=subprocess.STDOUT)
+            deadline = time.monotonic() + 60
+            while b"Connected to broker" not in log.read_bytes():
+                if time.monotonic() > deadline or process.poll() is not None:
+                    raise SystemExit("Node-RED did not connect:\n" + log.read_text()[-2000:])
+                time.sleep(0.2)
+            cpu0 = cpu_s(process.pid)
+            start = publish_burst(broker.port, per_node, work, "red")
+            peak_rss = 0.0
+            deadline = time.monotonic() + 600
+            while (count := _count(influx)) < total:
+                peak_rss = max(peak_rss, rss_mb(process.pid))
+                if time.monotonic() > deadline:
+                    raise SystemExit(f"Node-RED stored {count} of {total}")
+                time.sleep(0.25)
+            elapsed = time.monotonic() - start
+            cpu = cpu_s(process.pid) - cpu0
+            process.terminate()
+            process.wait(30)
+        finally:
+            broker.stop()
+            influx.stop()
+    return total / elapsed, cpu / total * 1e6, peak_rss
+
+
+def _create_database(influx: InfluxDB, name: str) -> None:
+    import urllib.parse
+    import urllib.request
+    data = urllib.parse.urlencode({"q": f"CREATE DATABASE {name}"}).encode()
+    urllib.request.urlopen(f"{influx.url}/query", data, timeout=10).read()
+
+
+def compare(args: argparse.Namespace) -> None:
+    """Mosquitto's pub->sub, the ingest and the Node-RED flow, one after another."""
+    per_node = args.messages // NODES
+    red_rate, red_cpu, red_rss = run_nodered(args, per_node)
+    print(f"Node-RED mqtt in -> join -> influxdb batch: {red_rate:10,.0f} readings/s, "
+          f"CPU {red_cpu:.1f} us/reading, peak RSS {red_rss:.0f} MB (acks on receipt)")
+    throughput(args)
+
+
 def _count(influx: InfluxDB) -> int:
     import urllib.parse
     import urllib.request
@@ -374,6 +478,12 @@ def main() -> None:
     t.add_argument("--messages", type=int, default=100_000)
     t.add_argument("--processes", type=int, default=1)
     t.add_argument("--profile", metavar="FILE", help="py-spy raw profile of server 0")
+    c = sub.add_parser("compare", help="the Node-RED flow, then the throughput run")
+    c.add_argument("--messages", type=int, default=100_000)
+    c.add_argument("--processes", type=int, default=1)
+    c.add_argument("--profile", help=argparse.SUPPRESS)
+    c.add_argument("--nodered-dir", default="/tmp/secadero-nodered",
+                   help="where npm installs Node-RED (kept between runs)")
     d = sub.add_parser("drain")
     d.add_argument("--messages", type=int, default=100_000)
     d.add_argument("--processes", type=int, default=1)
@@ -386,6 +496,8 @@ def main() -> None:
     args = parser.parse_args()
     if args.what == "throughput":
         throughput(args)
+    elif args.what == "compare":
+        compare(args)
     elif args.what == "drain":
         drain(args)
     else:
