@@ -49,7 +49,7 @@ def test_node_publishes_stores_until_acked_and_stops_cleanly(
         assert reading.ts > 1.7e9
     # Samples are 0.2 s apart by the node's clock.
     gaps = [b.ts - a.ts for a, b in itertools.pairwise(telemetry)]
-    assert all(0.1 < gap < 0.5 for gap in gaps), gaps
+    assert all(0.1 < gap < 1.0 for gap in gaps), gaps  # 0.2 s, late under load
 
     # Every message is in the outbox until an ack covers it.
     db = tmp_path / "n1.sqlite3"
