@@ -219,6 +219,10 @@ def outbox_seqs(path: Path) -> list[int]:
     conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=5)
     try:
         return [row[0] for row in conn.execute("SELECT seq FROM outbox ORDER BY seq")]
+    except sqlite3.OperationalError as exc:
+        if "no such table" in str(exc):
+            return []  # the node has created the file but not its tables yet
+        raise
     finally:
         conn.close()
 
