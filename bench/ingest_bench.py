@@ -72,7 +72,7 @@ def start_server(work: Path, broker: Mosquitto, influx: InfluxDB, index: int = 0
         f'[mqtt]\nport = {broker.port}\nclient_id = "bench-ingest-{index}"\n'
         f'[influxdb]\nurl = "{influx.url}"\ndatabase = "bench"\n'
         f"[ingest]\nhttp_port = {http_port}\nbatch_size = 5000\nflush_interval_s = 0.2\n"
-        f'queue_max = 50000\nshare_group = "{share_group}"\n'
+        f'queue_max = 10000\nshare_group = "{share_group}"\n'
         f'state_file = "state{index}.json"\n')
     process = subprocess.Popen([sys.executable, "-m", "secadero.cli", "server", "run",
                                 "--config", str(config)], cwd=work,

@@ -262,7 +262,8 @@ def _read_influx(section: Section) -> InfluxSettings:
 class IngestSettings:
     batch_size: int = 5000
     flush_interval_s: float = 0.2
-    queue_max: int = 50_000
+    # Also the MQTT 5 Receive Maximum: ~1.5 KB of memory per message waiting.
+    queue_max: int = 10_000
     # How old a measurement may be and still be stored: the nodes' outbox horizon.
     horizon_days: float = 30.0
     # A node silent for longer than this is marked offline.
@@ -287,7 +288,7 @@ def _read_ingest(section: Section) -> IngestSettings:
     settings = IngestSettings(
         batch_size=section.integer("batch_size", 5000, minimum=1, maximum=100_000),
         flush_interval_s=section.number("flush_interval_s", 0.2, minimum=0.01, maximum=60),
-        queue_max=section.integer("queue_max", 50_000, minimum=1),
+        queue_max=section.integer("queue_max", 10_000, minimum=1, maximum=65535),
         horizon_days=section.number("horizon_days", 30.0, minimum=0.01),
         offline_after_s=section.number("offline_after_s", 120.0, minimum=1),
         gap_timeout_s=section.number("gap_timeout_s", 600.0, minimum=1),

@@ -50,6 +50,9 @@ class Metrics:
         self._latency_sum_s = 0.0
         self._latency_count = 0
         self.gauges: dict[str, Callable[[], float]] = {}
+        # Counters kept by their owner in a plain dict (one writer thread, no
+        # lock on the hot path): name -> (label name, {label value: count}).
+        self.labelled: dict[str, tuple[str, dict[str, int]]] = {}
 
     def inc(self, name: str, amount: float = 1, **labels: str) -> None:
         key = (name, tuple(sorted(labels.items())))
@@ -60,16 +63,24 @@ class Metrics:
         with self._lock:
             self._values[(name, tuple(sorted(labels.items())))] = value
 
+    def _merge_labelled(self) -> None:
+        for name, (label, counts) in self.labelled.items():
+            for value, count in list(counts.items()):
+                self.set(name, count, **{label: value})
+
     def get(self, name: str, **labels: str) -> float:
+        self._merge_labelled()
         with self._lock:
             return self._values.get((name, tuple(sorted(labels.items()))), 0)
 
     def total(self, name: str) -> float:
         """The sum of a counter over all its labels."""
+        self._merge_labelled()
         with self._lock:
             return sum(v for (n, _), v in self._values.items() if n == name)
 
     def by_label(self, name: str, label: str) -> dict[str, float]:
+        self._merge_labelled()
         with self._lock:
             return {dict(labels).get(label, ""): v
                     for (n, labels), v in self._values.items() if n == name}
@@ -86,6 +97,7 @@ class Metrics:
         """The Prometheus text exposition of every metric."""
         for name, read in self.gauges.items():
             self.set(name, float(read()))
+        self._merge_labelled()
         with self._lock:
             values = dict(self._values)
             buckets = list(self._bucket_counts)
