@@ -74,7 +74,7 @@ def start_server(work: Path, broker: Mosquitto, influx: InfluxDB, index: int = 0
         f"[ingest]\nhttp_port = {http_port}\nbatch_size = 5000\nflush_interval_s = 0.2\n"
         f'queue_max = 10000\nshare_group = "{share_group}"\n'
         f'state_file = "state{index}.json"\n')
-    process = subprocess.Popen([sys.executable, "-m", "secadero.cli", "server", "run",
+    process = subprocess.Popen([sys.executable, "-m", "secadero.cli", "server", "ingest",
                                 "--config", str(config)], cwd=work,
                                stdout=subprocess.DEVNULL, stderr=open(  # noqa: SIM115
                                    work / f"server{index}.log",
