@@ -107,7 +107,7 @@ def test_one_of_two_processes_killed_mid_batch_loses_nothing(
             folder / "server.toml", mqtt_port=mosquitto.port, influx_url=url,
             database=unique_name, client_id=f"ingest-{index}-{unique_name}",
             influx={"timeout_s": 30}, ingest={"share_group": unique_name, "http_port": port})
-        commands.append([sys.executable, "-m", "secadero.cli", "server", "run",
+        commands.append([sys.executable, "-m", "secadero.cli", "server", "ingest",
                          "--config", str(config)])
         ports.append(port)
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
