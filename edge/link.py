@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import random
+import socket
 import ssl
 import threading
 import time
@@ -109,6 +110,12 @@ class NodeLink:
         if reason.is_failure:
             log.warning("broker refused the connection: %s", reason)
             return
+        # paho leaves Nagle's algorithm on: a small PUBLISH (a rain event) then waits
+        # for the ACK of whatever went before it, tens of ms on a delayed-ACK peer.
+        sock = client.socket()
+        if sock is not None:
+            with contextlib.suppress(OSError, AttributeError):
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         result, _ = client.subscribe([(self.ack_topic, contract.QOS),
                                       (self.alert_topic, contract.QOS)])
         if result != MQTTErrorCode.MQTT_ERR_SUCCESS:
