@@ -74,6 +74,8 @@ NodeKey = tuple[str, str]
 MAX_RECEIVE_MAXIMUM = 65535
 SUBSCRIBED_KINDS = ("telemetry", "event", "status")
 _NO_LINES: list[bytes] = []
+# A node's first message has seq 1 (edge/outbox.py).
+FIRST_SEQ = 1
 # PUBACK: packet type, remaining length 2, message id.
 _PUBACK = struct.Struct("!BBH")
 _ACKS_PER_WRITE = 4096
@@ -103,8 +105,12 @@ class SeqTracker:
 
     ``done()`` records one finished message; ``expire()`` closes gaps that
     stayed open longer than ``gap_timeout_s`` and says how many sequence
-    numbers each skipped. A node seen for the first time starts at its first
-    ``seq`` (earlier ones were stored by a previous run or never existed).
+    numbers each skipped. A node not in the state file starts at 0 (nodes
+    count from 1): a node that measured before this server ever ran has its
+    first readings still in its outbox, and acknowledging from the first
+    ``seq`` seen would make it delete readings never stored. If the state
+    file was lost, the first ack of a long-running node waits
+    ``gap_timeout_s`` and counts a gap that was in fact stored before.
     """
 
     def __init__(self, gap_timeout_s: float, watermarks: dict[NodeKey, int] | None = None
@@ -121,7 +127,7 @@ class SeqTracker:
     def done(self, key: NodeKey, seq: int, now: float) -> None:
         state = self._nodes.get(key)
         if state is None:
-            state = self._nodes[key] = _NodeSeq(seq - 1)
+            state = self._nodes[key] = _NodeSeq(FIRST_SEQ - 1)
         if seq <= state.watermark:
             return  # a duplicate delivery, or a node that restarted its counter
         if seq == state.watermark + 1:

@@ -129,8 +129,8 @@ def test_status_gives_node_points_and_duplicates_store_once(
         assert ingest.wait_ready(15)
         node_side.publish("n2", "status", encode(Status("online", now, "1.0", 3, 12.5)))
         for _ in range(3):  # the node re-sends: same seq, same ts
-            node_side.telemetry("n2", 7, now - 5, temperature_c=22.5, humidity_pct=80.0)
-        assert node_side.wait_ack("n2", 7) == 7
+            node_side.telemetry("n2", 1, now - 5, temperature_c=22.5, humidity_pct=80.0)
+        assert node_side.wait_ack("n2", 1) == 1
         wait_until(lambda: influx_query(influxdb.url, unique_name, "SELECT * FROM node"),
                    what="node point")
     nodes = influx_query(influxdb.url, unique_name, "SELECT online, buffered, uptime_s FROM node")

@@ -11,10 +11,21 @@ NODE = ("norte", "n1")
 
 def test_in_order_messages_advance_the_watermark() -> None:
     tracker = SeqTracker(gap_timeout_s=60)
-    for seq in (5, 6, 7):
+    for seq in (1, 2, 3):
         tracker.done(NODE, seq, now=0)
-    assert tracker.watermark(NODE) == 7
+    assert tracker.watermark(NODE) == 3
     assert tracker.watermark(("norte", "n2")) is None
+
+
+def test_a_new_node_is_not_acked_past_readings_never_received() -> None:
+    # The node measured before this server ever ran: 1-4 wait in its outbox
+    # (sent before anyone subscribed) and come when it re-sends them.
+    tracker = SeqTracker(gap_timeout_s=60)
+    tracker.done(NODE, 5, now=0)
+    assert tracker.watermark(NODE) == 0
+    for seq in (1, 2, 3, 4):
+        tracker.done(NODE, seq, now=30)
+    assert tracker.watermark(NODE) == 5
 
 
 def test_a_gap_holds_the_watermark_until_filled() -> None:
@@ -53,12 +64,13 @@ def test_a_gap_open_past_the_timeout_is_counted_lost_and_skipped() -> None:
 
 def test_state_survives_a_restart(tmp_path: Path) -> None:
     path = tmp_path / "var" / "state.json"
-    tracker = SeqTracker(gap_timeout_s=60)
+    tracker = SeqTracker(gap_timeout_s=60, watermarks={NODE: 40})
     tracker.done(NODE, 41, now=0)
-    tracker.done(("sur", "n-2"), 7, now=0)
+    tracker.done(("sur", "n-2"), 1, now=0)
     save_state(path, tracker.snapshot())
     restored = SeqTracker(gap_timeout_s=60, watermarks=load_state(path))
     assert restored.watermark(NODE) == 41
+    assert restored.watermark(("sur", "n-2")) == 1
     restored.done(NODE, 43, now=0)  # 42 is missing after the restart: a gap
     assert restored.watermark(NODE) == 41
 
