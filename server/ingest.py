@@ -31,6 +31,7 @@ import json
 import logging
 import os
 import random
+import re
 import struct
 import threading
 import time
@@ -74,6 +75,8 @@ NodeKey = tuple[str, str]
 MAX_RECEIVE_MAXIMUM = 65535
 SUBSCRIBED_KINDS = ("telemetry", "event", "status")
 _NO_LINES: list[bytes] = []
+# InfluxDB 1.x ends a partial-write error with how many points it dropped.
+_DROPPED = re.compile(r"dropped=(\d+)")
 # A node's first message has seq 1 (edge/outbox.py).
 FIRST_SEQ = 1
 # PUBACK: packet type, remaining length 2, message id.
@@ -737,8 +740,12 @@ class Ingest:
             self._write_halves(lines)
         except WriteRejected as exc:
             self.metrics.inc("write_errors_total", kind="rejected")
-            if len(lines) == 1:
-                self._set_aside(lines[0], exc.body)
+            dropped = _DROPPED.search(exc.body)
+            if len(lines) == 1 or (dropped and int(dropped.group(1)) >= len(lines)):
+                # Every point refused (e.g. all older than the retention):
+                # nothing to isolate, set them all aside at once.
+                for line in lines:
+                    self._set_aside(line, exc.body)
                 return
             self._write_halves(lines)
 

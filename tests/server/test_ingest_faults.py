@@ -248,3 +248,32 @@ def test_server_sigkilled_mid_batch_and_restarted_stores_everything_once(
                 process.wait()
     assert ledger_check(influxdb.url, unique_name, unique_name, ledger) == {
         "published": 300, "stored": 300, "lost": 0, "duplicated": 0, "invalid": 0}
+
+
+def test_points_beyond_the_retention_are_set_aside_in_one_go_and_good_ones_kept(
+        tmp_path: Path, mosquitto: Any, influxdb: Any, node_side: NodeSide,
+        unique_name: str) -> None:
+    """Readings 5 days old are within the 30-day horizon but beyond a 1-day raw retention:
+    InfluxDB drops them (400 "points beyond retention policy dropped=N")."""
+    settings = _settings(tmp_path, mqtt_port=mosquitto.port, influx_url=influxdb.url,
+                         database=unique_name, client_id=f"ingest-{unique_name}",
+                         ingest={"flush_interval_s": 1.0}, influx={"raw_retention_days": 1})
+    old = float(int(time.time()) - 5 * 86400)
+    with Ingest(settings) as ingest:
+        assert ingest.wait_ready(15)
+        for seq in range(1, 21):  # all in one batch: every point refused
+            node_side.telemetry("n1", seq, old + seq, temperature_c=20.0, wait=seq == 20)
+        assert node_side.wait_ack("n1", 20) == 20
+        assert ingest.metrics.get("write_errors_total", kind="rejected") == 1
+        assert ingest.metrics.total("points_set_aside_total") == 20
+        # A mixed batch: the refused one is isolated, the fresh ones stored.
+        node_side.telemetry("n1", 21, BASE_TS + 1, temperature_c=21.0, wait=False)
+        node_side.telemetry("n1", 22, old + 22, temperature_c=22.0, wait=False)
+        node_side.telemetry("n1", 23, BASE_TS + 2, temperature_c=23.0)
+        assert node_side.wait_ack("n1", 23) == 23
+        assert ingest.metrics.total("points_set_aside_total") == 21
+    rows = influx_query(influxdb.url, unique_name, "SELECT temperature_c FROM climate")
+    assert [r["temperature_c"] for r in rows] == [21.0, 23.0]
+    aside = (tmp_path / "set-aside.jsonl").read_text().splitlines()
+    assert len(aside) == 21
+    assert all("beyond retention" in json.loads(line)["reason"] for line in aside)
