@@ -49,6 +49,10 @@ class BatchTooLarge(PermanentStorageError):
     """413: the request body is over the server's limit; split it."""
 
 
+class DatabaseMissing(RetryableStorageError):
+    """404 "database not found": someone dropped it; ``prepare()`` again, then retry."""
+
+
 class Writer(Protocol):
     """What the ingest needs from a time-series store."""
 
@@ -123,6 +127,8 @@ class InfluxV1Writer:
             raise WriteRejected(status, text)
         if status == 413:
             raise BatchTooLarge(f"HTTP 413: {text}")
+        if status == 404 and "database not found" in text:
+            raise DatabaseMissing(f"InfluxDB /write: {text}")
         raise RetryableStorageError(f"InfluxDB /write answered {status}: {text}")
 
     def query(self, statement: str) -> list[dict[str, object]]:

@@ -44,7 +44,13 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
-from secadero.server.influx import BatchTooLarge, Writer, WriteRejected, make_writer
+from secadero.server.influx import (
+    BatchTooLarge,
+    DatabaseMissing,
+    Writer,
+    WriteRejected,
+    make_writer,
+)
 from secadero.server.metrics import Metrics, MetricsServer
 from secadero.server.points import node_point, points_for, to_lines
 
@@ -713,6 +719,11 @@ class Ingest:
             except RetryableStorageError as exc:
                 attempt += 1
                 self._influx_down(exc)
+                if isinstance(exc, DatabaseMissing):
+                    with contextlib.suppress(RetryableStorageError, PermanentStorageError):
+                        self._writer.prepare()
+                        log.warning("the database was missing: created it again")
+                        continue
                 if self._draining and not self._in_time():
                     return False
                 delay = self._backoff_s(attempt)

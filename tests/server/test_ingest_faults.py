@@ -277,3 +277,20 @@ def test_points_beyond_the_retention_are_set_aside_in_one_go_and_good_ones_kept(
     aside = (tmp_path / "set-aside.jsonl").read_text().splitlines()
     assert len(aside) == 21
     assert all("beyond retention" in json.loads(line)["reason"] for line in aside)
+
+
+def test_a_database_dropped_while_running_is_created_again(
+        server_settings: ServerSettings, node_side: NodeSide, influxdb: Any,
+        unique_name: str) -> None:
+    with Ingest(server_settings) as ingest:
+        assert ingest.wait_ready(15)
+        node_side.telemetry("n1", 1, BASE_TS + 1, temperature_c=21.0)
+        assert node_side.wait_ack("n1", 1) == 1
+        influx_query(influxdb.url, unique_name, f'DROP DATABASE "{unique_name}"')
+        node_side.telemetry("n1", 2, BASE_TS + 2, temperature_c=22.0)
+        assert node_side.wait_ack("n1", 2) == 2
+    rows = influx_query(influxdb.url, unique_name, "SELECT temperature_c FROM climate")
+    assert [r["temperature_c"] for r in rows] == [22.0]
+    policies = influx_query(influxdb.url, unique_name,
+                            f'SHOW RETENTION POLICIES ON "{unique_name}"')
+    assert {p["name"] for p in policies} == {"raw", "hourly"}
