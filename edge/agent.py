@@ -367,7 +367,10 @@ class NodeAgent:
         if not self.link.connected.is_set():
             return
         now_s = self._monotonic()
-        if acked > self._acked_before:
+        if acked > self._acked_before or (acks and acked < self._cursor):
+            # An ack, even one that does not move (the server waits for a seq it
+            # never got, e.g. it started after this node did), proves the server
+            # is up: back to re-sending after resend_after_s, not after x16.
             self._acked_before = acked
             self._resend_factor = 1
         if self._sent and (now_s - self._sent[0][1]
