@@ -141,3 +141,17 @@ def test_check_config_command(tmp_path: Path, capsys: pytest.CaptureFixture[str]
     assert capsys.readouterr().out == (
         f"{good}: ok\n{bad}: node.sample_interval_s: must be at least 0.05, got 0\n"
     )
+
+
+def test_the_commented_samples_are_valid(repo_root: Path) -> None:
+    """The samples a technician copies load cleanly, once their secrets exist."""
+    server = repo_root / "server" / "server.example.toml"
+    assert check_file(server, env={}) == []
+    alerts = repo_root / "server" / "alerts" / "alerts.example.toml"
+    assert check_file(alerts, env={"SECADERO_TWILIO_TOKEN": "token"}) == []
+    # The node's sample reads its broker password from a file on the Pi.
+    node = repo_root / "edge" / "node.example.toml"
+    assert check_file(node, env={}) == [
+        f"{node}: mqtt.password_file: cannot read /etc/secadero/mqtt-password: "
+        "No such file or directory"
+    ]
