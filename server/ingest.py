@@ -93,9 +93,6 @@ PEER_ROOT = "secadero-ingest/v1"
 # How often the writer looks for new messages while its batch is not full:
 # polling costs far less than a condition variable per message.
 _POLL_S = 0.005
-# The state file is written at most this often (a stale one is safe: it only
-# makes a restarted server wait for a gap that is not there).
-_STATE_SAVE_S = 1.0
 
 
 # --------------------------------------------------------------------------
@@ -344,7 +341,6 @@ class Ingest:
         self._draining = False
         self._idle = False
         self._wake = threading.Event()
-        self._state_saved_at = 0.0
         self._drain_deadline = 0.0
         self._prepared = threading.Event()
         self._mqtt_down_since: float | None = time.monotonic()
@@ -699,11 +695,14 @@ class Ingest:
         stored = sum(1 for item in batch if item.lines is not _NO_LINES)
         self.metrics.inc("messages_stored_total", stored)
         self.metrics.inc("points_stored_total", len(lines))
-        self._ack_nodes(touched)
+        if touched:
+            # Written before the acks go out: a node must never hold an ack
+            # above what a restarted server remembers, or the server would
+            # wait gap_timeout_s for readings the node has already deleted.
+            self._save_state()
+            self._ack_nodes(touched)
         if self.settings.ingest.share_group and done:
             self._announce(done)
-        if time.monotonic() - self._state_saved_at >= _STATE_SAVE_S:
-            self._save_state()
         self._log_batch(stored, len(lines), time.monotonic() - started)
 
     def _write_with_retry(self, lines: list[bytes]) -> bool:
@@ -803,6 +802,7 @@ class Ingest:
                         yard, node, lost, s.gap_timeout_s)
             self._extra_lines.append(to_lines([node_point(yard, node, now, seq_gap=lost)])[0])
         if skipped:
+            self._save_state()
             self._ack_nodes(key for key, _ in skipped)
         for key, heard in list(self._last_heard.items()):
             if key not in self._offline and now - heard > s.offline_after_s:
@@ -815,7 +815,6 @@ class Ingest:
         path = self.settings.ingest.state_file
         if path is None:
             return
-        self._state_saved_at = time.monotonic()
         try:
             save_state(path, self._tracker.snapshot())
         except OSError as exc:

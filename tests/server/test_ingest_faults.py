@@ -294,3 +294,35 @@ def test_a_database_dropped_while_running_is_created_again(
     policies = influx_query(influxdb.url, unique_name,
                             f'SHOW RETENTION POLICIES ON "{unique_name}"')
     assert {p["name"] for p in policies} == {"raw", "hourly"}
+
+
+@pytest.mark.slow
+def test_acks_go_on_after_a_sigkill_right_after_an_ack(
+        tmp_path: Path, mosquitto: Any, influxdb: Any, node_side: NodeSide,
+        unique_name: str) -> None:
+    """The state file is written before the node's ack is published, so a restarted server
+    never waits (gap_timeout_s, 600 s here) for readings a node deleted on that ack."""
+    http_port = free_port()
+    config = write_server_config(
+        tmp_path / "server.toml", mqtt_port=mosquitto.port, influx_url=influxdb.url,
+        database=unique_name, client_id=f"ingest-{unique_name}",
+        ingest={"http_port": http_port, "gap_timeout_s": 600})
+    command = [sys.executable, "-m", "secadero.cli", "server", "ingest", "--config", str(config)]
+    ledger: dict[tuple[str, int], float] = {}
+    process = subprocess.Popen(command, cwd=tmp_path, stdout=subprocess.DEVNULL,
+                               stderr=subprocess.DEVNULL)
+    try:
+        wait_until(lambda: _metric(http_port, "mqtt_connected") == 1, 20, "server connected")
+        _publish_series(node_side, "n1", range(1, 51), ledger)
+        assert node_side.wait_ack("n1", 50) == 50
+        process.send_signal(signal.SIGKILL)
+        process.wait(10)
+        process = subprocess.Popen(command, cwd=tmp_path, stdout=subprocess.DEVNULL,
+                                   stderr=subprocess.DEVNULL)
+        _publish_series(node_side, "n1", range(51, 61), ledger)  # the node goes on from 51
+        assert node_side.wait_ack("n1", 60, timeout_s=20) == 60
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    assert ledger_check(influxdb.url, unique_name, unique_name, ledger)["lost"] == 0
