@@ -874,4 +874,4 @@ def run(settings: ServerSettings, stop: threading.Event,
         log.info("ingest stopped")
 
 
-__all__ = ["Ingest", "Observer", "SeqTracker", "Status", "run"]
+__all__ = ["BufferedReadClient", "Ingest", "Observer", "SeqTracker", "run"]
