@@ -252,7 +252,10 @@ def run_with_alerts(settings: ServerSettings, stop: threading.Event) -> None:
                  settings.alerts.api_host, api.port)
     try:
         while not stop.wait(1.0):
-            pass
+            if not ingest.running:
+                # Exit non-zero so systemd restarts the whole server: an ingest
+                # that stopped storing must not hide behind a live process.
+                raise SystemExit("ingest writer stopped unexpectedly; exiting")
     finally:
         ingest.stop()
         if api is not None:
