@@ -32,11 +32,11 @@ from pathlib import Path
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
-from secadero.server.alerts.service import AlertService
-from secadero.server.ingest import Ingest
 
 from secadero.contract import Event, encode, node_topic
 from secadero.devservices import InfluxDB, Mosquitto, free_port
+from secadero.server.alerts.service import AlertService
+from secadero.server.ingest import Ingest
 from secadero.settings import load_server_settings
 
 

@@ -19,9 +19,9 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from edge_common import AckingServer, node_config, private_broker, python
-from secadero.edge.outbox import Outbox, kernel_boot_id
 
 from secadero.contract import Telemetry
+from secadero.edge.outbox import Outbox, kernel_boot_id
 
 BACKLOG = 8640
 

@@ -26,12 +26,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from edge_common import event_listener_process, node_config, private_broker
 from gpiozero.pins.mock import MockFactory
+
 from secadero.edge.agent import NodeAgent
 from secadero.edge.hardware import NodeHardware
 from secadero.firmware.dht import DHT22Sensor, ScriptedDHT
 from secadero.firmware.outputs import Beacon, Buzzer
 from secadero.firmware.rain import RainPlate
-
 from secadero.settings import load_node_settings
 
 

@@ -15,9 +15,8 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from secadero.server.points import points_for, to_lines
-
 from secadero.contract import TimeWindow, decode
+from secadero.server.points import points_for, to_lines
 
 N = 20_000
 

@@ -35,14 +35,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from secadero import __version__, contract
 from secadero.edge.alarm import LocalAlarm
 from secadero.edge.clock import ClockGuard, Stamp, always_synced, kernel_clock_synced
 from secadero.edge.hardware import NodeHardware
 from secadero.edge.link import NodeLink
 from secadero.edge.outbox import kernel_boot_id, open_outbox
 from secadero.edge.sdnotify import Notifier
-
-from secadero import __version__, contract
 from secadero.errors import SensorError, StorageError
 from secadero.settings import NodeSettings
 

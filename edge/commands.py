@@ -68,7 +68,6 @@ def _run(args: argparse.Namespace) -> int:
 
     from secadero.edge.agent import NodeAgent
     from secadero.edge.hardware import build_hardware
-
     from secadero.errors import SecaderoError
 
     try:
@@ -98,7 +97,6 @@ def _status(args: argparse.Namespace) -> int:
         return 2
     from secadero.edge.agent import status_path_for
     from secadero.edge.outbox import Outbox
-
     from secadero.errors import StorageError
 
     report: dict[str, Any] = {"yard": settings.yard, "node": settings.node}

@@ -16,7 +16,6 @@ from secadero.firmware.outputs import Beacon, Buzzer, SilenceButton
 from secadero.firmware.rain import RainPlate, TippingBucket
 from secadero.firmware.simulation import SimulatedDHT, SimulatedYard, WeatherModel, YardPins
 from secadero.firmware.trays import TrayLimitSwitch
-
 from secadero.settings import NodeSettings
 
 

@@ -31,9 +31,9 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from gpiozero import DigitalOutputDevice
-from secadero.firmware.filters import is_stuck, median, reject_reason
 
 from secadero.errors import SensorError, SensorNotConnected, SensorReadError
+from secadero.firmware.filters import is_stuck, median, reject_reason
 
 log = logging.getLogger(__name__)
 

@@ -15,6 +15,7 @@ from collections.abc import Callable
 from typing import Any
 
 from gpiozero import DigitalInputDevice
+
 from secadero.firmware.filters import Debounced, debounce
 
 

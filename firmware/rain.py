@@ -18,6 +18,7 @@ from collections.abc import Callable
 from typing import Any
 
 from gpiozero import DigitalInputDevice
+
 from secadero.firmware.inputs import SteadyInput
 
 # Most hobby gauges (e.g. the Misol/Sparkfun WH-SP-RG) tip every 0.2794 mm.

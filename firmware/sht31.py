@@ -15,10 +15,9 @@ import time
 from collections.abc import Callable
 from typing import Protocol
 
+from secadero.errors import SensorNotConnected, SensorReadError
 from secadero.firmware.dht import Reading
 from secadero.firmware.filters import reject_reason
-
-from secadero.errors import SensorNotConnected, SensorReadError
 
 # Single shot, high repeatability, no clock stretching (datasheet table 9).
 MEASURE_COMMAND = (0x24, 0x00)

@@ -25,9 +25,8 @@ import logging
 import urllib.parse
 from typing import Protocol
 
-from secadero.server.points import PRECISION, PRECISION_PARAM
-
 from secadero.errors import PermanentStorageError, RetryableStorageError
+from secadero.server.points import PRECISION, PRECISION_PARAM
 from secadero.settings import InfluxSettings
 
 log = logging.getLogger(__name__)

@@ -44,15 +44,6 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
-from secadero.server.influx import (
-    BatchTooLarge,
-    DatabaseMissing,
-    Writer,
-    WriteRejected,
-    make_writer,
-)
-from secadero.server.metrics import Metrics, MetricsServer
-from secadero.server.points import node_point, points_for, to_lines
 
 from secadero.contract import (
     QOS,
@@ -70,6 +61,15 @@ from secadero.contract import (
     subscription,
 )
 from secadero.errors import PermanentStorageError, ProtocolError, RetryableStorageError
+from secadero.server.influx import (
+    BatchTooLarge,
+    DatabaseMissing,
+    Writer,
+    WriteRejected,
+    make_writer,
+)
+from secadero.server.metrics import Metrics, MetricsServer
+from secadero.server.points import node_point, points_for, to_lines
 from secadero.settings import ServerSettings
 
 log = logging.getLogger(__name__)

@@ -31,9 +31,8 @@ def register(commands: argparse._SubParsersAction) -> None:
 
 
 def _alerts(args: argparse.Namespace) -> int:
-    from secadero.server.alerts.store import AlertStore
-
     from secadero.errors import ConfigError
+    from secadero.server.alerts.store import AlertStore
     from secadero.settings import load_server_settings
 
     try:

@@ -39,11 +39,10 @@ import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, fields
 
+from secadero.contract import Alert
 from secadero.server.alerts import messages, rules
 from secadero.server.alerts.rules import Forecast, YardView
 from secadero.server.alerts.store import AlertStore, Episode, Notification
-
-from secadero.contract import Alert
 from secadero.settings import AlertSettings, RecipientSettings, YardSettings
 
 log = logging.getLogger(__name__)

@@ -17,8 +17,8 @@ from collections.abc import Callable
 
 import requests
 from influxdb_client import Point, WritePrecision
-from secadero.server.alerts.engine import Transition
 
+from secadero.server.alerts.engine import Transition
 from secadero.settings import InfluxSettings
 
 log = logging.getLogger(__name__)

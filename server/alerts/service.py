@@ -24,6 +24,8 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from secadero import contract
+from secadero.contract import Envelope
 from secadero.server.alerts.engine import AlertEngine, ForecastStatus
 from secadero.server.alerts.influx import AlertPointWriter
 from secadero.server.alerts.state import YardTracker
@@ -32,9 +34,6 @@ from secadero.server.alerts.tokens import AckTokens, load_or_create_secret
 from secadero.server.forecast.poller import ForecastPoller, InfluxForecastWriter, make_clients
 from secadero.server.notifiers import Notifier
 from secadero.server.notifiers.dispatch import DeliveryHealth, Dispatcher
-
-from secadero import contract
-from secadero.contract import Envelope
 from secadero.settings import ServerSettings
 
 log = logging.getLogger(__name__)

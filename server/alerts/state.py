@@ -10,9 +10,8 @@ import threading
 from collections import deque
 from dataclasses import dataclass, field
 
-from secadero.server.alerts.rules import NodeView, YardView
-
 from secadero.contract import Envelope, Event, Status, Telemetry
+from secadero.server.alerts.rules import NodeView, YardView
 from secadero.settings import YardSettings
 
 # Humidity history kept per node: enough for a 30-min window at one sample per 10 s.

@@ -9,6 +9,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 import requests
+
 from secadero.server.forecast import ForecastError
 
 log = logging.getLogger(__name__)

@@ -23,6 +23,7 @@ from email.utils import parsedate_to_datetime
 from typing import Any
 
 import requests
+
 from secadero.server.alerts.rules import Forecast, ForecastHour
 from secadero.server.forecast import ForecastError
 from secadero.server.forecast import http as forecast_http

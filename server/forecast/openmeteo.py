@@ -23,6 +23,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import requests
+
 from secadero.server.alerts.rules import Forecast, ForecastHour
 from secadero.server.forecast import ForecastError
 from secadero.server.forecast import http as forecast_http

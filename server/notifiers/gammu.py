@@ -15,7 +15,6 @@ import subprocess
 
 from secadero.server.alerts import gsm7
 from secadero.server.notifiers import NotifierError, Outgoing
-
 from secadero.settings import GammuSettings
 
 _WRITTEN = re.compile(r"Written message with ID (\S+)")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import requests
+
 from secadero.server.notifiers import NotifierError
 
 

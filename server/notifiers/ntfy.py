@@ -12,9 +12,9 @@ from __future__ import annotations
 from typing import Any
 
 import requests
+
 from secadero.server.notifiers import Outgoing
 from secadero.server.notifiers.http_errors import post
-
 from secadero.settings import NtfySettings
 
 PRIORITY = {"critical": 5, "warning": 4, "info": 3}

@@ -13,9 +13,9 @@ import json
 from dataclasses import asdict
 
 import requests
+
 from secadero.server.notifiers import Outgoing
 from secadero.server.notifiers.http_errors import post
-
 from secadero.settings import WebhookSettings
 
 

@@ -25,13 +25,13 @@ from zoneinfo import ZoneInfo
 
 import pytest
 from alert_helpers import FakeService, start_smsd
-from secadero.server.alerts.service import AlertService, build_notifiers
-from secadero.server.api import ApiServer
-from secadero.server.notifiers.twilio import signature
 
 from secadero.cli import main
 from secadero.contract import Alert, Envelope, Event, decode_alert
 from secadero.devservices import free_port
+from secadero.server.alerts.service import AlertService, build_notifiers
+from secadero.server.api import ApiServer
+from secadero.server.notifiers.twilio import signature
 from secadero.settings import ServerSettings, load_server_settings
 
 AUTH_TOKEN = "twilio-test-token"

@@ -21,13 +21,13 @@ from alert_helpers import (
     at,
     service_fixture,  # noqa: F401 (fixtures, found by name)
 )
+
+from secadero.errors import PermanentStorageError, RetryableStorageError
 from secadero.server.alerts.rules import first_rain_hour, rain_forecast
 from secadero.server.forecast import ForecastError
 from secadero.server.forecast.metno import MetNorwayClient
 from secadero.server.forecast.openmeteo import OpenMeteoClient, parse
 from secadero.server.forecast.poller import ForecastPoller, forecast_lines
-
-from secadero.errors import PermanentStorageError, RetryableStorageError
 from secadero.settings import AlertSettings, YardSettings
 
 DATA = Path(__file__).resolve().parent.parent / "data"

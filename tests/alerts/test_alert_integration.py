@@ -26,11 +26,11 @@ import paho.mqtt.client as mqtt
 import pytest
 from alert_helpers import FakeService
 from paho.mqtt.enums import CallbackAPIVersion
-from secadero.server.alerts.service import AlertService
-from secadero.server.ingest import Ingest
 
 from secadero.contract import Event, alert_topic, decode_alert, encode, node_topic
 from secadero.devservices import free_port
+from secadero.server.alerts.service import AlertService
+from secadero.server.ingest import Ingest
 from secadero.settings import load_server_settings
 from tests.conftest import influx_query
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+
 from secadero.server.alerts import gsm7, messages
 
 LONG = {

@@ -19,6 +19,8 @@ from alert_helpers import (
     service_fixture,  # noqa: F401 (fixtures, found by name)
     start_smsd,
 )
+
+from secadero.devservices import free_port
 from secadero.server.alerts.store import AlertStore, Notification
 from secadero.server.notifiers import NotifierError, Outgoing
 from secadero.server.notifiers.dispatch import Dispatcher
@@ -27,8 +29,6 @@ from secadero.server.notifiers.ntfy import NtfyNotifier
 from secadero.server.notifiers.twilio import TwilioNotifier, signature, valid_signature
 from secadero.server.notifiers.webhook import WebhookNotifier
 from secadero.server.notifiers.webhook import signature as webhook_signature
-
-from secadero.devservices import free_port
 from secadero.settings import GammuSettings, NtfySettings, TwilioSettings, WebhookSettings
 
 RAIN = Outgoing(notification_id=7, episode_id=3, yard="norte", recipient="Rosa",

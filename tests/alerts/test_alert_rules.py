@@ -6,12 +6,12 @@ import math
 
 import pytest
 from alert_helpers import YARD, at
+
+from secadero.contract import Envelope, Event, Status, Telemetry
 from secadero.server.alerts import rules
 from secadero.server.alerts.rules import Forecast, ForecastHour, NodeView, YardView
 from secadero.server.alerts.state import YardTracker
 from secadero.server.forecast.openmeteo import parse
-
-from secadero.contract import Envelope, Event, Status, Telemetry
 from secadero.settings import AlertSettings
 
 S = AlertSettings()

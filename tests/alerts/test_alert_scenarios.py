@@ -16,9 +16,9 @@ from pathlib import Path
 
 import pytest
 from alert_helpers import SimYard, at, hhmm, make_yard_fixture, write_smsdrc, yard_fixture  # noqa: F401 (fixtures, found by name)
+
 from secadero.server.notifiers import Outgoing
 from secadero.server.notifiers.gammu import GammuNotifier
-
 from secadero.settings import GammuSettings
 
 

@@ -243,6 +243,7 @@ def mock_hardware(settings: Any, script: list[Any] | None = None) -> Any:
     The test drives the pins itself (``hardware.pin_factory.pin(n)``).
     """
     from gpiozero.pins.mock import MockFactory
+
     from secadero.edge.hardware import NodeHardware
     from secadero.firmware.dht import DHT22Sensor, ScriptedDHT
     from secadero.firmware.outputs import Beacon, Buzzer, SilenceButton

@@ -22,11 +22,11 @@ from node_helpers import (  # noqa: F401 (fixtures are found by their names)
     node_processes_fixture,
     write_node_config,
 )
-from secadero.edge.agent import NodeAgent
-from secadero.firmware.dht import dht_error
 
 from secadero import contract
 from secadero.devservices import free_port
+from secadero.edge.agent import NodeAgent
+from secadero.firmware.dht import dht_error
 from secadero.settings import load_node_settings
 
 REAL_S = 1_790_000_000.0

@@ -6,6 +6,7 @@ import itertools
 import random
 
 import pytest
+
 from secadero.edge.alarm import LocalAlarm, alarm_outputs
 from secadero.edge.clock import FLOOR_S, ClockGuard
 from secadero.edge.link import backoff_delays

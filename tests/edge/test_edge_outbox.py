@@ -7,9 +7,9 @@ import sqlite3
 from pathlib import Path
 
 import pytest
-from secadero.edge.outbox import ROW_OVERHEAD_BYTES, Outbox
 
 from secadero.contract import Event, Telemetry
+from secadero.edge.outbox import ROW_OVERHEAD_BYTES, Outbox
 from secadero.errors import RetryableStorageError
 
 BOOT = "boot-a"

@@ -15,9 +15,9 @@ from pathlib import Path
 from hypothesis import settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
-from secadero.edge.outbox import ROW_OVERHEAD_BYTES, Outbox
 
 from secadero.contract import Event, Telemetry, encode
+from secadero.edge.outbox import ROW_OVERHEAD_BYTES, Outbox
 
 CAP = 64 * 1024
 

@@ -6,9 +6,9 @@ import random
 
 import pytest
 from gpiozero.pins.mock import MockFactory
-from secadero.firmware.dht import DHT22Sensor, ScriptedDHT, dht_error, translate_error
 
 from secadero.errors import SensorNotConnected, SensorReadError
+from secadero.firmware.dht import DHT22Sensor, ScriptedDHT, dht_error, translate_error
 
 
 class FakeTime:

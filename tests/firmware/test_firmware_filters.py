@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 
 import pytest
+
 from secadero.firmware.filters import (
     Debounced,
     debounce,

@@ -7,6 +7,7 @@ import time
 
 import pytest
 from gpiozero.pins.mock import MockFactory
+
 from secadero.firmware.outputs import Beacon, Buzzer, SilenceButton
 from secadero.firmware.rain import RainPlate, TippingBucket
 from secadero.firmware.trays import TrayLimitSwitch, tray_state

@@ -6,10 +6,10 @@ import math
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from secadero.firmware.dht import DHT22Sensor, ScriptedDHT
-from secadero.firmware.filters import TRAY_TEMPERATURE_RANGE_C
 
 from secadero.errors import SensorError
+from secadero.firmware.dht import DHT22Sensor, ScriptedDHT
+from secadero.firmware.filters import TRAY_TEMPERATURE_RANGE_C
 
 values = st.one_of(st.none(), st.floats(allow_nan=True, allow_infinity=True),
                    st.sampled_from([0.0, 6553.5, -6553.5, 99.9, 100.0, -40.0, 80.0]))

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import pytest
-from secadero.firmware.sht31 import MEASURE_COMMAND, SHT31Sensor, crc8, decode_frame
 
 from secadero.errors import SensorNotConnected, SensorReadError
+from secadero.firmware.sht31 import MEASURE_COMMAND, SHT31Sensor, crc8, decode_frame
 
 
 def frame(raw_t: int, raw_h: int, *, break_crc: bool = False) -> bytes:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from gpiozero.pins.mock import MockFactory
+
 from secadero.firmware.simulation import SimulatedDHT, SimulatedYard, WeatherModel, YardPins
 
 START_S = 1_780_000_000.0

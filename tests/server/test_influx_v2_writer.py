@@ -15,9 +15,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import pytest
-from secadero.server.influx import BatchTooLarge, InfluxV2Writer, WriteRejected
 
 from secadero.errors import RetryableStorageError
+from secadero.server.influx import BatchTooLarge, InfluxV2Writer, WriteRejected
 from secadero.settings import InfluxSettings
 
 

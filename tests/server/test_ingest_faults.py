@@ -31,10 +31,10 @@ from ingest_helpers import (  # noqa: F401 (fixtures are found by their names)
     wait_until,
     write_server_config,
 )
-from secadero.server.ingest import Ingest
 
 from secadero.contract import Event, encode
 from secadero.devservices import InfluxDB, Mosquitto, free_port
+from secadero.server.ingest import Ingest
 from secadero.settings import ServerSettings, load_server_settings
 
 pytestmark = pytest.mark.integration

@@ -25,10 +25,10 @@ from ingest_helpers import (  # noqa: F401 (fixtures are found by their names)
     server_settings_fixture,
     wait_until,
 )
-from secadero.server.ingest import Ingest
-from secadero.server.points import dew_point_c, vpd_kpa
 
 from secadero.contract import Event, Status, encode
+from secadero.server.ingest import Ingest
+from secadero.server.points import dew_point_c, vpd_kpa
 from secadero.settings import ServerSettings
 
 pytestmark = pytest.mark.integration

@@ -17,9 +17,9 @@ from ingest_helpers import (  # noqa: F401 (fixtures are found by their names)
     wait_until,
     write_server_config,
 )
-from secadero.server.ingest import Ingest
 
 from secadero.devservices import InfluxDB, Mosquitto
+from secadero.server.ingest import Ingest
 from secadero.settings import load_server_settings
 
 pytestmark = pytest.mark.integration

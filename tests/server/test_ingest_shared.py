@@ -18,8 +18,8 @@ from ingest_helpers import (  # noqa: F401 (fixtures are found by their names)
     node_side_fixture,
     write_server_config,
 )
-from secadero.server.ingest import Ingest, _ranges
 
+from secadero.server.ingest import Ingest, _ranges
 from secadero.settings import load_server_settings
 
 pytestmark = pytest.mark.integration

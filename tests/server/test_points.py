@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import pytest
+
+from secadero.contract import Envelope, Event, Status, Telemetry
 from secadero.server.points import (
     dew_point_c,
     points_for,
@@ -11,8 +13,6 @@ from secadero.server.points import (
     to_lines,
     vpd_kpa,
 )
-
-from secadero.contract import Envelope, Event, Status, Telemetry
 
 
 @pytest.mark.parametrize(("temperature_c", "humidity_pct", "expected_c"), [
