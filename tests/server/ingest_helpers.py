@@ -13,6 +13,7 @@ import contextlib
 import json
 import threading
 import time
+import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -245,3 +246,14 @@ def ledger_check(url: str, database: str, yard: str,
         "invalid": sum(1 for key, values in stored.items()
                        if key not in published or values[0] != published[key]),
     }
+
+
+def metric_value(port: int, name: str) -> float:
+    """Sum of a ``secadero_ingest_<name>`` metric on the server's /metrics; -1 if unreachable."""
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2) as response:
+            text = response.read().decode()
+    except OSError:
+        return -1
+    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+               if line.startswith(f"secadero_ingest_{name}"))

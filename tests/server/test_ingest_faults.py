@@ -25,6 +25,7 @@ from ingest_helpers import (  # noqa: F401 (fixtures are found by their names)
     NodeSide,
     TcpProxy,
     ledger_check,
+    metric_value,
     node_side_fixture,
     server_config_fixture,
     server_settings_fixture,
@@ -201,16 +202,6 @@ def test_broker_restart_and_ingest_downtime_lose_nothing(
         broker.stop()
 
 
-def _metric(port: int, name: str) -> float:
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2) as response:
-            text = response.read().decode()
-    except OSError:
-        return -1
-    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
-               if line.startswith(f"secadero_ingest_{name}"))
-
-
 @pytest.mark.slow
 def test_server_sigkilled_mid_batch_and_restarted_stores_everything_once(
         tmp_path: Path, mosquitto: Any, influxdb: Any, proxy: TcpProxy, node_side: NodeSide,
@@ -227,10 +218,10 @@ def test_server_sigkilled_mid_batch_and_restarted_stores_everything_once(
                              stderr=subprocess.DEVNULL)
     second = None
     try:
-        wait_until(lambda: _metric(http_port, "mqtt_connected") == 1, 20, "server connected")
+        wait_until(lambda: metric_value(http_port, "mqtt_connected") == 1, 20, "server connected")
         proxy.set_mode("blackhole")  # the batch's write hangs: the kill lands mid-batch
         _publish_series(node_side, "n1", range(1, 301), ledger)
-        wait_until(lambda: _metric(http_port, "messages_received_total") >= 300, 20,
+        wait_until(lambda: metric_value(http_port, "messages_received_total") >= 300, 20,
                    "all received")
         first.send_signal(signal.SIGKILL)
         first.wait(10)
@@ -312,7 +303,7 @@ def test_acks_go_on_after_a_sigkill_right_after_an_ack(
     process = subprocess.Popen(command, cwd=tmp_path, stdout=subprocess.DEVNULL,
                                stderr=subprocess.DEVNULL)
     try:
-        wait_until(lambda: _metric(http_port, "mqtt_connected") == 1, 20, "server connected")
+        wait_until(lambda: metric_value(http_port, "mqtt_connected") == 1, 20, "server connected")
         _publish_series(node_side, "n1", range(1, 51), ledger)
         assert node_side.wait_ack("n1", 50) == 50
         process.send_signal(signal.SIGKILL)

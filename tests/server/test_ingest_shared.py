@@ -15,6 +15,7 @@ import pytest
 from ingest_helpers import (  # noqa: F401 (fixtures are found by their names)
     NodeSide,
     ledger_check,
+    metric_value,
     node_side_fixture,
     write_server_config,
 )
@@ -67,18 +68,6 @@ def test_two_processes_share_the_load_and_store_each_message_once(
         "published": 400, "stored": 400, "lost": 0, "duplicated": 0, "invalid": 0}
 
 
-def _metric(port: int, name: str) -> float:
-    import urllib.request
-
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2) as response:
-            text = response.read().decode()
-    except OSError:
-        return -1
-    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
-               if line.startswith(f"secadero_ingest_{name}"))
-
-
 @pytest.mark.slow
 def test_one_of_two_processes_killed_mid_batch_loses_nothing(
         tmp_path: Path, mosquitto: Any, influxdb: Any, node_side: NodeSide,
@@ -117,7 +106,7 @@ def test_one_of_two_processes_killed_mid_batch_loses_nothing(
     ledger: dict[tuple[str, int], float] = {}
     try:
         for port in ports:
-            wait_until(lambda p=port: _metric(p, "mqtt_connected") == 1, 20, "connected")
+            wait_until(lambda p=port: metric_value(p, "mqtt_connected") == 1, 20, "connected")
         proxy.set_mode("blackhole")
         base = float(int(time.time()) - 3600)
         for seq in range(1, 201):
@@ -125,10 +114,10 @@ def test_one_of_two_processes_killed_mid_batch_loses_nothing(
             node_side.telemetry("n1", seq, ts, temperature_c=20.0 + seq / 1000,
                                 humidity_pct=50.0, wait=seq == 200)
             ledger[("n1", round(ts * 1000))] = 20.0 + seq / 1000
-        wait_until(lambda: _metric(ports[0], "messages_received_total") > 0
-                   and _metric(ports[1], "messages_stored_total") > 0
-                   and _metric(ports[0], "messages_received_total")
-                   + _metric(ports[1], "messages_stored_total") >= 200, 20, "all delivered")
+        wait_until(lambda: metric_value(ports[0], "messages_received_total") > 0
+                   and metric_value(ports[1], "messages_stored_total") > 0
+                   and metric_value(ports[0], "messages_received_total")
+                   + metric_value(ports[1], "messages_stored_total") >= 200, 20, "all delivered")
         processes[0].send_signal(signal.SIGKILL)
         processes[0].wait(10)
         assert max(node_side.acks.get("n1", [0])) < 200
