@@ -127,6 +127,11 @@ class NodeAgent:
         # pump() runs in the main loop and, for events, in GPIO callback threads.
         self._pump_lock = threading.Lock()
         self._reconnected = False
+        # Which connection (link.connects) the pump last published on, and the
+        # first seq it published on it: tells a re-send after a reconnect from
+        # a first publish that merely raced the connect callback.
+        self._connection_of_first_sent = -1
+        self._first_sent_on_connection = 0
         self._acks_in: list[int] = []
         self._published = 0
         self._pubacked = 0
@@ -362,7 +367,13 @@ class NodeAgent:
             self._sent.popleft()
         if reconnected:
             self._publish_status()
-            self._rewind(acked, "reconnect")
+            # The pump may already have published on this new connection before
+            # it heard of it (the flag is set just after `connected`): if every
+            # unacked message went out on this connection, there is nothing to
+            # send again.
+            if not (self._connection_of_first_sent == self.link.connects
+                    and self._first_sent_on_connection <= acked + 1):
+                self._rewind(acked, "reconnect")
         if not self.link.connected.is_set():
             return
         now_s = self._monotonic()
@@ -390,6 +401,9 @@ class NodeAgent:
             if not batch:
                 return
             for item in batch:
+                if self._connection_of_first_sent != self.link.connects:
+                    self._connection_of_first_sent = self.link.connects
+                    self._first_sent_on_connection = item.seq
                 info = self.link.publish(self.topics[item.kind], item.payload)
                 if info.rc != 0:
                     # Lost the connection meanwhile: paho keeps it and we rewind on reconnect.

@@ -221,7 +221,10 @@ def outbox_seqs(path: Path) -> list[int]:
         return [row[0] for row in conn.execute("SELECT seq FROM outbox ORDER BY seq")]
     except sqlite3.OperationalError as exc:
         if "no such table" in str(exc):
-            return []  # the node has created the file but not its tables yet
+            # The node has not created its tables yet, or they are still only
+            # in the WAL, which a read-only connection may not see: "nothing
+            # known yet", not "empty". Callers poll.
+            return []
         raise
     finally:
         conn.close()

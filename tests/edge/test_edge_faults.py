@@ -121,7 +121,7 @@ def test_broker_down_at_boot_then_killed_midway_nothing_lost_and_in_order(
         # listener's queued messages over after newer live ones.)
         assert [seq for seq in first_seen if seq <= 20] == list(range(1, 21))
         listener.ack("n1", 20)
-        wait_until(lambda: outbox_seqs(db)[0] > 20, timeout_s=10)
+        wait_until(lambda: (outbox_seqs(db) or [0])[0] > 20, timeout_s=10)
         # The broker dies (SIGKILL) and comes back.
         broker.kill()
         time.sleep(0.5)
@@ -130,7 +130,7 @@ def test_broker_down_at_boot_then_killed_midway_nothing_lost_and_in_order(
         listener.wait_for(lambda env: set(range(21, target + 1)) <= set(listener.seqs()),
                           timeout_s=20)
         listener.ack("n1", target)
-        wait_until(lambda: outbox_seqs(db)[0] > target, timeout_s=10)
+        wait_until(lambda: (outbox_seqs(db) or [0])[0] > target, timeout_s=10)
         code, _ = node.terminate()
         assert code == 0
         assert "Traceback" not in node.stderr()

@@ -104,7 +104,7 @@ def test_restart_keeps_seq_and_resends_what_was_not_acked(
     first = node_processes(config)
     listener.wait_for(lambda env: len(listener.seqs()) >= 3)
     listener.ack("n1", 2)
-    wait_until(lambda: outbox_seqs(tmp_path / "n1.sqlite3")[0] == 3)
+    wait_until(lambda: outbox_seqs(tmp_path / "n1.sqlite3")[:1] == [3])
     assert first.terminate()[0] == 0
     last_seq = max(outbox_seqs(tmp_path / "n1.sqlite3"))
     before = len(listener.seqs())
