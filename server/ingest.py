@@ -427,6 +427,17 @@ class Ingest:
         """False once the writer thread has died (a bug): the process should exit."""
         return self._writer_thread.is_alive() or self._stopping.is_set()
 
+    def wait_while_running(self, stop: threading.Event) -> None:
+        """Block until ``stop`` is set; raise SystemExit if the writer thread dies.
+
+        Exiting non-zero lets systemd restart the process: an ingest that stopped
+        storing must not hide behind a live one, and unacknowledged messages
+        wait in the broker session meanwhile.
+        """
+        while not stop.wait(1.0):
+            if not self.running:
+                raise SystemExit("ingest writer stopped unexpectedly; exiting")
+
     def health(self) -> list[str]:
         """Reasons to be unhealthy (empty = healthy)."""
         problems: list[str] = []
@@ -864,11 +875,7 @@ def run(settings: ServerSettings, stop: threading.Event,
     """Run the ingest until ``stop`` is set (the body of ``secadero server run``)."""
     ingest = Ingest(settings, observers=observers).start()
     try:
-        while not stop.wait(1.0):
-            if not ingest.running:
-                # Exit non-zero so systemd restarts us; unacknowledged
-                # messages wait for us in the broker session.
-                raise SystemExit("ingest writer stopped unexpectedly; exiting")
+        ingest.wait_while_running(stop)
     finally:
         ingest.stop()
         log.info("ingest stopped")

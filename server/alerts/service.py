@@ -250,11 +250,7 @@ def run_with_alerts(settings: ServerSettings, stop: threading.Event) -> None:
         log.info("alerts: %d yards, API on http://%s:%d", len(settings.yards),
                  settings.alerts.api_host, api.port)
     try:
-        while not stop.wait(1.0):
-            if not ingest.running:
-                # Exit non-zero so systemd restarts the whole server: an ingest
-                # that stopped storing must not hide behind a live process.
-                raise SystemExit("ingest writer stopped unexpectedly; exiting")
+        ingest.wait_while_running(stop)
     finally:
         ingest.stop()
         if api is not None:
