@@ -169,7 +169,9 @@ def test_rain_started_on_the_broker_reaches_ntfy_and_the_alert_topic(
         while True:
             rows = influx_query(influxdb.url, unique_name,
                                 f"SELECT precip_prob_pct FROM forecast WHERE yard = '{yard}'")
-            if rows or time.monotonic() > deadline:
+            # One /write spans 24 hourly shards, which InfluxDB fills one by
+            # one: a query may see part of it, so wait for the whole forecast.
+            if len(rows) >= 24 or time.monotonic() > deadline:
                 break
             time.sleep(0.1)  # InfluxDB is only visible by querying
         assert [r["precip_prob_pct"] for r in rows][:4] == [32, 54, 75, 97]
