@@ -32,7 +32,6 @@ import logging
 import os
 import random
 import re
-import struct
 import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -69,6 +68,7 @@ from secadero.server.influx import (
     make_writer,
 )
 from secadero.server.metrics import Metrics, MetricsServer
+from secadero.server.mqtt_client import FastReadClient
 from secadero.server.points import node_point, points_for, to_lines
 from secadero.settings import ServerSettings
 
@@ -85,9 +85,6 @@ _NO_LINES: list[bytes] = []
 _DROPPED = re.compile(r"dropped=(\d+)")
 # A node's first message has seq 1 (edge/outbox.py).
 FIRST_SEQ = 1
-# PUBACK: packet type, remaining length 2, message id.
-_PUBACK = struct.Struct("!BBH")
-_ACKS_PER_WRITE = 4096
 # Where the processes of a share group tell each other what they stored.
 PEER_ROOT = "secadero-ingest/v1"
 # How often the writer looks for new messages while its batch is not full:
@@ -201,68 +198,6 @@ def save_state(path: Path, watermarks: dict[NodeKey, int]) -> None:
 
 
 # --------------------------------------------------------------------------
-# the MQTT client
-
-
-class BufferedReadClient(mqtt.Client):
-    """paho's client, reading the socket in 64 KiB chunks instead of a few bytes per call.
-
-    paho 2.x reads each packet with three ``recv`` calls (command byte,
-    length bytes, body) and handles one packet per ``select`` round; at
-    thousands of messages a second those system calls were a fifth of the
-    ingest's CPU (profiled with py-spy). Here ``_sock_recv`` serves paho from
-    a buffer, and ``loop_read`` keeps handling packets while the buffer holds
-    any, so nothing waits in the buffer for a ``select`` that will not wake.
-    Overrides two private methods of paho-mqtt 2.x (pinned <3 in pyproject).
-    """
-
-    _read_buffer: bytes = b""
-    _read_pos: int = 0
-
-    def _sock_recv(self, bufsize: int) -> bytes:
-        buffer, pos = self._read_buffer, self._read_pos
-        if pos >= len(buffer):
-            buffer = super()._sock_recv(65536)  # may raise BlockingIOError: paho handles it
-            if not buffer:
-                return buffer  # connection closed
-            self._read_buffer, pos = buffer, 0
-        chunk = buffer[pos:pos + bufsize]
-        self._read_pos = pos + len(chunk)
-        return chunk
-
-    def loop_read(self, max_packets: int = 1) -> mqtt.MQTTErrorCode:
-        rc = super().loop_read(max_packets)
-        while (rc == mqtt.MQTTErrorCode.MQTT_ERR_SUCCESS and self._sock is not None
-               and self._read_pos < len(self._read_buffer)):
-            rc = super().loop_read(1)
-        return rc
-
-    def ack_many(self, mids: Sequence[int]) -> None:
-        """PUBACK many QoS 1 messages in one write.
-
-        paho's ``ack()`` queues one 4-byte packet per message, wakes its loop
-        through a socket pair and sends each with its own system call. The
-        PUBACKs here are the same bytes (MQTT 5 allows the reason code and
-        properties to be left out on success), concatenated and queued as one.
-        """
-        for start in range(0, len(mids), _ACKS_PER_WRITE):
-            packet = b"".join(_PUBACK.pack(mqtt.PUBACK, 2, mid)
-                              for mid in mids[start:start + _ACKS_PER_WRITE])
-            self._packet_queue(mqtt.PUBACK, packet, 0, 1)
-
-    def _handle_on_message(self, message: mqtt.MQTTMessage) -> None:
-        # paho walks its per-topic callback matcher for every message; the
-        # ingest registers none, so go straight to on_message.
-        with self._in_callback_mutex:
-            self.on_message(self, self._userdata, message)  # type: ignore[misc]
-
-    def _sock_close(self) -> None:
-        # Bytes of the old connection must never be read as the new one's.
-        self._read_buffer, self._read_pos = b"", 0
-        super()._sock_close()
-
-
-# --------------------------------------------------------------------------
 # the ingest
 
 
@@ -350,7 +285,7 @@ class Ingest:
         self._warn = _RateLimitedLog()
         self._writer_thread = threading.Thread(target=self._writer_main, name="ingest-writer",
                                                daemon=True)
-        self._client: BufferedReadClient = self._make_client()
+        self._client: FastReadClient = self._make_client()
         self._http: MetricsServer | None = None
         self.metrics.gauges["queue_depth"] = lambda: len(self._queue)
         self._received: dict[str, int] = {}
@@ -453,9 +388,9 @@ class Ingest:
 
     # -- MQTT (paho network thread)
 
-    def _make_client(self) -> BufferedReadClient:
+    def _make_client(self) -> FastReadClient:
         m = self.settings.mqtt
-        client = BufferedReadClient(CallbackAPIVersion.VERSION2, client_id=m.client_id or "",
+        client = FastReadClient(CallbackAPIVersion.VERSION2, client_id=m.client_id or "",
                                     protocol=mqtt.MQTTv5, manual_ack=True)
         if m.username:
             client.username_pw_set(m.username, m.password)
@@ -466,6 +401,7 @@ class Ingest:
         client.on_disconnect = self._on_disconnect
         client.on_subscribe = self._on_subscribe
         client.on_message = self._on_message
+        client.on_publish_received = self._receive
         return client
 
     def _topics(self) -> list[str]:
@@ -520,18 +456,28 @@ class Ingest:
             client.reconnect_delay_set(min_delay=self._rng.uniform(0.5, 1.5), max_delay=30)
 
     def _on_message(self, client: mqtt.Client, userdata: Any, msg: mqtt.MQTTMessage) -> None:
+        # The few publishes paho decodes itself (see mqtt_client.py).
+        try:
+            topic = msg.topic
+        except UnicodeDecodeError:
+            # Not UTF-8: the replacement characters fail the id rules, so it
+            # is rejected (and acknowledged) like any bad topic.
+            topic = msg._topic.decode("utf-8", "replace")
+        self._receive(topic, msg.payload, msg.mid, msg.qos)
+
+    def _receive(self, topic: str, payload: bytes, mid: int, qos: int) -> None:
+        """One PUBLISH from the broker: decode, tell the observers, queue its lines."""
         if self._draining:
             return  # not acknowledged: the broker keeps it for our next session
         received_at = self.clock()
         generation = self._generation
-        topic = msg.topic
         if topic.startswith(PEER_ROOT):
-            self._on_peer_done(msg)
+            self._on_peer_done(payload, mid, qos)
             return
         try:
-            envelope = decode(topic, msg.payload, TimeWindow(received_at, self._horizon_s))
+            envelope = decode(topic, payload, TimeWindow(received_at, self._horizon_s))
         except ProtocolError as exc:
-            self._reject(topic, msg, exc, generation)
+            self._reject(topic, payload, mid, qos, exc, generation)
             return
         # A plain dict: only this thread writes it (the metrics lock and label
         # sorting cost more than the rest of this function).
@@ -557,21 +503,22 @@ class Ingest:
         try:
             lines = to_lines(points_for(envelope, received_at))
         except (ValueError, TypeError) as exc:  # the contract should make this impossible
-            self._reject(topic, msg, ProtocolError("unstorable", str(exc)), generation)
+            self._reject(topic, payload, mid, qos, ProtocolError("unstorable", str(exc)),
+                         generation)
             return
         # Lines, not the decoded message, wait in the queue: they are smaller
         # (measured: building them in the writer thread instead was no faster
         # under the GIL, and RSS went from ~57 to ~95 MB with a full queue).
-        self._queue.append(_Item(lines, msg.mid, msg.qos, generation, node_key, seq))
+        self._queue.append(_Item(lines, mid, qos, generation, node_key, seq))
         if self._idle:
             self._wake.set()
 
-    def _on_peer_done(self, msg: mqtt.MQTTMessage) -> None:
+    def _on_peer_done(self, payload: bytes, mid: int, qos: int) -> None:
         """Another process of the share group stored (or rejected) these seqs."""
         with self._ack_lock:
-            self._client.ack(msg.mid, msg.qos)
+            self._client.ack(mid, qos)
         try:
-            body = json.loads(msg.payload)
+            body = json.loads(payload)
             if body.get("from") == self.settings.mqtt.client_id:
                 return
             for key, ranges in body["done"].items():
@@ -584,15 +531,15 @@ class Ingest:
         except (ValueError, KeyError, TypeError, AttributeError) as exc:
             self._warn.warning("peer", "ignoring a malformed share-group message: %s", exc)
 
-    def _reject(self, topic: str, msg: mqtt.MQTTMessage, exc: ProtocolError,
+    def _reject(self, topic: str, payload: bytes, mid: int, qos: int, exc: ProtocolError,
                 generation: int) -> None:
         self._received["invalid"] = self._received.get("invalid", 0) + 1
         self.metrics.inc("messages_rejected_total", reason=exc.reason)
         self._warn.warning(exc.reason, "rejected %s: %s: %s", topic[:120], exc.reason, exc)
         # Rejected for good: acknowledged (in order, through the writer) and
         # counted as done for the node's ack, so it does not wait for a gap.
-        node_key, seq = _seq_of_rejected(topic, msg.payload)
-        self._queue.append(_Item(_NO_LINES, msg.mid, msg.qos, generation, node_key, seq))
+        node_key, seq = _seq_of_rejected(topic, payload)
+        self._queue.append(_Item(_NO_LINES, mid, qos, generation, node_key, seq))
         if self._idle:
             self._wake.set()
 
@@ -881,4 +828,4 @@ def run(settings: ServerSettings, stop: threading.Event,
         log.info("ingest stopped")
 
 
-__all__ = ["BufferedReadClient", "Ingest", "Observer", "SeqTracker", "run"]
+__all__ = ["Ingest", "Observer", "SeqTracker", "run"]

@@ -1,0 +1,202 @@
+"""The ingest's MQTT client splits the byte stream into the same messages paho would.
+
+Packets are built here byte by byte from the MQTT 5 specification and fed
+through a stand-in socket in chunks of every size, so a packet cut anywhere
+(in its length bytes, its topic, its payload) is covered; the last test
+runs the client against the real Mosquitto.
+"""
+
+from __future__ import annotations
+
+import random
+import struct
+import threading
+from typing import Any
+
+import paho.mqtt.client as mqtt
+import pytest
+from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+
+from secadero.server.mqtt_client import FastReadClient
+
+
+def varint(n: int) -> bytes:
+    out = bytearray()
+    while True:
+        byte, n = n % 128, n // 128
+        out.append(byte | (0x80 if n else 0))
+        if not n:
+            return bytes(out)
+
+
+def publish(topic: bytes, payload: bytes, *, qos: int = 1, mid: int = 1,
+            properties: bytes = b"") -> bytes:
+    body = struct.pack("!H", len(topic)) + topic
+    if qos:
+        body += struct.pack("!H", mid)
+    body += varint(len(properties)) + properties + payload
+    return bytes([0x30 | qos << 1]) + varint(len(body)) + body
+
+
+class ChunkSocket:
+    """Hands out a byte stream in chunks of the given sizes, then 'would block'."""
+
+    def __init__(self, data: bytes, sizes: list[int]) -> None:
+        self.data, self.sizes, self.pos = data, sizes, 0
+
+    def recv(self, bufsize: int) -> bytes:
+        if self.pos >= len(self.data):
+            raise BlockingIOError
+        size = min(self.sizes[self.pos % len(self.sizes)], bufsize)
+        chunk = self.data[self.pos:self.pos + size]
+        self.pos += len(chunk)
+        return chunk
+
+    def close(self) -> None:
+        pass
+
+
+def make_client() -> tuple[FastReadClient, list[tuple[str, bytes, int, int, str]]]:
+    received: list[tuple[str, bytes, int, int, str]] = []
+    client = FastReadClient(CallbackAPIVersion.VERSION2, client_id="t", protocol=mqtt.MQTTv5,
+                            manual_ack=True)
+    client.on_publish_received = lambda t, p, m, q: received.append((t, p, m, q, "fast"))
+    client.on_message = lambda c, u, msg: received.append(
+        (msg.topic, msg.payload, msg.mid, msg.qos, "paho"))
+    return client, received
+
+
+def feed(client: FastReadClient, data: bytes, sizes: list[int]) -> None:
+    client._sock = ChunkSocket(data, sizes)  # type: ignore[assignment]
+    while client._sock.pos < len(data):  # type: ignore[union-attr]
+        assert client.loop_read() == mqtt.MQTTErrorCode.MQTT_ERR_SUCCESS
+
+
+def user_property() -> bytes:
+    properties = Properties(PacketTypes.PUBLISH)
+    properties.UserProperty = ("k", "v")
+    return properties.pack()[1:]  # pack() puts the length first; publish() adds it
+
+
+STREAM = [
+    publish(b"secadero/v1/y/n1/telemetry", b'{"ts":1,"seq":1}', mid=1),
+    publish(b"secadero/v1/y/n2/event", b"x" * 300, mid=65535),  # two length bytes
+    publish(b"secadero/v1/y/n3/status", b"", qos=0),
+    b"\xd0\x00",  # PINGRESP: paho's handler
+    publish(b"secadero/v1/y/n4/telemetry", b"with properties", mid=7,
+            properties=user_property()),
+    publish("secadero/v1/y/ñandú/status".encode(), b"{}", mid=8),
+    publish(b"secadero/v1/y/n5/telemetry", b"z" * 20_000, mid=9),  # three length bytes
+]
+EXPECTED = [
+    ("secadero/v1/y/n1/telemetry", b'{"ts":1,"seq":1}', 1, 1, "fast"),
+    ("secadero/v1/y/n2/event", b"x" * 300, 65535, 1, "fast"),
+    ("secadero/v1/y/n3/status", b"", 0, 0, "fast"),
+    ("secadero/v1/y/n4/telemetry", b"with properties", 7, 1, "paho"),
+    ("secadero/v1/y/ñandú/status", b"{}", 8, 1, "fast"),
+    ("secadero/v1/y/n5/telemetry", b"z" * 20_000, 9, 1, "fast"),
+]
+
+
+@pytest.mark.parametrize("sizes", [[65536], [1], [2, 3, 5, 7], [17, 1, 300], [4096]],
+                         ids=["whole", "byte-by-byte", "tiny", "odd", "4k"])
+def test_every_message_arrives_once_in_order_however_the_stream_is_cut(sizes: list[int]) -> None:
+    client, received = make_client()
+    feed(client, b"".join(STREAM), sizes)
+    assert received == EXPECTED
+    assert client._pending == b""
+
+
+def test_random_cuts_of_many_messages() -> None:
+    rng = random.Random(7)
+    packets, expected = [], []
+    for i in range(2000):
+        topic = f"secadero/v1/y/n{i % 13}/telemetry"
+        payload = bytes(rng.randrange(256) for _ in range(rng.choice([0, 1, 127, 128, 400])))
+        packets.append(publish(topic.encode(), payload, mid=i % 65535 + 1))
+        expected.append((topic, payload, i % 65535 + 1, 1, "fast"))
+    client, received = make_client()
+    feed(client, b"".join(packets), [rng.randrange(1, 5000) for _ in range(50)])
+    assert received == expected
+
+
+def test_the_same_fields_as_pahos_own_decoder() -> None:
+    from paho.mqtt import _packet  # paho's decoder, the reference
+
+    for packet in STREAM:
+        if packet[0] & 0xF0 != 0x30:
+            continue
+        client, received = make_client()
+        feed(client, packet, [65536])
+        length_bytes = 1 + next(i for i, b in enumerate(packet[1:]) if not b & 0x80)
+        ref = _packet.decode_publish(packet[0], bytearray(packet[1 + length_bytes:]),
+                                     mqtt.MQTTv5)
+        assert received[0][:4] == (ref.topic.decode(), bytes(ref.payload), ref.mid, ref.qos)
+
+
+def test_a_malformed_length_drops_the_connection() -> None:
+    client, received = make_client()
+    disconnects: list[Any] = []
+    client.on_disconnect = lambda *args: disconnects.append(args)
+    client._sock = ChunkSocket(b"\x32\xff\xff\xff\xff\x01", [65536])  # type: ignore[assignment]
+    assert client.loop_read() == mqtt.MQTTErrorCode.MQTT_ERR_PROTOCOL
+    assert client._sock is None and received == [] and len(disconnects) == 1
+
+
+def test_a_closed_connection_forgets_half_a_packet() -> None:
+    client, received = make_client()
+    first = publish(b"secadero/v1/y/n1/telemetry", b"payload", mid=1)
+    client._sock = ChunkSocket(first[:10], [65536])  # type: ignore[assignment]
+    client.loop_read()
+    assert client._pending == first[:10]
+    client._sock = ChunkSocket(b"", [1])  # type: ignore[assignment]
+    client._sock.recv = lambda n: b""  # type: ignore[method-assign]  # the peer closed
+    assert client.loop_read() == mqtt.MQTTErrorCode.MQTT_ERR_CONN_LOST
+    assert client._pending == b"" and received == []
+
+
+@pytest.mark.integration
+def test_against_the_real_broker_with_acks(mosquitto: Any, unique_name: str) -> None:
+    """Messages with and without properties arrive; batched PUBACKs keep the broker sending."""
+    got: list[tuple[str, bytes, int, int]] = []
+    done = threading.Event()
+    total = 500
+
+    def on_fast(topic: str, payload: bytes, mid: int, qos: int) -> None:
+        got.append((topic, payload, mid, qos))
+        if len(got) % 50 == 0:
+            # The broker sends no more than its in-flight limit unacknowledged.
+            client.ack_many([m for _, _, m, _ in got[-50:]])
+        if len(got) == total:
+            done.set()
+
+    client = FastReadClient(CallbackAPIVersion.VERSION2, client_id=f"fast-{unique_name}",
+                            protocol=mqtt.MQTTv5, manual_ack=True)
+    client.on_publish_received = on_fast
+    client.on_message = lambda c, u, msg: on_fast(msg.topic, msg.payload, msg.mid, msg.qos)
+    subscribed = threading.Event()
+    client.on_subscribe = lambda *args: subscribed.set()
+    client.on_connect = lambda c, *args: c.subscribe(f"secadero/v1/{unique_name}/+/telemetry",
+                                                     qos=1)
+    client.connect("127.0.0.1", mosquitto.port)
+    client.loop_start()
+    publisher = mqtt.Client(CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
+    publisher.connect("127.0.0.1", mosquitto.port)
+    publisher.loop_start()
+    try:
+        assert subscribed.wait(10)
+        properties = Properties(PacketTypes.PUBLISH)
+        properties.UserProperty = ("source", "test")
+        for i in range(total):
+            publisher.publish(f"secadero/v1/{unique_name}/n{i % 5}/telemetry", f"{i}".encode(),
+                              qos=1, properties=properties if i % 100 == 0 else None)
+        assert done.wait(20), f"{len(got)} of {total} arrived"
+        assert sorted(int(payload) for _, payload, _, _ in got) == list(range(total))
+        assert {qos for *_, qos in got} == {1}
+    finally:
+        publisher.loop_stop()
+        publisher.disconnect()
+        client.disconnect()
+        client.loop_stop()
