@@ -116,7 +116,24 @@ class Topic:
     kind: str
 
 
+# Valid topics seen, parsed: a fleet sends on the same few thousand topics
+# all day, and parsing one costs more than looking it up. Bounded, as the
+# ids are only validated, not known in advance.
+_PARSED_TOPICS: dict[str, Topic] = {}
+_PARSED_TOPICS_MAX = 100_000
+
+
 def parse_topic(topic: str) -> Topic:
+    parsed = _PARSED_TOPICS.get(topic)
+    if parsed is None:
+        parsed = _parse_topic(topic)
+        if len(_PARSED_TOPICS) >= _PARSED_TOPICS_MAX:
+            _PARSED_TOPICS.clear()
+        _PARSED_TOPICS[topic] = parsed
+    return parsed
+
+
+def _parse_topic(topic: str) -> Topic:
     parts = topic.split("/")
     if len(parts) < 4 or "/".join(parts[:2]) != ROOT:
         raise ProtocolError("bad_topic", f"not a {ROOT} topic: {topic[:80]!r}")
@@ -280,6 +297,12 @@ def _unique_object(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     return result
 
 
+# One decoder for every message: json.loads builds a new one per call when
+# given hooks.
+_JSON_DECODER = json.JSONDecoder(parse_constant=_reject_constant,
+                                 object_pairs_hook=_unique_object)
+
+
 def load_json_object(payload: bytes) -> dict[str, Any]:
     """Parse a payload into a JSON object, enforcing size, UTF-8 and strict JSON."""
     if not isinstance(payload, bytes | bytearray | memoryview):
@@ -293,9 +316,7 @@ def load_json_object(payload: bytes) -> dict[str, Any]:
     except UnicodeDecodeError as exc:
         raise ProtocolError("invalid_json", f"not UTF-8: {exc.reason}") from exc
     try:
-        obj = json.loads(
-            text, parse_constant=_reject_constant, object_pairs_hook=_unique_object
-        )
+        obj = _JSON_DECODER.decode(text)
     except ProtocolError:
         raise
     except json.JSONDecodeError as exc:

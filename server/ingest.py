@@ -69,7 +69,7 @@ from secadero.server.influx import (
 )
 from secadero.server.metrics import Metrics, MetricsServer
 from secadero.server.mqtt_client import FastReadClient
-from secadero.server.points import node_point, points_for, to_lines
+from secadero.server.points import LineBuilder, node_point, to_lines
 from secadero.settings import ServerSettings
 
 log = logging.getLogger(__name__)
@@ -269,6 +269,7 @@ class Ingest:
         self._last_heard: dict[NodeKey, float] = {}
         self._offline: set[NodeKey] = set()
         self._extra_lines: list[bytes] = []
+        self._line_builder = LineBuilder()
         self._ack_lock = threading.Lock()
         self._generation = 0
         self._connected = threading.Event()
@@ -501,7 +502,7 @@ class Ingest:
                     self._offline.discard(node_key)
         seq = message.seq if isinstance(message, Telemetry | Event) else None
         try:
-            lines = to_lines(points_for(envelope, received_at))
+            lines = self._line_builder.lines(envelope, received_at)
         except (ValueError, TypeError) as exc:  # the contract should make this impossible
             self._reject(topic, payload, mid, qos, ProtocolError("unstorable", str(exc)),
                          generation)

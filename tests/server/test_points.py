@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from secadero.contract import Envelope, Event, Status, Telemetry
+from secadero.contract import TRAY_STATES, Envelope, Event, Status, Telemetry
 from secadero.server.points import (
+    LineBuilder,
     dew_point_c,
     points_for,
     saturation_vapour_pressure_kpa,
@@ -92,3 +95,56 @@ def test_status_is_stamped_with_the_receive_time() -> None:
 def test_time_rounds_to_the_same_microsecond_on_every_delivery() -> None:
     assert time_us(1_764_000_000.123456) == 1_764_000_000_123_456
     assert time_us(0.0000005) == 0  # banker's rounding, but deterministic
+
+
+# --------------------------------------------------------------------------
+# LineBuilder: the ingest's cached path must write exactly what Point writes
+
+_any_text = st.text(min_size=1, max_size=12)
+_temperature = st.floats(min_value=-40, max_value=85) | st.integers(-40, 85) | st.none()
+_humidity = st.floats(min_value=0, max_value=100) | st.integers(0, 100) | st.none()
+
+
+@settings(max_examples=400, deadline=None)
+@given(yard=_any_text, node=_any_text,
+       ts=st.floats(min_value=0, max_value=4_000_000_000),
+       temperature=_temperature, humidity=_humidity,
+       rain=st.booleans() | st.none(),
+       rain_mm=st.floats(min_value=0, max_value=1000) | st.none(),
+       trays=st.dictionaries(_any_text, st.sampled_from(sorted(TRAY_STATES)), max_size=3))
+def test_line_builder_writes_what_point_writes(yard: str, node: str, ts: float,
+                                              temperature: float | None, humidity: float | None,
+                                              rain: bool | None, rain_mm: float | None,
+                                              trays: dict[str, str]) -> None:
+    """Any text in the ids (spaces, commas, equals signs, quotes, backslashes, newlines)."""
+    reading = Telemetry(ts=ts, seq=1, temperature_c=temperature, humidity_pct=humidity,
+                        rain=rain, rain_mm=rain_mm, trays=trays)
+    envelope = Envelope(yard, node, "telemetry", reading)
+    builder = LineBuilder()
+    expected = to_lines(points_for(envelope, 0.0))
+    assert builder.lines(envelope, 0.0) == expected
+    assert builder.lines(envelope, 0.0) == expected  # and again, from the cache
+
+
+def test_line_builder_cache_is_bounded_and_still_right() -> None:
+    builder = LineBuilder(max_series=10)
+    for i in range(50):
+        reading = Telemetry(ts=1_764_000_000.0, seq=i, temperature_c=20.0, humidity_pct=50.0)
+        envelope = Envelope("y", f"n{i}", "telemetry", reading)
+        assert builder.lines(envelope, 0.0) == to_lines(points_for(envelope, 0.0))
+    assert len(builder._keys) <= 10
+
+
+def test_line_builder_leaves_events_and_status_to_point() -> None:
+    event = Envelope("y", "n1", "event", Event(ts=1_764_000_000.0, seq=2, type="sensor_failed",
+                                               sensor="dht22", detail='say "hi"\nback\\slash'))
+    status = Envelope("y", "n1", "status", Status(state="online", ts=1.0, buffered=3))
+    for envelope in (event, status):
+        assert LineBuilder().lines(envelope, 1_764_000_100.0) == to_lines(
+            points_for(envelope, 1_764_000_100.0))
+
+
+def test_a_vanishingly_small_humidity_still_gives_a_dew_point() -> None:
+    # Found by the property test above: 5e-324 % divided by 100 underflowed to 0.
+    dew = dew_point_c(0.0, 5e-324)
+    assert dew is not None and -243.04 < dew < -200
