@@ -175,7 +175,8 @@ def baseline_c(broker: Mosquitto, per_node: int, work: Path) -> float:
     return total / elapsed
 
 
-def throughput(args: argparse.Namespace) -> None:
+def throughput(args: argparse.Namespace) -> tuple[float, float, float]:
+    """Readings/s and server CPU us per reading of the ingest, and Mosquitto's own msg/s."""
     per_node = args.messages // NODES
     total = per_node * NODES
     assert per_node <= 50_000, "mosquitto_pub -l loses lines beyond ~65,535 (see performance.md)"
@@ -221,6 +222,7 @@ def throughput(args: argparse.Namespace) -> None:
     print(f"climate points in InfluxDB: {count} (expected {total})")
     print(f"server CPU per reading: {cpu / total * 1e6:.1f} us; RSS at end: "
           + ", ".join(f"{r:.0f} MB" for r in rss))
+    return rate, cpu / total * 1e6, base_rate
 
 
 def drain(args: argparse.Namespace) -> None:
@@ -381,7 +383,10 @@ def compare(args: argparse.Namespace) -> None:
     red_rate, red_cpu, red_rss = run_nodered(args, per_node)
     print(f"Node-RED mqtt in -> join -> influxdb batch: {red_rate:10,.0f} readings/s, "
           f"CPU {red_cpu:.1f} us/reading, peak RSS {red_rss:.0f} MB (acks on receipt)")
-    throughput(args)
+    rate, cpu, base_rate = throughput(args)
+    print(f"same run: ingest = {rate / base_rate:.2f} x Mosquitto's pub->sub, "
+          f"{rate / red_rate:.2f} x Node-RED's rate; CPU per reading {cpu:.1f} us = "
+          f"{cpu / red_cpu:.2f} x Node-RED's")
 
 
 def _count(influx: InfluxDB) -> int:
