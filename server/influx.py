@@ -33,6 +33,11 @@ log = logging.getLogger(__name__)
 
 RAW_POLICY = "raw"
 HOURLY_POLICY = "hourly"
+# Each continuous query computes an hour when it closes and again at every
+# later hour boundary up to this many hours after its start (RESAMPLE ... FOR),
+# so a reading stored up to an hour late still reaches the hourly series by
+# itself. Later ones: server/downsample.py.
+CQ_RESAMPLE_FOR_H = 2
 
 
 class WriteRejected(PermanentStorageError):
@@ -73,8 +78,9 @@ class InfluxV1Writer:
     """Writes through the InfluxDB 1.x HTTP API; creates the database and its policies.
 
     Raw points go to the default retention policy ``raw`` (kept
-    ``raw_retention_days``); continuous queries downsample climate and rain
-    into ``hourly`` (kept ``hourly_retention_days``).
+    ``raw_retention_days``); continuous queries downsample climate, rain and
+    node into ``hourly`` (kept ``hourly_retention_days``); hours they missed
+    are downsampled by server/downsample.py through ``query()``.
     """
 
     def __init__(self, settings: InfluxSettings) -> None:
@@ -160,12 +166,23 @@ class InfluxV1Writer:
         self._policy(RAW_POLICY, s.raw_retention_days, default=True)
         self._policy(HOURLY_POLICY, s.hourly_retention_days, default=False)
         for name, select in continuous_queries(s.database).items():
+            create = (f"CREATE CONTINUOUS QUERY {quote_identifier(name)} ON {db} "
+                      f"RESAMPLE EVERY 1h FOR {CQ_RESAMPLE_FOR_H}h BEGIN {select} END")
             try:
-                self.query(f"CREATE CONTINUOUS QUERY {quote_identifier(name)} ON {db} "
-                           f"BEGIN {select} END")
+                self.query(create)
             except PermanentStorageError as exc:
+                # 1.x accepts the same definition again silently and says
+                # "already exists" only when the stored one differs (an older
+                # version of ours, or changed by hand): a CQ cannot be altered,
+                # so replace it, or an upgraded server would keep the old one.
                 if "already exists" not in str(exc):
                     raise
+                log.warning("continuous query %s on %s had another definition: replacing it",
+                            name, db)
+                # Processes of a share group starting together may both get
+                # here: a second DROP or an identical CREATE is harmless.
+                self.query(f"DROP CONTINUOUS QUERY {quote_identifier(name)} ON {db}")
+                self.query(create)
 
     def _policy(self, name: str, days: int, *, default: bool) -> None:
         db = quote_identifier(self.settings.database)
