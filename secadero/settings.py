@@ -282,6 +282,11 @@ class IngestSettings:
     set_aside_file: Path | None = None
     # /healthz turns unhealthy when InfluxDB or the broker is unreachable this long.
     unhealthy_after_s: float = 60.0
+    # InfluxDB 1.x: hours of readings that came too late for the continuous
+    # queries are downsampled again at most this often (server/downsample.py) ...
+    downsample_interval_s: float = 60.0
+    # ... and wait in this file meanwhile, so a restart does not forget them.
+    downsample_pending_file: Path | None = None
 
 
 def _read_ingest(section: Section) -> IngestSettings:
@@ -299,6 +304,10 @@ def _read_ingest(section: Section) -> IngestSettings:
         state_file=section.path("state_file", "var/ingest-state.json"),
         set_aside_file=section.path("set_aside_file", "var/set-aside.jsonl"),
         unhealthy_after_s=section.number("unhealthy_after_s", 60.0, minimum=1),
+        downsample_interval_s=section.number("downsample_interval_s", 60.0, minimum=0.1,
+                                             maximum=3600),
+        downsample_pending_file=section.path("downsample_pending_file",
+                                             "var/downsample-pending.json"),
     )
     section.finish()
     return settings

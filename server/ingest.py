@@ -60,6 +60,7 @@ from secadero.contract import (
     subscription,
 )
 from secadero.errors import PermanentStorageError, ProtocolError, RetryableStorageError
+from secadero.server.downsample import LateHours
 from secadero.server.influx import (
     BatchTooLarge,
     DatabaseMissing,
@@ -266,6 +267,7 @@ class Ingest:
         self._receive_maximum = min(s.queue_max, MAX_RECEIVE_MAXIMUM)
         self._horizon_s = s.horizon_days * 86400.0
         self._tracker = SeqTracker(s.gap_timeout_s, load_state(s.state_file))
+        self._late = LateHours(settings, self.metrics, lambda: len(self._queue), clock)
         self._last_heard: dict[NodeKey, float] = {}
         self._offline: set[NodeKey] = set()
         self._extra_lines: list[bytes] = []
@@ -304,6 +306,7 @@ class Ingest:
         self._http = MetricsServer(self.metrics, self.health, host=s.ingest.http_host,
                                    port=s.ingest.http_port).start()
         self._writer_thread.start()
+        self._late.start()
         properties = Properties(PacketTypes.CONNECT)
         properties.SessionExpiryInterval = s.ingest.session_expiry_s
         properties.ReceiveMaximum = self._receive_maximum
@@ -328,6 +331,7 @@ class Ingest:
         self._wake.set()
         if self._writer_thread.is_alive():
             self._writer_thread.join(timeout_s + 5)
+        self._late.stop()
         self._client.disconnect()
         self._client.loop_stop()
         self._connected.clear()
@@ -511,6 +515,8 @@ class Ingest:
         # (measured: building them in the writer thread instead was no faster
         # under the GIL, and RSS went from ~57 to ~95 MB with a full queue).
         self._queue.append(_Item(lines, mid, qos, generation, node_key, seq))
+        if seq is not None and received_at - message.ts > self._late.after_s:
+            self._late.mark(message.ts)  # too late for the continuous queries
         if self._idle:
             self._wake.set()
 
@@ -553,6 +559,7 @@ class Ingest:
                 batch = self._collect()
                 if batch or self._extra_lines:
                     self._store(batch)
+                self._late.stored(len(batch))
                 self._periodic()
                 if self._stopping.is_set() and (not self._queue or not self._in_time()):
                     break
