@@ -9,7 +9,8 @@ the years of history are read from. Here the same SELECT ... INTO bodies run
 again, limited by ``WHERE time``:
 
 - ``downsample_range()``: one range of whole hours, through
-  ``InfluxV1Writer.query()``;
+  ``InfluxV1Writer.query()``. ``secadero server downsample`` (``backfill()``)
+  recomputes a period for an operator;
 - ``LateHours``: the ingest's side. The MQTT thread marks the hour of each
   reading measured too long ago for the continuous queries (one comparison
   per message); the writer thread passes the marked hours on once the
@@ -23,7 +24,7 @@ for the same hour and tags overwrites itself.
 
 InfluxDB 2.x (``api = 2``) has no continuous queries: hourly downsampling
 there is a task the operator adds (docs/operations.md); ``LateHours`` does
-nothing.
+nothing and ``backfill()`` says so.
 """
 
 from __future__ import annotations
@@ -39,7 +40,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Protocol
+from typing import Protocol, TextIO
 
 from secadero.errors import PermanentStorageError, RetryableStorageError
 from secadero.server.influx import CQ_RESAMPLE_FOR_H, InfluxV1Writer, continuous_queries
@@ -393,3 +394,72 @@ def save_pending(path: Path, hours: Iterable[int]) -> None:
     tmp.write_text(json.dumps({"pending_hours": [rfc3339(h * HOUR_S) for h in hours]},
                               indent=1) + "\n", encoding="utf-8")
     os.replace(tmp, path)
+
+
+# --------------------------------------------------------------------------
+# secadero server downsample
+
+
+def backfill(settings: ServerSettings, start_s: int, end_s: int, *, out: TextIO,
+             config: str = "server.toml", step_hours: int = STEP_HOURS,
+             dry_run: bool = False, runner: QueryRunner | None = None,
+             now: float | None = None) -> int:
+    """Recompute the hourly series of ``[start_s, end_s)`` (whole hours); the exit code.
+
+    Prints what it does to ``out``, one line per step of ``step_hours``.
+    Stops at the first error: the steps before it are done, and it prints
+    the command that goes on from there.
+    """
+    influx = settings.influxdb
+    if influx.api != 1:
+        print("InfluxDB 2.x (api = 2) has no continuous queries: hourly downsampling there "
+              "is a task in InfluxDB itself (see docs/operations.md). Nothing done.", file=out)
+        return 2
+    now = time.time() if now is None else now
+    hours = (end_s - start_s) // HOUR_S
+    steps = hour_ranges(range(start_s // HOUR_S, end_s // HOUR_S), step_hours)
+    print(f'Recomputing the hourly series of database "{influx.database}" on {influx.url}: '
+          f"{readable(start_s)} to {readable(end_s)} UTC, {_count(hours, 'hour')} in "
+          f"{_count(len(steps), 'step')}.", file=out)
+    oldest_raw_s = now - influx.raw_retention_days * 86400
+    if start_s < oldest_raw_s:
+        print(f"Note: raw readings are kept {influx.raw_retention_days} days "
+              f"(raw_retention_days): hours before about {readable(oldest_raw_s)} UTC have "
+              "none left to recompute from; their hourly values stay as they are.", file=out)
+    own = runner is None
+    if runner is None:
+        runner = InfluxV1Writer(replace(influx, timeout_s=max(influx.timeout_s,
+                                                              QUERY_TIMEOUT_S)))
+    totals: collections.Counter[str] = collections.Counter()
+    try:
+        for step_start, step_end in steps:
+            label = f"{readable(step_start)} to {readable(step_end)} UTC"
+            if dry_run:
+                print(f"{label}:", file=out)
+                for statement in downsample_statements(influx.database, step_start,
+                                                       step_end).values():
+                    print(f"  {statement}", file=out)
+                continue
+            try:
+                written = downsample_range(runner, influx.database, step_start, step_end)
+            except (RetryableStorageError, PermanentStorageError) as exc:
+                print(f"{label}: failed: {exc}", file=out)
+                if "not found" in str(exc):  # database / retention policy not found
+                    print("Start the server once with this config (secadero server run): it "
+                          "creates the database, its policies and continuous queries.",
+                          file=out)
+                if step_start > start_s:
+                    print(f"The hours before {readable(step_start)} UTC are done. To go on "
+                          f"from there: secadero server downsample --config {config} --from "
+                          f"{rfc3339(step_start)} --to {rfc3339(end_s)}", file=out)
+                return 1
+            totals.update(written)
+            print(f"{label}: {_summary(written)}", file=out)
+    finally:
+        if own and isinstance(runner, InfluxV1Writer):
+            runner.close()
+    if dry_run:
+        print("Dry run: nothing was sent to InfluxDB.", file=out)
+    else:
+        print(f"Done: {_count(hours, 'hour')}, {_summary(dict(totals))} written.", file=out)
+    return 0

@@ -1,5 +1,5 @@
 """Hourly downsampling on the real InfluxDB 1.x: the continuous queries' bodies over hour
-ranges, and the ingest re-downsampling hours of late readings.
+ranges, the ingest re-downsampling hours of late readings, and ``secadero server downsample``.
 
 Raw points are written through plain HTTP /write and the hourly series read back through
 ``influx_query``, never through the code under test. Hours are taken 3 or more hours back:
@@ -10,6 +10,7 @@ written by the code under test.
 
 from __future__ import annotations
 
+import io
 import json
 import logging
 import os
@@ -29,6 +30,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from ingest_helpers import (  # noqa: F401 (fixtures are found by their names)
     NodeSide,
+    TcpProxy,
     metric_value,
     node_side_fixture,
     wait_until,
@@ -36,6 +38,7 @@ from ingest_helpers import (  # noqa: F401 (fixtures are found by their names)
 )
 from test_influx_v2_writer import FakeInflux2
 
+from secadero.cli import main
 from secadero.devservices import free_port
 from secadero.errors import PermanentStorageError, RetryableStorageError
 from secadero.server.downsample import (
@@ -43,6 +46,7 @@ from secadero.server.downsample import (
     LATE_AFTER_S,
     LATE_MARGIN_S,
     LateHours,
+    backfill,
     downsample_range,
     downsample_statements,
     hour_of,
@@ -536,3 +540,129 @@ def test_ingest_with_influxdb_2_stores_late_readings_and_sends_no_influxql(
     assert not any(p.startswith("/query") for p in paths)
     assert ingest.metrics.total("downsample_hours_total") == 0
     assert not (tmp_path / "pending.json").exists()
+
+
+# --------------------------------------------------------------------------
+# secadero server downsample
+
+
+@pytest.mark.integration
+def test_cli_recomputes_a_period_and_says_what_it_did(
+        tmp_path: Path, influxdb: Any, unique_name: str,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    db = unique_name
+    settings = _settings(tmp_path, influxdb.url, db)
+    _prepared(settings)
+    h = (hour_of(time.time()) - 8) * HOUR_S
+    _write_raw(influxdb.url, db, [
+        f"climate,yard=a,node=n1 temperature_c=20,humidity_pct=80 {h + 10}",
+        f"climate,yard=a,node=n1 temperature_c=22,humidity_pct=70 {h + 20}",
+        f"climate,yard=a,node=n1 temperature_c=25,humidity_pct=60 {h + 2 * HOUR_S + 10}",
+        f"rain,yard=a,node=n1 rain_mm=0.2 {h + 2 * HOUR_S + 10}",
+    ])
+    config = str(tmp_path / "server.toml")
+    code = main(["server", "downsample", "--config", config, "--from", rfc3339(h),
+                 "--to", rfc3339(h + 2 * HOUR_S + 1), "--step-hours", "2"])
+    at = [time.strftime("%Y-%m-%d %H:%M", time.gmtime(h + i * HOUR_S)) for i in range(4)]
+    assert (code, capsys.readouterr().out.splitlines()) == (0, [
+        f'Recomputing the hourly series of database "{db}" on {influxdb.url}: {at[0]} to '
+        f"{at[3]} UTC, 3 hours in 2 steps.",
+        f"{at[0]} to {at[2]} UTC: 1 hourly point (climate 1, rain 0, node 0)",
+        f"{at[2]} to {at[3]} UTC: 2 hourly points (climate 1, rain 1, node 0)",
+        "Done: 3 hours, 3 hourly points (climate 2, rain 1, node 0) written.",
+    ])
+    assert [(r["time"] // 1000 - h, r["temperature_c"]) for r in
+            _hourly(influxdb.url, db, "climate")] == [(0, 21), (2 * HOUR_S, 25)]
+    # --dry-run prints the statements and writes nothing.
+    code = main(["server", "downsample", "--config", config, "--from", rfc3339(h + HOUR_S),
+                 "--to", rfc3339(h + 2 * HOUR_S), "--dry-run"])
+    out = capsys.readouterr().out.splitlines()
+    assert code == 0
+    assert out[1] == f"{at[1]} to {at[2]} UTC:"
+    assert out[2:5] == [f"  {s}" for s in downsample_statements(
+        db, h + HOUR_S, h + 2 * HOUR_S).values()]
+    assert out[5] == "Dry run: nothing was sent to InfluxDB."
+
+
+@pytest.mark.integration
+def test_cli_exits_1_when_influxdb_fails(tmp_path: Path, influxdb: Any,
+                                         unique_name: str) -> None:
+    """Run as an operator does, in a process of its own; InfluxDB answers 500."""
+    db = unique_name
+    proxy = TcpProxy(influxdb.port, mode="http500")
+    try:
+        _settings(tmp_path, proxy.url, db)
+        h = (hour_of(time.time()) - 30) * HOUR_S
+        result = subprocess.run(
+            [sys.executable, "-m", "secadero.cli", "server", "downsample", "--config",
+             str(tmp_path / "server.toml"), "--from", rfc3339(h)], cwd=tmp_path,
+            capture_output=True, text=True, timeout=60)
+    finally:
+        proxy.close()
+    at = [time.strftime("%Y-%m-%d %H:%M", time.gmtime(h + i * HOUR_S)) for i in (0, 24)]
+    assert (result.returncode, result.stdout.splitlines()[1:]) == (1, [
+        f"{at[0]} to {at[1]} UTC: failed: InfluxDB /query answered 500: timeout"]), \
+        result.stdout + result.stderr
+
+
+@pytest.mark.integration
+def test_backfill_stopped_halfway_says_how_to_go_on(tmp_path: Path, influxdb: Any,
+                                                    unique_name: str) -> None:
+    db = unique_name
+    proxy = TcpProxy(influxdb.port)
+    try:
+        settings = _settings(tmp_path, proxy.url, db)
+        writer = _prepared(settings)
+        h = (hour_of(time.time()) - 10) * HOUR_S
+        _write_raw(influxdb.url, db, [f"climate,yard=a,node=n1 temperature_c=20 {h + 1}"])
+
+        class FailsAfterTheFirstStep:
+            """The real InfluxDB; after the first step's three statements it answers 500."""
+
+            calls = 0
+
+            def query(self, statement: str) -> list[dict[str, object]]:
+                self.calls += 1
+                if self.calls == 4:
+                    proxy.set_mode("http500")
+                return writer.query(statement)
+
+        out = io.StringIO()
+        code = backfill(settings, h, h + 6 * HOUR_S, out=out, config="/etc/server.toml",
+                        step_hours=4, runner=FailsAfterTheFirstStep())
+    finally:
+        proxy.close()
+    at = [time.strftime("%Y-%m-%d %H:%M", time.gmtime(h + i * HOUR_S)) for i in (0, 4, 6)]
+    lines = out.getvalue().splitlines()
+    # How the failure reads depends on when the proxy cut the open connection.
+    assert lines[2].startswith(f"{at[1]} to {at[2]} UTC: failed: InfluxDB ")
+    del lines[2]
+    assert (code, lines[1:]) == (1, [
+        f"{at[0]} to {at[1]} UTC: 1 hourly point (climate 1, rain 0, node 0)",
+        f"The hours before {at[1]} UTC are done. To go on from there: secadero server "
+        f"downsample --config /etc/server.toml --from {rfc3339(h + 4 * HOUR_S)} --to "
+        f"{rfc3339(h + 6 * HOUR_S)}",
+    ])
+
+
+def test_cli_refuses_bad_periods_and_influxdb_2(
+        tmp_path: Path, unique_name: str, capsys: pytest.CaptureFixture[str],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    _settings(tmp_path, "http://127.0.0.1:9", unique_name)
+    config = str(tmp_path / "server.toml")
+    with pytest.raises(SystemExit) as exited:
+        main(["server", "downsample", "--config", config, "--from", "2026-06-31"])
+    assert exited.value.code == 2
+    assert "argument --from: '2026-06-31' is not a date or time" in capsys.readouterr().err
+    assert main(["server", "downsample", "--config", config, "--from", "2026-06-03",
+                 "--to", "2026-06-02T12:00"]) == 2
+    assert capsys.readouterr().out == "nothing to do: --to must be after --from\n"
+    assert main(["server", "downsample", "--config", config, "--from", "2999-01-01"]) == 2
+    assert capsys.readouterr().out == "nothing to do: --from is in the future\n"
+    monkeypatch.setenv("TEST_INFLUX_TOKEN", "s3cret")
+    (tmp_path / "v2.toml").write_text(
+        '[influxdb]\napi = 2\nurl = "http://127.0.0.1:9"\ntoken_env = "TEST_INFLUX_TOKEN"\n'
+        'org = "o"\nbucket = "b"\n')
+    assert main(["server", "downsample", "--config", str(tmp_path / "v2.toml"),
+                 "--from", "2026-06-01"]) == 2
+    assert capsys.readouterr().out.startswith("InfluxDB 2.x (api = 2) has no continuous queries")
