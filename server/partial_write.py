@@ -52,6 +52,7 @@ once, then falls back to bisection.
 from __future__ import annotations
 
 import logging
+import math
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -97,7 +98,6 @@ _LINE = re.compile(
 _TAG_PAIR = re.compile(rf"({_NAME_CHAR}+)=({_NAME_CHAR}+)")
 _FIELD_PAIR = re.compile(rf"({_NAME_CHAR}+)=({_VALUE})", re.DOTALL)
 _UNESCAPE = re.compile(r"\\([ ,=])")
-_BOOLEANS = frozenset(_BOOLEAN.split("|"))
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,18 +115,22 @@ def _escape_key(text: str) -> str:
 
 
 def _unescape(text: str) -> str:
-    return _UNESCAPE.sub(r"\1", text)
+    return _UNESCAPE.sub(r"\1", text) if "\\" in text else text
 
 
 def _value_type(token: str) -> str | None:
-    if token.startswith('"'):
+    # The token matched _VALUE, so its first and last characters tell the type.
+    first, last = token[0], token[-1]
+    if first == '"':
         return "string"
-    if token in _BOOLEANS:
-        return "boolean"
-    if token.endswith("i"):
+    if last == "i":
         return "integer" if _INT64[0] <= int(token[:-1]) <= _INT64[1] else None
-    value = float(token)
-    return "float" if value not in (float("inf"), float("-inf")) else None
+    if first.isalpha():
+        return "boolean"
+    # Only an exponent or very many digits can overflow a float.
+    if ("e" in token or len(token) > 300) and math.isinf(float(token)):
+        return None
+    return "float"
 
 
 def is_blank(line: bytes) -> bool:
@@ -135,8 +139,15 @@ def is_blank(line: bytes) -> bool:
     return not stripped or stripped.startswith(b"#")
 
 
-def parse_line(line: bytes, unit_ns: int = UNIT_NS[PRECISION_PARAM]) -> Line | None:
-    """The line read strictly, or None when it is not certain InfluxDB parses it."""
+def parse_line(line: bytes, unit_ns: int = UNIT_NS[PRECISION_PARAM],
+               keys: dict[str, tuple[str, dict[str, str]] | None] | None = None
+               ) -> Line | None:
+    """The line read strictly, or None when it is not certain InfluxDB parses it.
+
+    ``keys``: a cache of series keys already read (a batch repeats a few
+    series thousands of times), shared by the calls of one diagnosis; lines
+    of one series then share their ``tags`` dict (read it, never change it).
+    """
     try:
         text = line.decode("utf-8")
     except UnicodeDecodeError:
@@ -144,28 +155,46 @@ def parse_line(line: bytes, unit_ns: int = UNIT_NS[PRECISION_PARAM]) -> Line | N
     match = _LINE.fullmatch(text)
     if match is None:
         return None
-    key_part = match.group("m") + match.group("tags")
-    if len(key_part.encode()) > _MAX_KEY_BYTES:
+    measurement, tag_text, field_text, time_text = match.group("m", "tags", "fields", "time")
+    series_key = measurement + tag_text
+    series = keys.get(series_key, False) if keys is not None else False
+    if series is False:
+        series = _read_series(measurement, tag_text)
+        if keys is not None:
+            keys[series_key] = series
+    if series is None:
+        return None
+    fields: dict[str, frozenset[str]] = {}
+    for key, token in _FIELD_PAIR.findall(field_text):
+        kind = _value_type(token)
+        if kind is None:
+            return None
+        key = _unescape(key)
+        fields[key] = fields[key] | {kind} if key in fields else frozenset((kind,))
+    time: int | None = None
+    if time_text is not None:
+        time = int(time_text)
+        if not _MIN_NS <= time * unit_ns <= _MAX_NS:
+            return None
+    return Line(series[0], series[1], fields, time)
+
+
+def _read_series(measurement: str, tag_text: str) -> tuple[str, dict[str, str]] | None:
+    if len(measurement.encode()) + len(tag_text.encode()) > _MAX_KEY_BYTES:
         return None
     tags: dict[str, str] = {}
-    for key, value in _TAG_PAIR.findall(match.group("tags")):
+    for key, value in _TAG_PAIR.findall(tag_text):
         key = _unescape(key)
         if key in tags:
             return None  # "duplicate tags"
         tags[key] = _unescape(value)
-    fields: dict[str, set[str]] = {}
-    for key, token in _FIELD_PAIR.findall(match.group("fields")):
-        kind = _value_type(token)
-        if kind is None:
-            return None
-        fields.setdefault(_unescape(key), set()).add(kind)
-    time: int | None = None
-    if match.group("time") is not None:
-        time = int(match.group("time"))
-        if not _MIN_NS <= time * unit_ns <= _MAX_NS:
-            return None
-    return Line(_unescape(match.group("m")), tags,
-                {key: frozenset(kinds) for key, kinds in fields.items()}, time)
+    return _unescape(measurement), tags
+
+
+def _read_all(lines: Sequence[bytes], points: list[int], unit_ns: int
+              ) -> dict[int, Line | None]:
+    keys: dict[str, tuple[str, dict[str, str]] | None] = {}
+    return {i: parse_line(lines[i], unit_ns, keys) for i in points}
 
 
 # -- the answer
@@ -271,10 +300,10 @@ def _unparsable(reason: str, lines: Sequence[bytes], points: list[int], partial:
         return Diagnosis(refused, False, "nothing stored, yet not every line is quoted")
     # Parse errors are reported only when the parsed points were all written,
     # so a line refused for another reason would contradict this answer.
-    for i in points:
-        line = parse_line(lines[i], unit_ns)
-        if i not in refused and line is not None and _invalid_key(line):
-            return Diagnosis(refused, False, "a line with a 'time' key was not reported")
+    rest = _read_all(lines, [i for i in points if i not in refused and b"time" in lines[i]],
+                     unit_ns)
+    if any(line is not None and _invalid_key(line) for line in rest.values()):
+        return Diagnosis(refused, False, "a line with a 'time' key was not reported")
     return Diagnosis(refused, True)
 
 
@@ -296,7 +325,7 @@ def _beyond_retention(body: str, lines: Sequence[bytes], points: list[int], drop
     must read strictly (see parse_line), and the oldest ``dropped`` must be
     strictly older than the rest (equal times share a shard group, hence a fate).
     """
-    parsed = {i: parse_line(lines[i], unit_ns) for i in points}
+    parsed = _read_all(lines, points, unit_ns)
     if any(line is None for line in parsed.values()):
         return Diagnosis(why="a line that may be unparsable could hide behind the retention drop")
     far_future = 2**63
@@ -329,7 +358,7 @@ def _shard_refusal(body: str, reason: str, lines: Sequence[bytes], points: list[
     hour and reads strictly: then no other shard's error, no retention drop
     and no unparsable line can be hiding behind this answer.
     """
-    parsed = {i: parse_line(lines[i], unit_ns) for i in points}
+    parsed = _read_all(lines, points, unit_ns)
     named: Callable[[Line], bool] | None = None
     # The text a line must contain to be one the message is about (for the
     # lines not read strictly here).
