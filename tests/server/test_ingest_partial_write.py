@@ -2,7 +2,7 @@
 
 The ingest's write path (``Ingest._write_lines``, the method the writer
 thread calls for every batch) gets a batch of lines built by the ingest's own
-point builders, plus the odd crafted line the ingest could not produce. The
+``LineBuilder``, plus the odd crafted line the ingest could not produce. The
 writer is the real ``InfluxV1Writer`` in a wrapper that records every request
 body, so each test can say how many /write requests the batch cost. What is
 stored is read back over plain HTTP (``influx_query``), never through our code.
@@ -32,11 +32,13 @@ from secadero.contract import Telemetry
 from secadero.devservices import InfluxDB
 from secadero.server.influx import InfluxV1Writer
 from secadero.server.ingest import Ingest
-from secadero.server.points import telemetry_points, to_lines
+from secadero.server.points import LineBuilder
 from secadero.settings import ServerSettings, load_server_settings
 
 pytestmark = pytest.mark.integration
 
+# The ingest's own line builder: the tests write the bytes it writes.
+_BUILDER = LineBuilder()
 CONFLICT = ('field type conflict: input field "rain_mm" on measurement "rain" is type float, '
             "already exists as type integer")
 
@@ -79,13 +81,12 @@ def _climate(yard: str, nodes: int, count: int, start: float) -> list[bytes]:
     for k in range(count):
         reading = Telemetry(ts=start + 5 * k, seq=k + 1, temperature_c=20 + k / 100,
                             humidity_pct=65.5)
-        lines += to_lines(list(telemetry_points(yard, f"n{k % nodes + 1}", reading)))
+        lines += _BUILDER.telemetry_lines(yard, f"n{k % nodes + 1}", reading)
     return lines
 
 
 def _rain(yard: str, node: str, ts: float, rain_mm: float) -> bytes:
-    [line] = to_lines(list(telemetry_points(yard, node, Telemetry(ts=ts, seq=1,
-                                                                  rain_mm=rain_mm))))
+    [line] = _BUILDER.telemetry_lines(yard, node, Telemetry(ts=ts, seq=1, rain_mm=rain_mm))
     return line
 
 
