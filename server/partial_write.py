@@ -442,22 +442,22 @@ class Rejections:
 
     def handle(self, lines: list[bytes], rejected: WriteRejected) -> None:
         """``lines`` were written in one request, which InfluxDB answered with ``rejected``."""
-        rest = self._settle(lines, rejected)
-        if rest is None:
+        rest, why = self._settle(lines, rejected)
+        if not rest:
             return
         if len(rest) == 1 and sum(not is_blank(line) for line in lines) == 1:
             # A write of one point refused: that point is the one.
             self._set_aside(rest[0], rejected.body)
             return
-        self._fallback("retry", rejected, rest)
+        self._fallback("retry", why, rejected, rest)
         retried = rest
         try:
             self._writer.write(b"\n".join(retried))
             return
         except WriteRejected as again:
             self._metrics.inc("write_errors_total", kind="rejected")
-            rest = self._settle(retried, again)
-            if rest is None:
+            rest, why = self._settle(retried, again)
+            if not rest:
                 return
             if len(rest) == 1 and len(retried) == 1:
                 self._set_aside(rest[0], again.body)
@@ -465,26 +465,28 @@ class Rejections:
             rejected = again
         except BatchTooLarge:
             self._metrics.inc("write_errors_total", kind="too_large")
-        self._fallback("bisect", rejected, rest)
+            why = "the retry was too large (413)"
+        self._fallback("bisect", why, rejected, rest)
         self._bisect(rest)
 
-    def _settle(self, lines: list[bytes], rejected: WriteRejected) -> list[bytes] | None:
-        """Set aside what the answer identifies; the lines still unaccounted for (None: none)."""
+    def _settle(self, lines: list[bytes], rejected: WriteRejected) -> tuple[list[bytes], str]:
+        """Set aside what the answer identifies; the lines still unaccounted for, and why."""
         diagnosis = diagnose(rejected.body, lines,
                              trusted=trusted_server(getattr(rejected, "server_version", None)),
                              unit_ns=self._unit_ns)
         for i, reason in sorted(diagnosis.refused.items()):
             self._set_aside(lines[i], reason)
         if diagnosis.complete:
-            return None
-        rest = [line for i, line in enumerate(lines)
-                if i not in diagnosis.refused and not is_blank(line)]
-        return rest or None
+            return [], ""
+        return [line for i, line in enumerate(lines)
+                if i not in diagnosis.refused and not is_blank(line)], diagnosis.why
 
-    def _fallback(self, step: str, rejected: WriteRejected, rest: list[bytes]) -> None:
+    def _fallback(self, step: str, why: str, rejected: WriteRejected,
+                  rest: list[bytes]) -> None:
         self._metrics.inc("write_isolation_fallbacks_total", step=step)
-        self._warn("isolation_" + step, "InfluxDB's 400 does not account for every point; "
-                   "%s of the %d not identified (%s)", step, len(rest), rejected.body[:200])
+        self._warn("isolation_" + step, "InfluxDB's 400 does not account for every point (%s): "
+                   "%s of the %d other points; it said: %s", why, step, len(rest),
+                   rejected.body[:200])
 
     def _bisect(self, lines: list[bytes]) -> None:
         middle = len(lines) // 2
@@ -506,8 +508,8 @@ class Rejections:
             if len(lines) == 1:
                 self._set_aside(lines[0], exc.body)
                 return
-            rest = self._settle(lines, exc)
-            if rest is not None:
+            rest, _ = self._settle(lines, exc)
+            if rest:
                 self._bisect(rest)
 
 
