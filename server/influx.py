@@ -41,11 +41,16 @@ CQ_RESAMPLE_FOR_H = 2
 
 
 class WriteRejected(PermanentStorageError):
-    """The database refused points of a write for good; ``body`` says why."""
+    """The database refused points of a write for good; ``body`` says why.
 
-    def __init__(self, status: int, body: str) -> None:
+    ``server_version`` (``X-Influxdb-Version``, when known) tells whether the
+    rest of the batch was stored: 1.x does, 2.1 refused whole batches.
+    """
+
+    def __init__(self, status: int, body: str, server_version: str | None = None) -> None:
         self.status = status
         self.body = body
+        self.server_version = server_version
         super().__init__(f"HTTP {status}: {body[:300]}")
 
 
@@ -97,6 +102,8 @@ class InfluxV1Writer:
         self._write_path = f"{self._base_path}/write?" + urllib.parse.urlencode(
             {"db": settings.database, "rp": RAW_POLICY, "precision": PRECISION_PARAM})
         self._conn: http.client.HTTPConnection | None = None
+        # What the server says it is (X-Influxdb-Version) on its last answer.
+        self.server_version: str | None = None
 
     # -- HTTP
 
@@ -121,6 +128,7 @@ class InfluxV1Writer:
                                         f"{type(exc).__name__}: {exc}") from exc
         if response.will_close:
             self.close()
+        self.server_version = response.getheader("X-Influxdb-Version") or self.server_version
         return response.status, data
 
     def write(self, body: bytes) -> None:
@@ -129,7 +137,7 @@ class InfluxV1Writer:
             return
         text = _error_text(data)
         if status == 400:
-            raise WriteRejected(status, text)
+            raise WriteRejected(status, text, self.server_version)
         if status == 413:
             raise BatchTooLarge(f"HTTP 413: {text}")
         if status == 404 and "database not found" in text:

@@ -31,7 +31,6 @@ import json
 import logging
 import os
 import random
-import re
 import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -70,6 +69,7 @@ from secadero.server.influx import (
 )
 from secadero.server.metrics import Metrics, MetricsServer
 from secadero.server.mqtt_client import FastReadClient
+from secadero.server.partial_write import Rejections
 from secadero.server.points import LineBuilder, node_point, to_lines
 from secadero.settings import ServerSettings
 
@@ -82,8 +82,6 @@ NodeKey = tuple[str, str]
 MAX_RECEIVE_MAXIMUM = 65535
 SUBSCRIBED_KINDS = ("telemetry", "event", "status")
 _NO_LINES: list[bytes] = []
-# InfluxDB 1.x ends a partial-write error with how many points it dropped.
-_DROPPED = re.compile(r"dropped=(\d+)")
 # A node's first message has seq 1 (edge/outbox.py).
 FIRST_SEQ = 1
 # Where the processes of a share group tell each other what they stored.
@@ -699,12 +697,13 @@ class Ingest:
                     self._stopping.wait(delay)
 
     def _write_lines(self, lines: list[bytes]) -> None:
-        """Write, splitting on 413 and bisecting on 400 until each bad point is isolated.
+        """Write, splitting on 413; on 400 set aside exactly what InfluxDB refused.
 
         InfluxDB 1.x answers 400 "partial write" after storing the valid
-        points; re-writing them while isolating the bad one is harmless (same
-        series and time: overwritten), and each refused point is set aside
-        with the server's reason instead of blocking the batch forever.
+        points. ``Rejections`` (partial_write.py) reads which lines it
+        refused from the answer and sets them aside with the server's
+        reason, writing nothing again when the answer accounts for every
+        line; otherwise it retries the rest once, then bisects.
         """
         try:
             self._writer.write(b"\n".join(lines))
@@ -716,14 +715,8 @@ class Ingest:
             self._write_halves(lines)
         except WriteRejected as exc:
             self.metrics.inc("write_errors_total", kind="rejected")
-            dropped = _DROPPED.search(exc.body)
-            if len(lines) == 1 or (dropped and int(dropped.group(1)) >= len(lines)):
-                # Every point refused (e.g. all older than the retention):
-                # nothing to isolate, set them all aside at once.
-                for line in lines:
-                    self._set_aside(line, exc.body)
-                return
-            self._write_halves(lines)
+            Rejections(self._writer, self._set_aside, self.metrics,
+                       warn=self._warn.warning).handle(lines, exc)
 
     def _write_halves(self, lines: list[bytes]) -> None:
         middle = len(lines) // 2

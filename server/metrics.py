@@ -27,6 +27,9 @@ _HELP = {
     "points_stored_total": ("counter", "points InfluxDB accepted"),
     "points_set_aside_total": ("counter", "points InfluxDB refused for good (see set_aside_file)"),
     "write_errors_total": ("counter", "failed write attempts, by kind (retried)"),
+    "write_isolation_fallbacks_total": ("counter", "400s whose answer did not account for "
+                                        "every point: rest written again (step=retry), "
+                                        "then bisected (step=bisect)"),
     "seq_gap_total": ("counter", "sequence numbers counted as lost after the gap timeout"),
     "observer_errors_total": ("counter", "exceptions raised by observers (alert engine)"),
     "nodes_offline_total": ("counter", "nodes marked offline after silence"),
