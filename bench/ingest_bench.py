@@ -5,6 +5,8 @@ Run by hand (not part of pytest)::
     .venv/bin/python bench/ingest_bench.py throughput [--messages 100000] [--processes 1]
     .venv/bin/python bench/ingest_bench.py latency [--rate 1000] [--seconds 30]
     .venv/bin/python bench/ingest_bench.py soak [--rate 2000] [--seconds 600]
+    .venv/bin/python bench/ingest_bench.py compare [--messages 100000]
+    .venv/bin/python bench/ingest_bench.py equal-load [--rate 5000] [--seconds 30]
 
 Each run starts a fresh Mosquitto and InfluxDB 1.x (devservices) in a temp
 folder and the server as a child process (``secadero server run``), so its
@@ -27,6 +29,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import paho.mqtt.client as mqtt
@@ -328,38 +331,52 @@ def ensure_nodered(folder: Path) -> Path:
     return red
 
 
+def start_nodered(args: argparse.Namespace, broker: Mosquitto, influx: InfluxDB,
+                  work: Path) -> subprocess.Popen[bytes]:
+    """The Node-RED flow on these services, once it is connected to the broker."""
+    red = ensure_nodered(Path(args.nodered_dir))
+    _create_database(influx, "bench")
+    user = work / "nodered"
+    user.mkdir()
+    (user / "node_modules").symlink_to(Path(args.nodered_dir) / "node_modules")
+    flows = user / "flows.json"
+    flows.write_text(json.dumps(nodered_flow(broker.port, influx.port)))
+    log = work / "nodered.log"
+    process = subprocess.Popen(["node", str(red), "--userDir", str(user), "--port",
+                                str(free_port()), str(flows)],
+                               stdout=log.open("wb"), stderr=subprocess.STDOUT)
+    deadline = time.monotonic() + 60
+    while b"Connected to broker" not in log.read_bytes():
+        if time.monotonic() > deadline or process.poll() is not None:
+            process.kill()
+            raise SystemExit("Node-RED did not connect:\n" + log.read_text()[-2000:])
+        time.sleep(0.2)
+    return process
+
+
+def wait_count(influx: InfluxDB, total: int, process: subprocess.Popen[bytes]) -> float:
+    """Wait until InfluxDB holds ``total`` climate points; the peak RSS of ``process``."""
+    peak_rss = 0.0
+    deadline = time.monotonic() + 600
+    while (count := _count(influx)) < total:
+        peak_rss = max(peak_rss, rss_mb(process.pid))
+        if time.monotonic() > deadline:
+            raise SystemExit(f"Node-RED stored {count} of {total}")
+        time.sleep(0.25)
+    return peak_rss
+
+
 def run_nodered(args: argparse.Namespace, per_node: int) -> tuple[float, float, float]:
     """Readings/s, CPU us per reading, RSS MB of the Node-RED flow on fresh services."""
     total = per_node * NODES
-    red = ensure_nodered(Path(args.nodered_dir))
     with tempfile.TemporaryDirectory(prefix="nodered-bench-") as tmp:
         work = Path(tmp)
         broker, influx = start_services(work)
         try:
-            _create_database(influx, "bench")
-            user = work / "nodered"
-            user.mkdir()
-            (user / "node_modules").symlink_to(Path(args.nodered_dir) / "node_modules")
-            flows = user / "flows.json"
-            flows.write_text(json.dumps(nodered_flow(broker.port, influx.port)))
-            log = work / "nodered.log"
-            process = subprocess.Popen(["node", str(red), "--userDir", str(user), "--port",
-                                        str(free_port()), str(flows)],
-                                       stdout=log.open("wb"), stderr=subprocess.STDOUT)
-            deadline = time.monotonic() + 60
-            while b"Connected to broker" not in log.read_bytes():
-                if time.monotonic() > deadline or process.poll() is not None:
-                    raise SystemExit("Node-RED did not connect:\n" + log.read_text()[-2000:])
-                time.sleep(0.2)
+            process = start_nodered(args, broker, influx, work)
             cpu0 = cpu_s(process.pid)
             start = publish_burst(broker.port, per_node, work, "red")
-            peak_rss = 0.0
-            deadline = time.monotonic() + 600
-            while (count := _count(influx)) < total:
-                peak_rss = max(peak_rss, rss_mb(process.pid))
-                if time.monotonic() > deadline:
-                    raise SystemExit(f"Node-RED stored {count} of {total}")
-                time.sleep(0.25)
+            peak_rss = wait_count(influx, total, process)
             elapsed = time.monotonic() - start
             cpu = cpu_s(process.pid) - cpu0
             process.terminate()
@@ -401,6 +418,71 @@ def _count(influx: InfluxDB) -> int:
         return 0
 
 
+def publish_paced(broker_port: int, rate: float, seconds: float,
+                  every_10_s: Callable[[float], None] = lambda elapsed: None,
+                  ) -> tuple[mqtt.Client, dict[tuple[str, int], float], int]:
+    """Publish at a steady rate from one paho publisher (QoS 1) on the 20 node topics.
+
+    Returns the publisher (still running: stop it when done), when each
+    (node, seq) was sent, and how many readings.
+    """
+    pub = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="bench-pub", protocol=mqtt.MQTTv5)
+    pub.connect("127.0.0.1", broker_port)
+    pub.loop_start()
+    sent_at: dict[tuple[str, int], float] = {}
+    interval = 1.0 / rate
+    total = int(rate * seconds) // NODES * NODES
+    start = time.monotonic()
+    next_sample = start
+    for i in range(total):
+        target = start + i * interval
+        now = time.monotonic()
+        if target > now:
+            time.sleep(target - now)
+        node, seq = f"n{i % NODES}", i // NODES + 1
+        sent_at[(node, seq)] = time.monotonic()
+        pub.publish(f"secadero/v1/{YARD}/{node}/telemetry", payload(seq, time.time()), qos=1)
+        if time.monotonic() >= next_sample:
+            every_10_s(time.monotonic() - start)
+            next_sample += 10.0
+    return pub, sent_at, total
+
+
+def equal_load(args: argparse.Namespace) -> None:
+    """CPU per reading of Node-RED and of the ingest at the same steady rate, same run."""
+    results = {}
+    for who in ("Node-RED", "ingest"):
+        with tempfile.TemporaryDirectory(prefix="equal-load-") as tmp:
+            work = Path(tmp)
+            broker, influx = start_services(work)
+            try:
+                if who == "Node-RED":
+                    process = start_nodered(args, broker, influx, work)
+                else:
+                    process, _ = start_server(work, broker, influx)
+                    watcher = AckWatcher(broker.port)
+                cpu0 = cpu_s(process.pid)
+                pub, _, total = publish_paced(broker.port, args.rate, args.seconds)
+                if who == "Node-RED":
+                    wait_count(influx, total, process)
+                else:
+                    watcher.wait_all(total // NODES, [f"n{n}" for n in range(NODES)], 120)
+                    watcher.close()
+                cpu = cpu_s(process.pid) - cpu0
+                pub.loop_stop()
+                stored = _count(influx)
+                process.terminate()
+                process.wait(30)
+            finally:
+                broker.stop()
+                influx.stop()
+        results[who] = cpu / total * 1e6
+        print(f"{who:8s} at {args.rate:,.0f} readings/s for {args.seconds:g} s: "
+              f"{results[who]:.1f} us CPU per reading ({stored} of {total} stored)")
+    print(f"same run: ingest CPU per reading = {results['ingest'] / results['Node-RED']:.2f} x "
+          "Node-RED's")
+
+
 def paced(args: argparse.Namespace, *, soak: bool) -> None:
     """Publish at a steady rate from one paho publisher; latency to ack, RSS over time."""
     with tempfile.TemporaryDirectory(prefix="ingest-bench-") as tmp:
@@ -409,29 +491,12 @@ def paced(args: argparse.Namespace, *, soak: bool) -> None:
         try:
             server, _ = start_server(work, broker, influx)
             watcher = AckWatcher(broker.port)
-            pub = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="bench-pub",
-                              protocol=mqtt.MQTTv5)
-            pub.connect("127.0.0.1", broker.port)
-            pub.loop_start()
-            sent_at: dict[tuple[str, int], float] = {}
-            interval = 1.0 / args.rate
-            total = int(args.rate * args.seconds) // NODES * NODES
             rss_samples: list[tuple[float, float]] = []
             cpu0 = cpu_s(server.pid)
             start = time.monotonic()
-            next_rss = start
-            for i in range(total):
-                target = start + i * interval
-                now = time.monotonic()
-                if target > now:
-                    time.sleep(target - now)
-                node, seq = f"n{i % NODES}", i // NODES + 1
-                sent_at[(node, seq)] = time.monotonic()
-                pub.publish(f"secadero/v1/{YARD}/{node}/telemetry",
-                            payload(seq, time.time()), qos=1)
-                if time.monotonic() >= next_rss:
-                    rss_samples.append((time.monotonic() - start, rss_mb(server.pid)))
-                    next_rss += 10.0
+            pub, sent_at, total = publish_paced(
+                broker.port, args.rate, args.seconds,
+                every_10_s=lambda elapsed: rss_samples.append((elapsed, rss_mb(server.pid))))
             last = total // NODES
             watcher.wait_all(last, [f"n{n}" for n in range(NODES)], 120)
             cpu = cpu_s(server.pid) - cpu0
@@ -495,6 +560,11 @@ def main() -> None:
     lat = sub.add_parser("latency")
     lat.add_argument("--rate", type=float, default=1000)
     lat.add_argument("--seconds", type=float, default=30)
+    e = sub.add_parser("equal-load", help="CPU per reading: Node-RED and the ingest at one rate")
+    e.add_argument("--rate", type=float, default=5000)
+    e.add_argument("--seconds", type=float, default=30)
+    e.add_argument("--nodered-dir", default="/tmp/secadero-nodered",
+                   help="where npm installs Node-RED (kept between runs)")
     s = sub.add_parser("soak")
     s.add_argument("--rate", type=float, default=2000)
     s.add_argument("--seconds", type=float, default=600)
@@ -505,6 +575,8 @@ def main() -> None:
         compare(args)
     elif args.what == "drain":
         drain(args)
+    elif args.what == "equal-load":
+        equal_load(args)
     else:
         paced(args, soak=args.what == "soak")
 
