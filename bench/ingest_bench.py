@@ -144,7 +144,9 @@ def publish_burst(broker_port: int, per_node: int, work: Path, tag: str) -> floa
         path = work / f"{tag}-n{n}.txt"
         with path.open("w") as out:
             for seq in range(1, per_node + 1):
-                out.write(payload(seq, now - 3600 + seq * 0.001) + "\n")
+                # Live readings (not an hour late, which would also make the
+                # server re-downsample that hour), one millisecond apart.
+                out.write(payload(seq, now - 120 + seq * 0.001) + "\n")
         files.append(path)
     start = time.monotonic()
     procs = [subprocess.Popen(["mosquitto_pub", "-p", str(broker_port), "-q", "1", "-l",
@@ -443,14 +445,19 @@ def publish_paced(broker_port: int, rate: float, seconds: float,
     total = int(rate * seconds) // NODES * NODES
     start = time.monotonic()
     next_sample = start
+    last_ts: dict[str, float] = {}
     for i in range(total):
         target = start + i * interval
         now = time.monotonic()
         if target > now:
             time.sleep(target - now)
         node, seq = f"n{i % NODES}", i // NODES + 1
+        # Payload times have millisecond resolution: when the publisher
+        # catches up in a burst, keep a node's readings apart or InfluxDB
+        # would store two at one time as one point.
+        ts = last_ts[node] = max(round(time.time(), 3), last_ts.get(node, 0.0) + 0.001)
         sent_at[(node, seq)] = time.monotonic()
-        pub.publish(f"secadero/v1/{YARD}/{node}/telemetry", payload(seq, time.time()), qos=1)
+        pub.publish(f"secadero/v1/{YARD}/{node}/telemetry", payload(seq, ts), qos=1)
         if time.monotonic() >= next_sample:
             every_10_s(time.monotonic() - start)
             next_sample += 10.0
