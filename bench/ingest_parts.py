@@ -1,10 +1,10 @@
 """Where the ingest's CPU goes per reading, part by part, on one core (no broker, no InfluxDB).
 
 Run by hand: ``.venv/bin/python bench/ingest_parts.py``. Times the pure
-steps the server does per telemetry message (decode + validate, points,
-line protocol by influxdb-client's Point, and the alternative library
-``influxdb.line_protocol.make_lines`` when installed) so the end-to-end
-figure of ``ingest_bench.py`` can be split into ours and paho's.
+steps the server does per telemetry message (decode + validate; the lines
+by the ingest's ``LineBuilder``; for comparison the same lines by
+influxdb-client's ``Point`` and by ``influxdb.line_protocol.make_lines`` when
+installed). ``ingest_receive.py`` times the MQTT thread as a whole.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from secadero.contract import TimeWindow, decode
-from secadero.server.points import points_for, to_lines
+from secadero.server.points import LineBuilder, points_for, to_lines
 
 N = 20_000
 
@@ -38,6 +38,9 @@ def main() -> None:
     envelope = decode(topic, payload, TimeWindow(now))
     timed("decode + validate (secadero.contract.decode)",
           lambda: decode(topic, payload, TimeWindow(now, 30 * 86400)))
+    builder = LineBuilder()
+    timed("lines by LineBuilder (the ingest's path, 3 lines)",
+          lambda: builder.lines(envelope, now))
     timed("points (3 Points: climate + derived, rain, tray)", lambda: points_for(envelope, now))
     points = points_for(envelope, now)
     timed("line protocol of those 3 points (Point.to_line_protocol)", lambda: to_lines(points))

@@ -2,9 +2,10 @@
 
 The pipeline (input -> processors -> output, as in Telegraf)::
 
-    broker --(paho network thread: on_message)--> decode + validate --> observers
-        --> points (points.py) --> bounded queue --> writer thread: batch by size/time
-        --> InfluxDB /write --> 204 --> MQTT PUBACK of each message --> node ``ack``
+    broker --(paho network thread, receive path of mqtt_client.py)--> decode + validate
+        --> observers --> lines (points.LineBuilder) --> bounded queue
+        --> writer thread: batch by size/time --> InfluxDB /write --> 204
+        --> MQTT PUBACK of each message --> node ``ack``
 
 Delivery: a fixed client id, MQTT 5 with Clean Start off and a Session Expiry
 Interval of days, QoS 1 and ``manual_ack``. The broker re-sends every message
