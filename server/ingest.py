@@ -506,9 +506,12 @@ class Ingest:
         seq = message.seq if isinstance(message, Telemetry | Event) else None
         try:
             lines = self._line_builder.lines(envelope, received_at)
-        except (ValueError, TypeError) as exc:  # the contract should make this impossible
-            self._reject(topic, payload, mid, qos, ProtocolError("unstorable", str(exc)),
-                         generation)
+        except Exception as exc:
+            # The contract should make this impossible; if a bug ever does
+            # it, the message is rejected and counted, and the MQTT thread
+            # (which has no one above it to catch this) keeps running.
+            self._reject(topic, payload, mid, qos,
+                         ProtocolError("unstorable", f"{type(exc).__name__}: {exc}"), generation)
             return
         # Lines, not the decoded message, wait in the queue: they are smaller
         # (measured: building them in the writer thread instead was no faster

@@ -121,6 +121,32 @@ def test_invalid_messages_rejected_counted_acked_and_never_stored(
     assert sorted(s["key"] for s in series) == [f"climate,node=n1,yard={yard}"]
 
 
+def test_a_bug_building_one_message_rejects_it_and_the_ingest_goes_on(
+        server_settings: ServerSettings, node_side: NodeSide, influxdb: Any,
+        unique_name: str) -> None:
+    """An unexpected error on the MQTT thread must not stop it (nothing above catches it)."""
+    now = float(int(time.time())) + 0.25
+    with Ingest(server_settings) as ingest:
+        builder = ingest._line_builder
+        real_lines = builder.lines
+
+        def lines_with_a_bug(envelope: Any, received_at: float) -> list[bytes]:
+            if envelope.message.seq == 2:
+                raise ZeroDivisionError("a bug")
+            return real_lines(envelope, received_at)
+
+        builder.lines = lines_with_a_bug  # type: ignore[method-assign]
+        assert ingest.wait_ready(15)
+        for seq in (1, 2, 3):
+            node_side.telemetry("n1", seq, now + seq, temperature_c=20.0 + seq,
+                                humidity_pct=50.0)
+        assert node_side.wait_ack("n1", 3) == 3
+        rejected = ingest.metrics.by_label("messages_rejected_total", "reason")
+    assert rejected == {"unstorable": 1}
+    climate = influx_query(influxdb.url, unique_name, "SELECT temperature_c FROM climate")
+    assert [r["temperature_c"] for r in climate] == [21.0, 23.0]
+
+
 def test_status_gives_node_points_and_duplicates_store_once(
         server_settings: ServerSettings, node_side: NodeSide, influxdb: Any,
         unique_name: str) -> None:
