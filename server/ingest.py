@@ -260,9 +260,13 @@ class Ingest:
         self._writer: Writer = writer or make_writer(settings.influxdb)
         # Filled by the MQTT thread, emptied by the writer. A deque, not a
         # queue.Queue: its lock and condition cost ~10 us a message (profiled).
-        # It is bounded by the MQTT 5 Receive Maximum: the broker sends no
-        # more unacknowledged messages than that.
+        # Bounded twice: the MQTT 5 Receive Maximum asks the broker for no
+        # more unacknowledged messages than queue_max, and, because Mosquitto
+        # 2.0.11 was measured sending far more than that while PUBACKs flow
+        # (190,000 queued against a Receive Maximum of 10,000), the MQTT
+        # thread stops reading the socket while the queue is full.
         self._queue: collections.deque[_Item] = collections.deque()
+        self._queue_max = s.queue_max
         self._receive_maximum = min(s.queue_max, MAX_RECEIVE_MAXIMUM)
         self._horizon_s = s.horizon_days * 86400.0
         self._tracker = SeqTracker(s.gap_timeout_s, load_state(s.state_file))
@@ -406,6 +410,11 @@ class Ingest:
         client.on_subscribe = self._on_subscribe
         client.on_message = self._on_message
         client.on_publish_received = self._receive
+        # Strictly above: with InfluxDB down no PUBACKs flow, the broker keeps
+        # to the Receive Maximum and the queue stays at or below queue_max, so
+        # the socket is still read (PINGRESPs: a paused reader for longer than
+        # the keepalive would be taken for a dead connection).
+        client.pause_reading = lambda: len(self._queue) > self._queue_max
         return client
 
     def _topics(self) -> list[str]:

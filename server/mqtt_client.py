@@ -20,6 +20,7 @@ decoding, so an upgrade that changes them fails there first.
 from __future__ import annotations
 
 import struct
+import time
 from collections.abc import Callable, Sequence
 
 import paho.mqtt.client as mqtt
@@ -27,6 +28,8 @@ from paho.mqtt.client import MQTT_LOG_DEBUG, MQTT_LOG_ERR, MQTTErrorCode
 from paho.mqtt.exception import MalformedPacket
 
 READ_SIZE = 65536
+# How long loop_read waits while reading is paused before paho's loop goes round.
+PAUSE_S = 0.005
 # PUBACK: packet type, remaining length 2, message id (MQTT 5 allows the
 # reason code and properties to be left out on success).
 _PUBACK = struct.Struct("!BBH")
@@ -51,6 +54,8 @@ class FastReadClient(mqtt.Client):
     """
 
     on_publish_received: PublishHandler | None = None
+    # Back-pressure: while this says True, the socket is not read (see loop_read).
+    pause_reading: Callable[[], bool] | None = None
     # Bytes of a packet that has not fully arrived yet.
     _pending: bytes = b""
 
@@ -60,6 +65,13 @@ class FastReadClient(mqtt.Client):
         """Read what the socket has (one chunk) and handle every whole packet in it."""
         if self._sock is None:
             return MQTTErrorCode.MQTT_ERR_NO_CONN
+        if self.pause_reading is not None and self.pause_reading():
+            # The consumer is full: leave the bytes in the socket, so TCP
+            # holds the broker back and the broker queues for our session.
+            # A short sleep, not a blocking wait: paho's loop must go on
+            # sending PUBACKs and keepalive pings meanwhile.
+            time.sleep(PAUSE_S)
+            return MQTTErrorCode.MQTT_ERR_SUCCESS
         try:
             data = self._sock_recv(READ_SIZE)
         except BlockingIOError:

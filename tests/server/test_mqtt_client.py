@@ -200,3 +200,16 @@ def test_against_the_real_broker_with_acks(mosquitto: Any, unique_name: str) -> 
         publisher.disconnect()
         client.disconnect()
         client.loop_stop()
+
+
+def test_paused_reading_leaves_the_bytes_in_the_socket() -> None:
+    client, received = make_client()
+    full = [True]
+    client.pause_reading = lambda: full[0]
+    data = b"".join(STREAM)
+    client._sock = ChunkSocket(data, [65536])  # type: ignore[assignment]
+    assert client.loop_read() == mqtt.MQTTErrorCode.MQTT_ERR_SUCCESS
+    assert client._sock.pos == 0 and received == []  # type: ignore[union-attr]
+    full[0] = False
+    feed(client, data, [65536])
+    assert received == EXPECTED

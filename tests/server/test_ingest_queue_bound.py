@@ -1,0 +1,77 @@
+"""The ingest's queue stays bounded while InfluxDB is slower than the broker.
+
+The MQTT 5 Receive Maximum asks the broker for at most ``queue_max``
+unacknowledged messages; Debian's Mosquitto 2.0.11 was measured sending far
+more while PUBACKs flow (190,000 queued against 10,000 in a benchmark), so the
+ingest also stops reading its socket while the queue is over ``queue_max``.
+Real Mosquitto and InfluxDB; InfluxDB is made slow by a writer that waits
+before each real write.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+from ingest_helpers import (  # noqa: F401 (fixtures are found by their names)
+    NodeSide,
+    ledger_check,
+    node_side_fixture,
+    write_server_config,
+)
+
+from secadero.server.influx import InfluxV1Writer
+from secadero.server.ingest import Ingest
+from secadero.server.mqtt_client import READ_SIZE
+from secadero.settings import load_server_settings
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+QUEUE_MAX = 300
+MESSAGES = 6000
+
+
+class SlowWriter(InfluxV1Writer):
+    """The real 1.x writer, 30 ms slower per write: InfluxDB on a busy disk."""
+
+    def write(self, body: bytes) -> None:
+        time.sleep(0.03)
+        super().write(body)
+
+
+def test_queue_stays_bounded_and_nothing_is_lost(tmp_path: Path, mosquitto: Any, influxdb: Any,
+                                                 node_side: NodeSide, unique_name: str) -> None:
+    settings = load_server_settings(write_server_config(
+        tmp_path / "server.toml", mqtt_port=mosquitto.port, influx_url=influxdb.url,
+        database=unique_name, client_id=f"ingest-{unique_name}",
+        ingest={"queue_max": QUEUE_MAX, "batch_size": 600, "flush_interval_s": 0.05}))
+    ingest = Ingest(settings, writer=SlowWriter(settings.influxdb))
+    deepest = [0]
+    receive = ingest._client.on_publish_received
+    assert receive is not None
+
+    def measuring_receive(topic: str, payload: bytes, mid: int, qos: int) -> None:
+        receive(topic, payload, mid, qos)
+        deepest[0] = max(deepest[0], len(ingest._queue))
+
+    ingest._client.on_publish_received = measuring_receive
+    base_ts = float(int(time.time()) - 600)
+    ledger: dict[tuple[str, int], float] = {}
+    with ingest:
+        assert ingest.wait_ready(15)
+        for i in range(MESSAGES):
+            node, seq = f"n{i % 10}", i // 10 + 1
+            ts = base_ts + seq * 0.25
+            temperature = 20.0 + seq / 1000
+            node_side.telemetry(node, seq, ts, temperature_c=temperature, humidity_pct=70.0,
+                                wait=i == MESSAGES - 1)
+            ledger[(node, round(ts * 1000))] = temperature
+        for n in range(10):
+            assert node_side.wait_ack(f"n{n}", MESSAGES // 10, timeout_s=60) == MESSAGES // 10
+    # Over queue_max by at most what one socket read brings (messages here
+    # are ~170 bytes on the wire).
+    assert deepest[0] <= QUEUE_MAX + READ_SIZE // 150, deepest[0]
+    assert ledger_check(influxdb.url, unique_name, unique_name, ledger) == {
+        "published": MESSAGES, "stored": MESSAGES, "lost": 0, "duplicated": 0, "invalid": 0}
