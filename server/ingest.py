@@ -407,7 +407,7 @@ class Ingest:
     def _make_client(self) -> FastReadClient:
         m = self.settings.mqtt
         client = FastReadClient(CallbackAPIVersion.VERSION2, client_id=m.client_id or "",
-                                    protocol=mqtt.MQTTv5, manual_ack=True)
+                                protocol=mqtt.MQTTv5, manual_ack=True)
         if m.username:
             client.username_pw_set(m.username, m.password)
         if m.tls:
