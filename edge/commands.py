@@ -11,7 +11,6 @@ import argparse
 import json
 import logging
 import signal
-import sys
 import threading
 import time
 from pathlib import Path
@@ -34,15 +33,9 @@ def register(commands: argparse._SubParsersAction) -> None:
 
 
 def _load(path: str) -> Any:
-    from secadero.errors import ConfigError
-    from secadero.settings import load_node_settings
+    from secadero.settings import load_node_settings, load_or_report
 
-    try:
-        return load_node_settings(path)
-    except ConfigError as exc:
-        for problem in exc.problems:
-            print(problem, file=sys.stderr)
-        return None
+    return load_or_report(load_node_settings, path)
 
 
 def _run(args: argparse.Namespace) -> int:

@@ -15,6 +15,7 @@ function that fills it from a ``Section``, and one line in the loader.
 from __future__ import annotations
 
 import os
+import sys
 import tomllib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -856,6 +857,19 @@ def load_server_settings(path: str | Path, env: Mapping[str, str] | None = None
 
 def load_node_settings(path: str | Path, env: Mapping[str, str] | None = None) -> NodeSettings:
     return _load(Path(path), _read_node, env)
+
+
+def load_or_report(loader: Callable[[str | Path], T], path: str | Path) -> T | None:
+    """``loader(path)``, or ``None`` after printing every problem to stderr.
+
+    For commands that start a process: they exit with status 2 on ``None``.
+    """
+    try:
+        return loader(path)
+    except ConfigError as exc:
+        for problem in exc.problems:
+            print(problem, file=sys.stderr)
+        return None
 
 
 def detect_kind(path: str | Path) -> str:

@@ -90,15 +90,11 @@ def _downsample(args: argparse.Namespace) -> int:
     import sys
     import time
 
-    from secadero.errors import ConfigError
     from secadero.server.downsample import HOUR_S, backfill
-    from secadero.settings import load_server_settings
+    from secadero.settings import load_or_report, load_server_settings
 
-    try:
-        settings = load_server_settings(args.config)
-    except ConfigError as exc:
-        for problem in exc.problems:
-            print(problem)
+    settings = load_or_report(load_server_settings, args.config)
+    if settings is None:
         return 2
     now = time.time()
     start, _ = args.start
@@ -119,14 +115,10 @@ def _downsample(args: argparse.Namespace) -> int:
 
 
 def _serve(config: str, runner: object) -> int:
-    from secadero.errors import ConfigError
-    from secadero.settings import load_server_settings
+    from secadero.settings import load_or_report, load_server_settings
 
-    try:
-        settings = load_server_settings(config)
-    except ConfigError as exc:
-        for problem in exc.problems:
-            print(problem)
+    settings = load_or_report(load_server_settings, config)
+    if settings is None:
         return 2
     stop = threading.Event()
 

@@ -31,15 +31,11 @@ def register(commands: argparse._SubParsersAction) -> None:
 
 
 def _alerts(args: argparse.Namespace) -> int:
-    from secadero.errors import ConfigError
     from secadero.server.alerts.store import AlertStore
-    from secadero.settings import load_server_settings
+    from secadero.settings import load_or_report, load_server_settings
 
-    try:
-        settings = load_server_settings(args.config)
-    except ConfigError as exc:
-        for problem in exc.problems:
-            print(problem)
+    settings = load_or_report(load_server_settings, args.config)
+    if settings is None:
         return 2
     if args.sms_received:
         return _sms_received(settings)
