@@ -26,6 +26,7 @@ numbers are kept in ``state_file`` across restarts.
 
 from __future__ import annotations
 
+import bisect
 import collections
 import contextlib
 import json
@@ -102,14 +103,37 @@ _POLL_S = 0.005
 @dataclass
 class _NodeSeq:
     watermark: int
-    pending: set[int] = field(default_factory=set)
+    # Sequence numbers done above the watermark, as sorted, disjoint,
+    # non-adjacent inclusive ranges [first, last]: in a share group the
+    # other process's numbers come as ranges, and single numbers here would
+    # mean one entry per reading while the processes are out of step.
+    pending: list[list[int]] = field(default_factory=list)
     gap_since: float | None = None
+
+
+def _add_range(ranges: list[list[int]], first: int, last: int) -> None:
+    """Add [first, last] to sorted disjoint ranges, merging what overlaps or touches."""
+    i = bisect.bisect_left(ranges, first - 1, key=lambda r: r[1])
+    j = i
+    while j < len(ranges) and ranges[j][0] <= last + 1:
+        first, last = min(first, ranges[j][0]), max(last, ranges[j][1])
+        j += 1
+    ranges[i:j] = [[first, last]]
+
+
+def _drop_through(ranges: list[list[int]], last: int) -> None:
+    """Remove every number up to ``last`` from sorted disjoint ranges."""
+    while ranges and ranges[0][1] <= last:
+        ranges.pop(0)
+    if ranges and ranges[0][0] <= last:
+        ranges[0][0] = last + 1
 
 
 class SeqTracker:
     """Per node, the highest ``seq`` up to which every message is stored or rejected.
 
-    ``done()`` records one finished message; ``expire()`` closes gaps that
+    ``done()`` records one finished message, ``done_range()`` a run of them;
+    ``expire()`` closes gaps that
     stayed open longer than ``gap_timeout_s`` and says how many sequence
     numbers each skipped. A node not in the state file starts at 0 (nodes
     count from 1): a node that measured before this server ever ran has its
@@ -131,25 +155,30 @@ class SeqTracker:
         return None if state is None else state.watermark
 
     def done(self, key: NodeKey, seq: int, now: float) -> None:
+        self.done_range(key, seq, seq, now)
+
+    def done_range(self, key: NodeKey, first: int, last: int, now: float) -> None:
+        """Every ``seq`` from ``first`` to ``last`` is done (as ``done()`` on each, in order)."""
         state = self._nodes.get(key)
         if state is None:
             state = self._nodes[key] = _NodeSeq(FIRST_SEQ - 1)
-        if seq <= state.watermark:
-            return  # a duplicate delivery, or a node that restarted its counter
-        if seq == state.watermark + 1:
-            state.watermark = seq
+        if last <= state.watermark:
+            return  # duplicate deliveries, or a node that restarted its counter
+        first = max(first, state.watermark + 1)
+        if first == state.watermark + 1:
+            state.watermark = last
+            _drop_through(state.pending, last)
             self._advance(key, state, now)
         else:
-            state.pending.add(seq)
+            _add_range(state.pending, first, last)
             if state.gap_since is None:
                 state.gap_since = now
                 self._gapped.add(key)
 
     def _advance(self, key: NodeKey, state: _NodeSeq, now: float) -> None:
         pending = state.pending
-        while state.watermark + 1 in pending:
-            pending.remove(state.watermark + 1)
-            state.watermark += 1
+        if pending and pending[0][0] == state.watermark + 1:
+            state.watermark = pending.pop(0)[1]
         if pending:
             if state.gap_since is not None:
                 state.gap_since = now  # the old gap closed; a new one starts now
@@ -164,7 +193,7 @@ class SeqTracker:
             state = self._nodes[key]
             if state.gap_since is None or now - state.gap_since < self.gap_timeout_s:
                 continue
-            first = min(state.pending)
+            first = state.pending[0][0]
             skipped.append((key, first - state.watermark - 1))
             state.watermark = first - 1
             state.gap_since = None
@@ -214,8 +243,10 @@ class _Item:
     generation: int
     node: NodeKey | None
     seq: int | None
-    # Stored by another process of the share group (counts for the ack only).
+    # Stored by another process of the share group (counts for the ack only):
+    # seq to last_seq, one item for the whole range.
     peer: bool = False
+    last_seq: int | None = None
 
 
 class _RateLimitedLog:
@@ -550,8 +581,8 @@ class Ingest:
             for key, ranges in body["done"].items():
                 yard, node = key.split("/", 1)
                 for first, last in ranges:
-                    for seq in range(int(first), int(last) + 1):
-                        self._queue.append(_Item(_NO_LINES, 0, 0, 0, (yard, node), seq, peer=True))
+                    self._queue.append(_Item(_NO_LINES, 0, 0, 0, (yard, node), int(first),
+                                             peer=True, last_seq=int(last)))
             if self._idle:
                 self._wake.set()
         except (ValueError, KeyError, TypeError, AttributeError) as exc:
@@ -668,7 +699,9 @@ class Ingest:
         done: dict[NodeKey, list[int]] = {}
         for item in batch:
             if item.node is not None:
-                if item.seq is not None:
+                if item.last_seq is not None:
+                    tracker.done_range(item.node, item.seq, item.last_seq, now)
+                elif item.seq is not None:
                     tracker.done(item.node, item.seq, now)
                     if not item.peer:
                         done.setdefault(item.node, []).append(item.seq)

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import itertools
 from pathlib import Path
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from secadero.server.ingest import SeqTracker, load_state, save_state
 
@@ -80,3 +84,87 @@ def test_unreadable_state_starts_empty(tmp_path: Path) -> None:
     path.write_text("{not json")
     assert load_state(path) == {}
     assert load_state(tmp_path / "missing.json") == {}
+
+
+# --------------------------------------------------------------------------
+# done_range and the ranges kept for gaps: the same answers as one number at
+# a time in a plain set (the tracker before ranges, kept here as the model)
+
+
+class SetModel:
+    def __init__(self, gap_timeout_s: float) -> None:
+        self.gap_timeout_s = gap_timeout_s
+        self.watermark = 0
+        self.pending: set[int] = set()
+        self.gap_since: float | None = None
+
+    def done(self, seq: int, now: float) -> None:
+        if seq <= self.watermark:
+            return
+        if seq == self.watermark + 1:
+            self.watermark = seq
+            self._advance(now)
+        else:
+            self.pending.add(seq)
+            if self.gap_since is None:
+                self.gap_since = now
+
+    def _advance(self, now: float) -> None:
+        while self.watermark + 1 in self.pending:
+            self.pending.remove(self.watermark + 1)
+            self.watermark += 1
+        if self.pending:
+            if self.gap_since is not None:
+                self.gap_since = now
+        else:
+            self.gap_since = None
+
+    def expire(self, now: float) -> list[int]:
+        if self.gap_since is None or now - self.gap_since < self.gap_timeout_s:
+            return []
+        first = min(self.pending)
+        lost = first - self.watermark - 1
+        self.watermark = first - 1
+        self.gap_since = None
+        self._advance(now)
+        if self.pending:
+            self.gap_since = now
+        return [lost]
+
+
+_operations = st.lists(st.one_of(
+    st.tuples(st.just("done"), st.integers(1, 60), st.integers(0, 8)),
+    st.tuples(st.just("expire"), st.integers(0, 0), st.integers(0, 0)),
+), max_size=60)
+
+
+@settings(max_examples=500, deadline=None)
+@given(operations=_operations)
+def test_ranges_answer_as_single_numbers_in_a_set(operations: list[tuple[str, int, int]]
+                                                  ) -> None:
+    tracker = SeqTracker(gap_timeout_s=10, watermarks={NODE: 0})
+    model = SetModel(gap_timeout_s=10)
+    for step, (what, first, length) in enumerate(operations):
+        now = step * 3.0
+        if what == "done":
+            tracker.done_range(NODE, first, first + length, now)
+            for seq in range(first, first + length + 1):
+                model.done(seq, now)
+        else:
+            assert [lost for _, lost in tracker.expire(now)] == model.expire(now)
+        assert tracker.watermark(NODE) == model.watermark
+        pending = tracker._nodes[NODE].pending
+        assert {seq for a, b in pending for seq in range(a, b + 1)} == model.pending
+        assert all(b + 1 < c for (_, b), (c, _) in itertools.pairwise(pending))
+
+
+def test_a_share_groups_out_of_step_ranges_stay_a_few_entries() -> None:
+    tracker = SeqTracker(gap_timeout_s=60)
+    # The other process stored every second block of 1,000 first.
+    for block in range(1, 100, 2):
+        tracker.done_range(NODE, block * 1000 + 1, block * 1000 + 1000, now=0)
+    assert len(tracker._nodes[NODE].pending) == 50
+    for block in range(0, 100, 2):
+        tracker.done_range(NODE, block * 1000 + 1, block * 1000 + 1000, now=1)
+    assert tracker.watermark(NODE) == 100_000
+    assert tracker._nodes[NODE].pending == []
