@@ -313,6 +313,9 @@ class Ingest:
         # watermark waiting for it to be delivered (see _send_ack).
         self._acks_in_flight: dict[NodeKey, tuple[mqtt.MQTTMessageInfo, float]] = {}
         self._acks_waiting: dict[NodeKey, int] = {}
+        # The same for this process's announcements to its share group.
+        self._announce_in_flight: tuple[mqtt.MQTTMessageInfo, float] | None = None
+        self._announce_waiting: dict[NodeKey, list[int]] = {}
         self._ack_lock = threading.Lock()
         self._generation = 0
         self._connected = threading.Event()
@@ -373,6 +376,7 @@ class Ingest:
         if self._writer_thread.is_alive():
             self._writer_thread.join(timeout_s + 5)
         self._send_waiting_acks(all_now=True)  # the last word each node is owed
+        self._send_announcement(all_now=True)
         self._late.stop()
         self._client.disconnect()
         self._client.loop_stop()
@@ -793,10 +797,28 @@ class Ingest:
             log.error("cannot write %s: %s", path, exc)
 
     def _announce(self, done: dict[NodeKey, list[int]]) -> None:
-        """Tell the share group which seqs this process stored, as ranges."""
+        """Tell the share group which seqs this process stored, as ranges.
+
+        Like node acks (``_send_ack``), at most one announcement waits in
+        paho for the broker: what later batches stored joins the next one.
+        """
+        for key, seqs in done.items():
+            self._announce_waiting.setdefault(key, []).extend(seqs)
+        self._send_announcement()
+
+    def _send_announcement(self, *, all_now: bool = False) -> None:
+        if not self._announce_waiting:
+            return
+        in_flight = self._announce_in_flight
+        if (not all_now and in_flight is not None and not in_flight[0].is_published()
+                and time.monotonic() - in_flight[1] < _ACK_STUCK_S):
+            return
+        done, self._announce_waiting = self._announce_waiting, {}
         body = {"from": self.settings.mqtt.client_id,
                 "done": {f"{y}/{n}": _ranges(seqs) for (y, n), seqs in done.items()}}
-        self._client.publish(self._peer_topic, json.dumps(body, separators=(",", ":")), qos=QOS)
+        info = self._client.publish(self._peer_topic, json.dumps(body, separators=(",", ":")),
+                                    qos=QOS)
+        self._announce_in_flight = (info, time.monotonic())
 
     def _ack_nodes(self, nodes: Iterable[NodeKey]) -> None:
         for key in nodes:
@@ -834,6 +856,7 @@ class Ingest:
 
     def _periodic(self) -> None:
         self._send_waiting_acks()
+        self._send_announcement()
         now = self.clock()
         s = self.settings.ingest
         skipped = self._tracker.expire(now)
