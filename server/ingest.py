@@ -810,8 +810,7 @@ class Ingest:
         if not self._announce_waiting:
             return
         in_flight = self._announce_in_flight
-        if (not all_now and in_flight is not None and not in_flight[0].is_published()
-                and time.monotonic() - in_flight[1] < _ACK_STUCK_S):
+        if not all_now and _waiting_for_broker(in_flight):
             return
         done, self._announce_waiting = self._announce_waiting, {}
         body = {"from": self.settings.mqtt.client_id,
@@ -836,8 +835,7 @@ class Ingest:
         batch piled up in paho (4,900 after 200,000 readings, measured).
         """
         in_flight = self._acks_in_flight.get(key)
-        if (in_flight is not None and not in_flight[0].is_published()
-                and time.monotonic() - in_flight[1] < _ACK_STUCK_S):
+        if _waiting_for_broker(in_flight):
             self._acks_waiting[key] = watermark
             return
         self._acks_waiting.pop(key, None)
@@ -848,9 +846,7 @@ class Ingest:
 
     def _send_waiting_acks(self, *, all_now: bool = False) -> None:
         for key, watermark in list(self._acks_waiting.items()):
-            in_flight = self._acks_in_flight.get(key)
-            if (all_now or in_flight is None or in_flight[0].is_published()
-                    or time.monotonic() - in_flight[1] >= _ACK_STUCK_S):
+            if all_now or not _waiting_for_broker(self._acks_in_flight.get(key)):
                 self._acks_in_flight.pop(key, None)
                 self._send_ack(key, watermark)
 
@@ -896,6 +892,16 @@ class Ingest:
             self._last_batch_log = now
             total_messages = total_points = 0
         self._batch_log = (total_messages, total_points)
+
+
+def _waiting_for_broker(sent: tuple[mqtt.MQTTMessageInfo, float] | None) -> bool:
+    """True while a publish (paho's handle, when) still waits for the broker's PUBACK.
+
+    An ack or announcement held longer than ``_ACK_STUCK_S`` (a lost
+    connection paho will re-send it on) no longer counts: newer ones go out.
+    """
+    return (sent is not None and not sent[0].is_published()
+            and time.monotonic() - sent[1] < _ACK_STUCK_S)
 
 
 def _ranges(seqs: list[int]) -> list[tuple[int, int]]:
