@@ -69,7 +69,7 @@ from secadero.server.influx import (
     WriteRejected,
     make_writer,
 )
-from secadero.server.metrics import Metrics, MetricsServer
+from secadero.server.metrics import Health, MetricsServer, Registry
 from secadero.server.mqtt_client import FastReadClient
 from secadero.server.partial_write import Rejections
 from secadero.server.points import LineBuilder, node_point, to_lines
@@ -94,6 +94,31 @@ _ACK_STUCK_S = 30.0
 # How often the writer looks for new messages while its batch is not full:
 # polling costs far less than a condition variable per message.
 _POLL_S = 0.005
+# Batch write latency buckets (seconds), for the histogram.
+LATENCY_BUCKETS_S = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+
+# Exported as secadero_ingest_<name>.
+INGEST_METRICS = {
+    "messages_received_total": ("counter", "MQTT messages received, by topic kind"),
+    "messages_rejected_total": ("counter", "messages rejected for good, by reason"),
+    "messages_stored_total": ("counter", "messages whose points InfluxDB accepted"),
+    "points_stored_total": ("counter", "points InfluxDB accepted"),
+    "points_set_aside_total": ("counter", "points InfluxDB refused for good (see set_aside_file)"),
+    "write_errors_total": ("counter", "failed write attempts, by kind (retried)"),
+    "write_isolation_fallbacks_total": ("counter", "400s whose answer did not account for "
+                                        "every point: rest written again (step=retry), "
+                                        "then bisected (step=bisect)"),
+    "seq_gap_total": ("counter", "sequence numbers counted as lost after the gap timeout"),
+    "observer_errors_total": ("counter", "exceptions raised by observers (alert engine)"),
+    "nodes_offline_total": ("counter", "nodes marked offline after silence"),
+    "downsample_runs_total": ("counter", "rounds that downsampled hours of late readings again"),
+    "downsample_hours_total": ("counter", "hours downsampled again for late readings"),
+    "downsample_errors_total": ("counter", "failed downsampling of late hours, by kind"),
+    "downsample_hours_pending": ("gauge", "hours of late readings waiting to be downsampled"),
+    "queue_depth": ("gauge", "messages waiting for the writer"),
+    "mqtt_connected": ("gauge", "1 while connected to the broker"),
+    "influx_up": ("gauge", "1 when the last write or start-up check succeeded"),
+}
 
 
 # --------------------------------------------------------------------------
@@ -284,11 +309,16 @@ class Ingest:
 
     def __init__(self, settings: ServerSettings, *, observers: Iterable[Observer] = (),
                  writer: Writer | None = None, clock: Callable[[], float] = time.time,
-                 rng: random.Random | None = None) -> None:
+                 rng: random.Random | None = None, registry: Registry | None = None,
+                 health: Health | None = None) -> None:
         self.settings = settings
         self.observers: list[Observer] = list(observers)
         self.clock = clock
-        self.metrics = Metrics()
+        self.registry = registry or Registry()
+        self.metrics = self.registry.part("ingest", INGEST_METRICS)
+        self.metrics.histogram("batch_write_seconds", LATENCY_BUCKETS_S,
+                               "time from a batch's first write attempt to InfluxDB's 204")
+        self.health_checks = health or Health()
         self._rng = rng or random.Random()
         s = settings.ingest
         self._writer: Writer = writer or make_writer(settings.influxdb)
@@ -347,7 +377,7 @@ class Ingest:
 
     def start(self) -> Ingest:
         s = self.settings
-        self._http = MetricsServer(self.metrics, self.health, host=s.ingest.http_host,
+        self._http = MetricsServer(self.registry, self.health, host=s.ingest.http_host,
                                    port=s.ingest.http_port).start()
         self._writer_thread.start()
         self._late.start()
@@ -435,7 +465,7 @@ class Ingest:
             problems.append(f"broker unreachable for {now - self._mqtt_down_since:.0f} s")
         if self._influx_down_since is not None and now - self._influx_down_since > limit:
             problems.append(f"InfluxDB unreachable for {now - self._influx_down_since:.0f} s")
-        return problems
+        return problems + self.health_checks.problems()
 
     # -- MQTT (paho network thread)
 
@@ -692,7 +722,7 @@ class Ingest:
         if lines and not self._write_with_retry(lines):
             self._extra_lines = extra + self._extra_lines
             return  # stopping with InfluxDB down: leave the messages unacknowledged
-        self.metrics.observe_batch(time.monotonic() - started)
+        self.metrics.observe("batch_write_seconds", time.monotonic() - started)
         now = self.clock()
         touched: set[NodeKey] = set()
         with self._ack_lock:

@@ -1,65 +1,76 @@
-"""Ingest counters in Prometheus text format, and the health endpoint.
+"""The server's one metrics registry, its health checks, and the HTTP endpoint serving both.
+
+Each part of the server (ingest, alerts, notifications, forecasts, HTTP API)
+gets its own ``Metrics`` from the ``Registry`` (``registry.part("alerts")``)
+and names its metrics without the prefix: the alerts' ``evaluations_total``
+is exported as ``secadero_alerts_evaluations_total``. A part describes its
+metrics once (``help=``), so ``/metrics`` lists each with its type and text
+even before it first counts.
+
+``Health`` collects the reasons the process is unhealthy: each long-lived
+thread is watched (``health.watch_thread``) and each part may add a check of
+its own (``health.add_check``), e.g. "InfluxDB unreachable for 75 s".
 
 ``GET /metrics``: the Prometheus text exposition format (version 0.0.4).
-``GET /healthz``: 200 ``ok``, or 503 with one line per reason when InfluxDB
-or the broker has been unreachable for longer than allowed.
+``GET /healthz``: 200 ``ok``, or 503 with one line per reason.
 
-Counters are plain ints updated under a lock; the exposition is rendered on
-request, so there is no cost while nobody scrapes.
+Counters are plain numbers updated under a lock; the exposition is rendered
+on request, so there is no cost while nobody scrapes.
 """
 
 from __future__ import annotations
 
 import contextlib
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-PREFIX = "secadero_ingest_"
+PREFIX = "secadero_"
 
-# Batch write latency buckets (seconds), for the histogram.
-LATENCY_BUCKETS_S = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
-
-_HELP = {
-    "messages_received_total": ("counter", "MQTT messages received, by topic kind"),
-    "messages_rejected_total": ("counter", "messages rejected for good, by reason"),
-    "messages_stored_total": ("counter", "messages whose points InfluxDB accepted"),
-    "points_stored_total": ("counter", "points InfluxDB accepted"),
-    "points_set_aside_total": ("counter", "points InfluxDB refused for good (see set_aside_file)"),
-    "write_errors_total": ("counter", "failed write attempts, by kind (retried)"),
-    "write_isolation_fallbacks_total": ("counter", "400s whose answer did not account for "
-                                        "every point: rest written again (step=retry), "
-                                        "then bisected (step=bisect)"),
-    "seq_gap_total": ("counter", "sequence numbers counted as lost after the gap timeout"),
-    "observer_errors_total": ("counter", "exceptions raised by observers (alert engine)"),
-    "nodes_offline_total": ("counter", "nodes marked offline after silence"),
-    "downsample_runs_total": ("counter", "rounds that downsampled hours of late readings again"),
-    "downsample_hours_total": ("counter", "hours downsampled again for late readings"),
-    "downsample_errors_total": ("counter", "failed downsampling of late hours, by kind"),
-    "downsample_hours_pending": ("gauge", "hours of late readings waiting to be downsampled"),
-    "queue_depth": ("gauge", "messages waiting for the writer"),
-    "mqtt_connected": ("gauge", "1 while connected to the broker"),
-    "influx_up": ("gauge", "1 when the last write or start-up check succeeded"),
-}
+# Help for one metric: (Prometheus type, text).
+Help = Mapping[str, tuple[str, str]]
+LabelKey = tuple[tuple[str, str], ...]
 
 
 def _escape_label(value: str) -> str:
     return value.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
 
 
-class Metrics:
-    """The ingest's counters, gauges and batch-latency histogram."""
+class _Histogram:
+    def __init__(self, buckets: Sequence[float], text: str) -> None:
+        self.buckets = tuple(buckets)
+        self.text = text
+        self.counts = [0] * len(self.buckets)
+        self.sum = 0.0
+        self.count = 0
 
-    def __init__(self) -> None:
+
+class Metrics:
+    """One part's counters, gauges and histograms, exported under ``secadero_<part>_``.
+
+    ``inc``/``set`` take labels as keywords. ``gauges`` maps a name to a
+    function read at each scrape. ``labelled`` holds counters kept by their
+    owner in a plain dict (one writer thread, no lock on the hot path):
+    name -> (label name, {label value: count}).
+    """
+
+    def __init__(self, prefix: str = PREFIX, help: Help | None = None) -> None:
+        self.prefix = prefix
         self._lock = threading.Lock()
-        self._values: dict[tuple[str, tuple[tuple[str, str], ...]], float] = {}
-        self._bucket_counts = [0] * len(LATENCY_BUCKETS_S)
-        self._latency_sum_s = 0.0
-        self._latency_count = 0
+        self._values: dict[tuple[str, LabelKey], float] = {}
+        self._help: dict[str, tuple[str, str]] = dict(help or {})
+        self._histograms: dict[str, _Histogram] = {}
         self.gauges: dict[str, Callable[[], float]] = {}
-        # Counters kept by their owner in a plain dict (one writer thread, no
-        # lock on the hot path): name -> (label name, {label value: count}).
         self.labelled: dict[str, tuple[str, dict[str, int]]] = {}
+
+    def describe(self, name: str, kind: str, text: str) -> None:
+        """Say what a metric is (``counter`` or ``gauge``); listed at 0 until it counts."""
+        self._help[name] = (kind, text)
+
+    def histogram(self, name: str, buckets: Sequence[float], text: str) -> None:
+        """Declare a histogram with these upper bounds; ``observe`` adds to it."""
+        with self._lock:
+            self._histograms[name] = _Histogram(buckets, text)
 
     def inc(self, name: str, amount: float = 1, **labels: str) -> None:
         key = (name, tuple(sorted(labels.items())))
@@ -69,6 +80,15 @@ class Metrics:
     def set(self, name: str, value: float, **labels: str) -> None:
         with self._lock:
             self._values[(name, tuple(sorted(labels.items())))] = value
+
+    def observe(self, name: str, value: float) -> None:
+        with self._lock:
+            histogram = self._histograms[name]
+            histogram.sum += value
+            histogram.count += 1
+            for index, bound in enumerate(histogram.buckets):
+                if value <= bound:
+                    histogram.counts[index] += 1
 
     def _merge_labelled(self) -> None:
         for name, (label, counts) in self.labelled.items():
@@ -92,65 +112,133 @@ class Metrics:
             return {dict(labels).get(label, ""): v
                     for (n, labels), v in self._values.items() if n == name}
 
-    def observe_batch(self, seconds: float) -> None:
+    def histogram_count(self, name: str) -> int:
         with self._lock:
-            self._latency_sum_s += seconds
-            self._latency_count += 1
-            for index, bound in enumerate(LATENCY_BUCKETS_S):
-                if seconds <= bound:
-                    self._bucket_counts[index] += 1
+            return self._histograms[name].count
 
     def render(self) -> str:
-        """The Prometheus text exposition of every metric."""
-        for name, read in self.gauges.items():
+        """The Prometheus text exposition of this part's metrics."""
+        for name, read in list(self.gauges.items()):
             self.set(name, float(read()))
         self._merge_labelled()
         with self._lock:
             values = dict(self._values)
-            buckets = list(self._bucket_counts)
-            latency_sum, latency_count = self._latency_sum_s, self._latency_count
+            histograms = {name: (h.buckets, list(h.counts), h.sum, h.count, h.text)
+                          for name, h in self._histograms.items()}
+            described = dict(self._help)
         lines: list[str] = []
-        names = sorted({name for name, _ in values} | set(_HELP))
-        for name in names:
-            kind, text = _HELP.get(name, ("untyped", name))
-            lines.append(f"# HELP {PREFIX}{name} {text}")
-            lines.append(f"# TYPE {PREFIX}{name} {kind}")
+        for name in sorted({name for name, _ in values} | set(described)):
+            kind, text = described.get(name, ("untyped", name))
+            full = self.prefix + name
+            lines.append(f"# HELP {full} {text}")
+            lines.append(f"# TYPE {full} {kind}")
             series = sorted((labels, v) for (n, labels), v in values.items() if n == name)
             if not series and kind == "counter":
                 series = [((), 0)]
             for labels, value in series:
                 label_text = ",".join(f'{k}="{_escape_label(v)}"' for k, v in labels)
-                lines.append(f"{PREFIX}{name}{{{label_text}}} {value:g}" if label_text
-                             else f"{PREFIX}{name} {value:g}")
-        hist = f"{PREFIX}batch_write_seconds"
-        lines.append(f"# HELP {hist} time from a batch's first write attempt to InfluxDB's 204")
-        lines.append(f"# TYPE {hist} histogram")
-        for bound, count in zip(LATENCY_BUCKETS_S, buckets, strict=True):
-            lines.append(f'{hist}_bucket{{le="{bound:g}"}} {count}')
-        lines.append(f'{hist}_bucket{{le="+Inf"}} {latency_count}')
-        lines.append(f"{hist}_sum {latency_sum:.6f}")
-        lines.append(f"{hist}_count {latency_count}")
-        return "\n".join(lines) + "\n"
+                lines.append(f"{full}{{{label_text}}} {value:g}" if label_text
+                             else f"{full} {value:g}")
+        for name, (buckets, counts, total, count, text) in sorted(histograms.items()):
+            full = self.prefix + name
+            lines.append(f"# HELP {full} {text}")
+            lines.append(f"# TYPE {full} histogram")
+            for bound, bucket_count in zip(buckets, counts, strict=True):
+                lines.append(f'{full}_bucket{{le="{bound:g}"}} {bucket_count}')
+            lines.append(f'{full}_bucket{{le="+Inf"}} {count}')
+            lines.append(f"{full}_sum {total:.6f}")
+            lines.append(f"{full}_count {count}")
+        return "".join(line + "\n" for line in lines)
+
+
+class Registry:
+    """Every part's ``Metrics``, rendered together on ``/metrics``."""
+
+    def __init__(self, prefix: str = PREFIX) -> None:
+        self.prefix = prefix
+        self._parts: dict[str, Metrics] = {}
+        self._lock = threading.Lock()
+
+    def part(self, name: str, help: Help | None = None) -> Metrics:
+        """The metrics of one part (created on first use); exported as ``<prefix><name>_*``."""
+        with self._lock:
+            metrics = self._parts.get(name)
+            if metrics is None:
+                metrics = self._parts[name] = Metrics(f"{self.prefix}{name}_", help)
+            elif help:
+                for metric, (kind, text) in help.items():
+                    metrics.describe(metric, kind, text)
+            return metrics
+
+    def render(self) -> str:
+        with self._lock:
+            parts = [self._parts[name] for name in sorted(self._parts)]
+        return "".join(part.render() for part in parts)
+
+
+class Health:
+    """Why the process is unhealthy right now: dead threads and the parts' own checks."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._threads: list[tuple[str, Callable[[], bool]]] = []
+        self._checks: list[Callable[[], list[str]]] = []
+        self._stopping = threading.Event()
+
+    def watch_thread(self, what: str, thread: threading.Thread | Callable[[], bool]) -> None:
+        """Unhealthy once ``thread`` has ended (or the function says it is not alive).
+
+        ``what`` names the thread's job for the operator: "alert evaluation".
+        """
+        alive = thread.is_alive if isinstance(thread, threading.Thread) else thread
+        with self._lock:
+            self._threads.append((what, alive))
+
+    def add_check(self, check: Callable[[], list[str]]) -> None:
+        """``check()`` returns the reasons its part is unhealthy (empty = healthy)."""
+        with self._lock:
+            self._checks.append(check)
+
+    def stopping(self) -> None:
+        """The process is shutting down: threads ending now are not a fault."""
+        self._stopping.set()
+
+    def problems(self) -> list[str]:
+        with self._lock:
+            threads, checks = list(self._threads), list(self._checks)
+        problems: list[str] = []
+        if not self._stopping.is_set():
+            problems += [f"the {what} thread has stopped; see the log"
+                         for what, alive in threads if not alive()]
+        for check in checks:
+            try:
+                problems += check()
+            except Exception as exc:  # a broken check is itself a reason, never a 500
+                problems.append(f"health check {check!r} failed: {type(exc).__name__}: {exc}")
+        return problems
+
+    @property
+    def healthy(self) -> bool:
+        return not self.problems()
 
 
 class MetricsServer:
     """The HTTP endpoint: ``/metrics`` and ``/healthz`` on a background thread.
 
-    ``health`` returns the list of reasons the process is unhealthy (empty
-    when healthy). Port 0 picks a free port (see ``port``).
+    Port 0 picks a free port (see ``port``).
     """
 
-    def __init__(self, metrics: Metrics, health: Callable[[], list[str]], *,
-                 host: str = "127.0.0.1", port: int = 9108) -> None:
-        self.metrics = metrics
-        self.health = health
+    def __init__(self, registry: Registry | Metrics, health: Health | Callable[[], list[str]],
+                 *, host: str = "127.0.0.1", port: int = 9108) -> None:
+        self.registry = registry
+        self.health = health.problems if isinstance(health, Health) else health
         outer = self
 
         class Handler(BaseHTTPRequestHandler):
             def do_GET(self) -> None:
                 path = self.path.split("?", 1)[0]
                 if path == "/metrics":
-                    self._send(200, outer.metrics.render(),
+                    self._send(200, outer.registry.render(),
                                "text/plain; version=0.0.4; charset=utf-8")
                 elif path in ("/healthz", "/health"):
                     problems = outer.health()
@@ -176,12 +264,15 @@ class MetricsServer:
         self._server = ThreadingHTTPServer((host, port), Handler)
         self._server.daemon_threads = True
         self._thread = threading.Thread(target=self._server.serve_forever, args=(0.1,),
-                                        name="metrics-http",
-                                        daemon=True)
+                                        name="metrics-http", daemon=True)
 
     @property
     def port(self) -> int:
         return int(self._server.server_address[1])
+
+    @property
+    def thread(self) -> threading.Thread:
+        return self._thread
 
     def start(self) -> MetricsServer:
         self._thread.start()
