@@ -22,10 +22,10 @@ import time
 from pathlib import Path
 
 from secadero.contract import Envelope, Event, Telemetry
-from secadero.server.alerts.engine import AlertEngine, ForecastStatus
-from secadero.server.alerts.rules import Forecast, ForecastHour
+from secadero.server.alerts.engine import AlertEngine
 from secadero.server.alerts.state import YardTracker
 from secadero.server.alerts.store import AlertStore
+from secadero.server.forecast import Forecast, ForecastHour, ForecastStatus
 from secadero.settings import AlertSettings, RecipientSettings, YardSettings
 
 

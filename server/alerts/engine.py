@@ -41,8 +41,9 @@ from dataclasses import dataclass, fields
 
 from secadero.contract import Alert
 from secadero.server.alerts import messages, rules
-from secadero.server.alerts.rules import Forecast, YardView
+from secadero.server.alerts.rules import YardView
 from secadero.server.alerts.store import AlertStore, Episode, Notification
+from secadero.server.forecast import Forecast, ForecastStatus
 from secadero.settings import AlertSettings, RecipientSettings, YardSettings
 
 log = logging.getLogger(__name__)
@@ -61,14 +62,6 @@ class Transition:
     severity: str
     message: str
     episode: int
-
-
-@dataclass(frozen=True, slots=True)
-class ForecastStatus:
-    """The last good forecast for a yard and, if the last try failed, why."""
-
-    forecast: Forecast | None = None
-    error: str | None = None
 
 
 class AlertEngine:

@@ -26,34 +26,10 @@ from datetime import datetime
 from operator import itemgetter
 from zoneinfo import ZoneInfo
 
+from secadero.server.forecast import Forecast, ForecastHour
 from secadero.settings import AlertSettings
 
 _SECOND = itemgetter(1)
-
-
-@dataclass(frozen=True, slots=True)
-class ForecastHour:
-    """One forecast interval: [start_ts, end_ts) in UTC, and what is expected in it.
-
-    Open-Meteo stamps a value with the *end* of the hour it describes
-    ("preceding hour"); MET Norway with the start ("next_1_hours"). The
-    clients convert both to this explicit interval.
-    """
-
-    start_ts: float
-    end_ts: float
-    precip_prob_pct: float | None = None
-    precip_mm: float | None = None
-    weather_code: int | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class Forecast:
-    """The last good forecast for a yard: who gave it, when we fetched it, its hours."""
-
-    provider: str
-    fetched_at: float
-    hours: tuple[ForecastHour, ...]
 
 
 @dataclass(frozen=True, slots=True)

@@ -26,11 +26,12 @@ from typing import Any
 
 from secadero import contract
 from secadero.contract import Envelope
-from secadero.server.alerts.engine import AlertEngine, ForecastStatus
+from secadero.server.alerts.engine import AlertEngine
 from secadero.server.alerts.influx import AlertPointWriter
 from secadero.server.alerts.state import YardTracker
 from secadero.server.alerts.store import AlertStore, Notification
 from secadero.server.alerts.tokens import AckTokens, load_or_create_secret
+from secadero.server.forecast import ForecastStatus
 from secadero.server.forecast.poller import ForecastPoller, InfluxForecastWriter, make_clients
 from secadero.server.notifiers import Notifier
 from secadero.server.notifiers.dispatch import DeliveryHealth, Dispatcher

@@ -2,12 +2,18 @@
 
 Clients fetch and parse (``openmeteo``, ``metno``); ``poller`` runs them per
 yard on a schedule, keeps the last good forecast and its age, and stores
-each one in InfluxDB's ``forecast`` measurement.
+each one in InfluxDB's ``forecast`` measurement. The data types
+(``Forecast``, ``ForecastHour``, ``ForecastStatus``, in ``types``) belong here,
+not to the alerts that read them: this package imports nothing from
+``secadero.server.alerts``.
 """
 
 from __future__ import annotations
 
 from secadero.errors import SecaderoError
+from secadero.server.forecast.types import Forecast, ForecastHour, ForecastStatus
+
+__all__ = ["Forecast", "ForecastError", "ForecastHour", "ForecastStatus"]
 
 
 class ForecastError(SecaderoError):

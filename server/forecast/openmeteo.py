@@ -24,8 +24,7 @@ from typing import Any
 
 import requests
 
-from secadero.server.alerts.rules import Forecast, ForecastHour
-from secadero.server.forecast import ForecastError
+from secadero.server.forecast import Forecast, ForecastError, ForecastHour
 from secadero.server.forecast import http as forecast_http
 
 log = logging.getLogger(__name__)

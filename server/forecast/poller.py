@@ -20,9 +20,7 @@ import requests
 from influxdb_client import Point, WritePrecision
 
 from secadero.errors import PermanentStorageError, RetryableStorageError
-from secadero.server.alerts.engine import ForecastStatus
-from secadero.server.alerts.rules import Forecast
-from secadero.server.forecast import ForecastError
+from secadero.server.forecast import Forecast, ForecastError, ForecastStatus
 from secadero.server.forecast.metno import MetNorwayClient
 from secadero.server.forecast.openmeteo import OpenMeteoClient
 from secadero.settings import ForecastSettings, InfluxSettings, YardSettings

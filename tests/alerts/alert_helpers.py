@@ -30,10 +30,10 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from secadero.contract import Envelope, Event, Status, Telemetry
-from secadero.server.alerts.engine import AlertEngine, ForecastStatus
-from secadero.server.alerts.rules import Forecast, ForecastHour
+from secadero.server.alerts.engine import AlertEngine
 from secadero.server.alerts.state import YardTracker
 from secadero.server.alerts.store import AlertStore, Notification
+from secadero.server.forecast import Forecast, ForecastHour, ForecastStatus
 from secadero.server.notifiers import NotifierError, Outgoing
 from secadero.server.notifiers.dispatch import DeliveryHealth, Dispatcher
 from secadero.settings import AlertSettings, RecipientSettings, YardSettings

@@ -351,8 +351,7 @@ def test_sms_inbound_needs_the_signature(running: Running) -> None:
 
 
 def test_forecast_status_shows_age_and_error(running: Running) -> None:
-    from secadero.server.alerts.engine import ForecastStatus
-    from secadero.server.alerts.rules import Forecast
+    from secadero.server.forecast import Forecast, ForecastStatus
 
     class Poller:
         def status(self, yard: str) -> ForecastStatus:

@@ -9,8 +9,9 @@ from alert_helpers import YARD, at
 
 from secadero.contract import Envelope, Event, Status, Telemetry
 from secadero.server.alerts import rules
-from secadero.server.alerts.rules import Forecast, ForecastHour, NodeView, YardView
+from secadero.server.alerts.rules import NodeView, YardView
 from secadero.server.alerts.state import YardTracker
+from secadero.server.forecast import Forecast, ForecastHour
 from secadero.server.forecast.openmeteo import parse
 from secadero.settings import AlertSettings
 
