@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Final
 
-from secadero.server.alerts import gsm7
+from secadero.server import gsm7
 
 # {field} placeholders. Fields listed in _FLEXIBLE may be shortened to fit one segment.
 TEMPLATES: Final[Mapping[str, Mapping[str, str]]] = {

@@ -13,7 +13,7 @@ from __future__ import annotations
 import re
 import subprocess
 
-from secadero.server.alerts import gsm7
+from secadero.server import gsm7
 from secadero.server.notifiers import NotifierError, Outgoing
 from secadero.settings import GammuSettings
 

@@ -19,7 +19,7 @@ from collections.abc import Iterable
 
 import requests
 
-from secadero.server.alerts import gsm7
+from secadero.server import gsm7
 from secadero.server.notifiers import NotifierError, Outgoing
 from secadero.server.notifiers.http_errors import post
 from secadero.settings import TwilioSettings

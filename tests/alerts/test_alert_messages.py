@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from secadero.server.alerts import gsm7, messages
+from secadero.server import gsm7
+from secadero.server.alerts import messages
 
 LONG = {
     "yard": "Tendal Cooperativa Agraria Cacaotera Acopagro Chazuta Número Tres",

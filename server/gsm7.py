@@ -5,6 +5,11 @@ outside the alphabet forces UCS-2. Spanish is mostly inside it (ñ é ü ¿ ¡ a
 there) but á í ó ú are not, so our messages are written without them and
 names from the config are folded (á -> a) on purpose, with a log line, rather
 than silently by the modem's encoder (Gammu folds them without a word).
+
+It sits at the top of ``secadero.server`` and imports nothing of ours: the
+alert messages (``alerts.messages``, which keep each SMS to one segment) and
+the SMS notifiers (``notifiers.twilio``, ``notifiers.gammu``, which fold what
+they send) both use it without depending on each other.
 """
 
 from __future__ import annotations
