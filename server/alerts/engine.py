@@ -42,8 +42,9 @@ from dataclasses import dataclass, fields
 from secadero.contract import Alert
 from secadero.server.alerts import messages, rules
 from secadero.server.alerts.rules import YardView
-from secadero.server.alerts.store import AlertStore, Episode, Notification
+from secadero.server.alerts.store import AlertStore, Episode
 from secadero.server.forecast import Forecast, ForecastStatus
+from secadero.server.notifiers.notification_log import Notification
 from secadero.settings import AlertSettings, RecipientSettings, YardSettings
 
 log = logging.getLogger(__name__)

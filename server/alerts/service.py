@@ -29,12 +29,13 @@ from secadero.contract import Envelope
 from secadero.server.alerts.engine import AlertEngine
 from secadero.server.alerts.influx import AlertPointWriter
 from secadero.server.alerts.state import YardTracker
-from secadero.server.alerts.store import AlertStore, Notification
+from secadero.server.alerts.store import AlertStore
 from secadero.server.alerts.tokens import AckTokens, load_or_create_secret
 from secadero.server.forecast import ForecastStatus
 from secadero.server.forecast.poller import ForecastPoller, InfluxForecastWriter, make_clients
 from secadero.server.notifiers import Notifier
 from secadero.server.notifiers.dispatch import DeliveryHealth, Dispatcher
+from secadero.server.notifiers.notification_log import Notification
 from secadero.settings import ServerSettings
 
 log = logging.getLogger(__name__)

@@ -18,6 +18,8 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from secadero.server.notifiers.notification_log import Notification
+
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS episodes (
     id INTEGER PRIMARY KEY,
@@ -98,39 +100,16 @@ class Episode:
         return self.state != "resolved"
 
 
-@dataclass
-class Notification:
-    """One message to one recipient on one channel, and what became of it."""
-
-    episode_id: int
-    yard: str
-    created_at: float
-    event: str
-    kind: str
-    recipient: str
-    role: str
-    channel: str
-    language: str
-    address: str
-    title: str
-    body: str
-    severity: str
-    status: str = "pending"
-    attempts: int = 0
-    provider: str | None = None
-    provider_id: str | None = None
-    error: str | None = None
-    sent_at: float | None = None
-    delivery: str | None = None
-    id: int | None = None
-
-
 _EPISODE_COLUMNS = [f.name for f in fields(Episode) if f.name != "id"]
 _NOTIFICATION_COLUMNS = [f.name for f in fields(Notification) if f.name != "id"]
 
 
 class AlertStore:
-    """Episodes and notifications in one SQLite file; safe to share between threads."""
+    """Episodes and notifications in one SQLite file; safe to share between threads.
+
+    It is the dispatcher's ``NotificationLog`` (``update_notification``,
+    ``notifications``).
+    """
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)

@@ -32,10 +32,11 @@ import pytest
 from secadero.contract import Envelope, Event, Status, Telemetry
 from secadero.server.alerts.engine import AlertEngine
 from secadero.server.alerts.state import YardTracker
-from secadero.server.alerts.store import AlertStore, Notification
+from secadero.server.alerts.store import AlertStore
 from secadero.server.forecast import Forecast, ForecastHour, ForecastStatus
 from secadero.server.notifiers import NotifierError, Outgoing
 from secadero.server.notifiers.dispatch import DeliveryHealth, Dispatcher
+from secadero.server.notifiers.notification_log import Notification
 from secadero.settings import AlertSettings, RecipientSettings, YardSettings
 
 LIMA = ZoneInfo("America/Lima")
