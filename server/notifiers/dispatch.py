@@ -1,12 +1,24 @@
 """Deliver logged notifications through the notifiers: routing, retries, fallback, the log.
 
-Isolation: each channel (sms, push, webhook) has its own worker thread and
-queue, so a push server that hangs for its whole timeout does not hold back
-an SMS. Within the SMS channel the route is tried in order (Twilio, then the
-Gammu modem): a refused or timed-out Twilio request falls through to the
-modem at once, which is how an SMS still leaves with the internet down.
-Every attempt ends in the notification log (``status``, ``provider``,
-``error``), never in an exception that stops the others.
+Isolation: each channel (sms, push, webhook) that has a notifier gets its own
+worker thread and queue, so a push server that hangs for its whole timeout
+does not hold back an SMS. Within the SMS channel the route is tried in order
+(Twilio, then the Gammu modem): a refused or timed-out Twilio request falls
+through to the modem at once, which is how an SMS still leaves with the
+internet down. Every attempt ends in the notification log (``status``,
+``provider``, ``error``), never in an exception that stops the others.
+
+The log is a ``NotificationLog`` (``notification_log.py``): two methods, not
+the alert store, so this module depends on nothing in ``alerts/``.
+
+Threads: ``notify-<channel>``, one per channel, each owning its queue; each
+is watched by ``Health`` (``/healthz`` goes red if one dies). Everything else
+here is called from the alert thread (``submit``, ``resume``) or from a
+worker (``deliver``).
+
+Metrics (``secadero_notify_*``, see ``HELP``): sent, failed, provider errors
+and retries per channel and provider, expired after a restart, and the queue
+depth per channel.
 """
 
 from __future__ import annotations
@@ -15,26 +27,43 @@ import logging
 import queue
 import threading
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Sequence
 
-from secadero.server.alerts.store import AlertStore, Notification
+from secadero.server.metrics import Health, Registry
 from secadero.server.notifiers import Notifier, NotifierError, Outgoing
+from secadero.server.notifiers.notification_log import Notification, NotificationLog
 
 log = logging.getLogger(__name__)
 
 AckUrl = Callable[[Notification], "str | None"]
 
+HELP = {
+    "sent_total": ("counter", "notifications delivered, by channel and the provider that "
+                              "took them"),
+    "failed_total": ("counter", "notifications that failed for good (every attempt and "
+                                "fallback, or expired after a restart), by channel"),
+    "provider_errors_total": ("counter", "attempts a provider refused or failed (the next "
+                                         "in the route is tried), by channel and provider"),
+    "retries_total": ("counter", "attempts after a backoff because the previous round's "
+                                 "error was retryable, by channel and provider"),
+    "expired_total": ("counter", "pending notifications found after a restart too old to "
+                                 "send, marked failed, by channel"),
+    "queue_depth": ("gauge", "notifications queued on a channel's worker and not yet "
+                             "finished"),
+}
+
 
 class Dispatcher:
     """Sends notifications and records the outcome; ``deliver`` is synchronous."""
 
-    def __init__(self, store: AlertStore, notifiers: Iterable[Notifier], *,
+    def __init__(self, notification_log: NotificationLog, notifiers: Iterable[Notifier], *,
                  sms_route: Sequence[str] = ("twilio", "gammu"), attempts: int = 3,
                  backoff_s: float = 2.0, ack_url: AckUrl | None = None,
                  clock: Callable[[], float] = time.time,
                  sleep: Callable[[float], None] = time.sleep,
-                 on_done: Callable[[Notification], None] | None = None) -> None:
-        self.store = store
+                 on_done: Callable[[Notification], None] | None = None,
+                 registry: Registry | None = None, health: Health | None = None) -> None:
+        self.notification_log = notification_log
         self.notifiers: dict[str, Notifier] = {n.name: n for n in notifiers}
         self.sms_route = tuple(name for name in sms_route if name in self.notifiers)
         self.attempts = attempts
@@ -45,10 +74,16 @@ class Dispatcher:
         # Told of every final outcome (sent or failed): the service turns lasting
         # failures into a message for the technician.
         self._on_done = on_done
-        self.counters: dict[str, int] = {}
+        self._metrics = (registry or Registry()).part("notify", HELP)
+        self._health = health or Health()
         self._queues: dict[str, queue.Queue[Notification | None]] = {}
         self._threads: list[threading.Thread] = []
         self._stopping = threading.Event()
+
+    @property
+    def channels(self) -> tuple[str, ...]:
+        """The channels some notifier serves: each gets a worker thread at ``start``."""
+        return tuple(sorted({notifier.channel for notifier in self.notifiers.values()}))
 
     def route(self, channel: str) -> list[Notifier]:
         """The notifiers to try, in order, for one channel."""
@@ -67,87 +102,112 @@ class Dispatcher:
         errors: list[str] = []
         if not route:
             errors.append(f"no notifier configured for channel {note.channel}")
-        for attempt in range(self.attempts if route else 0):
+        for round_number in range(self.attempts if route else 0):
             retry = False
             for notifier in route:
                 note.attempts += 1
+                if round_number:
+                    self._metrics.inc("retries_total", channel=note.channel,
+                                      provider=notifier.name)
                 try:
                     provider_id = notifier.send(outgoing)
                 except NotifierError as exc:
                     errors.append(f"{notifier.name}: {exc}")
                     retry |= exc.retryable
-                    self._count(f"{notifier.name}_failed")
+                    self._metrics.inc("provider_errors_total", channel=note.channel,
+                                      provider=notifier.name)
                     log.warning("notification %s via %s failed: %s", note.id, notifier.name, exc)
                     continue
                 except Exception as exc:  # a notifier bug must not silence the others
                     errors.append(f"{notifier.name}: {type(exc).__name__}: {exc}")
-                    self._count(f"{notifier.name}_failed")
+                    self._metrics.inc("provider_errors_total", channel=note.channel,
+                                      provider=notifier.name)
                     log.exception("notifier %s crashed on notification %s", notifier.name,
                                   note.id)
                     continue
                 note.status, note.provider, note.provider_id = "sent", notifier.name, provider_id
                 note.sent_at, note.error = self._clock(), "; ".join(errors[-3:]) or None
-                self.store.update_notification(note)
-                self._count(f"{notifier.name}_sent")
+                self.notification_log.update_notification(note)
+                self._metrics.inc("sent_total", channel=note.channel, provider=notifier.name)
                 if self._on_done is not None:
                     self._on_done(note)
                 return note
-            if not retry or attempt == self.attempts - 1 or self._stopping.is_set():
+            if not retry or round_number == self.attempts - 1 or self._stopping.is_set():
                 break
-            self._sleep(self.backoff_s * 2**attempt)
+            self._sleep(self.backoff_s * 2**round_number)
         note.status, note.error = "failed", "; ".join(errors[-4:])[:1000]
-        self.store.update_notification(note)
-        self._count("failed")
+        self.notification_log.update_notification(note)
+        self._metrics.inc("failed_total", channel=note.channel)
         log.error("notification %s to %s (%s) failed for good: %s", note.id, note.recipient,
                   note.channel, note.error)
         if self._on_done is not None:
             self._on_done(note)
         return note
 
-    def _count(self, name: str) -> None:
-        self.counters[name] = self.counters.get(name, 0) + 1
-
     # ------------------------------------------------------------- threaded
 
     def start(self) -> None:
-        for channel in ("sms", "push", "webhook"):
+        """One worker per channel, each watched by the health check as ``notify-<channel>``."""
+        for channel in self.channels:
             q: queue.Queue[Notification | None] = queue.Queue()
             self._queues[channel] = q
-            thread = threading.Thread(target=self._worker, args=(q,), daemon=True,
+            self._metrics.set("queue_depth", 0, channel=channel)
+            thread = threading.Thread(target=self._worker, args=(channel, q), daemon=True,
                                       name=f"notify-{channel}")
             thread.start()
             self._threads.append(thread)
+            self._health.watch_thread(f"notify-{channel}", thread)
 
     def submit(self, notes: Iterable[Notification]) -> None:
-        """Queue notifications on their channel's worker (call ``start`` first)."""
+        """Queue notifications on their channel's worker (call ``start`` first).
+
+        A channel no notifier serves has no worker: its notifications are
+        logged as failed at once (and counted), never dropped.
+        """
         for note in notes:
             q = self._queues.get(note.channel)
             if q is None:
-                self.deliver(note)  # unknown channel: logged as failed at once
+                self.deliver(note)
             else:
+                # Counted before the put, so the worker's decrement never comes first.
+                self._metrics.inc("queue_depth", 1, channel=note.channel)
                 q.put(note)
 
     def resume(self, *, max_age_s: float, now: float) -> int:
         """After a restart: deliver what was decided but never sent; expire old ones."""
         count = 0
-        for note in self.store.notifications(status="pending"):
+        for note in self.notification_log.notifications(status="pending"):
             if now - note.created_at > max_age_s:
                 note.status, note.error = "failed", "expired: server was down"
-                self.store.update_notification(note)
+                self.notification_log.update_notification(note)
+                self._metrics.inc("expired_total", channel=note.channel)
+                self._metrics.inc("failed_total", channel=note.channel)
+                log.warning("notification %s to %s (%s) decided %.0f s ago: expired, not sent",
+                            note.id, note.recipient, note.channel, now - note.created_at)
                 continue
             self.submit([note])
             count += 1
         return count
 
-    def _worker(self, q: queue.Queue[Notification | None]) -> None:
-        while True:
-            note = q.get()
-            if note is None:
-                return
-            try:
-                self.deliver(note)
-            except Exception:
-                log.exception("dispatcher worker: notification %s", note.id)
+    def _worker(self, channel: str, q: queue.Queue[Notification | None]) -> None:
+        try:
+            while True:
+                note = q.get()
+                if note is None:
+                    return
+                try:
+                    self.deliver(note)
+                except Exception:  # the top of a worker thread: log and take the next one
+                    log.exception("dispatcher worker %s: notification %s", channel, note.id)
+                finally:
+                    self._metrics.inc("queue_depth", -1, channel=channel)
+        except BaseException:
+            # SystemExit from a library, or worse: nothing more leaves on this channel.
+            # /healthz names the thread; the log says why. What was queued stays
+            # pending in the notification log and goes out after a restart.
+            log.critical("notify-%s worker stopped: no more %s notifications until a "
+                         "restart", channel, channel, exc_info=True)
+            raise
 
     def stop(self, timeout_s: float = 5.0) -> None:
         self._stopping.set()
@@ -160,10 +220,6 @@ class Dispatcher:
                 notifier.close()
             except Exception:
                 log.exception("closing notifier %s", notifier.name)
-
-
-def counters_text(counters: Mapping[str, int]) -> str:
-    return ", ".join(f"{k}={v}" for k, v in sorted(counters.items()))
 
 
 class DeliveryHealth:

@@ -7,9 +7,12 @@ ntfy, Twilio and the webhook receiver are local HTTP servers on 127.0.0.1
 
 from __future__ import annotations
 
+import logging
 import shutil
+import sys
+import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import replace
 from pathlib import Path
 
@@ -21,10 +24,12 @@ from alert_helpers import (
 )
 
 from secadero.devservices import free_port
-from secadero.server.alerts.store import AlertStore, Notification
+from secadero.server.alerts.store import AlertStore
+from secadero.server.metrics import Health, Registry
 from secadero.server.notifiers import NotifierError, Outgoing
 from secadero.server.notifiers.dispatch import Dispatcher
 from secadero.server.notifiers.gammu import GammuNotifier
+from secadero.server.notifiers.notification_log import Notification, NotificationLog
 from secadero.server.notifiers.ntfy import NtfyNotifier
 from secadero.server.notifiers.twilio import TwilioNotifier, signature, valid_signature
 from secadero.server.notifiers.webhook import WebhookNotifier
@@ -306,6 +311,226 @@ def test_sms_falls_back_to_the_modem_when_twilio_is_unreachable(
         episode_id=1, yard="norte", created_at=0.0, event="raise", kind="rain_now",
         recipient="Rosa", role="worker", channel="sms", language="es",
         address="+51900000001", title="t", body="b", severity="critical"))
-    result = Dispatcher(store, [dead, Modem()], sleep=lambda s: None).deliver(note)
+    registry = Registry()
+    result = Dispatcher(store, [dead, Modem()], sleep=lambda s: None,
+                        registry=registry).deliver(note)
     assert (result.status, result.provider, result.provider_id) == ("sent", "gammu", "OUT1")
     assert result.error is not None and result.error.startswith("twilio: ConnectionError")
+    [stored] = store.notifications()
+    assert (stored.status, stored.provider, stored.attempts) == ("sent", "gammu", 2)
+    exported = registry.render()
+    assert 'secadero_notify_sent_total{channel="sms",provider="gammu"} 1\n' in exported
+    assert ('secadero_notify_provider_errors_total{channel="sms",provider="twilio"} 1\n'
+            in exported)
+    assert "secadero_notify_failed_total 0\n" in exported  # listed before it first counts
+
+
+# ------------------------------------ dispatcher: log, metrics and health
+
+def wait_until(predicate: Callable[[], bool], timeout_s: float = 5.0) -> None:
+    """Poll a condition the code under test offers no event for (a gauge, a thread's end)."""
+    deadline = time.monotonic() + timeout_s
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"not true after {timeout_s} s")
+        time.sleep(0.01)
+
+
+class MemoryLog:
+    """A ``NotificationLog`` in a dict: only the two calls the dispatcher makes.
+
+    It keeps copies, as a database would, so the test sees what was *stored*,
+    not the dispatcher's own object.
+    """
+
+    def __init__(self) -> None:
+        self.rows: dict[int, Notification] = {}
+
+    def add(self, note: Notification) -> Notification:
+        note.id = len(self.rows) + 1
+        self.rows[note.id] = replace(note)
+        return note
+
+    def update_notification(self, note: Notification) -> None:
+        assert note.id in self.rows, "the dispatcher updates only logged notifications"
+        self.rows[note.id] = replace(note)
+
+    def notifications(self, *, status: str | None = None) -> list[Notification]:
+        return [replace(n) for n in self.rows.values() if status in (None, n.status)]
+
+
+class Scripted:
+    """A notifier whose answers are scripted: a provider id, or a NotifierError to raise."""
+
+    def __init__(self, name: str, channel: str, *answers: str | BaseException) -> None:
+        self.name, self.channel = name, channel
+        self.answers = list(answers)
+        self.sent: list[Outgoing] = []
+
+    def send(self, message: Outgoing) -> str | None:
+        self.sent.append(message)
+        answer = self.answers.pop(0) if self.answers else "ok"
+        if isinstance(answer, BaseException):
+            raise answer
+        return answer
+
+    def close(self) -> None:
+        pass
+
+
+def note(channel: str = "sms", *, created_at: float = 0.0, recipient: str = "Rosa",
+         address: str = "+51900000001") -> Notification:
+    return Notification(episode_id=1, yard="norte", created_at=created_at, event="raise",
+                        kind="rain_now", recipient=recipient, role="worker", channel=channel,
+                        language="es", address=address, title="t", body="b",
+                        severity="critical")
+
+
+def test_the_alert_store_and_the_memory_log_both_are_notification_logs(
+        tmp_path: Path) -> None:
+    assert isinstance(AlertStore(tmp_path / "a.sqlite3"), NotificationLog)
+    assert isinstance(MemoryLog(), NotificationLog)
+    assert not isinstance(object(), NotificationLog)
+
+
+def test_a_retry_round_then_the_modem_counted_per_channel_and_provider() -> None:
+    log = MemoryLog()
+    twilio_down = Scripted("twilio", "sms", NotifierError("HTTP 503"), NotifierError("HTTP 503"))
+    modem = Scripted("gammu", "sms", NotifierError("modem busy"), "OUT7")
+    registry, slept = Registry(), []
+    dispatcher = Dispatcher(log, [twilio_down, modem], attempts=3, backoff_s=2.0,
+                            sleep=slept.append, clock=lambda: 1000.0, registry=registry)
+    sms = log.add(note())
+    dispatcher.deliver(sms)
+    stored = log.rows[sms.id or 0]
+    assert (stored.status, stored.provider, stored.provider_id, stored.attempts, stored.sent_at
+            ) == ("sent", "gammu", "OUT7", 4, 1000.0)
+    assert stored.error == "twilio: HTTP 503; gammu: modem busy; twilio: HTTP 503"
+    assert slept == [2.0]  # one backoff between the two rounds
+    metrics = registry.part("notify")
+    assert metrics.by_label("sent_total", "provider") == {"gammu": 1}
+    assert metrics.get("provider_errors_total", channel="sms", provider="twilio") == 2
+    assert metrics.get("provider_errors_total", channel="sms", provider="gammu") == 1
+    assert metrics.get("retries_total", channel="sms", provider="twilio") == 1
+    assert metrics.get("retries_total", channel="sms", provider="gammu") == 1
+    assert metrics.total("failed_total") == 0
+
+
+def test_a_final_refusal_is_failed_once_counted_and_reported() -> None:
+    log = MemoryLog()
+    refused = Scripted("ntfy", "push", NotifierError("HTTP 403", retryable=False))
+    registry, done = Registry(), []
+    dispatcher = Dispatcher(log, [refused], attempts=3, sleep=lambda s: None,
+                            on_done=done.append, registry=registry)
+    push = log.add(note("push", address="norte-luis"))
+    dispatcher.deliver(push)
+    stored = log.rows[push.id or 0]
+    assert (stored.status, stored.attempts, stored.error) == ("failed", 1, "ntfy: HTTP 403")
+    assert [(n.id, n.status) for n in done] == [(push.id, "failed")]
+    metrics = registry.part("notify")
+    assert metrics.get("failed_total", channel="push") == 1
+    assert metrics.get("provider_errors_total", channel="push", provider="ntfy") == 1
+    assert metrics.total("retries_total") == 0 and metrics.total("sent_total") == 0
+
+
+def test_a_channel_without_a_notifier_fails_at_once_not_silently() -> None:
+    log = MemoryLog()
+    registry = Registry()
+    dispatcher = Dispatcher(log, [Scripted("ntfy", "push")], registry=registry)
+    dispatcher.start()  # workers only for the channels a notifier serves: push
+    try:
+        assert dispatcher.channels == ("push",)
+        webhook = log.add(note("webhook", address="ops"))
+        dispatcher.submit([webhook])
+        stored = log.rows[webhook.id or 0]
+        assert (stored.status, stored.error) == (
+            "failed", "no notifier configured for channel webhook")
+        assert registry.part("notify").get("failed_total", channel="webhook") == 1
+    finally:
+        dispatcher.stop()
+
+
+def test_resume_after_a_restart_sends_pending_once_and_expires_old_ones() -> None:
+    log = MemoryLog()
+    old = log.add(note("push", created_at=1000.0, recipient="Luis", address="norte-luis"))
+    recent = log.add(note("push", created_at=8000.0, recipient="Ana", address="norte-ana"))
+    already = log.add(note("push", created_at=8000.0, recipient="Eva", address="norte-eva"))
+    already.status = "sent"
+    log.update_notification(already)
+    ntfy = Scripted("ntfy", "push", "id-1")
+    registry, delivered = Registry(), threading.Event()
+    dispatcher = Dispatcher(log, [ntfy], registry=registry,
+                            on_done=lambda n: delivered.set())
+    dispatcher.start()
+    try:
+        assert dispatcher.resume(max_age_s=3600, now=9000.0) == 1
+        assert delivered.wait(5)
+    finally:
+        dispatcher.stop()
+    assert [m.address for m in ntfy.sent] == ["norte-ana"]
+    assert [(n.recipient, n.status, n.error) for n in log.notifications()] == [
+        ("Luis", "failed", "expired: server was down"), ("Ana", "sent", None),
+        ("Eva", "sent", None)]
+    metrics = registry.part("notify")
+    assert metrics.get("expired_total", channel="push") == 1
+    assert metrics.get("failed_total", channel="push") == 1
+    assert metrics.get("sent_total", channel="push", provider="ntfy") == 1
+    assert (old.id, recent.id) == (1, 2)
+
+
+def test_queue_depth_per_channel_while_a_push_server_hangs(tmp_path: Path) -> None:
+    store = AlertStore(tmp_path / "a.sqlite3")
+    hangs = Hangs()
+    registry = Registry()
+    dispatcher = Dispatcher(store, [hangs, Scripted("twilio", "sms")], registry=registry)
+    metrics = registry.part("notify")
+    dispatcher.start()
+    try:
+        assert metrics.by_label("queue_depth", "channel") == {"push": 0, "sms": 0}
+        pushes = [store.add_notification(note("push", recipient=f"w{i}", address=f"t{i}"))
+                  for i in range(3)]
+        dispatcher.submit(pushes)
+        # One is being tried (and hangs), two wait behind it: none has finished.
+        assert metrics.get("queue_depth", channel="push") == 3
+        hangs.release.set()
+        wait_until(lambda: metrics.get("queue_depth", channel="push") == 0)
+    finally:
+        hangs.release.set()
+        dispatcher.stop()
+    assert [n.status for n in store.notifications()] == ["sent"] * 3
+    assert 'secadero_notify_queue_depth{channel="push"} 0\n' in registry.render()
+
+
+# The worker dying of an unhandled exception is the point of this test, not a leak.
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnhandledThreadExceptionWarning")
+def test_a_dead_notifier_worker_turns_health_red_and_its_note_stays_pending(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    class ExitsTheThread:
+        """A library that calls sys.exit() inside send: SystemExit is no Exception."""
+
+        name, channel = "webhook", "webhook"
+
+        def send(self, message: Outgoing) -> str:
+            sys.exit(3)
+
+        def close(self) -> None:
+            pass
+
+    store = AlertStore(tmp_path / "a.sqlite3")
+    health = Health()
+    dispatcher = Dispatcher(store, [ExitsTheThread(), Scripted("twilio", "sms")],
+                            health=health)
+    dispatcher.start()
+    try:
+        assert health.problems() == []
+        hook = store.add_notification(note("webhook", address="ops"))
+        with caplog.at_level(logging.CRITICAL, "secadero.server.notifiers.dispatch"):
+            dispatcher.submit([hook])
+            wait_until(lambda: health.problems() != [])
+        assert health.problems() == ["the notify-webhook thread has stopped; see the log"]
+        assert [r.getMessage() for r in caplog.records] == [
+            "notify-webhook worker stopped: no more webhook notifications until a restart"]
+    finally:
+        dispatcher.stop()
+    # Not lost: still pending, so the next start's resume() sends it.
+    assert [n.status for n in store.notifications()] == ["pending"]
