@@ -24,6 +24,11 @@ Routes:
 Standard library ``http.server`` (threaded): a handful of requests a day,
 no framework needed. Bind it to 127.0.0.1 and publish through a reverse
 proxy with TLS (docs/alerts.md).
+
+Metrics (``secadero_api_requests_total``): every answer counted by method,
+route pattern (``/api/alerts/{id}/ack``, never the raw path: ids and tokens
+would make a series per request) and status. The serving thread is watched
+by ``Health`` as "alert API".
 """
 
 from __future__ import annotations
@@ -39,6 +44,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import TYPE_CHECKING, Any
 
 from secadero.server.alerts.store import Episode
+from secadero.server.metrics import Health, Metrics, Registry
 from secadero.server.notifiers.twilio import INBOUND_PATH, STATUS_PATH, valid_signature
 
 if TYPE_CHECKING:
@@ -63,6 +69,13 @@ SMS_INBOUND_PATH = "/api/sms/inbound"
 ACK_WORDS = frozenset({"OK", "SI", "SÍ", "YES", "RECIBIDO", "LISTO"})
 MAX_BODY = 64 * 1024
 
+HELP = {
+    "requests_total": ("counter", "HTTP requests answered, by method, route pattern (ids and "
+                                  "tokens left out) and status"),
+}
+# The route label of a request no route matched (404s, bad request lines).
+UNMATCHED = "unmatched"
+
 
 def episode_json(episode: Episode) -> dict[str, Any]:
     data = asdict(episode)
@@ -73,9 +86,12 @@ def episode_json(episode: Episode) -> dict[str, Any]:
 class ApiServer:
     """Serves the alert API for one AlertService on host:port (port 0 = any free port)."""
 
-    def __init__(self, service: AlertService, *, host: str = "127.0.0.1", port: int = 0) -> None:
+    def __init__(self, service: AlertService, *, host: str = "127.0.0.1", port: int = 0,
+                 registry: Registry | None = None, health: Health | None = None) -> None:
         self.service = service
-        handler = type("Handler", (_Handler,), {"service": service})
+        self._health = health or Health()
+        metrics = (registry or Registry()).part("api", HELP)
+        handler = type("Handler", (_Handler,), {"service": service, "metrics": metrics})
         self._server = ThreadingHTTPServer((host, port), handler)
         self._server.daemon_threads = True
         self.port = self._server.server_address[1]
@@ -84,6 +100,7 @@ class ApiServer:
 
     def start(self) -> ApiServer:
         self._thread.start()
+        self._health.watch_thread("alert API", self._thread)
         return self
 
     def stop(self) -> None:
@@ -93,8 +110,22 @@ class ApiServer:
 
 class _Handler(BaseHTTPRequestHandler):
     service: AlertService
+    metrics: Metrics
     protocol_version = "HTTP/1.1"
     server_version = "secadero"
+    # The matched route's pattern, the ``route`` label of this request's count.
+    route = UNMATCHED
+
+    def handle_one_request(self) -> None:
+        self.route = UNMATCHED  # a kept-alive connection's next request starts unrouted
+        super().handle_one_request()
+
+    def send_response(self, code: int, message: str | None = None) -> None:
+        # Every answer passes here: ours, the form's redirect, and http.server's own
+        # errors (bad request line, unsupported method), so none goes uncounted.
+        method = self.command if self.command in ("GET", "POST") else "other"
+        self.metrics.inc("requests_total", method=method, route=self.route, status=str(code))
+        super().send_response(code, message)
 
     def log_message(self, format: str, *args: Any) -> None:
         log.debug("api %s " + format, self.client_address[0], *args)
@@ -124,8 +155,10 @@ class _Handler(BaseHTTPRequestHandler):
         query = dict(urllib.parse.parse_qsl(url.query))
         store = self.service.store
         if url.path == "/api/alerts/active":
+            self.route = url.path
             self._send(200, [episode_json(e) for e in self.service.engine.open_episodes()])
         elif url.path == "/api/alerts/history":
+            self.route = url.path
             try:
                 limit = min(max(int(query.get("limit", "50")), 1), 1000)
             except ValueError:
@@ -141,6 +174,7 @@ class _Handler(BaseHTTPRequestHandler):
                 result.append(data)
             self._send(200, result)
         elif url.path == "/api/forecast":
+            self.route = url.path
             now = self.service.clock()
             result = []
             for yard in self.service.tracker.yards():
@@ -154,8 +188,10 @@ class _Handler(BaseHTTPRequestHandler):
                     "error": status.error})
             self._send(200, result)
         elif match := _PAGE.fullmatch(url.path):
+            self.route = "/alerts/{id}"
             self._page(int(match.group(1)), query)
         elif match := _ONE.fullmatch(url.path):
+            self.route = "/api/alerts/{id}"
             episode = store.episode(int(match.group(1)))
             if episode is None:
                 self._send(404, {"error": "no such alert"})
@@ -166,11 +202,17 @@ class _Handler(BaseHTTPRequestHandler):
 
     def do_POST(self) -> None:
         url = urllib.parse.urlsplit(self.path)
+        # Routed before the body is read, so a 413 is counted under its route too.
+        ack = _ACK.fullmatch(url.path)
+        if ack:
+            self.route = "/api/alerts/{id}/ack"
+        elif url.path in (INBOUND_PATH, STATUS_PATH, SMS_INBOUND_PATH):
+            self.route = url.path
         body = self._body()
         if body is None:
             return
-        if match := _ACK.fullmatch(url.path):
-            self._ack(int(match.group(1)), dict(urllib.parse.parse_qsl(url.query)))
+        if ack:
+            self._ack(int(ack.group(1)), dict(urllib.parse.parse_qsl(url.query)))
         elif url.path in (INBOUND_PATH, STATUS_PATH):
             self._twilio(url, body)
         elif url.path == SMS_INBOUND_PATH:

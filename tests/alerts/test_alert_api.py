@@ -8,6 +8,7 @@ would: its URL and method, from the JSON ntfy received.
 from __future__ import annotations
 
 import html
+import http.client
 import json
 import re
 import shutil
@@ -31,6 +32,7 @@ from secadero.contract import Alert, Envelope, Event, decode_alert
 from secadero.devservices import free_port
 from secadero.server.alerts.service import AlertService, build_notifiers
 from secadero.server.api import ApiServer
+from secadero.server.metrics import Health, Registry
 from secadero.server.notifiers.twilio import signature
 from secadero.settings import ServerSettings, load_server_settings
 
@@ -103,8 +105,9 @@ def twilio_api() -> Iterator[FakeService]:
 
 class Running:
     def __init__(self, settings: ServerSettings, service: AlertService, api: ApiServer,
-                 published: list[tuple[str, bytes, bool]]) -> None:
+                 published: list[tuple[str, bytes, bool]], *, registry: Registry) -> None:
         self.settings, self.service, self.api, self.published = settings, service, api, published
+        self.registry = registry
         self.url = f"http://127.0.0.1:{api.port}"
 
     def request(self, method: str, path: str, data: bytes | None = None,
@@ -137,10 +140,12 @@ def running(tmp_path: Path, ntfy: FakeService, twilio_api: FakeService,
     published: list[tuple[str, bytes, bool]] = []
     service = AlertService(settings, notifiers=build_notifiers(settings), poller=None,
                            publish=lambda t, p, r: published.append((t, p, r)))
-    api = ApiServer(service, host="127.0.0.1", port=settings.alerts.api_port).start()
+    registry = Registry()
+    api = ApiServer(service, host="127.0.0.1", port=settings.alerts.api_port,
+                    registry=registry).start()
     service.start()
     try:
-        yield Running(settings, service, api, published)
+        yield Running(settings, service, api, published, registry=registry)
     finally:
         api.stop()
         service.stop()
@@ -402,3 +407,54 @@ def test_the_page_a_tap_opens_and_its_button(running: Running, ntfy: FakeService
     assert running.service.store.active_episodes()[0].state == "acknowledged"
     status, page = running.request("GET", "/alerts/1?token=1.x")
     assert status == 403 and "Enlace no valido o vencido." in page
+
+
+def test_requests_are_counted_by_route_pattern_and_status_never_the_raw_path(
+        running: Running) -> None:
+    assert running.request("GET", "/api/alerts/active")[0] == 200
+    assert running.request("GET", "/api/alerts/123")[0] == 404
+    assert running.request("GET", "/api/alerts/124")[0] == 404
+    assert running.request("POST", "/api/alerts/77/ack?token=s3cret")[0] == 403
+    assert running.request("GET", "/alerts/5?token=s3cret")[0] == 403
+    assert running.request("GET", "/nope/42")[0] == 404
+    connection = http.client.HTTPConnection("127.0.0.1", running.api.port, timeout=5)
+    try:
+        connection.request("POST", "/api/sms/inbound", body=b"",
+                           headers={"Content-Length": "many"})
+        assert connection.getresponse().status == 413
+        connection.close()
+        # Two requests on one kept-alive connection: the second, which http.server
+        # itself refuses (no do_PUT), must not be counted under the first one's route.
+        connection.request("GET", "/api/forecast")
+        response = connection.getresponse()
+        assert response.status == 200
+        response.read()
+        connection.request("PUT", "/api/forecast")
+        assert connection.getresponse().status == 501
+    finally:
+        connection.close()
+    exported = [line for line in running.registry.render().splitlines()
+                if line.startswith("secadero_api_requests_total{")]
+    assert sorted(exported) == sorted([
+        'secadero_api_requests_total{method="GET",route="/api/alerts/active",status="200"} 1',
+        'secadero_api_requests_total{method="GET",route="/api/alerts/{id}",status="404"} 2',
+        'secadero_api_requests_total{method="POST",route="/api/alerts/{id}/ack",status="403"}'
+        ' 1',
+        'secadero_api_requests_total{method="GET",route="/alerts/{id}",status="403"} 1',
+        'secadero_api_requests_total{method="GET",route="unmatched",status="404"} 1',
+        'secadero_api_requests_total{method="POST",route="/api/sms/inbound",status="413"} 1',
+        'secadero_api_requests_total{method="GET",route="/api/forecast",status="200"} 1',
+        'secadero_api_requests_total{method="other",route="unmatched",status="501"} 1',
+    ])
+
+
+def test_the_api_thread_is_watched(running: Running) -> None:
+    health = Health()
+    api = ApiServer(running.service, host="127.0.0.1", port=0, health=health).start()
+    assert health.problems() == []
+    api.stop()
+    deadline = time.monotonic() + 5
+    while not health.problems():  # serve_forever returns just after shutdown() does
+        assert time.monotonic() < deadline, "the stopped API thread was not noticed"
+        time.sleep(0.01)
+    assert health.problems() == ["the alert API thread has stopped; see the log"]
