@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import copy
 import json
+import subprocess
+import sys
 from datetime import UTC, datetime
 from email.utils import format_datetime
 from pathlib import Path
@@ -252,3 +254,26 @@ def test_a_failed_store_is_retried_without_fetching_again(service: FakeService) 
     poller.store_pending()
     assert attempts == [0, 1, 2]
     assert poller.counters["store_failed"] == 1 and poller.counters["store_rejected"] == 1
+
+
+def test_the_forecast_package_does_not_import_the_alerts() -> None:
+    """The clients own their data types: a new provider needs nothing from alerts/."""
+    code = ("import sys, secadero.server.forecast.openmeteo, secadero.server.forecast.metno, "
+            "secadero.server.forecast.poller; "
+            "print(sorted(m for m in sys.modules if m.startswith('secadero.server.alerts')))")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            check=True, timeout=60)
+    assert result.stdout == "[]\n"
+
+
+def test_the_rules_read_the_forecast_packages_types() -> None:
+    from secadero.server import forecast
+    from secadero.server.alerts import rules
+    from secadero.server.forecast import types
+
+    assert (forecast.Forecast, forecast.ForecastHour, forecast.ForecastStatus) == (
+        types.Forecast, types.ForecastHour, types.ForecastStatus)
+    hour = forecast.ForecastHour(utc("2026-06-15T15:00"), utc("2026-06-15T16:00"), 80.0, 1.0)
+    found = rules.first_rain_hour(forecast.Forecast("open-meteo", 0.0, (hour,)),
+                                  utc("2026-06-15T14:30"), 120, prob_pct=60, mm_per_h=5)
+    assert found is hour

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import shutil
+import subprocess
 import sys
 import threading
 import time
@@ -534,3 +535,14 @@ def test_a_dead_notifier_worker_turns_health_red_and_its_note_stays_pending(
         dispatcher.stop()
     # Not lost: still pending, so the next start's resume() sends it.
     assert [n.status for n in store.notifications()] == ["pending"]
+
+
+def test_the_notifiers_do_not_import_the_alerts() -> None:
+    """The dispatcher depends on its NotificationLog, the SMS notifiers on server.gsm7."""
+    code = ("import sys, secadero.server.notifiers.dispatch, secadero.server.notifiers.ntfy, "
+            "secadero.server.notifiers.twilio, secadero.server.notifiers.gammu, "
+            "secadero.server.notifiers.webhook; "
+            "print(sorted(m for m in sys.modules if m.startswith('secadero.server.alerts')))")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            check=True, timeout=60)
+    assert result.stdout == "[]\n"
