@@ -124,7 +124,7 @@ class _Handler(BaseHTTPRequestHandler):
         query = dict(urllib.parse.parse_qsl(url.query))
         store = self.service.store
         if url.path == "/api/alerts/active":
-            self._send(200, [episode_json(e) for e in self.service.engine.open_episodes()])
+            self._send(200, [episode_json(e) for e in self.service.open_episodes()])
         elif url.path == "/api/alerts/history":
             try:
                 limit = min(max(int(query.get("limit", "50")), 1), 1000)
@@ -244,9 +244,7 @@ class _Handler(BaseHTTPRequestHandler):
         word = text.strip().upper().rstrip(".!")
         acked = []
         if word in ACK_WORDS:
-            acked = self.service.engine.acknowledge_phone(sender, self.service.clock())
-            for episode in acked:
-                self.service._publish_alert(episode.yard)
+            acked = self.service.acknowledge_phone(sender)
         log.info("SMS from %s: %r acknowledged %d alerts", sender, word[:20], len(acked))
         return [episode.id or 0 for episode in acked]
 
