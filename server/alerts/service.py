@@ -128,20 +128,21 @@ class AlertCore:
     ``forecast(yard)`` and ``delivery_error(yard)`` give the other inputs;
     ``act(decision)`` is told of each committed decision (an exception there
     is counted and logged: the notifications stay pending in the store).
+    ``registry``: where ``secadero_alerts_*`` go (``metrics``).
     """
 
     def __init__(self, engine: AlertEngine, store: AlertStore, tracker: YardTracker, *,
                  forecast: Callable[[str], ForecastStatus] = lambda yard: ForecastStatus(),
                  delivery_error: Callable[[str], str | None] = lambda yard: None,
                  act: Callable[[Decision], None] | None = None,
-                 metrics: Metrics | None = None) -> None:
+                 registry: Registry | None = None) -> None:
         self.engine = engine
         self.store = store
         self.tracker = tracker
         self.forecast = forecast
         self.delivery_error = delivery_error
         self.act = act
-        self.metrics = metrics if metrics is not None else alert_metrics(Registry())
+        self.metrics = alert_metrics(registry if registry is not None else Registry())
         self._lock = threading.RLock()
         # yard -> (kind, key) -> episode. A yard's dict is replaced whole at each swap,
         # never changed in place: whoever holds one holds a consistent snapshot.
@@ -261,8 +262,12 @@ class AlertCore:
 
     def _failed(self, stage: str, yard: str) -> None:
         self.metrics.inc("errors_total", stage=stage)
-        log.exception("alerts: %s failed for yard %s; its episodes stay as they were",
-                      stage, yard)
+        if stage == "act":
+            log.exception("alerts: acting on yard %s's committed decision failed; its "
+                          "notifications stay pending and go out at the next start", yard)
+        else:
+            log.exception("alerts: %s failed for yard %s; its episodes stay as they were "
+                          "and it is evaluated again next cycle", stage, yard)
 
     def _count_open(self) -> None:
         counts = dict.fromkeys(KINDS, 0)
@@ -290,7 +295,6 @@ class AlertService:
         self.clock = clock
         self.publish = publish
         self.health = health if health is not None else Health()
-        self.metrics = alert_metrics(registry if registry is not None else Registry())
         self.store = AlertStore(s.database)
         self.tracker = YardTracker(settings.yards, humidity_window_s=s.humidity_window_min * 60)
         engine = AlertEngine(s, settings.yards, started_at=clock(),
@@ -306,7 +310,8 @@ class AlertService:
         self.points: AlertPointWriter | None = None
         self.core = AlertCore(engine, self.store, self.tracker, forecast=self.forecast_status,
                               delivery_error=self.delivery.error, act=self._act,
-                              metrics=self.metrics)
+                              registry=registry)
+        self.metrics = self.core.metrics
         self._published: dict[str, bytes] = {}
         # Publishing reads the yard's alert and sends it in one step, so two threads
         # (a cycle, an acknowledge) cannot leave the older state retained.
