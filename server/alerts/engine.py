@@ -92,6 +92,8 @@ class Decision:
     transition names its episode by its position in ``episodes``
     (``notification_about``, ``transition_about``), because an episode raised
     now has no id until the commit gives it one; ``with_ids`` fills them in.
+    Nobody changes a decision's episodes: once committed they are the live ones
+    (``AlertCore``), and the next decision starts from copies of them.
     """
 
     yard: str
