@@ -5,8 +5,9 @@ Run by hand:  .venv/bin/python bench/alerts_evaluate.py [--yards 500] [--cycles 
 Each yard has 3 nodes reporting every 10 s (so 180 humidity samples each in
 the 30-minute window), 3 trays, and a 48-hour forecast. A cycle is what the
 service's timer does: for every yard, build the view from the tracker and
-run every rule through the engine (state in SQLite in a temp dir), in one
-transaction as ``AlertService.evaluate`` does.
+run every rule through the engine, commit what changed (SQLite in a temp dir,
+one transaction per cycle, one SAVEPOINT per yard) and swap it into memory:
+``AlertCore.evaluate``, as ``AlertService.evaluate`` runs it.
 
 Measured: a quiet cycle (nothing changes: the usual case), and a storm
 cycle (every yard raises a rain episode and logs two notifications, the
@@ -23,14 +24,14 @@ from pathlib import Path
 
 from secadero.contract import Envelope, Event, Telemetry
 from secadero.server.alerts.engine import AlertEngine
+from secadero.server.alerts.service import AlertCore
 from secadero.server.alerts.state import YardTracker
 from secadero.server.alerts.store import AlertStore
 from secadero.server.forecast import Forecast, ForecastHour, ForecastStatus
 from secadero.settings import AlertSettings, RecipientSettings, YardSettings
 
 
-def build(n_yards: int, workdir: Path, now: float) -> tuple[AlertEngine, YardTracker,
-                                                            dict[str, ForecastStatus]]:
+def build(n_yards: int, workdir: Path, now: float) -> tuple[AlertCore, YardTracker]:
     recipients = (
         RecipientSettings(name="Rosa", role="worker", phone="+51900000001"),
         RecipientSettings(name="Luis", role="worker", ntfy_topic="luis", channels=("push",)),
@@ -40,8 +41,7 @@ def build(n_yards: int, workdir: Path, now: float) -> tuple[AlertEngine, YardTra
                           longitude=-76.14, recipients=recipients) for i in range(n_yards)]
     # Drying hours all day, so the storm cycle really sends.
     settings = AlertSettings(drying_start="00:00", drying_end="24:00")
-    engine = AlertEngine(AlertStore(workdir / "alerts.sqlite3"), settings, yards,
-                         started_at=now)
+    engine = AlertEngine(settings, yards, started_at=now)
     tracker = YardTracker(yards)
     hour0 = now - now % 3600
     hours = tuple(ForecastHour(hour0 + h * 3600, hour0 + (h + 1) * 3600, 10.0, 0.0)
@@ -56,16 +56,14 @@ def build(n_yards: int, workdir: Path, now: float) -> tuple[AlertEngine, YardTra
                 tracker.observe(Envelope(yard.id, node, "telemetry", Telemetry(
                     ts=ts, seq=seq, temperature_c=30.0, humidity_pct=60.0 + step % 3,
                     rain=False, rain_mm=0.0, trays={"t1": "retracted"})), ts)
-    return engine, tracker, forecasts
+    core = AlertCore(engine, AlertStore(workdir / "alerts.sqlite3"), tracker,
+                     forecast=forecasts.__getitem__)
+    return core, tracker
 
 
-def cycle(engine: AlertEngine, tracker: YardTracker, forecasts: dict[str, ForecastStatus],
-          now: float) -> tuple[float, int]:
+def cycle(core: AlertCore, now: float) -> tuple[float, int]:
     started = time.perf_counter()
-    notes = 0
-    with engine.cycle():  # one transaction, as AlertService.evaluate does
-        for yard in tracker.yards():
-            notes += len(engine.evaluate(tracker.view(yard), forecasts[yard], now))
+    notes = sum(len(decision.notifications) for decision in core.evaluate(now))
     return time.perf_counter() - started, notes
 
 
@@ -76,11 +74,11 @@ def main() -> None:
     args = parser.parse_args()
     now = time.time()
     with tempfile.TemporaryDirectory() as tmp:
-        engine, tracker, forecasts = build(args.yards, Path(tmp), now)
-        cycle(engine, tracker, forecasts, now)  # warm-up
+        core, tracker = build(args.yards, Path(tmp), now)
+        cycle(core, now)  # warm-up
         quiet = []
         for i in range(args.cycles):
-            seconds, notes = cycle(engine, tracker, forecasts, now + 1 + i)
+            seconds, notes = cycle(core, now + 1 + i)
             assert notes == 0
             quiet.append(seconds)
         # The storm: every yard's first plate gets wet at once.
@@ -88,9 +86,9 @@ def main() -> None:
         for yard in tracker.yards():
             tracker.observe(Envelope(yard, "n1", "event", Event(ts=storm_at, seq=10**6,
                                                                 type="rain_started")), storm_at)
-        storm, notes = cycle(engine, tracker, forecasts, storm_at)
+        storm, notes = cycle(core, storm_at)
         assert notes == 2 * args.yards, notes
-        after = [cycle(engine, tracker, forecasts, storm_at + 1 + i)[0] for i in range(10)]
+        after = [cycle(core, storm_at + 1 + i)[0] for i in range(10)]
 
     def ms(seconds: float) -> str:
         return f"{seconds * 1000:.1f} ms"

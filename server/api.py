@@ -156,7 +156,7 @@ class _Handler(BaseHTTPRequestHandler):
         store = self.service.store
         if url.path == "/api/alerts/active":
             self.route = url.path
-            self._send(200, [episode_json(e) for e in self.service.engine.open_episodes()])
+            self._send(200, [episode_json(e) for e in self.service.open_episodes()])
         elif url.path == "/api/alerts/history":
             self.route = url.path
             try:
@@ -286,9 +286,7 @@ class _Handler(BaseHTTPRequestHandler):
         word = text.strip().upper().rstrip(".!")
         acked = []
         if word in ACK_WORDS:
-            acked = self.service.engine.acknowledge_phone(sender, self.service.clock())
-            for episode in acked:
-                self.service._publish_alert(episode.yard)
+            acked = self.service.acknowledge_phone(sender)
         log.info("SMS from %s: %r acknowledged %d alerts", sender, word[:20], len(acked))
         return [episode.id or 0 for episode in acked]
 

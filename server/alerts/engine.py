@@ -25,24 +25,30 @@ Borrowed from Alertmanager, PagerDuty and ThingsBoard (see docs/alerts.md):
   yard's workers; nor does ``delivery_failed`` (messages to the yard failing
   for good: Twilio refusing, ntfy unreachable, the modem gone).
 
-The engine is driven by ``evaluate(view, forecast, now)``; it keeps the open
-episodes in memory (loaded from SQLite at start) so an evaluation that
-changes nothing touches no disk.
+Decide, then commit, then act. This module is the *decide* step and nothing
+else: ``AlertEngine.decide(view, forecast, episodes, now)`` takes one yard's
+view, its forecast status, the delivery state, the yard's open episodes and
+the clock, and returns a ``Decision``: the new versions of the episodes that
+changed, the notifications to send (already rendered) and the transitions
+for the wall display. It changes nothing it is given (the rules work on
+copies) and touches no store, so anything that raises while deciding (a
+rule, a message template) leaves every episode as it was, and the yard is
+simply decided again at the next evaluation. ``service.AlertCore`` commits
+a decision to SQLite, then swaps it into memory, then hands it on to be
+sent and published.
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
-import threading
-from collections.abc import Callable, Iterable, Iterator, Mapping
-from dataclasses import dataclass, fields
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, fields, replace
 
 from secadero.contract import Alert
 from secadero.server.alerts import messages, rules
 from secadero.server.alerts.rules import YardView
-from secadero.server.alerts.store import AlertStore, Episode
+from secadero.server.alerts.store import Episode
 from secadero.server.forecast import Forecast, ForecastStatus
 from secadero.server.notifiers.notification_log import Notification
 from secadero.settings import AlertSettings, RecipientSettings, YardSettings
@@ -50,6 +56,12 @@ from secadero.settings import AlertSettings, RecipientSettings, YardSettings
 log = logging.getLogger(__name__)
 
 TECHNICIAN = "technician"
+
+# The open episodes of one yard, by (kind, key): key is the node for node_offline, else "".
+YardEpisodes = Mapping[tuple[str, str], Episode]
+
+# messages.render's signature: (template kind, language, fields, repeat=) -> Text.
+Render = Callable[..., messages.Text]
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,127 +77,135 @@ class Transition:
     episode: int
 
 
-class AlertEngine:
-    """Episodes and notification decisions for all yards; one instance per server."""
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """What one evaluation (or acknowledge) decided for one yard. Nothing has happened yet.
 
-    def __init__(self, store: AlertStore, settings: AlertSettings,
-                 yards: Iterable[YardSettings], *, started_at: float,
-                 forecast_enabled: bool = True) -> None:
-        self.store = store
+    ``episodes``: the new versions of the episodes that changed, the decision's
+    own copies (``id`` None: raised by this decision). A notification or a
+    transition names its episode by its position in ``episodes``
+    (``notification_about``, ``transition_about``), because an episode raised
+    now has no id until the commit gives it one; ``with_ids`` fills them in.
+    Nobody changes a decision's episodes: once committed they are the live ones
+    (``AlertCore``), and the next decision starts from copies of them.
+    """
+
+    yard: str
+    episodes: tuple[Episode, ...] = ()
+    notifications: tuple[Notification, ...] = ()
+    notification_about: tuple[int, ...] = ()
+    transitions: tuple[Transition, ...] = ()
+    transition_about: tuple[int, ...] = ()
+
+    @property
+    def empty(self) -> bool:
+        """Nothing changed: nothing to store, send or publish."""
+        return not self.episodes
+
+    def with_ids(self, episode_ids: Sequence[int]) -> Decision:
+        """The same decision with the episodes' stored ids filled in (``AlertStore.commit``)."""
+        episodes = tuple(replace(e, id=i) for e, i in zip(self.episodes, episode_ids,
+                                                           strict=True))
+        return replace(
+            self, episodes=episodes,
+            notifications=tuple(replace(n, episode_id=episode_ids[about]) for n, about
+                                in zip(self.notifications, self.notification_about,
+                                       strict=True)),
+            transitions=tuple(replace(t, episode=episode_ids[about]) for t, about
+                              in zip(self.transitions, self.transition_about, strict=True)))
+
+
+def current_alert(episodes: YardEpisodes) -> Alert:
+    """What a yard's retained ``alert`` topic should say (for the nodes' beacons)."""
+    for kind in ("rain", "humidity_surge"):
+        episode = episodes.get((kind, ""))
+        if episode is not None:
+            return Alert(state="raised", kind=episode.cause, severity=episode.severity,
+                         message=episode.message, since=episode.raised_at)
+    return Alert(state="clear")
+
+
+class AlertEngine:
+    """The rules' lifecycle for all yards: pure, holds no episode; one instance per server.
+
+    ``render``: how a message is worded (``messages.render``); passed in so a
+    test can make it fail the way a broken template would.
+    """
+
+    def __init__(self, settings: AlertSettings, yards: Iterable[YardSettings], *,
+                 started_at: float, forecast_enabled: bool = True,
+                 render: Render = messages.render) -> None:
         self.settings = settings
         self.yards: dict[str, YardSettings] = {y.id: y for y in yards}
         self.started_at = started_at
         # Without providers there is no forecast to go stale: the sensors alone decide.
         self.forecast_enabled = forecast_enabled
-        # Told of every raise, acknowledge and resolve (after they are stored).
-        self.on_transition: Callable[[Transition], None] | None = None
-        self._lock = threading.RLock()
-        self._open: dict[tuple[str, str, str], Episode] = {
-            (e.yard, e.kind, e.key): e for e in store.active_episodes()
-        }
-        # Open episode keys per yard: a yard's evaluation must not scan every yard's.
-        self._by_yard: dict[str, set[tuple[str, str, str]]] = {}
-        for key in self._open:
-            self._by_yard.setdefault(key[0], set()).add(key)
-        # What each episode looked like when last written: only changes are saved.
-        self._saved: dict[int, str] = {e.id or 0: _fingerprint(e) for e in self._open.values()}
+        self.render = render
 
     # ------------------------------------------------------------------ API
 
-    def evaluate(self, view: YardView, forecast: ForecastStatus, now: float, *,
-                 delivery_error: str | None = None) -> list[Notification]:
-        """Run every rule for one yard; return the notifications decided (already logged).
+    def decide(self, view: YardView, forecast: ForecastStatus, episodes: YardEpisodes,
+               now: float, *, delivery_error: str | None = None) -> Decision:
+        """Run every rule for one yard; return what changes (``episodes`` stay untouched).
 
-        ``delivery_error``: messages to this yard are failing for good right now
-        (``DeliveryHealth``): the technician is told.
+        ``episodes``: the yard's open episodes. ``delivery_error``: messages to
+        this yard are failing for good right now (``DeliveryHealth``): the
+        technician is told.
         """
         yard = self.yards.get(view.yard)
         if yard is None:
-            return []
+            return Decision(view.yard)
         drying = rules.in_drying_hours(now, yard.timezone, self.settings)
-        with self._lock, _Batch(self.store, self._saved, self.on_transition) as batch:
-            self._rain(yard, view, forecast.forecast, now, drying, batch)
-            self._humidity(yard, view, now, drying, batch)
-            self._nodes(yard, view, now, drying, batch)
-            if self.forecast_enabled:
-                self._forecast_stale(yard, forecast, now, drying, batch)
-            self._delivery(yard, delivery_error, now, drying, batch)
-        return [note for _, note in batch.notes]
+        draft = _Draft(yard.id, episodes)
+        self._rain(yard, view, forecast.forecast, now, drying, draft)
+        self._humidity(yard, view, now, drying, draft)
+        self._nodes(yard, view, now, drying, draft)
+        if self.forecast_enabled:
+            self._forecast_stale(yard, forecast, now, drying, draft)
+        self._delivery(yard, delivery_error, now, drying, draft)
+        return draft.decision()
 
-    @contextlib.contextmanager
-    def cycle(self) -> Iterator[None]:
-        """Evaluate many yards in one SQLite transaction. Locks in the one order used
-        everywhere (engine, then store), so an acknowledge from the API cannot deadlock
-        with a running cycle."""
-        with self._lock, self.store.transaction():
-            yield
+    def acknowledge(self, episode: Episode, by: str, now: float) -> Decision:
+        """A person said "OK": stop the repeats. Empty if it was not ``raised``."""
+        if episode.state != "raised":
+            return Decision(episode.yard)
+        draft = _Draft(episode.yard, {(episode.kind, episode.key): episode})
+        acked = draft.get(episode.kind, episode.key)
+        assert acked is not None
+        acked.state, acked.acked_at, acked.acked_by = "acknowledged", now, by
+        draft.touch(acked)
+        draft.transition(acked, acked.cause, "acknowledged", now)
+        log.info("episode %s acknowledged by %s", episode.id, by)
+        return draft.decision()
 
-    def acknowledge(self, episode_id: int, by: str, now: float) -> Episode | None:
-        """A person said "OK": stop repeats. Returns the episode, None if unknown/closed."""
-        with self._lock:
-            for episode in self._open.values():
-                if episode.id == episode_id:
-                    if episode.state == "raised":
-                        episode.state, episode.acked_at, episode.acked_by = (
-                            "acknowledged", now, by)
-                        self.store.save_episode(episode)
-                        self._saved[episode_id] = _fingerprint(episode)
-                        log.info("episode %s acknowledged by %s", episode_id, by)
-                        if self.on_transition is not None:
-                            self.on_transition(Transition(
-                                now, episode.yard, episode.cause, "acknowledged",
-                                episode.severity, episode.message, episode_id))
-                    return episode
-        return None
-
-    def acknowledge_phone(self, phone: str, now: float) -> list[Episode]:
-        """An SMS reply "OK"/"SI" from a recipient: acknowledge their yards' open episodes."""
-        yards = {y.id for y in self.yards.values()
-                 if any(r.phone == phone for r in y.recipients)}
-        acked = []
-        for episode in list(self._open.values()):
-            if episode.yard in yards and episode.kind in ("rain", "humidity_surge"):
-                result = self.acknowledge(episode.id or 0, phone, now)
-                if result is not None:
-                    acked.append(result)
-        return acked
-
-    def open_episodes(self) -> list[Episode]:
-        return sorted(self._open.values(), key=lambda e: (e.raised_at, e.id or 0))
-
-    def current_alert(self, yard: str) -> Alert:
-        """What the yard's retained ``alert`` topic should say now (for the nodes' beacons)."""
-        for kind in ("rain", "humidity_surge"):
-            episode = self._open.get((yard, kind, ""))
-            if episode is not None:
-                return Alert(state="raised", kind=episode.cause, severity=episode.severity,
-                             message=episode.message, since=episode.raised_at)
-        return Alert(state="clear")
+    def yards_of_phone(self, phone: str) -> list[str]:
+        """The yards where ``phone`` is a recipient (an SMS reply acknowledges those)."""
+        return [y.id for y in self.yards.values() if any(r.phone == phone for r in y.recipients)]
 
     # ------------------------------------------------------------ the rules
 
     def _rain(self, yard: YardSettings, view: YardView, forecast: Forecast | None, now: float,
-              drying: bool, batch: _Batch) -> None:
+              drying: bool, draft: _Draft) -> None:
         s = self.settings
-        episode = self._open.get((yard.id, "rain", ""))
+        episode = draft.get("rain")
         expected = rules.rain_forecast(forecast, now, s, active=episode is not None)
         raining = rules.rain_now(view, now, s)
         if episode is None:
             if raining is None and expected is None:
                 return
-            episode = self._raise(yard.id, "rain", "",
+            episode = self._raise("rain", "",
                                   cause="rain_now" if raining else "rain_forecast",
                                   severity="critical" if raining else "warning", now=now,
-                                  batch=batch)
+                                  draft=draft)
             # Rain supersedes a humidity warning: one alert per episode.
-            humidity = self._open.get((yard.id, "humidity_surge", ""))
+            humidity = draft.get("humidity_surge")
             if humidity is not None:
-                self._resolve(humidity, now, batch, by="superseded by rain")
+                self._resolve(humidity, now, draft, by="superseded by rain")
         elif raining is not None and episode.cause == "rain_forecast":
             episode.cause, episode.severity = "rain_now", "critical"
             episode.upgrade_pending = episode.notify_count > 0
-            batch.transition(episode, "rain_forecast", "resolved", now)
-            batch.transition(episode, "rain_now", episode.state, now)
+            draft.transition(episode, "rain_forecast", "resolved", now)
+            draft.transition(episode, "rain_now", episode.state, now)
         if raining is None and expected is None and rules.all_clear(view, forecast, now, s):
             # Time hysteresis (Prometheus' keep_firing_for): the all-clear must hold for
             # min_hold_min without a break, so a forecast dipping for one poll ends nothing.
@@ -193,14 +213,14 @@ class AlertEngine:
             if now - clear_since >= s.min_hold_min * 60:
                 if drying and episode.notify_count:
                     self._notify(episode, yard, "all_clear", "all_clear",
-                                 self._roles(episode.level), now, batch,
+                                 self._roles(episode.level), now, draft,
                                  {"hours": f"{s.all_clear_hours:g}"}, count=False)
-                self._resolve(episode, now, batch, by="all_clear")
-            batch.touch(episode)
+                self._resolve(episode, now, draft, by="all_clear")
+            draft.touch(episode)
             return
         episode.details.pop("clear_since", None)
         if raining is None and expected is None:
-            batch.touch(episode)
+            draft.touch(episode)
             return  # not raining, not expected, but not clear long enough either: wait
 
         if raining is not None:
@@ -227,8 +247,8 @@ class AlertEngine:
                 and episode.notify_count:
             # The switches say the trays are in: that is the acknowledgement that matters.
             episode.state, episode.acked_at, episode.acked_by = "acknowledged", now, "trays"
-            batch.transition(episode, episode.cause, "acknowledged", now)
-        batch.touch(episode)
+            draft.transition(episode, episode.cause, "acknowledged", now)
+        draft.touch(episode)
         # Quiet hours: nobody is woken for a forecast while no tray is out, nor for rain
         # the switches prove harmless (every tray in). A wet plate in a yard whose trays
         # nobody can see (no switches, or "unknown") is never kept quiet.
@@ -242,12 +262,12 @@ class AlertEngine:
                              start - s.trays_out_after_min * 60)
         since_last = now - (episode.last_notified_at or -1e18)
         if episode.notify_count == 0:
-            self._notify(episode, yard, "raise", episode.cause, self._roles(0), now, batch, fields)
+            self._notify(episode, yard, "raise", episode.cause, self._roles(0), now, draft, fields)
         elif episode.upgrade_pending:
             episode.upgrade_pending = False
             if episode.state == "raised" or out_trays:
                 self._notify(episode, yard, "upgrade", "rain_now",
-                             self._roles(episode.level), now, batch, fields)
+                             self._roles(episode.level), now, draft, fields)
         elif (out_trays and now >= trays_deadline
               and since_last >= s.repeat_interval_min * 60
               and episode.escalations < s.max_repeats):
@@ -255,103 +275,101 @@ class AlertEngine:
             episode.level = min(episode.level + 1, chain_end)
             episode.severity = "critical"
             self._notify(episode, yard, "escalate", "trays_still_out",
-                         self._roles(episode.level), now, batch, fields)
+                         self._roles(episode.level), now, draft, fields)
         elif (episode.state == "raised" and not (out_trays and now >= trays_deadline)
               and since_last >= s.repeat_interval_min * 60
               and episode.repeats < s.max_repeats):
             episode.repeats += 1
             episode.level = min(episode.level + 1, chain_end)
             self._notify(episode, yard, "repeat", episode.cause, self._roles(episode.level),
-                         now, batch, fields, repeat=True)
+                         now, draft, fields, repeat=True)
 
     def _humidity(self, yard: YardSettings, view: YardView, now: float, drying: bool,
-                  batch: _Batch) -> None:
-        episode = self._open.get((yard.id, "humidity_surge", ""))
+                  draft: _Draft) -> None:
+        episode = draft.get("humidity_surge")
         surging = rules.humidity_surge(view, now, self.settings)
-        if (yard.id, "rain", "") in self._open:
+        if draft.get("rain") is not None:
             return  # inhibited: the rain alert already says it all
         if not surging:
             if episode is not None and now - episode.raised_at >= self.settings.min_hold_min * 60:
-                self._resolve(episode, now, batch, by="humidity normal")
+                self._resolve(episode, now, draft, by="humidity normal")
             return
         if episode is None:
-            episode = self._raise(yard.id, "humidity_surge", "", cause="humidity_surge",
-                                  severity="warning", now=now, batch=batch)
+            episode = self._raise("humidity_surge", "", cause="humidity_surge",
+                                  severity="warning", now=now, draft=draft)
         episode.details.update(nodes=list(surging))
-        batch.touch(episode)
+        draft.touch(episode)
         if drying and episode.notify_count == 0:
             humidity = max((n.humidity_pct or 0.0) for n in rules.nodes_with(view, surging))
-            self._notify(episode, yard, "raise", "humidity_surge", self._roles(0), now, batch,
+            self._notify(episode, yard, "raise", "humidity_surge", self._roles(0), now, draft,
                          {"humidity": f"{humidity:.0f}"})
 
     def _nodes(self, yard: YardSettings, view: YardView, now: float, drying: bool,
-               batch: _Batch) -> None:
+               draft: _Draft) -> None:
         silent = set(rules.silent_nodes(view, now, self.settings))
         last_seen = {n.node: n.last_seen_ts for n in view.nodes}
         for node in silent:
-            episode = self._open.get((yard.id, "node_offline", node))
+            episode = draft.get("node_offline", node)
             if episode is None:
-                episode = self._raise(yard.id, "node_offline", node, cause="node_offline",
-                                      severity="warning", now=now, batch=batch)
+                episode = self._raise("node_offline", node, cause="node_offline",
+                                      severity="warning", now=now, draft=draft)
                 episode.details["last_seen_ts"] = last_seen.get(node)
-                batch.touch(episode)
+                draft.touch(episode)
             if drying and episode.notify_count == 0:
                 seen = episode.details.get("last_seen_ts") or episode.raised_at
-                self._notify(episode, yard, "raise", "node_offline", (TECHNICIAN,), now, batch,
+                self._notify(episode, yard, "raise", "node_offline", (TECHNICIAN,), now, draft,
                              {"node": node, "start": rules.local_hhmm(seen, yard.timezone)})
-                batch.touch(episode)
-        for key in sorted(self._by_yard.get(yard.id, ())):
-            _, kind, node = key
-            episode = self._open[key]
+                draft.touch(episode)
+        for (kind, node), episode in sorted(draft.open.items()):
             if kind == "node_offline" and node not in silent:
                 if drying and episode.notify_count:
                     self._notify(episode, yard, "recovered", "node_back", (TECHNICIAN,), now,
-                                 batch, {"node": node,
+                                 draft, {"node": node,
                                          "start": rules.local_hhmm(now, yard.timezone)},
                                  count=False)
-                self._resolve(episode, now, batch, by="node back")
+                self._resolve(episode, now, draft, by="node back")
 
     def _forecast_stale(self, yard: YardSettings, status: ForecastStatus, now: float,
-                        drying: bool, batch: _Batch) -> None:
+                        drying: bool, draft: _Draft) -> None:
         last_good = status.forecast.fetched_at if status.forecast else None
         age_s = rules.forecast_age_s(last_good, self.started_at, now)
         stale = age_s > self.settings.forecast_stale_min * 60
-        episode = self._open.get((yard.id, "forecast_stale", ""))
+        episode = draft.get("forecast_stale")
         if stale:
             if episode is None:
-                episode = self._raise(yard.id, "forecast_stale", "", cause="forecast_stale",
-                                      severity="warning", now=now, batch=batch)
+                episode = self._raise("forecast_stale", "", cause="forecast_stale",
+                                      severity="warning", now=now, draft=draft)
             episode.details["error"] = status.error
-            batch.touch(episode)
+            draft.touch(episode)
             if drying and episode.notify_count == 0:
                 since = last_good if last_good is not None else self.started_at
-                self._notify(episode, yard, "raise", "forecast_stale", (TECHNICIAN,), now, batch,
+                self._notify(episode, yard, "raise", "forecast_stale", (TECHNICIAN,), now, draft,
                              {"start": rules.local_hhmm(since, yard.timezone),
                               "error": status.error or "?"})
         elif episode is not None:
             if drying and episode.notify_count:
                 provider = status.forecast.provider if status.forecast else "?"
                 self._notify(episode, yard, "recovered", "forecast_back", (TECHNICIAN,), now,
-                             batch, {"provider": provider}, count=False)
-            self._resolve(episode, now, batch, by="forecast back")
+                             draft, {"provider": provider}, count=False)
+            self._resolve(episode, now, draft, by="forecast back")
 
     def _delivery(self, yard: YardSettings, error: str | None, now: float, drying: bool,
-                  batch: _Batch) -> None:
-        episode = self._open.get((yard.id, "delivery_failed", ""))
+                  draft: _Draft) -> None:
+        episode = draft.get("delivery_failed")
         if error:
             if episode is None:
-                episode = self._raise(yard.id, "delivery_failed", "", cause="delivery_failed",
-                                      severity="warning", now=now, batch=batch)
+                episode = self._raise("delivery_failed", "", cause="delivery_failed",
+                                      severity="warning", now=now, draft=draft)
             episode.details["error"] = error
-            batch.touch(episode)
+            draft.touch(episode)
             if drying and episode.notify_count == 0:
                 self._notify(episode, yard, "raise", "delivery_failed", (TECHNICIAN,), now,
-                             batch, {"error": error})
+                             draft, {"error": error})
         elif episode is not None:
             if drying and episode.notify_count:
                 self._notify(episode, yard, "recovered", "delivery_back", (TECHNICIAN,), now,
-                             batch, {}, count=False)
-            self._resolve(episode, now, batch, by="messages leave again")
+                             draft, {}, count=False)
+            self._resolve(episode, now, draft, by="messages leave again")
 
     # --------------------------------------------------------------- helpers
 
@@ -359,28 +377,25 @@ class AlertEngine:
         chain = self.settings.escalation or ("worker",)
         return tuple(chain[: level + 1])
 
-    def _raise(self, yard: str, kind: str, key: str, *, cause: str, severity: str,
-               now: float, batch: _Batch) -> Episode:
-        episode = Episode(yard=yard, kind=kind, key=key, cause=cause, severity=severity,
+    def _raise(self, kind: str, key: str, *, cause: str, severity: str, now: float,
+               draft: _Draft) -> Episode:
+        episode = Episode(yard=draft.yard, kind=kind, key=key, cause=cause, severity=severity,
                           raised_at=now)
-        self._open[(yard, kind, key)] = episode
-        self._by_yard.setdefault(yard, set()).add((yard, kind, key))
-        batch.touch(episode)
-        batch.transition(episode, cause, "raised", now)
-        log.info("raised: %s %s %s", yard, kind, key or cause)
+        draft.open[(kind, key)] = episode
+        draft.touch(episode)
+        draft.transition(episode, cause, "raised", now)
+        log.debug("deciding to raise: %s %s %s", draft.yard, kind, key or cause)
         return episode
 
-    def _resolve(self, episode: Episode, now: float, batch: _Batch, *, by: str) -> None:
+    def _resolve(self, episode: Episode, now: float, draft: _Draft, *, by: str) -> None:
         episode.state, episode.resolved_at = "resolved", now
         episode.details["resolved_by"] = by
-        self._open.pop((episode.yard, episode.kind, episode.key), None)
-        self._by_yard.get(episode.yard, set()).discard((episode.yard, episode.kind, episode.key))
-        batch.touch(episode)
-        batch.transition(episode, episode.cause, "resolved", now)
-        log.info("episode %s resolved (%s)", episode.id, by)
+        draft.open.pop((episode.kind, episode.key), None)
+        draft.touch(episode)
+        draft.transition(episode, episode.cause, "resolved", now)
 
     def _notify(self, episode: Episode, yard: YardSettings, event: str, kind: str,
-                roles: tuple[str, ...], now: float, batch: _Batch,
+                roles: tuple[str, ...], now: float, draft: _Draft,
                 fields: Mapping[str, object], *, repeat: bool = False,
                 count: bool = True) -> None:
         recipients = [r for r in yard.recipients if r.role in roles]
@@ -389,10 +404,10 @@ class AlertEngine:
         for recipient in recipients:
             text = texts.get(recipient.language)
             if text is None:
-                text = texts[recipient.language] = messages.render(
+                text = texts[recipient.language] = self.render(
                     kind, recipient.language, values, repeat=repeat)
             for channel in recipient.channels:
-                batch.notes.append((episode, Notification(
+                draft.notes.append((episode, Notification(
                     episode_id=episode.id or 0, yard=yard.id, created_at=now, event=event,
                     kind=kind, recipient=recipient.name, role=recipient.role, channel=channel,
                     language=recipient.language, address=_address(recipient, channel),
@@ -400,11 +415,11 @@ class AlertEngine:
                     severity="info" if kind in ("all_clear", "node_back", "forecast_back",
                                                 "delivery_back")
                     else episode.severity)))
-        batch.touch(episode)
+        draft.touch(episode)
         if count:
             episode.notify_count += 1
             episode.last_notified_at = now
-            episode.message = messages.render(kind, "es", values).body
+            episode.message = self.render(kind, "es", values).body
         if not recipients:
             log.warning("yard %s: nobody with role %s to tell about %s", yard.id,
                         "/".join(roles), kind)
@@ -419,6 +434,12 @@ def _fingerprint(episode: Episode) -> str:
         episode.details, sort_keys=True, default=str)
 
 
+def _copy(episode: Episode) -> Episode:
+    """A copy the rules may change, ``details`` included. One level is enough: the rules
+    replace a detail's value (``details["nodes"] = [...]``), never change one in place."""
+    return replace(episode, details=dict(episode.details))
+
+
 def _address(recipient: RecipientSettings, channel: str) -> str:
     if channel == "sms":
         return recipient.phone or ""
@@ -427,21 +448,27 @@ def _address(recipient: RecipientSettings, channel: str) -> str:
     return recipient.name
 
 
-class _Batch:
-    """The episodes an evaluation touched and the notifications it decided.
+class _Draft:
+    """One yard's decision while the rules make it: copies of the yard's open episodes.
 
-    Written at the end in one transaction, and only what changed: an
-    evaluation that changes nothing touches no disk (500 yards every cycle).
+    The rules change these copies freely (that keeps them readable);
+    ``decision()`` keeps only what really changed: an evaluation that changes
+    nothing yields an empty decision and touches no disk (500 yards every cycle).
+    The copies are made up front, not on first write, because a yard has
+    zero to three open episodes.
     """
 
-    def __init__(self, store: AlertStore, saved: dict[int, str],
-                 on_transition: Callable[[Transition], None] | None = None) -> None:
-        self._store = store
-        self._saved = saved
+    def __init__(self, yard: str, episodes: YardEpisodes) -> None:
+        self.yard = yard
+        self._before = episodes
+        self.open: dict[tuple[str, str], Episode] = {
+            key: _copy(e) for key, e in episodes.items()}
         self._touched: dict[int, Episode] = {}
-        self._on_transition = on_transition
         self._transitions: list[tuple[float, Episode, str, str]] = []
         self.notes: list[tuple[Episode, Notification]] = []
+
+    def get(self, kind: str, key: str = "") -> Episode | None:
+        return self.open.get((kind, key))
 
     def transition(self, episode: Episode, kind: str, state: str, now: float) -> None:
         self._transitions.append((now, episode, kind, state))
@@ -449,27 +476,24 @@ class _Batch:
     def touch(self, episode: Episode) -> None:
         self._touched[id(episode)] = episode
 
-    def __enter__(self) -> _Batch:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        if exc[0] is not None:
-            return
-        dirty = []
-        for episode in self._touched.values():
-            fingerprint = _fingerprint(episode)
-            if episode.id is None or self._saved.get(episode.id) != fingerprint:
-                dirty.append((episode, fingerprint))
-        if not dirty and not self.notes:
-            return
-        with self._store.transaction():
-            for episode, fingerprint in dirty:
-                self._store.save_episode(episode)
-                self._saved[episode.id or 0] = fingerprint
-            for episode, note in self.notes:
-                note.episode_id = episode.id or 0
-                self._store.add_notification(note)
-        if self._on_transition is not None:
-            for ts, episode, kind, state in self._transitions:
-                self._on_transition(Transition(ts, episode.yard, kind, state, episode.severity,
-                                               episode.message, episode.id or 0))
+    def decision(self) -> Decision:
+        changed = [episode for episode in self._touched.values()
+                   if episode.id is None
+                   or _fingerprint(self._before[episode.kind, episode.key])
+                   != _fingerprint(episode)]
+        if not changed:
+            # A notification or a transition always changes its episode (notify_count,
+            # state), so nothing is lost here.
+            return Decision(self.yard)
+        position = {id(episode): index for index, episode in enumerate(changed)}
+        return Decision(
+            yard=self.yard, episodes=tuple(changed),
+            notifications=tuple(note for _, note in self.notes),
+            notification_about=tuple(position[id(episode)] for episode, _ in self.notes),
+            # The transition carries the episode's final severity and message, as the
+            # wall display shows the episode after this evaluation.
+            transitions=tuple(Transition(ts, self.yard, kind, state, episode.severity,
+                                         episode.message, episode.id or 0)
+                              for ts, episode, kind, state in self._transitions),
+            transition_about=tuple(position[id(episode)]
+                                   for _, episode, _, _ in self._transitions))

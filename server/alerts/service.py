@@ -1,4 +1,5 @@
-"""The alert service: wires tracker, engine, forecasts, dispatcher, API and the alert topic.
+"""The alert service: decide, then commit, then act; and its wiring (tracker, forecasts,
+dispatcher, API, the alert topic).
 
 Plugs into the ingest as an observer: ``observe(envelope, received_at)`` is
 called on the MQTT thread for every valid message *before* storage; it only
@@ -7,6 +8,24 @@ updates the yard's state and, when the message may change a rain decision
 evaluates that yard at once. Everything else is evaluated every
 ``evaluate_interval_s``. The yard's current alert is published, retained, on
 ``secadero/v1/{yard}/alert`` whenever it changes, for the nodes' beacons.
+
+Every change of an episode (an evaluation, an acknowledge from the API, an
+SMS reply, the trays coming in) takes the one path of ``AlertCore``:
+
+1. **decide**: ``AlertEngine.decide`` (pure) returns a ``Decision`` from the
+   yard's view, forecast, delivery state, open episodes and the clock;
+2. **commit**: ``AlertStore.commit`` stores it, one SAVEPOINT per yard inside
+   one transaction per cycle (500 yards raising at once is one fsync);
+3. **swap**: the committed episodes replace the yard's open episodes in memory;
+4. **act**: the notifications are handed to the dispatcher, the transitions
+   to the wall display, the yard's alert is published.
+
+A yard whose decide or commit raises keeps its stored and in-memory state
+as it was (it is decided again at the next evaluation); it is counted
+(``secadero_alerts_errors_total``) and logged, and the other yards go on.
+Once committed, a notification is sent even if the act step or the whole
+process dies: it stays ``pending`` in SQLite and ``Dispatcher.resume``
+sends it at the next start, once.
 
 Usage (what ``secadero server run`` does)::
 
@@ -25,14 +44,21 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from secadero import contract
-from secadero.contract import Envelope
-from secadero.server.alerts.engine import AlertEngine
+from secadero.contract import Alert, Envelope
+from secadero.server.alerts import messages
+from secadero.server.alerts.engine import (
+    AlertEngine,
+    Decision,
+    Render,
+    current_alert,
+)
 from secadero.server.alerts.influx import AlertPointWriter
 from secadero.server.alerts.state import YardTracker
-from secadero.server.alerts.store import AlertStore
+from secadero.server.alerts.store import AlertStore, Episode
 from secadero.server.alerts.tokens import AckTokens, load_or_create_secret
 from secadero.server.forecast import ForecastStatus
 from secadero.server.forecast.poller import ForecastPoller, InfluxForecastWriter, make_clients
+from secadero.server.metrics import Health, Metrics, Registry
 from secadero.server.notifiers import Notifier
 from secadero.server.notifiers.dispatch import DeliveryHealth, Dispatcher
 from secadero.server.notifiers.notification_log import Notification
@@ -41,6 +67,32 @@ from secadero.settings import ServerSettings
 log = logging.getLogger(__name__)
 
 Publish = Callable[[str, bytes, bool], Any]
+
+# Episode kinds, so the open-episodes gauge says 0 for a kind with none open.
+KINDS = ("rain", "humidity_surge", "node_offline", "forecast_stale", "delivery_failed")
+
+HELP = {
+    "yard_evaluations_total": ("counter", "Evaluations of one yard's rules, failed ones "
+                                          "included"),
+    "cycles_total": ("counter", "Evaluation cycles: all yards on the timer, or the yards a "
+                                "sensor woke"),
+    "errors_total": ("counter", "Failures by stage: decide (a rule or a message template "
+                                "raised), commit (SQLite refused), act (dispatch or publish "
+                                "raised), cycle. A yard that failed to decide or commit is "
+                                "evaluated again at the next cycle"),
+    "notifications_decided_total": ("counter", "Notifications committed to the log, to be "
+                                               "sent"),
+    "open_episodes": ("gauge", "Open alert episodes by kind"),
+}
+CYCLE_BUCKETS_S = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0)
+
+
+def alert_metrics(registry: Registry) -> Metrics:
+    """The alerts' part of the server's registry (``secadero_alerts_*``)."""
+    metrics = registry.part("alerts", HELP)
+    metrics.histogram("cycle_seconds", CYCLE_BUCKETS_S,
+                      "Time to decide, commit and swap one evaluation cycle")
+    return metrics
 
 
 def build_notifiers(settings: ServerSettings) -> list[Notifier]:
@@ -63,20 +115,191 @@ def build_notifiers(settings: ServerSettings) -> list[Notifier]:
     return notifiers
 
 
+class AlertCore:
+    """The open episodes, and the one path that changes them: decide, commit, swap, act.
+
+    Owns the open episodes in memory (loaded from the store at start). The
+    engine decides from a yard's episodes without changing them; a decision
+    becomes real only once ``store.commit`` returned, and only then replaces
+    the yard's episodes here and goes to ``act`` (send, publish). One lock
+    keeps decide -> commit -> swap of one cycle or one acknowledge together,
+    so an acknowledge cannot be overwritten by a cycle that decided from the
+    episode as it was before; ``act`` runs outside it.
+
+    ``forecast(yard)`` and ``delivery_error(yard)`` give the other inputs;
+    ``act(decision)`` is told of each committed decision (an exception there
+    is counted and logged: the notifications stay pending in the store).
+    ``registry``: where ``secadero_alerts_*`` go (``metrics``).
+    """
+
+    def __init__(self, engine: AlertEngine, store: AlertStore, tracker: YardTracker, *,
+                 forecast: Callable[[str], ForecastStatus] = lambda yard: ForecastStatus(),
+                 delivery_error: Callable[[str], str | None] = lambda yard: None,
+                 act: Callable[[Decision], None] | None = None,
+                 registry: Registry | None = None) -> None:
+        self.engine = engine
+        self.store = store
+        self.tracker = tracker
+        self.forecast = forecast
+        self.delivery_error = delivery_error
+        self.act = act
+        self.metrics = alert_metrics(registry if registry is not None else Registry())
+        self._lock = threading.RLock()
+        # yard -> (kind, key) -> episode. A yard's dict is replaced whole at each swap,
+        # never changed in place: whoever holds one holds a consistent snapshot.
+        self._open: dict[str, dict[tuple[str, str], Episode]] = {}
+        for episode in store.active_episodes():
+            self._open.setdefault(episode.yard, {})[episode.kind, episode.key] = episode
+        self._count_open()
+
+    # ------------------------------------------------------------ changes
+
+    def evaluate(self, now: float, yards: Sequence[str] | None = None) -> list[Decision]:
+        """Decide for each yard, commit, swap, act; return the committed decisions."""
+        started = time.perf_counter()
+        targets = list(yards) if yards is not None else self.tracker.yards()
+        with self._lock:
+            decided: list[Decision] = []
+            for yard in targets:
+                try:
+                    decision = self.engine.decide(
+                        self.tracker.view(yard), self.forecast(yard), self._open.get(yard, {}),
+                        now, delivery_error=self.delivery_error(yard))
+                except Exception:
+                    self._failed("decide", yard)
+                    continue
+                if not decision.empty:
+                    decided.append(decision)
+            committed = self._commit(decided)
+            self._swap(committed)
+        self.metrics.inc("yard_evaluations_total", len(targets))
+        self.metrics.inc("cycles_total")
+        self.metrics.observe("cycle_seconds", time.perf_counter() - started)
+        self._act(committed)
+        return committed
+
+    def acknowledge(self, episode_id: int, by: str, now: float) -> Episode | None:
+        """A person said "OK": the episode as it is now, None if unknown or closed.
+
+        A failed commit raises (the caller answers with an error; nothing changed).
+        """
+        with self._lock:
+            episode = next((e for episodes in self._open.values() for e in episodes.values()
+                            if e.id == episode_id), None)
+            if episode is None:
+                return None
+            decision = self.engine.acknowledge(episode, by, now)
+            if decision.empty:
+                return episode  # already acknowledged: nothing to do, not an error
+            try:
+                stored = self.store.commit(decision)
+            except Exception:
+                self._failed("commit", episode.yard)
+                raise
+            self._swap([stored])
+        self._act([stored])
+        return stored.episodes[0]
+
+    def acknowledge_phone(self, phone: str, now: float) -> list[Episode]:
+        """An SMS reply "OK"/"SI" from a recipient: acknowledge their yards' open alerts."""
+        with self._lock:
+            wanted = [e.id or 0 for yard in self.engine.yards_of_phone(phone)
+                      for e in self._open.get(yard, {}).values()
+                      if e.kind in ("rain", "humidity_surge")]
+            acked = [self.acknowledge(episode_id, phone, now) for episode_id in wanted]
+        return [episode for episode in acked if episode is not None]
+
+    # ------------------------------------------------------------ reading
+
+    def open_episodes(self) -> list[Episode]:
+        with self._lock:
+            episodes = [e for yard in self._open.values() for e in yard.values()]
+        return sorted(episodes, key=lambda e: (e.raised_at, e.id or 0))
+
+    def current_alert(self, yard: str) -> Alert:
+        """What the yard's retained ``alert`` topic should say now (for the nodes' beacons)."""
+        return current_alert(self._open.get(yard, {}))
+
+    # ------------------------------------------------------------ steps
+
+    def _commit(self, decisions: list[Decision]) -> list[Decision]:
+        """One transaction, one SAVEPOINT per yard: a yard that fails loses only itself."""
+        if not decisions:
+            return []
+        stored: list[Decision] = []
+        with self.store.transaction():
+            for decision in decisions:
+                try:
+                    stored.append(self.store.commit(decision))
+                except Exception:
+                    self._failed("commit", decision.yard)
+        return stored
+
+    def _swap(self, decisions: list[Decision]) -> None:
+        for decision in decisions:
+            episodes = dict(self._open.get(decision.yard, {}))
+            for episode in decision.episodes:
+                if episode.active:
+                    episodes[episode.kind, episode.key] = episode
+                else:
+                    episodes.pop((episode.kind, episode.key), None)
+            self._open[decision.yard] = episodes
+            for t in decision.transitions:
+                log.info("yard %s: %s %s (episode %d)", t.yard, t.kind, t.state, t.episode)
+            self.metrics.inc("notifications_decided_total", len(decision.notifications))
+        if decisions:
+            self._count_open()
+
+    def _act(self, decisions: list[Decision]) -> None:
+        if self.act is None:
+            return
+        for decision in decisions:
+            try:
+                self.act(decision)
+            except Exception:
+                # Committed: the notifications are pending in the store and go out at the
+                # next start (Dispatcher.resume); the episodes already say they were sent.
+                self._failed("act", decision.yard)
+
+    def _failed(self, stage: str, yard: str) -> None:
+        self.metrics.inc("errors_total", stage=stage)
+        if stage == "act":
+            log.exception("alerts: acting on yard %s's committed decision failed; its "
+                          "notifications stay pending and go out at the next start", yard)
+        else:
+            log.exception("alerts: %s failed for yard %s; its episodes stay as they were "
+                          "and it is evaluated again next cycle", stage, yard)
+
+    def _count_open(self) -> None:
+        counts = dict.fromkeys(KINDS, 0)
+        for episodes in self._open.values():
+            for kind, _ in episodes:
+                counts[kind] = counts.get(kind, 0) + 1
+        for kind, count in counts.items():
+            self.metrics.set("open_episodes", count, kind=kind)
+
+
 class AlertService:
-    """Runs the rain alerts inside the server process."""
+    """Runs the rain alerts inside the server process: its thread, inputs and outputs.
+
+    ``registry``/``health``: the server's metrics registry and health (fresh
+    ones by default, so a test can build the service alone). ``render``: how
+    messages are worded (``messages.render``; a test passes a broken one).
+    """
 
     def __init__(self, settings: ServerSettings, *, notifiers: Sequence[Notifier],
                  poller: ForecastPoller | None, publish: Publish | None = None,
-                 clock: Callable[[], float] = time.time) -> None:
+                 clock: Callable[[], float] = time.time, registry: Registry | None = None,
+                 health: Health | None = None, render: Render = messages.render) -> None:
         s = settings.alerts
         self.settings = settings
         self.clock = clock
         self.publish = publish
+        self.health = health if health is not None else Health()
         self.store = AlertStore(s.database)
         self.tracker = YardTracker(settings.yards, humidity_window_s=s.humidity_window_min * 60)
-        self.engine = AlertEngine(self.store, s, settings.yards, started_at=clock(),
-                                  forecast_enabled=bool(settings.forecast.providers))
+        engine = AlertEngine(s, settings.yards, started_at=clock(),
+                             forecast_enabled=bool(settings.forecast.providers), render=render)
         secret = s.ack_secret or load_or_create_secret(s.database.with_suffix(".secret"))
         self.tokens = AckTokens(secret, s.ack_token_ttl_h * 3600)
         self.poller = poller
@@ -86,14 +309,19 @@ class AlertService:
             ack_url=self.ack_url, clock=clock, on_done=self._delivered)
         self.delivery = DeliveryHealth()
         self.points: AlertPointWriter | None = None
+        self.core = AlertCore(engine, self.store, self.tracker, forecast=self.forecast_status,
+                              delivery_error=self.delivery.error, act=self._act,
+                              registry=registry)
+        self.metrics = self.core.metrics
         self._published: dict[str, bytes] = {}
+        # Publishing reads the yard's alert and sends it in one step, so two threads
+        # (a cycle, an acknowledge) cannot leave the older state retained.
+        self._publish_lock = threading.Lock()
         self._urgent: set[str] = set()
         self._urgent_lock = threading.Lock()
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
-        self.evaluations = 0
-        self.errors = 0
 
     @classmethod
     def from_settings(cls, settings: ServerSettings, *, publish: Publish | None = None
@@ -105,7 +333,6 @@ class AlertService:
         service = cls(settings, notifiers=build_notifiers(settings), poller=poller,
                       publish=publish)
         service.points = AlertPointWriter(settings.influxdb)
-        service.engine.on_transition = service.points
         return service
 
     # ------------------------------------------------------------ inputs
@@ -120,10 +347,12 @@ class AlertService:
             self._wake.set()
 
     def acknowledge(self, episode_id: int, by: str) -> bool:
-        episode = self.engine.acknowledge(episode_id, by, self.clock())
-        if episode is not None:
-            self._publish_alert(episode.yard)
-        return episode is not None
+        """Acknowledge one episode (the push button, the API): False if unknown or closed."""
+        return self.core.acknowledge(episode_id, by, self.clock()) is not None
+
+    def acknowledge_phone(self, phone: str) -> list[Episode]:
+        """An SMS reply "OK"/"SI": acknowledge the sender's yards' open alerts."""
+        return self.core.acknowledge_phone(phone, self.clock())
 
     def _delivered(self, note: Notification) -> None:
         self.delivery.record(note)
@@ -138,44 +367,50 @@ class AlertService:
         token = self.tokens.make(note.episode_id, self.clock())
         return f"{self.settings.alerts.public_url}/api/alerts/{note.episode_id}/ack?token={token}"
 
-    # ------------------------------------------------------- evaluation
+    # ------------------------------------------------------- reading
+
+    def open_episodes(self) -> list[Episode]:
+        return self.core.open_episodes()
+
+    def current_alert(self, yard: str) -> Alert:
+        return self.core.current_alert(yard)
 
     def forecast_status(self, yard: str) -> ForecastStatus:
         return self.poller.status(yard) if self.poller is not None else ForecastStatus()
 
+    # ------------------------------------------------------- evaluation
+
     def evaluate(self, yards: Sequence[str] | None = None) -> list[Notification]:
-        """Evaluate some (or all) yards now; queue what must be sent; publish alerts."""
-        now = self.clock()
-        notes: list[Notification] = []
+        """Evaluate some (or all) yards now; return the notifications committed (and queued)."""
         targets = list(yards if yards is not None else self.tracker.yards())
-        # One transaction per cycle, not per yard: 500 yards raising at once is one commit.
-        with self.engine.cycle():
-            for yard in targets:
-                try:
-                    notes += self.engine.evaluate(
-                        self.tracker.view(yard), self.forecast_status(yard), now,
-                        delivery_error=self.delivery.error(yard))
-                except Exception:
-                    self.errors += 1
-                    log.exception("evaluating yard %s", yard)
+        decisions = self.core.evaluate(self.clock(), targets)
+        # Also the yards that did not change: a publish that failed is retried, and the
+        # first cycle after a start publishes every yard's state.
         for yard in targets:
             self._publish_alert(yard)
-        self.evaluations += 1
-        if notes:
-            self.dispatcher.submit(notes)
-        return notes
+        return [note for decision in decisions for note in decision.notifications]
+
+    def _act(self, decision: Decision) -> None:
+        """A committed decision: send first (what matters most), then the wall display."""
+        if decision.notifications:
+            self.dispatcher.submit(decision.notifications)
+        if self.points is not None:
+            for transition in decision.transitions:
+                self.points(transition)
+        self._publish_alert(decision.yard)
 
     def _publish_alert(self, yard: str) -> None:
         if self.publish is None:
             return
-        payload = contract.encode(self.engine.current_alert(yard))
-        if self._published.get(yard) == payload:
-            return
-        try:
-            self.publish(contract.alert_topic(yard), payload, True)
-            self._published[yard] = payload
-        except Exception:
-            log.exception("publishing the alert of yard %s", yard)
+        with self._publish_lock:
+            payload = contract.encode(self.core.current_alert(yard))
+            if self._published.get(yard) == payload:
+                return
+            try:
+                self.publish(contract.alert_topic(yard), payload, True)
+                self._published[yard] = payload
+            except Exception:
+                log.exception("publishing the alert of yard %s", yard)
 
     def _loop(self) -> None:
         interval_s = self.settings.alerts.evaluate_interval_s
@@ -194,7 +429,7 @@ class AlertService:
                 elif urgent:
                     self.evaluate(urgent)
             except Exception:  # the top of the alerts thread: log, count, carry on
-                self.errors += 1
+                self.metrics.inc("errors_total", stage="cycle")
                 log.exception("alert evaluation cycle failed")
 
     # ------------------------------------------------------------ life
@@ -210,6 +445,7 @@ class AlertService:
             self.poller.start()
         self._thread = threading.Thread(target=self._loop, name="alerts", daemon=True)
         self._thread.start()
+        self.health.watch_thread("alert evaluation", self._thread)
         return self
 
     def stop(self) -> None:

@@ -1,22 +1,30 @@
 """SQLite state of the alert engine: episodes and the notification log.
 
 Why SQLite: a restart (power cut, upgrade) must neither forget an open
-episode nor send it again. Each evaluation writes the episode change and
-the notifications it decided in one transaction; a notification is created
-``pending`` and only the dispatcher moves it to ``sent`` or ``failed``, so
-after a crash pending ones are delivered once, and nothing is re-decided.
+episode nor send it again. ``commit(decision)`` writes what one evaluation
+of one yard decided (the changed episodes and the notifications) in one
+transaction, or in one SAVEPOINT of the cycle's transaction, so a yard whose
+commit fails leaves the other yards' commits whole. A notification is
+created ``pending`` and only the dispatcher moves it to ``sent`` or
+``failed``, so after a crash the pending ones are delivered once
+(``Dispatcher.resume``), and nothing is decided twice: the episodes say it
+was already decided.
 """
 
 from __future__ import annotations
 
 import contextlib
+import itertools
 import json
 import sqlite3
 import threading
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from secadero.server.alerts.engine import Decision
 
 from secadero.server.notifiers.notification_log import Notification
 
@@ -116,6 +124,7 @@ class AlertStore:
         if str(path) != ":memory:":
             self.path.parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.RLock()
+        self._savepoints = itertools.count(1)
         self._db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None)
         self._db.row_factory = sqlite3.Row
         # WAL: `secadero alerts` reads while the server writes.
@@ -129,9 +138,19 @@ class AlertStore:
 
     @contextlib.contextmanager
     def transaction(self) -> Iterator[None]:
+        """All or nothing. Nested inside another, a SAVEPOINT: an exception undoes only
+        the inner part (and propagates); the outer transaction still commits the rest."""
         with self._lock:
             if self._db.in_transaction:
-                yield  # nested: the outer one commits
+                name = f"part_{next(self._savepoints)}"
+                self._db.execute(f"SAVEPOINT {name}")
+                try:
+                    yield
+                except BaseException:
+                    self._db.execute(f"ROLLBACK TO {name}")
+                    self._db.execute(f"RELEASE {name}")
+                    raise
+                self._db.execute(f"RELEASE {name}")
                 return
             self._db.execute("BEGIN IMMEDIATE")
             try:
@@ -140,6 +159,20 @@ class AlertStore:
                 self._db.execute("ROLLBACK")
                 raise
             self._db.execute("COMMIT")
+
+    def commit(self, decision: Decision) -> Decision:
+        """Store a decision (episodes, then their notifications) all or nothing.
+
+        Returns the stored decision: episodes, notifications and transitions
+        with their ids. The decision given is not changed (it may be dropped).
+        """
+        with self.transaction():
+            ids = [self.save_episode(replace(episode)).id or 0
+                   for episode in decision.episodes]
+            stored = decision.with_ids(ids)
+            for note in stored.notifications:
+                self.add_notification(note)
+        return stored
 
     # -- episodes
 

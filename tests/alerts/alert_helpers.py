@@ -7,7 +7,10 @@ The clock is a number we advance; nodes are modelled as their plate, gauge
 and tray switches and "send" a telemetry message every minute through the
 same ``YardTracker`` the server uses; the forecast provider and the
 notifiers are fakes that can be switched off (the internet-down day). The
-engine, the store (SQLite in tmp_path) and the dispatcher are the real ones.
+engine, the decide-commit-swap path (``AlertCore``), the store (SQLite in
+tmp_path) and the dispatcher are the real ones; the act step delivers each
+committed notification at once (the service queues them on worker threads),
+or raises when ``dispatch_fails`` (a crash between commit and dispatch).
 """
 
 from __future__ import annotations
@@ -30,7 +33,8 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from secadero.contract import Envelope, Event, Status, Telemetry
-from secadero.server.alerts.engine import AlertEngine
+from secadero.server.alerts.engine import AlertEngine, Decision
+from secadero.server.alerts.service import AlertCore
 from secadero.server.alerts.state import YardTracker
 from secadero.server.alerts.store import AlertStore
 from secadero.server.forecast import Forecast, ForecastHour, ForecastStatus
@@ -116,25 +120,34 @@ class SimYard:
         self.tracker = YardTracker([YARD])
         self.notifiers = {name: FakeNotifier(name, channel, self) for name, channel in
                           (("twilio", "sms"), ("gammu", "sms"), ("ntfy", "push"))}
-        self.engine = self._engine()
+        self.dispatch_fails = False
+        self.started_at = self.now
+        self.alerts = self._alerts()
 
-    def _engine(self) -> AlertEngine:
+    def _alerts(self) -> AlertCore:
         self.delivery = DeliveryHealth()
         self.dispatcher = Dispatcher(self.store, self.notifiers.values(), attempts=2,
                                      backoff_s=0, clock=lambda: self.now, sleep=lambda s: None,
                                      on_done=self.delivery.record)
-        engine = AlertEngine(self.store, self.settings, [YARD], started_at=self.now)
-        engine.on_transition = lambda t: self.transitions.append(
-            (hhmm(t.ts), t.kind, t.state, t.severity))
-        return engine
+        engine = AlertEngine(self.settings, [YARD], started_at=self.started_at)
+        return AlertCore(engine, self.store, self.tracker,
+                         forecast=lambda yard: self.forecast_status,
+                         delivery_error=self.delivery.error, act=self._act)
+
+    def _act(self, decision: Decision) -> None:
+        if self.dispatch_fails:
+            raise RuntimeError("the process died before dispatching")
+        self.transitions += [(hhmm(t.ts), t.kind, t.state, t.severity)
+                             for t in decision.transitions]
+        for note in decision.notifications:
+            self.dispatcher.deliver(note)
 
     def restart(self) -> None:
         """The server process dies and starts again on the same database."""
         self.store.close()
         self.store = AlertStore(self.tmp_path / "alerts.sqlite3")
-        started = self.engine.started_at
-        self.engine = self._engine()
-        self.engine.started_at = started
+        self.dispatch_fails = False
+        self.alerts = self._alerts()
 
     # -- what happens in the yard
 
@@ -198,10 +211,7 @@ class SimYard:
                         ts=self.now, seq=sim.seq, temperature_c=sim.temperature_c,
                         humidity_pct=sim.humidity_pct, rain=sim.wet, rain_mm=sim.tip_mm,
                         trays=dict(sim.trays)))
-            for note in self.engine.evaluate(self.tracker.view("norte"), self.forecast_status,
-                                             self.now,
-                                             delivery_error=self.delivery.error("norte")):
-                self.dispatcher.deliver(note)
+            self.alerts.evaluate(self.now)
             self.now += step_s
 
     def log(self) -> list[Notification]:

@@ -306,7 +306,7 @@ def test_secadero_alerts_prints_open_alerts_and_history(
 
 
 def test_current_alert_is_clear_without_episodes(running: Running) -> None:
-    assert running.service.engine.current_alert("norte") == Alert(state="clear")
+    assert running.service.current_alert("norte") == Alert(state="clear")
 
 
 def test_the_commented_sample_config_loads(repo_root: Path) -> None:
@@ -385,7 +385,7 @@ def test_acknowledging_during_evaluation_cycles_does_not_deadlock(running: Runni
         running.service.acknowledge(1, "api")
     cycles.join(20)
     assert not cycles.is_alive(), "evaluation and acknowledge deadlocked"
-    assert running.service.errors == 0
+    assert running.service.metrics.total("errors_total") == 0
 
 
 def test_the_page_a_tap_opens_and_its_button(running: Running, ntfy: FakeService) -> None:

@@ -28,7 +28,7 @@ def test_a_dry_day_sends_nothing(yard: SimYard) -> None:
     yard.run("20:00")
     assert yard.sent == []
     assert yard.store.history() == []
-    assert yard.engine.current_alert("norte").state == "clear"
+    assert yard.alerts.current_alert("norte").state == "clear"
 
 
 def test_a_forecast_shower_one_warning_then_the_all_clear(yard: SimYard) -> None:
@@ -137,7 +137,7 @@ def test_trays_left_out_escalate_until_a_switch_says_they_are_in(yard: SimYard) 
     yard.at("07:00", yard.trays("extended"))
     yard.at("14:00", yard.rain("n1", True))
     # Rosa answers OK, but the switches still say the trays are out: keep escalating.
-    yard.at("14:20", lambda: yard.engine.acknowledge_phone("+51900000001", yard.now))
+    yard.at("14:20", lambda: yard.alerts.acknowledge_phone("+51900000001", yard.now))
     yard.at("15:10", yard.trays("retracted"))
     yard.at("15:30", yard.rain("n1", False))
     yard.run("18:00")
@@ -261,16 +261,18 @@ def test_a_restart_mid_episode_neither_forgets_nor_repeats(yard: SimYard) -> Non
         ("14:15", "Ana", "twilio", "trays_still_out", "escalate"),
     ]
     assert len(yard.store.history()) == 1
-    assert yard.engine.current_alert("norte").kind == "rain_now"
+    assert yard.alerts.current_alert("norte").kind == "rain_now"
 
 
 def test_pending_notifications_after_a_crash_go_out_once(yard: SimYard) -> None:
     yard.at("07:00", yard.trays("extended"))
     yard.run("13:59")
-    # The plate gets wet; the engine decides and logs, then the process dies
+    # The plate gets wet; the engine decides and the store logs, then the process dies
     # before the dispatcher sends anything.
     yard.rain("n1", True)()
-    notes = yard.engine.evaluate(yard.tracker.view("norte"), yard.forecast_status, yard.now)
+    yard.dispatch_fails = True
+    notes = [note for decision in yard.alerts.evaluate(yard.now)
+             for note in decision.notifications]
     assert [(n.recipient, n.status) for n in notes] == [("Rosa", "pending"), ("Luis", "pending")]
     yard.restart()
     yard.dispatcher.start()
@@ -330,7 +332,7 @@ def test_unacknowledged_without_tray_switches_repeats_up_the_chain(yard: SimYard
     for sim in yard.nodes.values():
         sim.trays.clear()
     yard.prob_by_hour = {16: 90}
-    yard.at("15:20", lambda: yard.engine.acknowledge(1, "api", yard.now))
+    yard.at("15:20", lambda: yard.alerts.acknowledge(1, "api", yard.now))
     yard.run("16:00")
     assert yard.sent == [
         ("14:31", "Rosa", "twilio", "rain_forecast", "raise"),
@@ -399,6 +401,6 @@ def test_rain_before_the_forecast_time_with_trays_out_upgrades_to_rain_now(
         ("12:50", "Luis", "ntfy", "rain_now", "upgrade"),
         ("12:50", "Ana", "twilio", "rain_now", "upgrade"),
     ]
-    alert = yard.engine.current_alert("norte")
+    alert = yard.alerts.current_alert("norte")
     assert (alert.state, alert.kind, alert.severity, alert.since) == (
         "raised", "rain_now", "critical", at("12:31"))
