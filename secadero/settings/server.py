@@ -38,7 +38,8 @@ class IngestSettings:
     # MQTT 5 shared subscription group ($share/GROUP/...) when several ingest
     # processes split the load; empty = a plain subscription.
     share_group: str = ""
-    # Relative paths are beside the config file (the loader resolves them there).
+    # The files: relative paths are beside the config file (the loader resolves them
+    # there); None, which only code can give, keeps nothing.
     # Per-node acknowledged seq, kept across restarts.
     state_file: Path | None = Path("var/ingest-state.json")
     # Points InfluxDB refused for good, one JSON line each with the reason.
