@@ -155,3 +155,16 @@ def test_the_commented_samples_are_valid(repo_root: Path) -> None:
         f"{node}: mqtt.password_file: cannot read /etc/secadero/mqtt-password: "
         "No such file or directory"
     ]
+
+
+def test_defaults_that_follow_other_keys(tmp_path: Path) -> None:
+    """The few defaults that depend on another key: the TLS port, InfluxDB 2.x's keys."""
+    text = SERVER.replace("port = 1883\n", "tls = true\n")
+    assert load_server_settings(write(tmp_path, text), env={"TEST_MQTT_PASSWORD": "s"}
+                                ).mqtt.port == 8883
+    path = write(tmp_path, "[influxdb]\napi = 2\n")
+    assert check_file(path, env={}) == [
+        f"{path}: influxdb.token: is required: set token_env or token_file",
+        f"{path}: influxdb.org: is required",
+        f"{path}: influxdb.bucket: is required",
+    ]

@@ -96,23 +96,10 @@ def alert_metrics(registry: Registry) -> Metrics:
 
 
 def build_notifiers(settings: ServerSettings) -> list[Notifier]:
-    """One notifier per configured ``[notifiers.*]`` section."""
-    from secadero.server.notifiers.gammu import GammuNotifier
-    from secadero.server.notifiers.ntfy import NtfyNotifier
-    from secadero.server.notifiers.twilio import TwilioNotifier
-    from secadero.server.notifiers.webhook import WebhookNotifier
+    """One notifier per configured ``[notifiers.*]`` section, found through the registry."""
+    from secadero.server import notifiers
 
-    n = settings.notifiers
-    notifiers: list[Notifier] = []
-    if n.ntfy is not None:
-        notifiers.append(NtfyNotifier(n.ntfy))
-    if n.twilio is not None:
-        notifiers.append(TwilioNotifier(n.twilio))
-    if n.gammu is not None:
-        notifiers.append(GammuNotifier(n.gammu))
-    if n.webhook is not None:
-        notifiers.append(WebhookNotifier(n.webhook))
-    return notifiers
+    return notifiers.build_notifiers(settings.notifiers)
 
 
 class AlertCore:

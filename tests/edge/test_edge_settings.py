@@ -7,7 +7,14 @@ from pathlib import Path
 import pytest
 
 from secadero.errors import ConfigError
-from secadero.settings import load_node_settings
+from secadero.settings import (
+    DEFAULT_TRAY_PINS,
+    HardwareSettings,
+    MqttSettings,
+    NodeSettings,
+    OutboxSettings,
+    load_node_settings,
+)
 
 
 def test_the_sample_config_loads(repo_root: Path, tmp_path: Path) -> None:
@@ -64,3 +71,28 @@ def test_wiring_problems_are_reported(tmp_path: Path, hardware: str, trays: str,
 def test_clock_choice_is_checked(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match=r"node\.clock: must be one of ntp, trusted"):
         load_node_settings(write(tmp_path, "", node_extra='clock = "gps"'))
+
+
+def test_empty_node_sections_give_the_dataclass_defaults(tmp_path: Path) -> None:
+    """Each default is written once, in its dataclass; the reader takes it from there."""
+    config = tmp_path / "node.toml"
+    config.write_text('[node]\nyard = "y"\nid = "n"\n[outbox]\n[mqtt]\n[hardware]\n')
+    settings = load_node_settings(config, env={})
+    directory = tmp_path.resolve()
+    assert settings == NodeSettings(
+        source=directory, yard="y", node="n",
+        # The two defaults that depend on the rest of the file: the client id on the
+        # node's ids, the tray switches on the node's trays.
+        mqtt=MqttSettings(client_id="node-y-n"),
+        outbox=OutboxSettings(path=directory / OutboxSettings().path),
+        pins=HardwareSettings(tray_pins=(("t1", *DEFAULT_TRAY_PINS[0]),)))
+    assert settings.outbox.path == directory / "var" / "outbox.sqlite3"
+    assert (settings.trays, settings.sample_interval_s) == (("t1",), 10.0)
+
+
+def test_a_raspberry_pi_waits_for_ntp_unless_told(tmp_path: Path) -> None:
+    settings = load_node_settings(write(tmp_path, "", node_extra='hardware = "raspberry-pi"'))
+    assert settings.clock == "ntp"
+    settings = load_node_settings(write(tmp_path, "", node_extra='hardware = "raspberry-pi"\n'
+                                                                 'clock = "trusted"'))
+    assert settings.clock == "trusted"

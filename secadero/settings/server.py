@@ -1,0 +1,278 @@
+"""The server's own sections: the ingest, the rain alerts, the forecasts, and the root
+that gathers them with the shared sections and the notifiers (docs/alerts.md)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from secadero.settings._reader import Defaults, Section, load
+from secadero.settings.common import (
+    ROLES,
+    InfluxSettings,
+    MqttSettings,
+    YardSettings,
+    read_influx,
+    read_mqtt,
+    read_yard,
+)
+from secadero.settings.notifiers import NotifierSettings, read_notifiers
+
+
+@dataclass(frozen=True)
+class IngestSettings:
+    batch_size: int = 5000
+    flush_interval_s: float = 0.2
+    # Also the MQTT 5 Receive Maximum: ~1.5 KB of memory per message waiting.
+    queue_max: int = 10_000
+    # How old a measurement may be and still be stored: the nodes' outbox horizon.
+    horizon_days: float = 30.0
+    # A node silent for longer than this is marked offline.
+    offline_after_s: float = 120.0
+    # A gap in a node's seq that stays open this long is counted as lost and skipped.
+    gap_timeout_s: float = 600.0
+    http_host: str = "127.0.0.1"
+    http_port: int = 9108
+    session_expiry_s: int = 7 * 24 * 3600
+    # MQTT 5 shared subscription group ($share/GROUP/...) when several ingest
+    # processes split the load; empty = a plain subscription.
+    share_group: str = ""
+    # The files: relative paths are beside the config file (the loader resolves them
+    # there); None, which only code can give, keeps nothing.
+    # Per-node acknowledged seq, kept across restarts.
+    state_file: Path | None = Path("var/ingest-state.json")
+    # Points InfluxDB refused for good, one JSON line each with the reason.
+    set_aside_file: Path | None = Path("var/set-aside.jsonl")
+    # /healthz turns unhealthy when InfluxDB or the broker is unreachable this long.
+    unhealthy_after_s: float = 60.0
+    # InfluxDB 1.x: hours of readings that came too late for the continuous
+    # queries are downsampled again at most this often (server/downsample.py) ...
+    downsample_interval_s: float = 60.0
+    # ... and wait in this file meanwhile, so a restart does not forget them.
+    downsample_pending_file: Path | None = Path("var/downsample-pending.json")
+
+
+def read_ingest(section: Section) -> IngestSettings:
+    d = Defaults(IngestSettings)
+    settings = IngestSettings(
+        batch_size=section.integer("batch_size", d.batch_size, minimum=1, maximum=100_000),
+        flush_interval_s=section.number("flush_interval_s", d.flush_interval_s, minimum=0.01,
+                                        maximum=60),
+        queue_max=section.integer("queue_max", d.queue_max, minimum=1, maximum=65535),
+        horizon_days=section.number("horizon_days", d.horizon_days, minimum=0.01),
+        offline_after_s=section.number("offline_after_s", d.offline_after_s, minimum=1),
+        gap_timeout_s=section.number("gap_timeout_s", d.gap_timeout_s, minimum=1),
+        http_host=section.string("http_host", d.http_host),
+        http_port=section.integer("http_port", d.http_port, minimum=0, maximum=65535),
+        session_expiry_s=section.integer("session_expiry_s", d.session_expiry_s, minimum=0),
+        share_group=section.string("share_group", d.share_group),
+        state_file=section.path("state_file", d.state_file),
+        set_aside_file=section.path("set_aside_file", d.set_aside_file),
+        unhealthy_after_s=section.number("unhealthy_after_s", d.unhealthy_after_s, minimum=1),
+        downsample_interval_s=section.number("downsample_interval_s", d.downsample_interval_s,
+                                             minimum=0.1, maximum=3600),
+        downsample_pending_file=section.path("downsample_pending_file",
+                                             d.downsample_pending_file),
+    )
+    section.finish()
+    return settings
+
+
+@dataclass(frozen=True)
+class AlertSettings:
+    """Thresholds and timing of the rain-alert rules and the episode lifecycle."""
+
+    database: Path = Path("var/alerts.sqlite3")
+    evaluate_interval_s: float = 30.0
+    # rain_forecast: raise when, within the look-ahead, the probability or the amount
+    # reaches these; stay raised until below the lower (clear) values: hysteresis.
+    lookahead_min: float = 90.0
+    raise_prob_pct: float = 60.0
+    clear_prob_pct: float = 30.0
+    raise_mm_per_h: float = 0.5
+    clear_mm_per_h: float = 0.2
+    # The all-clear must hold this long without a break before the episode ends.
+    min_hold_min: float = 30.0
+    # rain_now: a bucket tip this recent counts as raining.
+    tip_window_min: float = 10.0
+    # trays_still_out: escalate when a tray is still extended this long after the raise.
+    trays_out_after_min: float = 10.0
+    # all_clear: no rain forecast for this long ahead and plates dry for this long.
+    all_clear_hours: float = 2.0
+    all_clear_dry_min: float = 30.0
+    # Drying hours, local time of the yard: outside them only a tray still out is news.
+    drying_start: str = "07:00"
+    drying_end: str = "18:00"
+    repeat_interval_min: float = 15.0
+    max_repeats: int = 3
+    escalation: tuple[str, ...] = ("worker", "supervisor", "quality")
+    # humidity_surge
+    humidity_rise_pct: float = 15.0
+    humidity_window_min: float = 30.0
+    dew_point_spread_c: float = 1.5
+    humidity_min_nodes: int = 2
+    # to the technician
+    node_silent_min: float = 10.0
+    forecast_stale_min: float = 90.0
+    # Older forecasts are not used at all (the rules fall back on the sensors).
+    forecast_max_age_h: float = 6.0
+    # HTTP API and acknowledge links
+    api_host: str = "127.0.0.1"
+    api_port: int = 9110
+    public_url: str = "http://127.0.0.1:9110"
+    ack_secret: str | None = field(default=None, repr=False)
+    ack_token_ttl_h: float = 12.0
+
+
+def _hhmm(section: Section, name: str, default: str) -> str:
+    """A local time of day, ``HH:MM`` (``24:00`` is the end of the day)."""
+    value = section.string(name, default)
+    try:
+        hours, minutes = (int(part) for part in str(value).split(":"))
+        if not (0 <= hours <= 24 and 0 <= minutes < 60):
+            raise ValueError
+    except ValueError:
+        section.problem(name, f"must be a local time HH:MM, got {value!r}")
+        return default
+    return value
+
+
+def read_alerts(section: Section) -> AlertSettings:
+    d = Defaults(AlertSettings)
+    escalation = section.list_of("escalation", d.escalation, "a list of roles")
+    if isinstance(escalation, list):
+        for role in escalation:
+            if role not in ROLES:
+                section.problem("escalation", f"{role!r} is not one of {', '.join(ROLES)}")
+    raise_prob = section.number("raise_prob_pct", d.raise_prob_pct, minimum=1, maximum=100)
+    clear_prob = section.number("clear_prob_pct", d.clear_prob_pct, minimum=0, maximum=100)
+    if isinstance(raise_prob, float) and isinstance(clear_prob, float) and clear_prob > raise_prob:
+        section.problem("clear_prob_pct", "must not be above raise_prob_pct (hysteresis)")
+    settings = AlertSettings(
+        database=section.path("database", d.database),
+        evaluate_interval_s=section.number("evaluate_interval_s", d.evaluate_interval_s,
+                                           minimum=0.1, maximum=3600),
+        lookahead_min=section.number("lookahead_min", d.lookahead_min, minimum=10, maximum=720),
+        raise_prob_pct=raise_prob,
+        clear_prob_pct=clear_prob,
+        raise_mm_per_h=section.number("raise_mm_per_h", d.raise_mm_per_h, minimum=0.01),
+        clear_mm_per_h=section.number("clear_mm_per_h", d.clear_mm_per_h, minimum=0),
+        min_hold_min=section.number("min_hold_min", d.min_hold_min, minimum=0),
+        tip_window_min=section.number("tip_window_min", d.tip_window_min, minimum=1),
+        trays_out_after_min=section.number("trays_out_after_min", d.trays_out_after_min,
+                                           minimum=0),
+        all_clear_hours=section.number("all_clear_hours", d.all_clear_hours, minimum=0,
+                                       maximum=48),
+        all_clear_dry_min=section.number("all_clear_dry_min", d.all_clear_dry_min, minimum=0),
+        drying_start=_hhmm(section, "drying_start", d.drying_start),
+        drying_end=_hhmm(section, "drying_end", d.drying_end),
+        repeat_interval_min=section.number("repeat_interval_min", d.repeat_interval_min,
+                                           minimum=1),
+        max_repeats=section.integer("max_repeats", d.max_repeats, minimum=0, maximum=50),
+        escalation=tuple(escalation) if isinstance(escalation, list) else d.escalation,
+        humidity_rise_pct=section.number("humidity_rise_pct", d.humidity_rise_pct, minimum=1),
+        humidity_window_min=section.number("humidity_window_min", d.humidity_window_min,
+                                           minimum=1),
+        dew_point_spread_c=section.number("dew_point_spread_c", d.dew_point_spread_c, minimum=0),
+        humidity_min_nodes=section.integer("humidity_min_nodes", d.humidity_min_nodes, minimum=1),
+        node_silent_min=section.number("node_silent_min", d.node_silent_min, minimum=1),
+        forecast_stale_min=section.number("forecast_stale_min", d.forecast_stale_min, minimum=1),
+        forecast_max_age_h=section.number("forecast_max_age_h", d.forecast_max_age_h,
+                                          minimum=0.1),
+        api_host=section.string("api_host", d.api_host),
+        api_port=section.integer("api_port", d.api_port, minimum=0, maximum=65535),
+        public_url=str(section.string("public_url", d.public_url)).rstrip("/"),
+        ack_secret=section.secret("ack_secret"),
+        ack_token_ttl_h=section.number("ack_token_ttl_h", d.ack_token_ttl_h, minimum=0.1),
+    )
+    section.finish()
+    return settings
+
+
+@dataclass(frozen=True)
+class ForecastSettings:
+    """Where forecasts come from and how often; base URLs point at a self-hosted server too.
+
+    Without a ``[forecast]`` section the server fetches none (providers = ()).
+    """
+
+    providers: tuple[str, ...] = ("open-meteo",)
+    open_meteo_url: str = "https://api.open-meteo.com/v1/forecast"
+    met_norway_url: str = "https://api.met.no/weatherapi/locationforecast/2.0/compact"
+    # MET Norway answers 403 to a missing or generic User-Agent.
+    user_agent: str = "secadero/0.1 github.com/secadero"
+    poll_interval_s: float = 900.0
+    timeout_s: float = 10.0
+    retries: int = 2
+    backoff_s: float = 2.0
+
+
+# The forecast providers server/forecast knows.
+FORECAST_PROVIDERS = ("open-meteo", "met-norway")
+
+
+def read_forecast(section: Section) -> ForecastSettings:
+    d = Defaults(ForecastSettings)
+    providers = section.list_of("providers", d.providers, "a list of providers")
+    if isinstance(providers, list):
+        for provider in providers:
+            if provider not in FORECAST_PROVIDERS:
+                section.problem("providers", f"{provider!r} is not open-meteo or met-norway")
+    settings = ForecastSettings(
+        providers=tuple(providers) if isinstance(providers, list) else d.providers,
+        open_meteo_url=section.string("open_meteo_url", d.open_meteo_url),
+        met_norway_url=section.string("met_norway_url", d.met_norway_url),
+        user_agent=section.string("user_agent", d.user_agent),
+        poll_interval_s=section.number("poll_interval_s", d.poll_interval_s, minimum=60),
+        timeout_s=section.number("timeout_s", d.timeout_s, minimum=0.1, maximum=120),
+        retries=section.integer("retries", d.retries, minimum=0, maximum=10),
+        backoff_s=section.number("backoff_s", d.backoff_s, minimum=0),
+    )
+    section.finish()
+    return settings
+
+
+# The server's MQTT client id unless [mqtt] client_id says otherwise.
+INGEST_CLIENT_ID = "secadero-ingest"
+
+
+@dataclass(frozen=True)
+class ServerSettings:
+    source: Path
+    mqtt: MqttSettings
+    influxdb: InfluxSettings
+    ingest: IngestSettings
+    yards: tuple[YardSettings, ...]
+    alerts: AlertSettings = field(default_factory=AlertSettings)
+    forecast: ForecastSettings = field(default_factory=ForecastSettings)
+    notifiers: NotifierSettings = field(default_factory=NotifierSettings)
+
+
+def read_server(root: Section) -> ServerSettings:
+    yards = tuple(read_yard(s) for s in root.tables("yards"))
+    seen: set[str] = set()
+    for index, yard in enumerate(yards):
+        if yard.id in seen:
+            root.problem(f"yards[{index}].id", f"{yard.id!r} appears twice")
+        seen.add(yard.id)
+    return ServerSettings(
+        source=root.base_dir,
+        mqtt=read_mqtt(root.table("mqtt"), default_client_id=INGEST_CLIENT_ID),
+        influxdb=read_influx(root.table("influxdb")),
+        ingest=read_ingest(root.table("ingest")),
+        yards=yards,
+        alerts=read_alerts(root.table("alerts")),
+        # No [forecast] section: no forecasts (and no request to the internet).
+        forecast=(read_forecast(root.table("forecast")) if root.has("forecast")
+                  else ForecastSettings(providers=())),
+        notifiers=read_notifiers(root.table("notifiers")),
+    )
+
+
+def load_server_settings(path: str | Path, env: Mapping[str, str] | None = None
+                         ) -> ServerSettings:
+    """The server's settings from ``path``; raises ``ConfigError`` with every problem."""
+    return load(Path(path), read_server, env)
+
+
