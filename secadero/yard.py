@@ -255,8 +255,14 @@ def run_yard(root: Path, *, nodes: int, interval_s: float, speed: float,
     logs = root / "logs"
     logs.mkdir(parents=True, exist_ok=True)
 
+    # The printer (MQTT thread) and the phone booth (HTTP thread) both print:
+    # one lock and one write per line, or their lines run together.
+    say_lock = threading.Lock()
+
     def say(line: str) -> None:
-        print(line, file=out, flush=True)
+        with say_lock:
+            out.write(line + "\n")
+            out.flush()
 
     stop = threading.Event()
     # SIGTERM (a supervisor, a test) stops the yard like Ctrl-C does.
