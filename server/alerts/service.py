@@ -27,11 +27,12 @@ from typing import Any
 from secadero import contract
 from secadero.contract import Envelope
 from secadero.server.alerts.engine import AlertEngine, ForecastStatus
-from secadero.server.alerts.influx import AlertPointWriter
 from secadero.server.alerts.state import YardTracker
 from secadero.server.alerts.store import AlertStore, Notification
 from secadero.server.alerts.tokens import AckTokens, load_or_create_secret
-from secadero.server.forecast.poller import ForecastPoller, InfluxForecastWriter, make_clients
+from secadero.server.forecast.poller import ForecastPoller, make_clients
+from secadero.server.influx import PointWriter
+from secadero.server.influx_points import AlertPoints, ForecastPoints
 from secadero.server.notifiers import Notifier
 from secadero.server.notifiers.dispatch import DeliveryHealth, Dispatcher
 from secadero.settings import ServerSettings
@@ -83,7 +84,7 @@ class AlertService:
             attempts=settings.notifiers.attempts, backoff_s=settings.notifiers.backoff_s,
             ack_url=self.ack_url, clock=clock, on_done=self._delivered)
         self.delivery = DeliveryHealth()
-        self.points: AlertPointWriter | None = None
+        self.points: PointWriter | None = None
         self._published: dict[str, bytes] = {}
         self._urgent: set[str] = set()
         self._urgent_lock = threading.Lock()
@@ -97,13 +98,13 @@ class AlertService:
     def from_settings(cls, settings: ServerSettings, *, publish: Publish | None = None
                       ) -> AlertService:
         clients = {yard.id: make_clients(settings.forecast, yard) for yard in settings.yards}
-        poller = ForecastPoller(settings.yards, clients,
-                                writer=InfluxForecastWriter(settings.influxdb),
+        points = PointWriter.from_settings(settings.influxdb)
+        poller = ForecastPoller(settings.yards, clients, writer=ForecastPoints(points),
                                 interval_s=settings.forecast.poll_interval_s)
         service = cls(settings, notifiers=build_notifiers(settings), poller=poller,
                       publish=publish)
-        service.points = AlertPointWriter(settings.influxdb)
-        service.engine.on_transition = service.points
+        service.points = points
+        service.engine.on_transition = AlertPoints(points)
         return service
 
     # ------------------------------------------------------------ inputs
