@@ -474,8 +474,11 @@ class PointWriter:
 
     @classmethod
     def from_settings(cls, settings: InfluxSettings, *, registry: Registry | None = None,
-                      health: Health | None = None) -> PointWriter:
-        return cls(make_writer(settings), registry=registry, health=health)
+                      health: Health | None = None, max_queued: int = 10_000,
+                      backoff_s: float = 0.5, max_backoff_s: float = 60.0) -> PointWriter:
+        """A point writer with a ``Writer`` of its own (1.x or 2.x, as ``api`` says)."""
+        return cls(make_writer(settings), registry=registry, health=health,
+                   max_queued=max_queued, backoff_s=backoff_s, max_backoff_s=max_backoff_s)
 
     def submit(self, lines: Sequence[str], *, source: str) -> Future[None]:
         """Queue ``lines`` (line protocol, microsecond timestamps); never blocks, never raises.

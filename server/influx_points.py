@@ -69,8 +69,9 @@ class ProviderForecast(Protocol):
 
 def alert_line(transition: AlertTransition) -> str:
     """The ``alert`` point of one transition."""
-    # To the millisecond, as the wall display has always shown it.
-    at_us = int(transition.ts * 1000) * 1000
+    # To the millisecond, as the wall display has always shown it. round(), not
+    # int(): 1796000000.123 * 1000 is 1796000000122.9999 in binary floating point.
+    at_us = round(transition.ts * 1000) * 1000
     return (Point("alert").tag("yard", transition.yard).tag("kind", transition.kind)
             .field("state", transition.state).field("severity", transition.severity)
             .field("message", transition.message).field("episode", transition.episode)
