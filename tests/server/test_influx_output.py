@@ -145,7 +145,8 @@ def secured_influxdb(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Influ
 
     # The first user may be created without credentials; it must be an admin.
     query("CREATE USER admin WITH PASSWORD 'admin-pw' WITH ALL PRIVILEGES", None)
-    for statement in ("CREATE DATABASE yard WITH NAME raw", "CREATE USER writer WITH PASSWORD 'writer-pw'",
+    for statement in ("CREATE DATABASE yard WITH NAME raw",
+                      "CREATE USER writer WITH PASSWORD 'writer-pw'",
                       "GRANT WRITE ON yard TO writer",
                       "CREATE USER outsider WITH PASSWORD 'outsider-pw'"):
         query(statement, "admin:admin-pw")
