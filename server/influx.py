@@ -401,8 +401,11 @@ def _v2_error(exc: Exception, settings: InfluxSettings) -> Exception:
             f"[influxdb] token_env / token_file: the token must be valid and may write to "
             f"bucket {settings.bucket!r} of org {settings.org!r}")
     if status == 0:
-        # No HTTP answer: influxdb-client's wrapping of a TLS failure.
-        return RetryableStorageError(f"InfluxDB at {safe_url(settings.url)}: {text}")
+        # No HTTP answer. influxdb-client wraps a TLS failure so (a transport
+        # error); its other status-0 error is a request it cannot build: a bug.
+        if text.startswith("SSLError"):
+            return RetryableStorageError(f"InfluxDB at {safe_url(settings.url)}: {text}")
+        return RuntimeError(f"influxdb-client could not build the request: {text}")
     return RetryableStorageError(f"InfluxDB answered {status}: {text}")
 
 
