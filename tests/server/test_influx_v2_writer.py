@@ -122,3 +122,14 @@ def test_a_bug_is_raised_as_it_is_not_as_a_storage_error(fake_influx2: FakeInflu
         writer.write("climate,node=n1,yard=norte temperature_c=25 1764000000000000")  # type: ignore[arg-type]
     writer.close()
     assert fake_influx2.write_requests() == []
+
+
+def test_an_error_inside_the_client_is_not_taken_for_an_outage(
+        fake_influx2: FakeInflux2) -> None:
+    """Only transport errors are retryable: this one would be retried forever."""
+    writer = InfluxV2Writer(InfluxSettings(url=fake_influx2.url, api=2, token="s3cret",
+                                           org="coop", bucket=None, timeout_s=2))
+    with pytest.raises(ValueError, match="Missing the required parameter `bucket`"):
+        writer.write(b"climate,node=n1,yard=norte temperature_c=25 1764000000000000")
+    writer.close()
+    assert fake_influx2.write_requests() == []
