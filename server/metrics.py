@@ -49,8 +49,10 @@ class Metrics:
     """One part's counters, gauges and histograms, exported under ``secadero_<part>_``.
 
     ``inc``/``set`` take labels as keywords. ``gauges`` maps a name to a
-    function read at each scrape. ``labelled`` holds counters kept by their
-    owner in a plain dict (one writer thread, no lock on the hot path):
+    function read at each scrape; ``labelled_gauges`` maps a name to (label
+    name, function returning {label value: value}), also read at each scrape
+    (an age per yard must grow between the owner's updates). ``labelled``
+    holds counters kept by their owner in a plain dict (one writer thread, no lock on the hot path):
     name -> (label name, {label value: count}).
     """
 
@@ -61,6 +63,7 @@ class Metrics:
         self._help: dict[str, tuple[str, str]] = dict(help or {})
         self._histograms: dict[str, _Histogram] = {}
         self.gauges: dict[str, Callable[[], float]] = {}
+        self.labelled_gauges: dict[str, tuple[str, Callable[[], Mapping[str, float]]]] = {}
         self.labelled: dict[str, tuple[str, dict[str, int]]] = {}
 
     def describe(self, name: str, kind: str, text: str) -> None:
@@ -120,6 +123,9 @@ class Metrics:
         """The Prometheus text exposition of this part's metrics."""
         for name, read in list(self.gauges.items()):
             self.set(name, float(read()))
+        for name, (label, read_all) in list(self.labelled_gauges.items()):
+            for value, reading in read_all().items():
+                self.set(name, float(reading), **{label: value})
         self._merge_labelled()
         with self._lock:
             values = dict(self._values)

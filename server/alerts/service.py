@@ -50,14 +50,16 @@ from secadero.server.alerts.engine import (
     AlertEngine,
     Decision,
     Render,
+    Transition,
     current_alert,
 )
-from secadero.server.alerts.influx import AlertPointWriter
 from secadero.server.alerts.state import YardTracker
 from secadero.server.alerts.store import AlertStore, Episode
 from secadero.server.alerts.tokens import AckTokens, load_or_create_secret
 from secadero.server.forecast import ForecastStatus
-from secadero.server.forecast.poller import ForecastPoller, InfluxForecastWriter, make_clients
+from secadero.server.forecast.poller import ForecastPoller, make_clients
+from secadero.server.influx import PointWriter
+from secadero.server.influx_points import AlertPoints, ForecastPoints
 from secadero.server.metrics import Health, Metrics, Registry
 from secadero.server.notifiers import Notifier
 from secadero.server.notifiers.dispatch import DeliveryHealth, Dispatcher
@@ -295,7 +297,10 @@ class AlertService:
             attempts=settings.notifiers.attempts, backoff_s=settings.notifiers.backoff_s,
             ack_url=self.ack_url, clock=clock, on_done=self._delivered)
         self.delivery = DeliveryHealth()
-        self.points: AlertPointWriter | None = None
+        # The wall display's output: each committed transition becomes an ``alert`` point.
+        self.points: Callable[[Transition], object] | None = None
+        # The background InfluxDB writer behind it, when this service owns one.
+        self.point_writer: PointWriter | None = None
         self.core = AlertCore(engine, self.store, self.tracker, forecast=self.forecast_status,
                               delivery_error=self.delivery.error, act=self._act,
                               registry=registry)
@@ -314,12 +319,13 @@ class AlertService:
     def from_settings(cls, settings: ServerSettings, *, publish: Publish | None = None
                       ) -> AlertService:
         clients = {yard.id: make_clients(settings.forecast, yard) for yard in settings.yards}
-        poller = ForecastPoller(settings.yards, clients,
-                                writer=InfluxForecastWriter(settings.influxdb),
+        points = PointWriter.from_settings(settings.influxdb)
+        poller = ForecastPoller(settings.yards, clients, writer=ForecastPoints(points),
                                 interval_s=settings.forecast.poll_interval_s)
         service = cls(settings, notifiers=build_notifiers(settings), poller=poller,
                       publish=publish)
-        service.points = AlertPointWriter(settings.influxdb)
+        service.point_writer = points
+        service.points = AlertPoints(points)
         return service
 
     # ------------------------------------------------------------ inputs
@@ -422,8 +428,8 @@ class AlertService:
     # ------------------------------------------------------------ life
 
     def start(self) -> AlertService:
-        if self.points is not None:
-            self.points.start()
+        if self.point_writer is not None:
+            self.point_writer.start()
         self.dispatcher.start()
         resumed = self.dispatcher.resume(max_age_s=3600, now=self.clock())
         if resumed:
@@ -443,8 +449,8 @@ class AlertService:
         if self.poller is not None:
             self.poller.stop()
         self.dispatcher.stop()
-        if self.points is not None:
-            self.points.stop()
+        if self.point_writer is not None:
+            self.point_writer.stop()
         self.store.close()
 
 

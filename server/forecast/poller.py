@@ -5,6 +5,11 @@ Providers are tried in the configured order; the first that answers wins.
 A failure keeps the previous forecast (the rules may still use it while it
 is young enough, ``forecast_max_age_h``) and records the reason, which the
 engine turns into a ``forecast_stale`` message for the technician.
+
+Storing is handed to the one InfluxDB output: the ``writer`` is usually
+``ForecastPoints`` (server/influx_points.py), which queues the points on the
+server's ``PointWriter`` and returns a future; that writer does the retrying,
+the poller only counts what was stored and what failed.
 """
 
 from __future__ import annotations
@@ -14,18 +19,33 @@ import random
 import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import Future
 from typing import Protocol
 
-import requests
-from influxdb_client import Point, WritePrecision
-
-from secadero.errors import PermanentStorageError, RetryableStorageError
+from secadero.errors import PermanentStorageError, StorageError
 from secadero.server.forecast import Forecast, ForecastError, ForecastStatus
 from secadero.server.forecast.metno import MetNorwayClient
 from secadero.server.forecast.openmeteo import OpenMeteoClient
-from secadero.settings import ForecastSettings, InfluxSettings, YardSettings
+from secadero.server.metrics import Health, Help, Registry
+from secadero.settings import ForecastSettings, YardSettings
 
 log = logging.getLogger(__name__)
+
+FORECAST_METRICS: Help = {
+    "fetches_total": ("counter", "Forecast requests, per provider (each provider tried for a "
+                                 "yard counts once, its own retries included)."),
+    "fetch_failures_total": ("counter", "Forecast requests that gave no forecast, per provider "
+                                        "and reason (timeout, http_503, invalid ...)."),
+    "age_seconds": ("gauge", "Age of the last good forecast, per yard (absent until the first)."),
+    "points_stored_total": ("counter", "Forecast points InfluxDB stored."),
+    "points_failed_total": ("counter", "Forecast points not stored, per reason: refused "
+                                       "(by InfluxDB, for good), dropped (queue full or "
+                                       "stopping), error (a bug, see the log)."),
+}
+
+# What the poller hands each good forecast to: returns None once stored, or a
+# future that says later (ForecastPoints); raises StorageError if it could not.
+ForecastWriter = Callable[[str, Forecast], Future[None] | None]
 
 
 class ForecastClient(Protocol):
@@ -52,68 +72,25 @@ def make_clients(settings: ForecastSettings, yard: YardSettings) -> list[Forecas
     return clients
 
 
-def forecast_lines(yard: str, forecast: Forecast) -> list[str]:
-    """Line protocol for the ``forecast`` measurement; time = start of the forecast hour."""
-    lines = []
-    for hour in forecast.hours:
-        point = Point("forecast").tag("yard", yard).tag("provider", forecast.provider)
-        if hour.precip_prob_pct is None and hour.precip_mm is None:
-            continue
-        if hour.precip_prob_pct is not None:
-            point = point.field("precip_prob_pct", float(hour.precip_prob_pct))
-        if hour.precip_mm is not None:
-            point = point.field("precip_mm", float(hour.precip_mm))
-        lines.append(point.time(int(hour.start_ts), WritePrecision.S).to_line_protocol())
-    return lines
-
-
-class InfluxForecastWriter:
-    """Writes forecast points through the InfluxDB 1.x HTTP API (/write)."""
-
-    def __init__(self, settings: InfluxSettings, session: requests.Session | None = None) -> None:
-        self.settings = settings
-        self.session = session or requests.Session()
-
-    def __call__(self, yard: str, forecast: Forecast) -> None:
-        lines = forecast_lines(yard, forecast)
-        if not lines:
-            return
-        params = {"db": self.settings.database, "precision": "s"}
-        if self.settings.username:
-            params.update(u=self.settings.username, p=self.settings.password or "")
-        response = self.session.post(f"{self.settings.url}/write", params=params,
-                                     data="\n".join(lines).encode(),
-                                     timeout=self.settings.timeout_s)
-        if response.status_code in (200, 204):
-            return
-        message = f"InfluxDB /write answered {response.status_code}: {response.text[:200]}"
-        # 400 (e.g. "partial write: points beyond retention policy") will never succeed;
-        # 404 (database not created yet), 5xx and timeouts may.
-        if response.status_code == 400:
-            raise PermanentStorageError(message)
-        raise RetryableStorageError(message)
-
-
 class ForecastPoller:
     """Forecast status per yard; ``poll_once`` is synchronous, ``start`` runs it on a timer."""
 
     def __init__(self, yards: Sequence[YardSettings], clients: dict[str, list[ForecastClient]], *,
-                 writer: Callable[[str, Forecast], None] | None = None,
-                 interval_s: float = 900.0, store_retry_s: float = 30.0,
-                 clock: Callable[[], float] = time.time) -> None:
+                 writer: ForecastWriter | None = None, interval_s: float = 900.0,
+                 clock: Callable[[], float] = time.time, registry: Registry | None = None,
+                 health: Health | None = None) -> None:
         self.yards = list(yards)
         self.clients = clients
         self.writer = writer
         self.interval_s = interval_s
-        self.store_retry_s = store_retry_s
-        # Forecasts not yet in InfluxDB (down, or its database not created yet).
-        self._unstored: dict[str, Forecast] = {}
         self._clock = clock
         self._status: dict[str, ForecastStatus] = {y.id: ForecastStatus() for y in yards}
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
-        self.counters: dict[str, int] = {}
+        self.metrics = (registry or Registry()).part("forecast", FORECAST_METRICS)
+        self.metrics.labelled_gauges["age_seconds"] = ("yard", self._ages_s)
+        self.health = health or Health()
 
     def status(self, yard: str) -> ForecastStatus:
         with self._lock:
@@ -123,20 +100,27 @@ class ForecastPoller:
         forecast = self.status(yard).forecast
         return None if forecast is None else now - forecast.fetched_at
 
+    def _ages_s(self) -> dict[str, float]:
+        now = self._clock()
+        with self._lock:
+            return {yard: now - status.forecast.fetched_at
+                    for yard, status in self._status.items() if status.forecast is not None}
+
     def poll_once(self, yards: Iterable[YardSettings] | None = None) -> None:
         for yard in yards if yards is not None else self.yards:
             errors = []
             for client in self.clients.get(yard.id, []):
+                self.metrics.inc("fetches_total", provider=client.name)
                 try:
                     forecast = client.fetch(yard.latitude, yard.longitude)
                 except ForecastError as exc:
                     errors.append(f"{client.name} {exc.reason}")
-                    self._count(f"{client.name}_{exc.reason}")
+                    self.metrics.inc("fetch_failures_total", provider=client.name,
+                                     reason=exc.reason)
                     log.warning("forecast for %s from %s failed: %s", yard.id, client.name, exc)
                     continue
                 with self._lock:
                     self._status[yard.id] = ForecastStatus(forecast, None)
-                self._count(f"{client.name}_ok")
                 self._store(yard.id, forecast)
                 break
             else:
@@ -146,47 +130,49 @@ class ForecastPoller:
                                                            "; ".join(errors) or "no provider")
 
     def _store(self, yard: str, forecast: Forecast) -> None:
+        """Hand the forecast to the writer; storage is for the record, alerts never wait on it."""
         if self.writer is None:
             return
+        # As many points as forecast_lines writes: the hours with a value.
+        points = sum(1 for hour in forecast.hours
+                     if hour.precip_prob_pct is not None or hour.precip_mm is not None)
         try:
-            self.writer(yard, forecast)
-        except PermanentStorageError as exc:
-            self._unstored.pop(yard, None)
-            self._count("store_rejected")
-            log.warning("InfluxDB refused the forecast for %s (not retried): %s", yard, exc)
-        except (RetryableStorageError, OSError, requests.RequestException) as exc:
-            # Storage is for the record; alerts never wait on it. Retried soon.
-            self._unstored[yard] = forecast
-            self._count("store_failed")
-            log.warning("storing the forecast for %s failed: %s", yard, exc)
+            pending = self.writer(yard, forecast)
+        except StorageError as exc:
+            self._stored(yard, points, exc)
+            return
+        if pending is None:
+            self._stored(yard, points, None)
         else:
-            self._unstored.pop(yard, None)
+            pending.add_done_callback(lambda done: self._stored(yard, points, done.exception()))
 
-    def store_pending(self) -> None:
-        """Retry the InfluxDB writes that failed."""
-        for yard, forecast in list(self._unstored.items()):
-            self._store(yard, forecast)
-
-    def _count(self, name: str) -> None:
-        self.counters[name] = self.counters.get(name, 0) + 1
+    def _stored(self, yard: str, points: int, error: BaseException | None) -> None:
+        """Count one forecast's points (on the point writer's thread when it answers later)."""
+        if error is None:
+            self.metrics.inc("points_stored_total", points)
+            return
+        if isinstance(error, PermanentStorageError):
+            reason = "refused"
+        elif isinstance(error, StorageError):
+            reason = "dropped"
+        else:
+            reason = "error"
+        self.metrics.inc("points_failed_total", points, reason=reason)
+        log.warning("the forecast for %s was not stored (%s): %s", yard, reason, error)
 
     def start(self) -> None:
         self._thread = threading.Thread(target=self._loop, daemon=True, name="forecast")
         self._thread.start()
+        self.health.watch_thread("forecast polling", self._thread)
 
     def _loop(self) -> None:
         while not self._stop.is_set():
             try:
                 self.poll_once()
-            except Exception:
+            except Exception:  # the top of the polling thread: log, poll again next time
                 log.exception("forecast poll")
             # MET Norway asks not to poll on the dot: add a few random minutes' jitter.
-            next_poll = time.monotonic() + self.interval_s + random.uniform(
-                0, min(120, self.interval_s / 10))
-            while not self._stop.is_set() and time.monotonic() < next_poll:
-                self._stop.wait(min(self.store_retry_s, max(next_poll - time.monotonic(), 0)))
-                if self._unstored:
-                    self.store_pending()
+            self._stop.wait(self.interval_s + random.uniform(0, min(120, self.interval_s / 10)))
 
     def stop(self) -> None:
         self._stop.set()

@@ -24,12 +24,12 @@ from alert_helpers import (
     service_fixture,  # noqa: F401 (fixtures, found by name)
 )
 
-from secadero.errors import PermanentStorageError, RetryableStorageError
 from secadero.server.alerts.rules import first_rain_hour, rain_forecast
 from secadero.server.forecast import ForecastError
 from secadero.server.forecast.metno import MetNorwayClient
 from secadero.server.forecast.openmeteo import OpenMeteoClient, parse
-from secadero.server.forecast.poller import ForecastPoller, forecast_lines
+from secadero.server.forecast.poller import ForecastPoller
+from secadero.server.influx_points import forecast_lines
 from secadero.settings import AlertSettings, YardSettings
 
 DATA = Path(__file__).resolve().parent.parent / "data"
@@ -222,38 +222,17 @@ def test_poller_keeps_the_last_good_forecast_and_says_why(service: FakeService) 
     assert status.error == "open-meteo http_503"
     assert poller.age_s("norte", 1060.0) == 60.0
     assert written == [("norte", 24)]
-    assert poller.counters == {"open-meteo_ok": 1, "open-meteo_http_503": 1}
+    assert poller.metrics.get("fetches_total", provider="open-meteo") == 2
+    assert poller.metrics.by_label("fetch_failures_total", "reason") == {"http_503": 1}
+    assert poller.metrics.get("points_stored_total") == 24
 
 
 def test_forecast_points_for_influxdb() -> None:
     lines = forecast_lines("norte", parse(BERLIN, fetched_at=0))
+    # Microseconds, as every write of the one InfluxDB output.
     assert lines[0] == f"forecast,provider=open-meteo,yard=norte precip_prob_pct=32 " \
-                       f"{int(utc('2023-06-29T23:00'))}"
+                       f"{int(utc('2023-06-29T23:00')) * 1_000_000}"
     assert len(lines) == 24
-
-
-def test_a_failed_store_is_retried_without_fetching_again(service: FakeService) -> None:
-    yard = YardSettings(id="norte", name="Norte", latitude=-6.57, longitude=-76.14)
-    attempts: list[int] = []
-
-    def writer(yard_id: str, forecast: object) -> None:
-        attempts.append(len(attempts))
-        if len(attempts) == 1:
-            raise RetryableStorageError("InfluxDB /write answered 404: database not found")
-        if len(attempts) == 3:
-            raise PermanentStorageError("InfluxDB /write answered 400: partial write")
-
-    service.default = service.json_reply(BERLIN)
-    poller = ForecastPoller([yard], {"norte": [client(service)]}, writer=writer)
-    poller.poll_once()
-    assert poller.status("norte").forecast is not None and attempts == [0]
-    poller.store_pending()
-    poller.store_pending()  # stored: nothing left to retry
-    assert attempts == [0, 1] and len(service.requests) == 1
-    poller.poll_once()  # refused for good: not retried
-    poller.store_pending()
-    assert attempts == [0, 1, 2]
-    assert poller.counters["store_failed"] == 1 and poller.counters["store_rejected"] == 1
 
 
 def test_the_forecast_package_does_not_import_the_alerts() -> None:

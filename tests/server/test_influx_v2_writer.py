@@ -1,95 +1,30 @@
 """InfluxDB 2.x native writes through influxdb-client: the requests it sends, and error mapping.
 
 InfluxDB 2.x is not packaged for Debian, so a local HTTP server on 127.0.0.1
-answers as the 2.x API documents (``POST /api/v2/write`` -> 204, errors as
-``{"code", "message"}`` JSON; ``/api/v2/buckets``, ``/api/v2/orgs``) and
-records every request.
+(tests/server/influx_fakes.py) stands in for it: it answers as the 2.x API
+documents (``POST /api/v2/write`` -> 204, errors as ``{"code", "message"}``
+JSON; ``/api/v2/buckets``, ``/api/v2/orgs``) and records every request.
 """
 
 from __future__ import annotations
 
 import json
-import threading
-from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
 
 import pytest
+from influx_fakes import (  # noqa: F401 (fixtures, found by name)
+    RESET,
+    FakeInflux2,
+    fake_influx2_fixture,
+)
 
 from secadero.errors import RetryableStorageError
-from secadero.server.influx import BatchTooLarge, InfluxV2Writer, WriteRejected
+from secadero.server.influx import (
+    AuthenticationFailed,
+    BatchTooLarge,
+    InfluxV2Writer,
+    WriteRejected,
+)
 from secadero.settings import InfluxSettings
-
-
-class FakeInflux2:
-    def __init__(self) -> None:
-        self.requests: list[dict[str, Any]] = []
-        self.write_status = 204
-        self.write_body = b""
-        self.buckets: list[dict[str, Any]] = []
-        outer = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def _record(self) -> bytes:
-                length = int(self.headers.get("Content-Length") or 0)
-                body = self.rfile.read(length) if length else b""
-                outer.requests.append({"method": self.command, "path": self.path,
-                                       "headers": dict(self.headers), "body": body})
-                return body
-
-            def _json(self, status: int, obj: Any) -> None:
-                data = json.dumps(obj).encode()
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-
-            def do_GET(self) -> None:
-                self._record()
-                if self.path.startswith("/api/v2/buckets"):
-                    self._json(200, {"buckets": outer.buckets})
-                elif self.path.startswith("/api/v2/orgs"):
-                    self._json(200, {"orgs": [{"id": "0000000000000001", "name": "coop"}]})
-                else:
-                    self._json(404, {"code": "not found", "message": "path not found"})
-
-            def do_POST(self) -> None:
-                body = self._record()
-                if self.path.startswith("/api/v2/buckets"):
-                    bucket = {**json.loads(body), "id": "00000000000000b1"}
-                    outer.buckets.append(bucket)
-                    self._json(201, bucket)
-                elif self.path.startswith("/api/v2/write"):
-                    if outer.write_status == 204:
-                        self.send_response(204)
-                        self.end_headers()
-                    else:
-                        self._json(outer.write_status,
-                                   {"code": "invalid", "message": outer.write_body.decode()})
-                else:
-                    self._json(404, {"code": "not found", "message": "path not found"})
-
-            def log_message(self, format: str, *args: object) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        threading.Thread(target=self.server.serve_forever, args=(0.05,), daemon=True).start()
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.server.server_address[1]}"
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
-
-
-@pytest.fixture
-def fake() -> Iterator[FakeInflux2]:
-    server = FakeInflux2()
-    yield server
-    server.close()
 
 
 def _writer(url: str) -> InfluxV2Writer:
@@ -99,12 +34,12 @@ def _writer(url: str) -> InfluxV2Writer:
 
 
 def test_write_sends_line_protocol_with_token_org_bucket_and_precision(
-        fake: FakeInflux2) -> None:
-    writer = _writer(fake.url)
+        fake_influx2: FakeInflux2) -> None:
+    writer = _writer(fake_influx2.url)
     body = b"climate,node=n1,yard=norte temperature_c=25 1764000000000000"
     writer.write(body)
     writer.close()
-    (request,) = [r for r in fake.requests if r["path"].startswith("/api/v2/write")]
+    (request,) = [r for r in fake_influx2.requests if r["path"].startswith("/api/v2/write")]
     assert request["method"] == "POST"
     path, _, query = request["path"].partition("?")
     assert path == "/api/v2/write"
@@ -113,12 +48,12 @@ def test_write_sends_line_protocol_with_token_org_bucket_and_precision(
     assert request["body"] == body
 
 
-def test_prepare_creates_the_bucket_with_the_raw_retention(fake: FakeInflux2) -> None:
-    writer = _writer(fake.url)
+def test_prepare_creates_the_bucket_with_the_raw_retention(fake_influx2: FakeInflux2) -> None:
+    writer = _writer(fake_influx2.url)
     writer.prepare()
     writer.prepare()  # idempotent: the bucket now exists
     writer.close()
-    created = [r for r in fake.requests if r["method"] == "POST"]
+    created = [r for r in fake_influx2.requests if r["method"] == "POST"]
     assert len(created) == 1
     bucket = json.loads(created[0]["body"])
     assert bucket["name"] == "secadero"
@@ -127,25 +62,74 @@ def test_prepare_creates_the_bucket_with_the_raw_retention(fake: FakeInflux2) ->
 
 @pytest.mark.parametrize(("status", "error"), [
     (400, WriteRejected), (422, WriteRejected), (413, BatchTooLarge),
-    (500, RetryableStorageError), (503, RetryableStorageError), (401, RetryableStorageError),
+    (500, RetryableStorageError), (503, RetryableStorageError),
+    (401, AuthenticationFailed), (403, AuthenticationFailed),
 ])
-def test_errors_map_to_what_the_ingest_does_next(fake: FakeInflux2, status: int,
+def test_errors_map_to_what_the_ingest_does_next(fake_influx2: FakeInflux2, status: int,
                                                  error: type[Exception]) -> None:
-    fake.write_status = status
-    fake.write_body = b"failure writing points: field type conflict"
-    writer = _writer(fake.url)
+    fake_influx2.write_status = status
+    fake_influx2.write_body = b"failure writing points: field type conflict"
+    writer = _writer(fake_influx2.url)
     with pytest.raises(error) as raised:
         writer.write(b"climate,node=n1,yard=norte temperature_c=25 1764000000000000")
     writer.close()
+    assert type(raised.value) is error
     if isinstance(raised.value, WriteRejected):
         assert raised.value.status == status
         assert "field type conflict" in raised.value.body
+
+
+def test_refused_credentials_say_what_to_fix_and_never_show_the_token(
+        fake_influx2: FakeInflux2) -> None:
+    fake_influx2.write_status = 401
+    fake_influx2.write_body = b"unauthorized access"
+    writer = _writer(fake_influx2.url)
+    with pytest.raises(AuthenticationFailed) as raised:
+        writer.write(b"climate,node=n1,yard=norte temperature_c=25 1764000000000000")
+    writer.close()
+    assert str(raised.value) == (
+        f"InfluxDB at {fake_influx2.url} answered 401 (unauthorized access): check [influxdb] "
+        "token_env / token_file: the token must be valid and may write to bucket 'secadero' "
+        "of org 'coop'")
+    assert "s3cret" not in str(raised.value)
 
 
 def test_unreachable_server_is_retryable() -> None:
     from secadero.devservices import free_port
 
     writer = _writer(f"http://127.0.0.1:{free_port()}")
-    with pytest.raises(RetryableStorageError):
+    with pytest.raises(RetryableStorageError) as raised:
         writer.write(b"climate,node=n1,yard=norte temperature_c=25 1764000000000000")
     writer.close()
+    assert type(raised.value.__cause__).__name__ == "NewConnectionError"
+
+
+def test_a_reset_connection_is_retryable(fake_influx2: FakeInflux2) -> None:
+    fake_influx2.write_replies = [RESET]
+    writer = _writer(fake_influx2.url)
+    with pytest.raises(RetryableStorageError) as raised:
+        writer.write(b"climate,node=n1,yard=norte temperature_c=25 1764000000000000")
+    assert type(raised.value.__cause__).__name__ == "ProtocolError"
+    writer.write(b"climate,node=n1,yard=norte temperature_c=25 1764000000000000")  # answered
+    writer.close()
+    assert len(fake_influx2.write_requests()) == 2
+
+
+def test_a_bug_is_raised_as_it_is_not_as_a_storage_error(fake_influx2: FakeInflux2) -> None:
+    """influxdb-client writes nothing, silently, for a record type it does not know."""
+    writer = _writer(fake_influx2.url)
+    with pytest.raises(TypeError, match="line protocol must be bytes, got str"):
+        writer.write("climate,node=n1,yard=norte temperature_c=25 1764000000000000")  # type: ignore[arg-type]
+    writer.close()
+    assert fake_influx2.write_requests() == []
+
+
+def test_an_error_inside_the_client_is_not_taken_for_an_outage(
+        fake_influx2: FakeInflux2) -> None:
+    """Only transport errors are retryable: this one would be retried forever."""
+    writer = InfluxV2Writer(InfluxSettings(url=fake_influx2.url, api=2, token="s3cret",
+                                           org="coop", bucket=None, timeout_s=2))
+    with pytest.raises(ValueError, match="Missing the required parameter `bucket`"):
+        writer.write(b"climate,node=n1,yard=norte temperature_c=25 1764000000000000")
+    writer.close()
+    assert fake_influx2.write_requests() == []
