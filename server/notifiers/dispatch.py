@@ -54,7 +54,7 @@ HELP = {
     "sent_total": ("counter", "notifications delivered, by channel and the provider that "
                               "took them"),
     "failed_total": ("counter", "notifications that failed for good (every attempt and "
-                                "fallback, or expired after a restart), by channel"),
+                                "fallback, or expired), by channel"),
     "provider_errors_total": ("counter", "attempts a provider refused or failed (the next "
                                          "in the route is tried), by channel and provider"),
     "retries_total": ("counter", "attempts after a backoff because the previous round's "
