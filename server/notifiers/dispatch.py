@@ -217,9 +217,11 @@ class Dispatcher:
         """Queue notifications on their channel's worker (call ``start`` first), each once.
 
         One already held (queued or being delivered) or no longer ``pending``
-        is not queued again (counted as ``duplicate_submits_total``). A channel
-        no notifier serves has no worker: its notifications are logged as
-        failed at once (and counted), never dropped.
+        is not queued again (counted as ``duplicate_submits_total``). Once it is
+        finished, this trusts the note's own status: a copy read from the log
+        before it was sent would go again (``resubmit_pending`` reads the log
+        itself). A channel no notifier serves has no worker: its notifications
+        are logged as failed at once (and counted), never dropped.
         """
         for note in notes:
             if self._hold(note):
@@ -265,7 +267,7 @@ class Dispatcher:
             if note.id is not None and note.id not in self._held and note.status == "pending":
                 self._held.add(note.id)
                 return True
-        if note.id is None:
+        if note.id is None and note.status == "pending":
             # Not in the log: nothing can say it was sent. Delivered, but not guarded.
             log.error("notification to %s (%s) has no id: it is not in the notification "
                       "log; delivered without the once-only guard", note.recipient,
