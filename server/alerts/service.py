@@ -23,9 +23,13 @@ SMS reply, the trays coming in) takes the one path of ``AlertCore``:
 A yard whose decide or commit raises keeps its stored and in-memory state
 as it was (it is decided again at the next evaluation); it is counted
 (``secadero_alerts_errors_total``) and logged, and the other yards go on.
-Once committed, a notification is sent even if the act step or the whole
-process dies: it stays ``pending`` in SQLite and ``Dispatcher.resume``
-sends it at the next start, once.
+Once committed, a notification is sent, once, even if the act step fails
+or the whole process dies: it stays ``pending`` in SQLite, and
+``Dispatcher.resubmit_pending`` hands the dispatcher every pending one it
+does not already hold: at start (what a dead process left), right after an
+act step failed, and at every full evaluation cycle, so a notification whose
+act step failed in a running process goes out within one
+``evaluate_interval_s``.
 
 Usage (what ``secadero server run`` does)::
 
@@ -80,13 +84,18 @@ HELP = {
                                 "sensor woke"),
     "errors_total": ("counter", "Failures by stage: decide (a rule or a message template "
                                 "raised), commit (SQLite refused), act (dispatch or publish "
-                                "raised), cycle. A yard that failed to decide or commit is "
-                                "evaluated again at the next cycle"),
+                                "raised), cycle, resubmit (handing pending notifications to "
+                                "the dispatcher again raised). A yard that failed to decide "
+                                "or commit is evaluated again at the next cycle; a pending "
+                                "notification is handed over again at the next full cycle"),
     "notifications_decided_total": ("counter", "Notifications committed to the log, to be "
                                                "sent"),
     "open_episodes": ("gauge", "Open alert episodes by kind"),
 }
 CYCLE_BUCKETS_S = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0)
+# A pending notification decided longer ago than this is marked failed, not sent: a rain
+# warning an hour late no longer helps, and could send people out to trays already wet.
+RESEND_MAX_AGE_S = 3600.0
 
 
 def alert_metrics(registry: Registry) -> Metrics:
@@ -117,7 +126,8 @@ class AlertCore:
 
     ``forecast(yard)`` and ``delivery_error(yard)`` give the other inputs;
     ``act(decision)`` is told of each committed decision (an exception there
-    is counted and logged: the notifications stay pending in the store).
+    is counted and logged: the notifications stay pending in the store, for
+    whoever re-submits them: ``AlertService``, through the dispatcher).
     ``registry``: where ``secadero_alerts_*`` go (``metrics``).
     """
 
@@ -246,15 +256,17 @@ class AlertCore:
             try:
                 self.act(decision)
             except Exception:
-                # Committed: the notifications are pending in the store and go out at the
-                # next start (Dispatcher.resume); the episodes already say they were sent.
+                # Committed: the episodes already say they were sent, and the notifications
+                # the dispatcher did not take are pending in the store, where
+                # Dispatcher.resubmit_pending finds them (AlertService calls it).
                 self._failed("act", decision.yard)
 
     def _failed(self, stage: str, yard: str) -> None:
         self.metrics.inc("errors_total", stage=stage)
         if stage == "act":
             log.exception("alerts: acting on yard %s's committed decision failed; its "
-                          "notifications stay pending and go out at the next start", yard)
+                          "notifications stay pending until they are handed to the "
+                          "dispatcher again", yard)
         else:
             log.exception("alerts: %s failed for yard %s; its episodes stay as they were "
                           "and it is evaluated again next cycle", stage, yard)
@@ -274,12 +286,15 @@ class AlertService:
     ``registry``/``health``: the server's metrics registry and health (fresh
     ones by default, so a test can build the service alone). ``render``: how
     messages are worded (``messages.render``; a test passes a broken one).
+    ``make_dispatcher``: builds the dispatcher (``Dispatcher``; a test passes
+    one that fails half-way through a submit).
     """
 
     def __init__(self, settings: ServerSettings, *, notifiers: Sequence[Notifier],
                  poller: ForecastPoller | None, publish: Publish | None = None,
                  clock: Callable[[], float] = time.time, registry: Registry | None = None,
-                 health: Health | None = None, render: Render = messages.render) -> None:
+                 health: Health | None = None, render: Render = messages.render,
+                 make_dispatcher: Callable[..., Dispatcher] = Dispatcher) -> None:
         s = settings.alerts
         self.settings = settings
         self.clock = clock
@@ -292,10 +307,11 @@ class AlertService:
         secret = s.ack_secret or load_or_create_secret(s.database.with_suffix(".secret"))
         self.tokens = AckTokens(secret, s.ack_token_ttl_h * 3600)
         self.poller = poller
-        self.dispatcher = Dispatcher(
+        self.dispatcher = make_dispatcher(
             self.store, notifiers, sms_route=settings.notifiers.sms_route,
             attempts=settings.notifiers.attempts, backoff_s=settings.notifiers.backoff_s,
-            ack_url=self.ack_url, clock=clock, on_done=self._delivered)
+            ack_url=self.ack_url, clock=clock, on_done=self._delivered, registry=registry,
+            health=self.health)
         self.delivery = DeliveryHealth()
         # The wall display's output: each committed transition becomes an ``alert`` point.
         self.points: Callable[[Transition], object] | None = None
@@ -384,13 +400,37 @@ class AlertService:
         return [note for decision in decisions for note in decision.notifications]
 
     def _act(self, decision: Decision) -> None:
-        """A committed decision: send first (what matters most), then the wall display."""
-        if decision.notifications:
-            self.dispatcher.submit(decision.notifications)
-        if self.points is not None:
-            for transition in decision.transitions:
-                self.points(transition)
+        """A committed decision: send first (what matters most), then the wall display.
+
+        If this raises (``AlertCore`` counts it as ``stage="act"``), the
+        notifications the dispatcher did not take are handed to it again first,
+        from the store, rather than at the next full cycle.
+        """
+        try:
+            if decision.notifications:
+                self.dispatcher.submit(decision.notifications)
+            if self.points is not None:
+                for transition in decision.transitions:
+                    self.points(transition)
+        except Exception:
+            self._resubmit_pending()
+            raise
         self._publish_alert(decision.yard)
+
+    def _resubmit_pending(self) -> int:
+        """Hand the dispatcher every pending notification it does not hold; never raises.
+
+        Cheap when there are none (one query on the ``notifications_pending``
+        index), so it runs at every full cycle. Returns how many were handed over.
+        """
+        try:
+            return self.dispatcher.resubmit_pending(now=self.clock(),
+                                                    max_age_s=RESEND_MAX_AGE_S)
+        except Exception:
+            self.metrics.inc("errors_total", stage="resubmit")
+            log.exception("alerts: handing pending notifications to the dispatcher failed; "
+                          "tried again at the next full cycle")
+            return 0
 
     def _publish_alert(self, yard: str) -> None:
         if self.publish is None:
@@ -415,15 +455,25 @@ class AlertService:
                 return
             with self._urgent_lock:
                 urgent, self._urgent = sorted(self._urgent), set()
+            full = time.monotonic() >= next_full
+            if full:
+                next_full = time.monotonic() + interval_s
             try:
-                if time.monotonic() >= next_full:
-                    next_full = time.monotonic() + interval_s
+                if full:
                     self.evaluate()
                 elif urgent:
                     self.evaluate(urgent)
             except Exception:  # the top of the alerts thread: log, count, carry on
                 self.metrics.inc("errors_total", stage="cycle")
                 log.exception("alert evaluation cycle failed")
+            if full:
+                # Even after a failed cycle: what an act step (this cycle's or an
+                # acknowledge's) failed to submit goes out within one interval.
+                resubmitted = self._resubmit_pending()
+                if resubmitted:
+                    log.warning("alerts: %d committed notifications were not with the "
+                                "dispatcher (an act step failed): handed over again",
+                                resubmitted)
 
     # ------------------------------------------------------------ life
 
@@ -431,9 +481,9 @@ class AlertService:
         if self.point_writer is not None:
             self.point_writer.start()
         self.dispatcher.start()
-        resumed = self.dispatcher.resume(max_age_s=3600, now=self.clock())
+        resumed = self._resubmit_pending()
         if resumed:
-            log.info("resending %d notifications decided before the restart", resumed)
+            log.info("sending %d notifications decided before the restart", resumed)
         if self.poller is not None:
             self.poller.start()
         self._thread = threading.Thread(target=self._loop, name="alerts", daemon=True)

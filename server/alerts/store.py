@@ -6,9 +6,9 @@ of one yard decided (the changed episodes and the notifications) in one
 transaction, or in one SAVEPOINT of the cycle's transaction, so a yard whose
 commit fails leaves the other yards' commits whole. A notification is
 created ``pending`` and only the dispatcher moves it to ``sent`` or
-``failed``, so after a crash the pending ones are delivered once
-(``Dispatcher.resume``), and nothing is decided twice: the episodes say it
-was already decided.
+``failed``, so after a crash or a failed act step the pending ones are
+delivered once (``Dispatcher.resubmit_pending``), and nothing is decided
+twice: the episodes say it was already decided.
 """
 
 from __future__ import annotations

@@ -1,9 +1,10 @@
 """The notification record and the log the dispatcher keeps it in.
 
 The dispatcher needs very little from a database: it updates a record after
-each delivery (``sent``/``failed``, provider, error) and, after a restart,
-lists the ones still ``pending``. ``NotificationLog`` says exactly that, so
-the dispatcher depends on this small interface and not on the alert store;
+each delivery (``sent``/``failed``, provider, error) and lists the ones
+still ``pending`` (after a restart, or an act step that failed).
+``NotificationLog`` says exactly that, so the dispatcher depends on this
+small interface and not on the alert store;
 ``secadero.server.alerts.store.AlertStore`` implements it (and decides when a
 record is created: in the same transaction as the episode change that
 decided it).

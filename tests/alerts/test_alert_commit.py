@@ -6,8 +6,11 @@ Two yards, Norte and Sur, evaluated in the same cycles. The engine, ``AlertCore`
 it sends. Faults are injected through constructor arguments: a message
 renderer that raises (a broken template), a store whose commit of one yard
 fails after writing (a disk error inside that yard's SAVEPOINT), an act step
-that raises (a crash between commit and dispatch). The last test kills a real
-server process between commit and dispatch; ntfy is played by a local HTTP
+that raises (a crash between commit and dispatch). The service's tests run
+``AlertService`` with its own thread and the real dispatcher's workers; one
+injects a dispatcher whose submit fails half-way through a decision (the
+act step raising after some notifications were taken), another kills a real
+server process between commit and dispatch. ntfy is played by a local HTTP
 server (``alert_helpers.FakeService``) speaking its JSON publish format.
 """
 
@@ -19,7 +22,8 @@ import sqlite3
 import subprocess
 import sys
 import threading
-from collections.abc import Callable, Mapping
+import time
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 
 from alert_helpers import FakeService, Recorded, Reply, at, hhmm
@@ -33,6 +37,7 @@ from secadero.server.alerts.store import AlertStore
 from secadero.server.metrics import Health, Registry
 from secadero.server.notifiers import Outgoing
 from secadero.server.notifiers.dispatch import Dispatcher
+from secadero.server.notifiers.notification_log import Notification
 from secadero.settings import AlertSettings, RecipientSettings, YardSettings, load_server_settings
 
 YARDS = (
@@ -278,7 +283,7 @@ def test_a_crash_between_commit_and_dispatch_sends_after_restart_once(tmp_path: 
     yards.start()
     yards.dispatcher.start()
     try:
-        assert yards.dispatcher.resume(max_age_s=3600, now=yards.now) == 2
+        assert yards.dispatcher.resubmit_pending(now=yards.now, max_age_s=3600) == 2
     finally:
         yards.dispatcher.stop()
     assert sorted(yards.sms.sent) == [("14:03", "Pedro", "rain_now", "raise"),
@@ -294,14 +299,16 @@ def test_a_crash_between_commit_and_dispatch_sends_after_restart_once(tmp_path: 
 # ---------------------------------------------------------------- the service
 
 
-def write_config(tmp_path: Path, ntfy_url: str) -> Path:
+def write_config(tmp_path: Path, ntfy_url: str, *, evaluate_interval_s: float = 3600,
+                 recipients: Iterable[str] = ("Luis",)) -> Path:
+    """Yard Norte; each recipient is a worker on push, topic ``norte-<name>``."""
     config = tmp_path / "server.toml"
     config.write_text(f"""
 [alerts]
 database = "alerts.sqlite3"
 drying_start = "00:00"
 drying_end = "24:00"
-evaluate_interval_s = 3600
+evaluate_interval_s = {evaluate_interval_s}
 
 [notifiers.ntfy]
 url = "{ntfy_url}"
@@ -312,12 +319,13 @@ name = "Norte"
 latitude = -6.57
 longitude = -76.14
 
+""" + "".join(f"""
 [[yards.recipients]]
-name = "Luis"
+name = "{name}"
 role = "worker"
 channels = ["push"]
-ntfy_topic = "norte-luis"
-""")
+ntfy_topic = "norte-{name.lower()}"
+""" for name in recipients))
     return config
 
 
@@ -349,6 +357,113 @@ def test_the_service_exports_alert_metrics_and_watches_its_thread(tmp_path: Path
     assert "# TYPE secadero_alerts_cycle_seconds histogram\n" in text
     # Stopped without Health.stopping(): the dead thread is reported.
     assert health.problems() == ["the alert evaluation thread has stopped; see the log"]
+
+
+class HalfwayDispatcher(Dispatcher):
+    """The real dispatcher, except that its first submit of several notifications takes
+    the first one and then raises: the act step failing after the dispatcher accepted
+    part of a decision. With ``resubmit_fails``, the re-submission right after that
+    failure raises too (as if SQLite were locked), so only a later full cycle can
+    hand the rest over."""
+
+    def __init__(self, *args: object, resubmit_fails: bool = False, **kwargs: object
+                 ) -> None:
+        super().__init__(*args, **kwargs)  # type: ignore[arg-type]
+        self.resubmit_fails = resubmit_fails
+        self.failed_halfway = threading.Event()
+
+    def submit(self, notes: Iterable[Notification]) -> None:
+        notes = list(notes)
+        if len(notes) > 1 and not self.failed_halfway.is_set():
+            super().submit(notes[:1])
+            self.failed_halfway.set()
+            raise RuntimeError("the act step died half-way through the decision")
+        super().submit(notes)
+
+    def resubmit_pending(self, *, now: float, max_age_s: float) -> int:
+        if self.resubmit_fails and self.failed_halfway.is_set():
+            self.resubmit_fails = False
+            raise sqlite3.OperationalError("database is locked")
+        return super().resubmit_pending(now=now, max_age_s=max_age_s)
+
+
+def wait_until(predicate: Callable[[], bool], timeout_s: float = 10.0) -> None:
+    """Poll a condition the code offers no event for (a metric, a row's status)."""
+    deadline = time.monotonic() + timeout_s
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"not true after {timeout_s} s")
+        time.sleep(0.01)
+
+
+def run_rain_with_a_dispatch_failing_halfway(tmp_path: Path, *, evaluate_interval_s: float,
+                                             resubmit_fails: bool
+                                             ) -> tuple[list[str], AlertService, Registry]:
+    """Start the service (its thread, the dispatcher's workers); after its first full
+    cycle, a wet plate in Norte: one decision, three pushes, whose act step fails after
+    the dispatcher took the first. Returns the topics ntfy received, once every push
+    is logged as sent and the service has stopped (so nothing else can arrive)."""
+    ntfy = FakeService()
+    ntfy.default = ntfy.json_reply({"id": "abc123", "event": "message"})
+    settings = load_server_settings(write_config(
+        tmp_path, ntfy.url, evaluate_interval_s=evaluate_interval_s,
+        recipients=("Luis", "Eva", "Ana")))
+    registry = Registry()
+    service = AlertService(
+        settings, notifiers=build_notifiers(settings), poller=None, registry=registry,
+        make_dispatcher=lambda *args, **kwargs: HalfwayDispatcher(
+            *args, resubmit_fails=resubmit_fails, **kwargs))
+    alerts = registry.part("alerts")
+    try:
+        service.start()
+        try:
+            wait_until(lambda: alerts.get("cycles_total") >= 1)  # the first full cycle
+            now = service.clock()
+            service.observe(Envelope("norte", "n1", "event",
+                                     Event(ts=now, seq=1, type="rain_started")), now)
+            wait_until(lambda: [n.status for n in service.store.notifications()]
+                       == ["sent"] * 3)
+        finally:
+            service.stop()
+        topics = [str(request.json()["topic"])  # type: ignore[index]
+                  for request in ntfy.requests]
+        return topics, service, registry
+    finally:
+        ntfy.close()
+
+
+def test_a_dispatch_failing_halfway_is_completed_at_once_without_a_restart(
+        tmp_path: Path) -> None:
+    topics, service, registry = run_rain_with_a_dispatch_failing_halfway(
+        tmp_path, evaluate_interval_s=3600, resubmit_fails=False)
+    # The first push was taken before the failure; the other two were handed over
+    # from the store right after it, in the same act step: no full cycle came.
+    assert topics == ["norte-luis", "norte-eva", "norte-ana"]
+    assert registry.part("alerts").get("errors_total", stage="act") == 1
+    assert registry.part("alerts").get("cycles_total") == 2  # the first, and the rain's
+    notify = registry.part("notify")
+    assert notify.get("resubmitted_total", channel="push") == 2
+    assert notify.get("sent_total", channel="push", provider="ntfy") == 3
+    assert notify.total("duplicate_submits_total") == 0
+    [episode] = AlertStore(tmp_path / "alerts.sqlite3").active_episodes()
+    assert (episode.cause, episode.notify_count) == ("rain_now", 1)
+    assert service.dispatcher.held() == frozenset()
+
+
+def test_a_dispatch_failing_halfway_goes_out_by_the_next_full_cycle(tmp_path: Path) -> None:
+    """The re-submission right after the failure fails too: the next full cycle (one
+    second later here) hands the rest over, each once, in the same process."""
+    topics, _, registry = run_rain_with_a_dispatch_failing_halfway(
+        tmp_path, evaluate_interval_s=1, resubmit_fails=True)
+    assert sorted(topics) == ["norte-ana", "norte-eva", "norte-luis"]
+    assert topics[0] == "norte-luis"  # taken before the failure
+    alerts = registry.part("alerts")
+    assert alerts.get("errors_total", stage="act") == 1
+    assert alerts.get("errors_total", stage="resubmit") == 1
+    notify = registry.part("notify")
+    assert notify.get("resubmitted_total", channel="push") == 2
+    assert notify.get("sent_total", channel="push", provider="ntfy") == 3
+    assert notify.total("duplicate_submits_total") == 0
 
 
 CRASHING_SERVER = """
@@ -397,7 +512,7 @@ def test_a_server_killed_between_commit_and_dispatch_sends_after_restart_once(
         [pending] = service.store.notifications()
         assert (pending.recipient, pending.status, pending.kind) == ("Luis", "pending",
                                                                       "rain_now")
-        service.start()  # Dispatcher.resume: the pending push goes out
+        service.start()  # Dispatcher.resubmit_pending: the pending push goes out
         try:
             resent = ntfy.received.get(timeout=10)
             assert resent.json()["topic"] == "norte-luis"  # type: ignore[index]

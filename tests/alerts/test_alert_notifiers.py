@@ -451,7 +451,7 @@ def test_a_channel_without_a_notifier_fails_at_once_not_silently() -> None:
         dispatcher.stop()
 
 
-def test_resume_after_a_restart_sends_pending_once_and_expires_old_ones() -> None:
+def test_after_a_restart_pending_ones_are_resubmitted_once_and_old_ones_expire() -> None:
     log = MemoryLog()
     old = log.add(note("push", created_at=1000.0, recipient="Luis", address="norte-luis"))
     recent = log.add(note("push", created_at=8000.0, recipient="Ana", address="norte-ana"))
@@ -464,19 +464,160 @@ def test_resume_after_a_restart_sends_pending_once_and_expires_old_ones() -> Non
                             on_done=lambda n: delivered.set())
     dispatcher.start()
     try:
-        assert dispatcher.resume(max_age_s=3600, now=9000.0) == 1
+        assert dispatcher.resubmit_pending(now=9000.0, max_age_s=3600) == 1
         assert delivered.wait(5)
     finally:
         dispatcher.stop()
     assert [m.address for m in ntfy.sent] == ["norte-ana"]
     assert [(n.recipient, n.status, n.error) for n in log.notifications()] == [
-        ("Luis", "failed", "expired: server was down"), ("Ana", "sent", None),
+        ("Luis", "failed", "expired: not sent within 3600 s of being decided"),
+        ("Ana", "sent", None),
         ("Eva", "sent", None)]
     metrics = registry.part("notify")
     assert metrics.get("expired_total", channel="push") == 1
     assert metrics.get("failed_total", channel="push") == 1
     assert metrics.get("sent_total", channel="push", provider="ntfy") == 1
+    assert metrics.get("resubmitted_total", channel="push") == 1
     assert (old.id, recent.id) == (1, 2)
+
+
+# ------------------------------------ dispatcher: each notification once
+
+class Gate:
+    """A push notifier that answers only when told: a delivery in progress, held open.
+
+    ``arrived`` is set when a message reached it; ``answer`` lets it return.
+    """
+
+    name, channel = "ntfy", "push"
+
+    def __init__(self) -> None:
+        self.arrived, self.answer = threading.Event(), threading.Event()
+        self.sent: list[Outgoing] = []
+
+    def send(self, message: Outgoing) -> str:
+        self.sent.append(message)
+        self.arrived.set()
+        assert self.answer.wait(10), "the test never let the delivery finish"
+        return f"id-{len(self.sent)}"
+
+    def close(self) -> None:
+        self.answer.set()
+
+
+def test_a_notification_being_delivered_is_not_resubmitted_nor_expired(
+        tmp_path: Path) -> None:
+    store = AlertStore(tmp_path / "a.sqlite3")
+    push = store.add_notification(note("push", created_at=1000.0, recipient="Luis",
+                                       address="norte-luis"))
+    gate, registry, done = Gate(), Registry(), threading.Event()
+    dispatcher = Dispatcher(store, [gate], registry=registry, on_done=lambda n: done.set())
+    dispatcher.start()
+    try:
+        dispatcher.submit([push])
+        assert gate.arrived.wait(5)
+        # Being delivered (slowly), still pending in the store: a full cycle's
+        # re-submission leaves it alone, even one that would find it too old.
+        assert [n.status for n in store.notifications()] == ["pending"]
+        assert dispatcher.held() == {push.id}
+        assert dispatcher.resubmit_pending(now=1010.0, max_age_s=3600) == 0
+        assert dispatcher.resubmit_pending(now=9000.0, max_age_s=3600) == 0
+        gate.answer.set()
+        assert done.wait(5)
+        assert dispatcher.held() == frozenset()
+        assert dispatcher.resubmit_pending(now=1020.0, max_age_s=3600) == 0  # sent now
+    finally:
+        dispatcher.stop()
+    assert [m.address for m in gate.sent] == ["norte-luis"]
+    assert [(n.status, n.provider, n.provider_id) for n in store.notifications()] == [
+        ("sent", "ntfy", "id-1")]
+    metrics = registry.part("notify")
+    assert metrics.total("resubmitted_total") == 0
+    assert metrics.total("expired_total") == 0
+    assert metrics.get("sent_total", channel="push", provider="ntfy") == 1
+
+
+class PausingLog(MemoryLog):
+    """A ``MemoryLog`` whose next listing, once ``pause`` is set, stops after reading.
+
+    The listing has been read (``listed``), as a re-submission would read it, and
+    waits for ``go_on``; ``written`` is set whenever an outcome is stored.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.pause = False
+        self.listed, self.go_on, self.written = (threading.Event(), threading.Event(),
+                                                 threading.Event())
+
+    def notifications(self, *, status: str | None = None) -> list[Notification]:
+        rows = super().notifications(status=status)
+        if self.pause:
+            self.pause = False
+            self.listed.set()
+            assert self.go_on.wait(10), "the test never let the listing go on"
+        return rows
+
+    def update_notification(self, note: Notification) -> None:
+        super().update_notification(note)
+        self.written.set()
+
+
+def test_a_delivery_that_finishes_while_the_log_is_read_is_not_sent_again() -> None:
+    """The race: a re-submission lists a note as pending; before it checks what is
+    held, the worker logs the note as sent and lets go of it. The dispatcher reads
+    and checks under the lock the worker lets go under, so this cannot resend it."""
+    log = PausingLog()
+    push = log.add(note("push", recipient="Luis", address="norte-luis"))
+    gate, registry, done = Gate(), Registry(), threading.Event()
+    dispatcher = Dispatcher(log, [gate], registry=registry, on_done=lambda n: done.set())
+    dispatcher.start()
+    resubmitted: list[int] = []
+    try:
+        dispatcher.submit([push])
+        assert gate.arrived.wait(5)
+        log.pause = True
+        cycle = threading.Thread(target=lambda: resubmitted.append(
+            dispatcher.resubmit_pending(now=10.0, max_age_s=3600)))
+        cycle.start()
+        assert log.listed.wait(5)  # it has read: the note is pending
+        gate.answer.set()
+        assert log.written.wait(5)  # the worker stored "sent"
+        log.go_on.set()
+        cycle.join(5)
+        assert done.wait(5)
+    finally:
+        log.go_on.set()
+        dispatcher.stop()
+    assert resubmitted == [0]
+    assert len(gate.sent) == 1
+    assert [(n.status, n.provider_id) for n in log.notifications()] == [("sent", "id-1")]
+    assert registry.part("notify").total("resubmitted_total") == 0
+
+
+def test_the_same_notification_submitted_twice_is_delivered_once(tmp_path: Path) -> None:
+    store = AlertStore(tmp_path / "a.sqlite3")
+    push = store.add_notification(note("push", recipient="Luis", address="norte-luis"))
+    gate, registry, done = Gate(), Registry(), threading.Event()
+    dispatcher = Dispatcher(store, [gate], registry=registry, on_done=lambda n: done.set())
+    dispatcher.start()
+    try:
+        dispatcher.submit([push, push])  # twice in one go
+        assert gate.arrived.wait(5)
+        dispatcher.submit([push])  # again while it is being delivered
+        [stored] = store.notifications()
+        dispatcher.submit([stored])  # a copy of it, read from the store
+        gate.answer.set()
+        assert done.wait(5)
+        dispatcher.submit([push])  # and once it was sent
+    finally:
+        dispatcher.stop()
+    assert len(gate.sent) == 1
+    assert [(n.status, n.attempts) for n in store.notifications()] == [("sent", 1)]
+    metrics = registry.part("notify")
+    assert metrics.get("duplicate_submits_total", channel="push") == 4
+    assert metrics.get("sent_total", channel="push", provider="ntfy") == 1
+    assert metrics.get("queue_depth", channel="push") == 0
 
 
 def test_queue_depth_per_channel_while_a_push_server_hangs(tmp_path: Path) -> None:
@@ -533,7 +674,8 @@ def test_a_dead_notifier_worker_turns_health_red_and_its_note_stays_pending(
             "notify-webhook worker stopped: no more webhook notifications until a restart"]
     finally:
         dispatcher.stop()
-    # Not lost: still pending, so the next start's resume() sends it.
+    # Not lost: still pending (and held, so not queued again on the dead worker), so the
+    # next start's resubmit_pending() sends it.
     assert [n.status for n in store.notifications()] == ["pending"]
 
 

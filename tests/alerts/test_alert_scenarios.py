@@ -277,7 +277,7 @@ def test_pending_notifications_after_a_crash_go_out_once(yard: SimYard) -> None:
     yard.restart()
     yard.dispatcher.start()
     try:
-        assert yard.dispatcher.resume(max_age_s=3600, now=yard.now) == 2
+        assert yard.dispatcher.resubmit_pending(now=yard.now, max_age_s=3600) == 2
     finally:
         yard.dispatcher.stop()
     assert sorted(s[1] for s in yard.sent) == ["Luis", "Rosa"]
