@@ -164,6 +164,10 @@ def test_a_rain_started_in_the_ingest_only_share_raises_one_alert_once(
         wait_until(lambda: scrape(ports["run"]).get("secadero_alert_feed_mqtt_connected") == 1,
                    f"the alerts' feed subscribed\n{server_log()}")
         assert "secadero_alert_feed_mqtt_connected" not in scrape(ports["ingest"])
+        # The feed's thread and subscription are part of the `run` process's health.
+        with urllib.request.urlopen(f"http://127.0.0.1:{ports['run']}/healthz",
+                                    timeout=5) as response:
+            assert (response.status, response.read()) == (200, b"ok\n")
 
         # Mosquitto hands each shared filter's messages to its members in
         # turn. Send harmless events one at a time until one went to the
