@@ -29,8 +29,8 @@ depends on them:
   message is *not* acknowledged, so the broker delivers it again on the next
   connection of the session. paho would let it kill its network thread.
 - The network thread is started by ``start_network_thread()`` and exposed
-  as ``network_thread``, so ``Health.watch_thread`` can watch it; if it ever
-  ends other than by ``stop_network_thread()``, the reason is logged.
+  as ``network_thread``, so ``Health.watch_thread`` can watch it; an
+  exception that ends it is logged.
 """
 
 from __future__ import annotations
@@ -131,7 +131,6 @@ class FastReadClient(mqtt.Client):
         self._handler_error_logged_at = -HANDLER_ERROR_LOG_INTERVAL_S
         self._handler_errors_not_logged = 0
         self._network_thread: threading.Thread | None = None
-        self._network_thread_stopping = False
 
     # -- the network thread
 
@@ -148,7 +147,6 @@ class FastReadClient(mqtt.Client):
         kept as ``network_thread``) so ``Health.watch_thread`` can watch it.
         Call ``connect_async`` first.
         """
-        self._network_thread_stopping = False
         if self.loop_start() != MQTTErrorCode.MQTT_ERR_SUCCESS:
             raise RuntimeError("the MQTT network thread is already running")
         thread = self._thread
@@ -160,22 +158,18 @@ class FastReadClient(mqtt.Client):
 
     def stop_network_thread(self) -> None:
         """Stop the network loop (after ``disconnect()``, to send the DISCONNECT first)."""
-        self._network_thread_stopping = True
         self.loop_stop()
 
     def _thread_main(self) -> None:
         # paho's loop_start() runs this in its thread. An exception that ends
         # it would otherwise reach only stderr (threading.excepthook); logged
-        # here, and Health sees the thread gone.
+        # here, and Health sees the thread gone. It also ends, without an
+        # exception, after disconnect() or loop_stop(): both are ours to call.
         try:
             super()._thread_main()
         except Exception:
             log.exception("MQTT network thread %s stopped by an unexpected error",
                           threading.current_thread().name)
-            return
-        if not self._network_thread_stopping:
-            log.error("MQTT network thread %s ended without stop_network_thread()",
-                      threading.current_thread().name)
 
     # -- handler errors
 

@@ -268,7 +268,7 @@ def test_every_private_name_in_the_module_is_declared() -> None:
                             and element.value.id == "self" and element.attr in {
                                 "_handler_errors", "_handler_error_logged_at",
                                 "_handler_errors_not_logged", "_network_thread",
-                                "_network_thread_stopping", "_pending"}:
+                                "_pending"}:
                         own.add(element.attr)
     used = {node.attr for node in ast.walk(tree) if isinstance(node, ast.Attribute)
             and node.attr.startswith("_") and not node.attr.startswith("__")}
@@ -338,62 +338,66 @@ def test_a_message_whose_handler_raised_is_not_acked_and_comes_again(
     """Real broker, a persistent session: the acked messages are PUBACKed (never re-sent),
     the one whose handler raised is re-sent when the session resumes, and the network
     thread survived the error in between."""
-    from paho.mqtt.client import MQTT_CLEAN_START_FIRST_ONLY
-
     topic = f"secadero/v1/{unique_name}/n1/telemetry"
-    got: list[tuple[bytes, bool]] = []
+    got: list[tuple[bytes, int]] = []
     arrived = threading.Condition()
-    connections = [0]
 
-    def on_fast(topic_: str, payload: bytes, mid: int, qos: int) -> None:
-        with arrived:
-            got.append((payload, connections[0] > 1))
-            arrived.notify_all()
-        if payload == b"boom" and connections[0] == 1:
-            raise RuntimeError("not this time")
-        client.ack_many([mid])
+    def connect(attempt: int) -> FastReadClient:
+        """The subscriber's attempt-th connection of one session (a process restarted)."""
+        client = FastReadClient(CallbackAPIVersion.VERSION2,
+                                client_id=f"redeliver-{unique_name}", protocol=mqtt.MQTTv5,
+                                manual_ack=True)
+
+        def on_fast(topic_: str, payload: bytes, mid: int, qos: int) -> None:
+            if payload == b"boom" and attempt == 1:
+                with arrived:
+                    got.append((payload, attempt))
+                raise RuntimeError("not this time")
+            # Queued before the DISCONNECT, so sent before it.
+            client.ack_many([mid])
+            with arrived:
+                got.append((payload, attempt))
+                arrived.notify_all()
+
+        subscribed = threading.Event()
+        client.on_publish_received = on_fast
+        client.on_connect = lambda c, *args: c.subscribe(topic, qos=1)
+        client.on_subscribe = lambda *args: subscribed.set()
+        properties = Properties(PacketTypes.CONNECT)
+        properties.SessionExpiryInterval = 300
+        client.connect_async("127.0.0.1", mosquitto.port, clean_start=attempt == 1,
+                             properties=properties)
+        client.start_network_thread(f"mqtt-redeliver-{attempt}")
+        assert subscribed.wait(10)
+        return client
 
     def wait_for(payload: bytes) -> None:
         with arrived:
             assert arrived.wait_for(lambda: any(p == payload for p, _ in got), 10), got
 
-    def on_connect(c: mqtt.Client, *args: Any) -> None:
-        connections[0] += 1
-        c.subscribe(topic, qos=1)
-
-    subscribed = threading.Event()
-    client = FastReadClient(CallbackAPIVersion.VERSION2, client_id=f"redeliver-{unique_name}",
-                            protocol=mqtt.MQTTv5, manual_ack=True)
-    client.on_publish_received = on_fast
-    client.on_connect = on_connect
-    client.on_subscribe = lambda *args: subscribed.set()
-    properties = Properties(PacketTypes.CONNECT)
-    properties.SessionExpiryInterval = 300
-    client.connect_async("127.0.0.1", mosquitto.port, clean_start=MQTT_CLEAN_START_FIRST_ONLY,
-                         properties=properties)
-    thread = client.start_network_thread("mqtt-test")
     publisher = mqtt.Client(CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
     publisher.connect("127.0.0.1", mosquitto.port)
     publisher.loop_start()
+    clients = [connect(1)]
     try:
-        assert subscribed.wait(10)
         for payload in (b"one", b"boom", b"two"):
             publisher.publish(topic, payload, qos=1).wait_for_publish(10)
         wait_for(b"two")
-        assert client.handler_errors == 1 and thread.is_alive()
-        subscribed.clear()
-        client.reconnect()  # drops the connection; the session stays on the broker
-        assert subscribed.wait(10)
+        assert clients[0].handler_errors == 1
+        assert clients[0].network_thread is not None and clients[0].network_thread.is_alive()
+        clients[0].disconnect()  # the session stays on the broker (expiry 300 s)
+        clients[0].stop_network_thread()
+        clients.append(connect(2))
         publisher.publish(topic, b"marker", qos=1).wait_for_publish(10)
         wait_for(b"marker")
         with arrived:
-            assert got == [(b"one", False), (b"boom", False), (b"two", False),
-                           (b"boom", True), (b"marker", True)]
+            assert got == [(b"one", 1), (b"boom", 1), (b"two", 1), (b"boom", 2), (b"marker", 2)]
     finally:
         publisher.loop_stop()
         publisher.disconnect()
-        client.disconnect()
-        client.stop_network_thread()
+        for client in clients:
+            client.disconnect()
+            client.stop_network_thread()
 
 
 # -- the network thread, watched by /healthz
