@@ -12,20 +12,41 @@ publishes, QoS 2, a PUBLISH with properties or a topic that is not UTF-8)
 goes through paho's own handlers unchanged, so connecting, keepalive,
 reconnecting and publishing stay paho's.
 
-Overrides private methods of paho-mqtt 2.x (pinned < 3 in pyproject.toml);
-``tests/server/test_mqtt_client.py`` checks the split against paho's own
-decoding, so an upgrade that changes them fails there first.
+It overrides and calls private parts of paho-mqtt, listed in
+``PAHO_PRIVATE_SURFACE``; pyproject.toml pins the one paho version CI tests,
+and ``tests/server/test_mqtt_client.py`` checks that every name there exists
+with the expected kind and signature, that the keepalive clock still
+advances on a fast read and that PUBACKs still go out (real broker), so an
+upgrade that changes them fails there first. Kept rather than dropped: paho's
+own path cost ~4 x the CPU per reading (docs/performance.md).
+
+Two things paho's own path does not do, done here because the ingest
+depends on them:
+
+- An exception raised by a handler (``on_publish_received``, or
+  ``on_message`` for what paho decodes) is contained: logged (rate-limited),
+  counted (``handler_errors``, and ``on_handler_error`` if set), and the
+  message is *not* acknowledged, so the broker delivers it again on the next
+  connection of the session. paho would let it kill its network thread.
+- The network thread is started by ``start_network_thread()`` and exposed
+  as ``network_thread``, so ``Health.watch_thread`` can watch it; an
+  exception that ends it is logged.
 """
 
 from __future__ import annotations
 
+import logging
 import struct
+import threading
 import time
 from collections.abc import Callable, Sequence
+from typing import Any
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.client import MQTT_LOG_DEBUG, MQTT_LOG_ERR, MQTTErrorCode
 from paho.mqtt.exception import MalformedPacket
+
+log = logging.getLogger(__name__)
 
 READ_SIZE = 65536
 # How long loop_read waits while reading is paused before paho's loop goes round.
@@ -36,7 +57,35 @@ _PUBACK = struct.Struct("!BBH")
 _ACKS_PER_WRITE = 4096
 _PUBLISH = 0x30
 
+# A handler's error is logged at most once per this many seconds (counted always).
+HANDLER_ERROR_LOG_INTERVAL_S = 10.0
+
 PublishHandler = Callable[[str, bytes, int, int], None]
+HandlerErrorHook = Callable[[str, Exception], None]
+
+# Every private name of paho's Client this module uses: kind, and for methods the
+# parameters after ``self``. Checked against the installed paho by the tests.
+PAHO_PRIVATE_SURFACE: dict[str, tuple[str, tuple[str, ...]]] = {
+    # read / written
+    "_sock": ("attribute", ()),
+    "_protocol": ("attribute", ()),
+    "_in_packet": ("attribute", ()),  # the dict shape: see _fresh_in_packet
+    "_msgtime_mutex": ("attribute", ()),
+    "_last_bytes_received": ("attribute", ()),  # the keepalive clock of incoming bytes
+    "_in_callback_mutex": ("attribute", ()),
+    "_userdata": ("attribute", ()),
+    "_thread": ("attribute", ()),  # read once, right after loop_start()
+    # called
+    "_sock_recv": ("method", ("bufsize",)),
+    "_loop_rc_handle": ("method", ("rc",)),
+    "_packet_handle": ("method", ()),
+    "_packet_queue": ("method", ("command", "packet", "mid", "qos", "info")),
+    "_easy_log": ("method", ("level", "fmt", "args")),
+    # overridden (and called through super())
+    "_handle_on_message": ("method", ("message",)),
+    "_sock_close": ("method", ()),
+    "_thread_main": ("method", ()),
+}
 
 
 def _fresh_in_packet() -> dict[str, object]:
@@ -50,14 +99,116 @@ class FastReadClient(mqtt.Client):
 
     Set ``on_publish_received`` to receive them as ``(topic, payload, mid,
     qos)``; publishes paho handles itself still reach ``on_message``, so a
-    user of this class sets both (see ``Ingest._make_client``).
+    user of this class sets both (see ``Ingest._make_client``). Nothing is
+    acknowledged for the user (``manual_ack=True`` is required): a handler
+    takes each QoS 1 message and PUBACKs it with ``ack_many`` once it is
+    safe, e.g. after the write; ``on_read_done`` is the place to PUBACK what
+    the handlers of one socket read took.
+
+    Run the network loop with ``start_network_thread()`` /
+    ``stop_network_thread()`` (paho's ``loop_start``/``loop_stop`` work too,
+    without ``network_thread``).
     """
 
     on_publish_received: PublishHandler | None = None
+    # Called with (topic, exception) after a handler raised; must not raise itself.
+    on_handler_error: HandlerErrorHook | None = None
+    # Called on the network thread after the packets of one socket read were handled.
+    on_read_done: Callable[[], None] | None = None
     # Back-pressure: while this says True, the socket is not read (see loop_read).
     pause_reading: Callable[[], bool] | None = None
     # Bytes of a packet that has not fully arrived yet.
     _pending: bytes = b""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)  # first: paho's __del__ needs its attributes
+        if kwargs.get("manual_ack") is not True:
+            # The fast path sends no PUBACK itself: without manual_ack the
+            # broker would wait for acknowledgements nobody sends.
+            raise ValueError("FastReadClient needs manual_ack=True: its users PUBACK each "
+                             "message themselves (ack_many) once it is safe")
+        self._handler_errors = 0
+        self._handler_error_logged_at = -HANDLER_ERROR_LOG_INTERVAL_S
+        self._handler_errors_not_logged = 0
+        self._network_thread: threading.Thread | None = None
+
+    # -- the network thread
+
+    @property
+    def network_thread(self) -> threading.Thread | None:
+        """The thread running paho's network loop (None before ``start_network_thread``)."""
+        return self._network_thread
+
+    def start_network_thread(self, name: str | None = None) -> threading.Thread:
+        """Run paho's network loop (connecting, reconnecting) in a thread; returns it.
+
+        The thread is paho's ``loop_start()`` one, which runs
+        ``loop_forever(retry_first_connection=True)``; it is returned (and
+        kept as ``network_thread``) so ``Health.watch_thread`` can watch it.
+        Call ``connect_async`` first.
+        """
+        if self.loop_start() != MQTTErrorCode.MQTT_ERR_SUCCESS:
+            raise RuntimeError("the MQTT network thread is already running")
+        thread = self._thread
+        assert thread is not None  # loop_start() has just created it
+        if name:
+            thread.name = name
+        self._network_thread = thread
+        return thread
+
+    def stop_network_thread(self) -> None:
+        """Stop the network loop (after ``disconnect()``, to send the DISCONNECT first)."""
+        self.loop_stop()
+
+    def _thread_main(self) -> None:
+        # paho's loop_start() runs this in its thread. An exception that ends
+        # it would otherwise reach only stderr (threading.excepthook); logged
+        # here, and Health sees the thread gone. It also ends, without an
+        # exception, after disconnect() or loop_stop(): both are ours to call.
+        try:
+            super()._thread_main()
+        except Exception:
+            log.exception("MQTT network thread %s stopped by an unexpected error",
+                          threading.current_thread().name)
+
+    # -- handler errors
+
+    @property
+    def handler_errors(self) -> int:
+        """How many messages' handlers raised (those messages were not acknowledged)."""
+        return self._handler_errors
+
+    def _call_handler(self, handler: Callable[..., None], topic: str, *args: Any) -> None:
+        """Call a message handler; contain, count and log what it raises.
+
+        The message is left unacknowledged: the broker delivers it again when
+        the session resumes, so a passing fault (or a fixed bug, after a
+        restart) loses nothing. It holds one place of the Receive Maximum
+        until then.
+        """
+        try:
+            with self._in_callback_mutex:
+                handler(*args)
+        except Exception as exc:
+            self._handler_errors += 1
+            self._log_handler_error(topic, exc)
+            if self.on_handler_error is not None:
+                try:
+                    self.on_handler_error(topic, exc)
+                except Exception:
+                    log.exception("on_handler_error raised (ignored)")
+
+    def _log_handler_error(self, topic: str, exc: Exception) -> None:
+        # A bug that raises on every message must not write 20,000 tracebacks a second.
+        now = time.monotonic()
+        if now - self._handler_error_logged_at < HANDLER_ERROR_LOG_INTERVAL_S:
+            self._handler_errors_not_logged += 1
+            return
+        more = self._handler_errors_not_logged
+        self._handler_error_logged_at, self._handler_errors_not_logged = now, 0
+        log.error("the handler of a message on %s raised; the message is left "
+                  "unacknowledged for the broker to deliver again%s", topic[:120],
+                  f" ({more} more since the last report)" if more else "", exc_info=exc)
 
     # -- reading
 
@@ -87,6 +238,8 @@ class FastReadClient(mqtt.Client):
         rc, used = self._handle_packets(buffer)
         # A handler may have closed the socket (and with it cleared _pending).
         self._pending = buffer[used:] if self._sock is not None else b""
+        if self.on_read_done is not None and self._sock is not None:
+            self._call_handler(self.on_read_done, "(after a read)")
         if rc != MQTTErrorCode.MQTT_ERR_SUCCESS:
             return self._loop_rc_handle(rc)
         # A TLS socket may hold decrypted bytes that select() does not see;
@@ -150,8 +303,7 @@ class FastReadClient(mqtt.Client):
             topic = buffer[start + 2:topic_end].decode("utf-8")
         except UnicodeDecodeError:
             return False
-        with self._in_callback_mutex:
-            handler(topic, buffer[header_end:end], mid, qos)
+        self._call_handler(handler, topic, topic, buffer[header_end:end], mid, qos)
         return True
 
     def _paho_handle(self, header: int, body: bytes) -> MQTTErrorCode:
@@ -170,8 +322,13 @@ class FastReadClient(mqtt.Client):
     def _handle_on_message(self, message: mqtt.MQTTMessage) -> None:
         # paho walks its per-topic callback matcher for every message; this
         # client's users register none, so go straight to on_message.
-        with self._in_callback_mutex:
-            self.on_message(self, self._userdata, message)  # type: ignore[misc]
+        if self.on_message is None:
+            return
+        try:
+            topic = message.topic
+        except UnicodeDecodeError:
+            topic = "(a topic that is not UTF-8)"
+        self._call_handler(self.on_message, topic, self, self._userdata, message)
 
     def _sock_close(self) -> None:
         # Bytes of the old connection must never be read as the new one's.

@@ -506,11 +506,18 @@ class AlertService:
 
 def run_with_alerts(settings: ServerSettings, stop: threading.Event) -> None:
     """``secadero server run`` with the rain alerts and their HTTP API beside the ingest."""
+    from secadero.server.alerts.feed import alert_feed_for
     from secadero.server.api import ApiServer
     from secadero.server.ingest import Ingest
+    from secadero.server.metrics import Health, Registry
 
+    registry, health = Registry(), Health()
     service = AlertService.from_settings(settings)
-    ingest = Ingest(settings, observers=[service.observe])
+    # In a share group the ingest sees only its share: the alerts get their own
+    # feed of every message, and the ingest does not observe (none seen twice).
+    feed = alert_feed_for(settings, service.observe, registry=registry, health=health)
+    ingest = Ingest(settings, observers=[] if feed else [service.observe], registry=registry,
+                    health=health)
     service.publish = ingest.publish
     try:
         api: ApiServer | None = ApiServer(service, host=settings.alerts.api_host,
@@ -521,6 +528,8 @@ def run_with_alerts(settings: ServerSettings, stop: threading.Event) -> None:
                   settings.alerts.api_host, settings.alerts.api_port, exc)
         api = None
     ingest.start()
+    if feed is not None:
+        feed.start()
     # The forecast poller stores into the database the ingest creates; but the
     # alerts must not wait long for InfluxDB (they never depend on it).
     if not ingest.wait_ready(10):
@@ -534,6 +543,8 @@ def run_with_alerts(settings: ServerSettings, stop: threading.Event) -> None:
         ingest.wait_while_running(stop)
     finally:
         ingest.stop()
+        if feed is not None:
+            feed.stop()
         if api is not None:
             api.stop()
         service.stop()

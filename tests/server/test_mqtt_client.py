@@ -213,3 +213,239 @@ def test_paused_reading_leaves_the_bytes_in_the_socket() -> None:
     full[0] = False
     feed(client, data, [65536])
     assert received == EXPECTED
+
+
+# -- the private surface of paho this client depends on
+
+
+def test_every_private_name_it_uses_exists_in_the_installed_paho() -> None:
+    import inspect
+
+    from secadero.server.mqtt_client import PAHO_PRIVATE_SURFACE
+
+    instance = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="surface",
+                           protocol=mqtt.MQTTv5)
+    wrong: list[str] = []
+    for name, (kind, parameters) in PAHO_PRIVATE_SURFACE.items():
+        if kind == "method":
+            function = getattr(mqtt.Client, name, None)
+            if not inspect.isfunction(function):
+                wrong.append(f"{name}: not a method")
+                continue
+            found = tuple(inspect.signature(function).parameters)[1:]
+            if found != parameters:
+                wrong.append(f"{name}{found}: expected {parameters}")
+        elif not hasattr(instance, name) or inspect.ismethod(getattr(instance, name)):
+            wrong.append(f"{name}: not an attribute of a fresh Client")
+    assert wrong == []
+
+
+def test_the_in_packet_dict_has_the_shape_it_rebuilds() -> None:
+    from secadero.server.mqtt_client import _fresh_in_packet
+
+    instance = mqtt.Client(CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
+    assert set(instance._in_packet) == set(_fresh_in_packet())
+
+
+def test_every_private_name_in_the_module_is_declared() -> None:
+    """A private paho name used without being listed in PAHO_PRIVATE_SURFACE fails here."""
+    import ast
+    import inspect
+
+    from secadero.server import mqtt_client
+
+    tree = ast.parse(inspect.getsource(mqtt_client))
+    own = {node.name for node in ast.walk(tree)
+           if isinstance(node, ast.FunctionDef | ast.ClassDef)}
+    for node in ast.walk(tree):
+        if isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name):
+            own.add(node.target.id)  # class attributes
+        if isinstance(node, ast.Assign | ast.AnnAssign):
+            targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+            for target in targets:
+                for element in ast.walk(target):
+                    if isinstance(element, ast.Attribute) and isinstance(element.value, ast.Name) \
+                            and element.value.id == "self" and element.attr in {
+                                "_handler_errors", "_handler_error_logged_at",
+                                "_handler_errors_not_logged", "_network_thread",
+                                "_pending"}:
+                        own.add(element.attr)
+    used = {node.attr for node in ast.walk(tree) if isinstance(node, ast.Attribute)
+            and node.attr.startswith("_") and not node.attr.startswith("__")}
+    assert used - own - set(mqtt_client.PAHO_PRIVATE_SURFACE) == set()
+
+
+def test_the_pin_admits_only_the_installed_paho() -> None:
+    import importlib.metadata
+    import tomllib
+    from pathlib import Path
+
+    pyproject = tomllib.loads(
+        (Path(__file__).resolve().parents[2] / "pyproject.toml").read_text())
+    [pin] = [d for d in pyproject["project"]["dependencies"] if d.startswith("paho-mqtt")]
+    assert pin == f"paho-mqtt=={importlib.metadata.version('paho-mqtt')}"
+
+
+def test_a_fast_read_advances_the_keepalive_clock() -> None:
+    """paho pings (and later gives up on) a broker it has not heard from for a keepalive."""
+    client, received = make_client()
+    client._last_bytes_received = 0.0
+    before = mqtt.time_func()
+    feed(client, STREAM[0], [65536])
+    assert received and client._last_bytes_received >= before
+
+
+def test_it_refuses_to_run_without_manual_ack() -> None:
+    with pytest.raises(ValueError, match="manual_ack=True"):
+        FastReadClient(CallbackAPIVersion.VERSION2, client_id="t", protocol=mqtt.MQTTv5)
+
+
+# -- handler errors
+
+
+def test_a_raising_handler_is_contained_counted_and_the_stream_goes_on() -> None:
+    client, received = make_client()
+    errors: list[tuple[str, str]] = []
+    client.on_handler_error = lambda topic, exc: errors.append((topic, str(exc)))
+
+    def handler(topic: str, payload: bytes, mid: int, qos: int) -> None:
+        if payload == b"x" * 300:
+            raise RuntimeError("a bug")
+        received.append((topic, payload, mid, qos, "fast"))
+
+    client.on_publish_received = handler
+    feed(client, b"".join(STREAM), [65536])
+    assert received == [EXPECTED[0], *EXPECTED[2:]]
+    assert client.handler_errors == 1
+    assert errors == [("secadero/v1/y/n2/event", "a bug")]
+
+
+def test_a_raising_on_message_is_contained_too() -> None:
+    client, received = make_client()
+
+    def on_message(c: Any, userdata: Any, msg: mqtt.MQTTMessage) -> None:
+        raise ValueError("bad")
+
+    client.on_message = on_message
+    feed(client, b"".join(STREAM), [65536])
+    assert [r[4] for r in received] == ["fast"] * 5  # the one paho decodes raised
+    assert client.handler_errors == 1
+
+
+@pytest.mark.integration
+def test_a_message_whose_handler_raised_is_not_acked_and_comes_again(
+        mosquitto: Any, unique_name: str) -> None:
+    """Real broker, a persistent session: the acked messages are PUBACKed (never re-sent),
+    the one whose handler raised is re-sent when the session resumes, and the network
+    thread survived the error in between."""
+    topic = f"secadero/v1/{unique_name}/n1/telemetry"
+    got: list[tuple[bytes, int]] = []
+    arrived = threading.Condition()
+
+    def connect(attempt: int) -> FastReadClient:
+        """The subscriber's attempt-th connection of one session (a process restarted)."""
+        client = FastReadClient(CallbackAPIVersion.VERSION2,
+                                client_id=f"redeliver-{unique_name}", protocol=mqtt.MQTTv5,
+                                manual_ack=True)
+
+        def on_fast(topic_: str, payload: bytes, mid: int, qos: int) -> None:
+            if payload == b"boom" and attempt == 1:
+                with arrived:
+                    got.append((payload, attempt))
+                raise RuntimeError("not this time")
+            # Queued before the DISCONNECT, so sent before it.
+            client.ack_many([mid])
+            with arrived:
+                got.append((payload, attempt))
+                arrived.notify_all()
+
+        subscribed = threading.Event()
+        client.on_publish_received = on_fast
+        client.on_connect = lambda c, *args: c.subscribe(topic, qos=1)
+        client.on_subscribe = lambda *args: subscribed.set()
+        properties = Properties(PacketTypes.CONNECT)
+        properties.SessionExpiryInterval = 300
+        client.connect_async("127.0.0.1", mosquitto.port, clean_start=attempt == 1,
+                             properties=properties)
+        client.start_network_thread(f"mqtt-redeliver-{attempt}")
+        assert subscribed.wait(10)
+        return client
+
+    def wait_for(payload: bytes) -> None:
+        with arrived:
+            assert arrived.wait_for(lambda: any(p == payload for p, _ in got), 10), got
+
+    publisher = mqtt.Client(CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
+    publisher.connect("127.0.0.1", mosquitto.port)
+    publisher.loop_start()
+    clients = [connect(1)]
+    try:
+        for payload in (b"one", b"boom", b"two"):
+            publisher.publish(topic, payload, qos=1).wait_for_publish(10)
+        wait_for(b"two")
+        assert clients[0].handler_errors == 1
+        assert clients[0].network_thread is not None and clients[0].network_thread.is_alive()
+        clients[0].disconnect()  # the session stays on the broker (expiry 300 s)
+        clients[0].stop_network_thread()
+        clients.append(connect(2))
+        publisher.publish(topic, b"marker", qos=1).wait_for_publish(10)
+        wait_for(b"marker")
+        with arrived:
+            assert got == [(b"one", 1), (b"boom", 1), (b"two", 1), (b"boom", 2), (b"marker", 2)]
+    finally:
+        publisher.loop_stop()
+        publisher.disconnect()
+        for client in clients:
+            client.disconnect()
+            client.stop_network_thread()
+
+
+# -- the network thread, watched by /healthz
+
+
+@pytest.mark.integration
+def test_a_dead_network_thread_makes_health_report_a_problem(
+        mosquitto: Any, unique_name: str, caplog: pytest.LogCaptureFixture) -> None:
+    from secadero.server.metrics import Health
+
+    health = Health()
+    connected = threading.Event()
+    client = FastReadClient(CallbackAPIVersion.VERSION2, client_id=f"dies-{unique_name}",
+                            protocol=mqtt.MQTTv5, manual_ack=True)
+    client.on_connect = lambda *args: connected.set()
+    client.connect_async("127.0.0.1", mosquitto.port)
+    health.watch_thread("MQTT network (test)", client.start_network_thread("mqtt-dies"))
+    try:
+        assert connected.wait(10)
+        assert health.problems() == []
+
+        def on_publish(*args: Any) -> None:
+            raise RuntimeError("a bug in a callback paho does not contain")
+
+        client.on_publish = on_publish
+        client.publish(f"secadero/v1/{unique_name}/n1/status", b"{}", qos=1)
+        assert client.network_thread is not None
+        client.network_thread.join(10)
+        assert not client.network_thread.is_alive()
+        assert health.problems() == ["the MQTT network (test) thread has stopped; see the log"]
+        assert "MQTT network thread mqtt-dies stopped by an unexpected error" in caplog.text
+    finally:
+        client.disconnect()
+        client.stop_network_thread()
+
+
+@pytest.mark.integration
+def test_stop_network_thread_ends_it_quietly(mosquitto: Any, unique_name: str,
+                                             caplog: pytest.LogCaptureFixture) -> None:
+    connected = threading.Event()
+    client = FastReadClient(CallbackAPIVersion.VERSION2, client_id=f"stops-{unique_name}",
+                            protocol=mqtt.MQTTv5, manual_ack=True)
+    client.on_connect = lambda *args: connected.set()
+    client.connect_async("127.0.0.1", mosquitto.port)
+    thread = client.start_network_thread("mqtt-stops")
+    assert thread.name == "mqtt-stops" and client.network_thread is thread
+    assert connected.wait(10)
+    client.disconnect()
+    client.stop_network_thread()
+    assert not thread.is_alive()
+    assert "mqtt-stops" not in caplog.text
