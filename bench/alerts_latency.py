@@ -35,8 +35,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 
 from secadero.contract import Event, encode, node_topic
 from secadero.devservices import InfluxDB, Mosquitto, free_port
-from secadero.server.alerts.service import AlertService
-from secadero.server.ingest import Ingest
+from secadero.server.app import Server
 from secadero.settings import load_server_settings
 
 
@@ -125,14 +124,12 @@ def measure(args: argparse.Namespace, *, nodelay: bool) -> None:
         settings = load_server_settings(config(
             tmp / "server.toml", mqtt_port=broker.port, influx_url=influx.url,
             ntfy_url=ntfy.url, yards=args.yards))
-        service = AlertService.from_settings(settings)
-        ingest = Ingest(settings, observers=[service.observe])
-        service.publish = ingest.publish
+        # The parts as `secadero server run` builds and starts them.
+        server = Server(settings)
         node = mqtt.Client(CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
         try:
-            ingest.start()
-            assert ingest.wait_ready(20), "ingest not ready"
-            service.start()
+            server.start()
+            assert server.ingest.wait_ready(20), "ingest not ready"
             node.connect("127.0.0.1", broker.port)
             node.loop_start()
             sequential_n = args.yards - args.burst
@@ -158,8 +155,7 @@ def measure(args: argparse.Namespace, *, nodelay: bool) -> None:
         finally:
             node.disconnect()
             node.loop_stop()
-            ingest.stop()
-            service.stop()
+            server.stop()
             influx.stop()
             broker.stop()
 

@@ -49,15 +49,17 @@ def register(commands: argparse._SubParsersAction) -> None:
 
 def _run(args: argparse.Namespace) -> int:
     # Imported here: a node without the server's packages must still start `secadero`.
-    from secadero.server.alerts.service import run_with_alerts
+    from secadero.server.app import run
 
-    return _serve(args.config, run_with_alerts)
+    return _serve(args.config, run)
 
 
 def _ingest_only(args: argparse.Namespace) -> int:
-    from secadero.server.ingest import run
+    from functools import partial
 
-    return _serve(args.config, run)
+    from secadero.server.app import run
+
+    return _serve(args.config, partial(run, alerts=False))
 
 
 def _time_arg(text: str) -> tuple[float, bool]:

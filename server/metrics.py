@@ -209,13 +209,18 @@ class Health:
         """The process is shutting down: threads ending now are not a fault."""
         self._stopping.set()
 
+    def dead_threads(self) -> list[str]:
+        """What each watched thread that has ended was for (none while stopping)."""
+        if self._stopping.is_set():
+            return []
+        with self._lock:
+            threads = list(self._threads)
+        return [what for what, alive in threads if not alive()]
+
     def problems(self) -> list[str]:
         with self._lock:
-            threads, checks = list(self._threads), list(self._checks)
-        problems: list[str] = []
-        if not self._stopping.is_set():
-            problems += [f"the {what} thread has stopped; see the log"
-                         for what, alive in threads if not alive()]
+            checks = list(self._checks)
+        problems = [f"the {what} thread has stopped; see the log" for what in self.dead_threads()]
         for check in checks:
             try:
                 problems += check()

@@ -31,12 +31,9 @@ act step failed, and at every full evaluation cycle, so a notification whose
 act step failed in a running process goes out within one
 ``evaluate_interval_s``.
 
-Usage (what ``secadero server run`` does)::
-
-    service = AlertService.from_settings(settings)
-    ingest = Ingest(settings, observers=[service.observe])
-    service.publish = ingest.publish
-    service.start(); ingest.start()
+The service is built and wired with the other parts in ``server/app.py``
+(the composition root): its forecast poller, notifiers, the point writer
+behind ``points`` and the ingest's ``publish``.
 """
 
 from __future__ import annotations
@@ -61,9 +58,7 @@ from secadero.server.alerts.state import YardTracker
 from secadero.server.alerts.store import AlertStore, Episode
 from secadero.server.alerts.tokens import AckTokens, load_or_create_secret
 from secadero.server.forecast import ForecastStatus
-from secadero.server.forecast.poller import ForecastPoller, make_clients
-from secadero.server.influx import PointWriter
-from secadero.server.influx_points import AlertPoints, ForecastPoints
+from secadero.server.forecast.poller import ForecastPoller
 from secadero.server.metrics import Health, Metrics, Registry
 from secadero.server.notifiers import Notifier
 from secadero.server.notifiers.dispatch import DeliveryHealth, Dispatcher
@@ -104,13 +99,6 @@ def alert_metrics(registry: Registry) -> Metrics:
     metrics.histogram("cycle_seconds", CYCLE_BUCKETS_S,
                       "Time to decide, commit and swap one evaluation cycle")
     return metrics
-
-
-def build_notifiers(settings: ServerSettings) -> list[Notifier]:
-    """One notifier per configured ``[notifiers.*]`` section, found through the registry."""
-    from secadero.server import notifiers
-
-    return notifiers.build_notifiers(settings.notifiers)
 
 
 class AlertCore:
@@ -315,8 +303,6 @@ class AlertService:
         self.delivery = DeliveryHealth()
         # The wall display's output: each committed transition becomes an ``alert`` point.
         self.points: Callable[[Transition], object] | None = None
-        # The background InfluxDB writer behind it, when this service owns one.
-        self.point_writer: PointWriter | None = None
         self.core = AlertCore(engine, self.store, self.tracker, forecast=self.forecast_status,
                               delivery_error=self.delivery.error, act=self._act,
                               registry=registry)
@@ -330,19 +316,6 @@ class AlertService:
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
-
-    @classmethod
-    def from_settings(cls, settings: ServerSettings, *, publish: Publish | None = None
-                      ) -> AlertService:
-        clients = {yard.id: make_clients(settings.forecast, yard) for yard in settings.yards}
-        points = PointWriter.from_settings(settings.influxdb)
-        poller = ForecastPoller(settings.yards, clients, writer=ForecastPoints(points),
-                                interval_s=settings.forecast.poll_interval_s)
-        service = cls(settings, notifiers=build_notifiers(settings), poller=poller,
-                      publish=publish)
-        service.point_writer = points
-        service.points = AlertPoints(points)
-        return service
 
     # ------------------------------------------------------------ inputs
 
@@ -478,8 +451,6 @@ class AlertService:
     # ------------------------------------------------------------ life
 
     def start(self) -> AlertService:
-        if self.point_writer is not None:
-            self.point_writer.start()
         self.dispatcher.start()
         resumed = self._resubmit_pending()
         if resumed:
@@ -499,53 +470,4 @@ class AlertService:
         if self.poller is not None:
             self.poller.stop()
         self.dispatcher.stop()
-        if self.point_writer is not None:
-            self.point_writer.stop()
         self.store.close()
-
-
-def run_with_alerts(settings: ServerSettings, stop: threading.Event) -> None:
-    """``secadero server run`` with the rain alerts and their HTTP API beside the ingest."""
-    from secadero.server.alerts.feed import alert_feed_for
-    from secadero.server.api import ApiServer
-    from secadero.server.ingest import Ingest
-    from secadero.server.metrics import Health, Registry
-
-    registry, health = Registry(), Health()
-    service = AlertService.from_settings(settings)
-    # In a share group the ingest sees only its share: the alerts get their own
-    # feed of every message, and the ingest does not observe (none seen twice).
-    feed = alert_feed_for(settings, service.observe, registry=registry, health=health)
-    ingest = Ingest(settings, observers=[] if feed else [service.observe], registry=registry,
-                    health=health)
-    service.publish = ingest.publish
-    try:
-        api: ApiServer | None = ApiServer(service, host=settings.alerts.api_host,
-                                          port=settings.alerts.api_port)
-    except OSError as exc:
-        # Alerts matter more than their API: run without it, say so loudly.
-        log.error("alert API cannot listen on %s:%d (%s); alerts run without it",
-                  settings.alerts.api_host, settings.alerts.api_port, exc)
-        api = None
-    ingest.start()
-    if feed is not None:
-        feed.start()
-    # The forecast poller stores into the database the ingest creates; but the
-    # alerts must not wait long for InfluxDB (they never depend on it).
-    if not ingest.wait_ready(10):
-        log.warning("alerts start before the ingest is ready (broker or InfluxDB down)")
-    service.start()
-    if api is not None:
-        api.start()
-        log.info("alerts: %d yards, API on http://%s:%d", len(settings.yards),
-                 settings.alerts.api_host, api.port)
-    try:
-        ingest.wait_while_running(stop)
-    finally:
-        ingest.stop()
-        if feed is not None:
-            feed.stop()
-        if api is not None:
-            api.stop()
-        service.stop()
-        log.info("ingest and alerts stopped")

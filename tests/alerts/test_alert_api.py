@@ -30,9 +30,10 @@ from alert_helpers import FakeService, start_smsd
 from secadero.cli import main
 from secadero.contract import Alert, Envelope, Event, decode_alert
 from secadero.devservices import free_port
-from secadero.server.alerts.service import AlertService, build_notifiers
+from secadero.server.alerts.service import AlertService
 from secadero.server.api import ApiServer
 from secadero.server.metrics import Health, Registry
+from secadero.server.notifiers import build_notifiers
 from secadero.server.notifiers.twilio import signature
 from secadero.settings import ServerSettings, load_server_settings
 
@@ -138,7 +139,7 @@ def running(tmp_path: Path, ntfy: FakeService, twilio_api: FakeService,
                           api_port=free_port())
     settings = load_server_settings(config)
     published: list[tuple[str, bytes, bool]] = []
-    service = AlertService(settings, notifiers=build_notifiers(settings), poller=None,
+    service = AlertService(settings, notifiers=build_notifiers(settings.notifiers), poller=None,
                            publish=lambda t, p, r: published.append((t, p, r)))
     registry = Registry()
     api = ApiServer(service, host="127.0.0.1", port=settings.alerts.api_port,

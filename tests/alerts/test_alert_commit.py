@@ -31,11 +31,11 @@ from alert_helpers import FakeService, Recorded, Reply, at, hhmm
 from secadero.contract import Alert, Envelope, Event, Status, Telemetry
 from secadero.server.alerts import messages
 from secadero.server.alerts.engine import AlertEngine, Decision
-from secadero.server.alerts.service import AlertCore, AlertService, build_notifiers
+from secadero.server.alerts.service import AlertCore, AlertService
 from secadero.server.alerts.state import YardTracker
 from secadero.server.alerts.store import AlertStore
 from secadero.server.metrics import Health, Registry
-from secadero.server.notifiers import Outgoing
+from secadero.server.notifiers import Outgoing, build_notifiers
 from secadero.server.notifiers.dispatch import Dispatcher
 from secadero.server.notifiers.notification_log import Notification
 from secadero.settings import AlertSettings, RecipientSettings, YardSettings, load_server_settings
@@ -410,7 +410,7 @@ def run_rain_with_a_dispatch_failing_halfway(tmp_path: Path, *, evaluate_interva
         recipients=("Luis", "Eva", "Ana")))
     registry = Registry()
     service = AlertService(
-        settings, notifiers=build_notifiers(settings), poller=None, registry=registry,
+        settings, notifiers=build_notifiers(settings.notifiers), poller=None, registry=registry,
         make_dispatcher=lambda *args, **kwargs: HalfwayDispatcher(
             *args, resubmit_fails=resubmit_fails, **kwargs))
     alerts = registry.part("alerts")
@@ -469,11 +469,12 @@ def test_a_dispatch_failing_halfway_goes_out_by_the_next_full_cycle(tmp_path: Pa
 CRASHING_SERVER = """
 import sys, threading
 from secadero.contract import Envelope, Event
-from secadero.server.alerts.service import AlertService, build_notifiers
+from secadero.server.alerts.service import AlertService
+from secadero.server.notifiers import build_notifiers
 from secadero.settings import load_server_settings
 
 settings = load_server_settings(sys.argv[1])
-service = AlertService(settings, notifiers=build_notifiers(settings), poller=None).start()
+service = AlertService(settings, notifiers=build_notifiers(settings.notifiers), poller=None).start()
 now = service.clock()
 service.observe(Envelope("norte", "n1", "event", Event(ts=now, seq=1, type="rain_started")),
                 now)
@@ -508,7 +509,7 @@ def test_a_server_killed_between_commit_and_dispatch_sends_after_restart_once(
         release.set()
     try:
         settings = load_server_settings(config)
-        service = AlertService(settings, notifiers=build_notifiers(settings), poller=None)
+        service = AlertService(settings, notifiers=build_notifiers(settings.notifiers), poller=None)
         [pending] = service.store.notifications()
         assert (pending.recipient, pending.status, pending.kind) == ("Luis", "pending",
                                                                       "rain_now")

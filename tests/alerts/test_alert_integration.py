@@ -29,8 +29,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 
 from secadero.contract import Event, alert_topic, decode_alert, encode, node_topic
 from secadero.devservices import free_port
-from secadero.server.alerts.service import AlertService
-from secadero.server.ingest import Ingest
+from secadero.server.app import Server
 from secadero.settings import load_server_settings
 from tests.conftest import influx_query
 
@@ -140,14 +139,11 @@ def test_rain_started_on_the_broker_reaches_ntfy_and_the_alert_topic(
     settings = load_server_settings(write_config(
         tmp_path / "server.toml", mqtt_port=mosquitto.port, influx_url=influxdb.url,
         name=unique_name, ntfy_url=ntfy.url, forecast_url=forecast.url, yards=[yard]))
-    service = AlertService.from_settings(settings)
-    ingest = Ingest(settings, observers=[service.observe])
-    service.publish = ingest.publish
-    ingest.start()
+    # The parts as `secadero server run` builds and starts them (server/app.py).
+    server = Server(settings).start()
     watcher = Watcher(mosquitto.port, yard)
     try:
-        assert ingest.wait_ready(15)
-        service.start()  # as run_with_alerts does: after the database exists
+        assert server.ingest.wait_ready(15)
         event = Event(ts=time.time(), seq=1, type="rain_started")
         sent_at = time.monotonic()
         watcher.client.publish(node_topic(yard, "n1", "event"), encode(event), qos=1)
@@ -187,10 +183,15 @@ def test_rain_started_on_the_broker_reaches_ntfy_and_the_alert_topic(
         assert [(a["kind"], a["state"], a["severity"], a["episode"]) for a in alerts] == [
             ("rain_now", "raised", "critical", 1)]
         assert alerts[0]["message"] == body["message"]
+        # One registry for the whole server: the alerts' and the notifications'
+        # metrics are served beside the ingest's.
+        metrics = server.registry.render()
+        assert 'secadero_notify_sent_total{channel="push",provider="ntfy"} 1\n' in metrics
+        assert 'secadero_alerts_open_episodes{kind="rain"} 1\n' in metrics
+        assert server.health.problems() == []
     finally:
         watcher.close()
-        ingest.stop()
-        service.stop()
+        server.stop()
 
 
 def test_secadero_server_run_sends_the_push_and_stops_on_sigterm(
