@@ -61,6 +61,7 @@ from secadero.settings.notifiers import (
 )
 from secadero.settings.server import (
     AlertSettings,
+    BatchSettings,
     ForecastSettings,
     IngestSettings,
     ServerSettings,
@@ -75,6 +76,7 @@ __all__ = [
     "REQUIRED",
     "ROLES",
     "AlertSettings",
+    "BatchSettings",
     "Defaults",
     "ForecastSettings",
     "GammuSettings",

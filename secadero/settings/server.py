@@ -238,6 +238,52 @@ INGEST_CLIENT_ID = "secadero-ingest"
 
 
 @dataclass(frozen=True)
+class BatchSettings:
+    """Drying batches (server/batches, docs/batches.md): their record and their metrics."""
+
+    database: Path = Path("var/batches.sqlite3")
+    # Moisture (% wet basis) the estimate aims for: ISO 2451's limit on discharge.
+    target_moisture_pct: float = 7.5
+    # A bean near the target is in balance with air of about 65 % RH (GAB isotherm,
+    # Sandoval et al. 2020): hours above this RH with trays out are not drying hours ...
+    drying_max_humidity_pct: float = 70.0
+    # ... and at or above this RH trays left out rewet the beans.
+    rewetting_humidity_pct: float = 80.0
+    # No climate reading from any of the batch's nodes for this long is a gap in the data.
+    gap_after_s: float = 300.0
+    # Quality warnings: a batch this old without reaching mould_moisture_pct (mould risk),
+    mould_after_days: float = 7.0
+    mould_moisture_pct: float = 8.0
+    # and a reading below this (brittle beans).
+    brittle_moisture_pct: float = 5.0
+
+
+def read_batches(section: Section) -> BatchSettings:
+    d = Defaults(BatchSettings)
+    settings = BatchSettings(
+        database=section.path("database", d.database),
+        target_moisture_pct=section.number("target_moisture_pct", d.target_moisture_pct,
+                                           minimum=1, maximum=60),
+        drying_max_humidity_pct=section.number("drying_max_humidity_pct",
+                                               d.drying_max_humidity_pct, minimum=1, maximum=100),
+        rewetting_humidity_pct=section.number("rewetting_humidity_pct",
+                                              d.rewetting_humidity_pct, minimum=1, maximum=100),
+        gap_after_s=section.number("gap_after_s", d.gap_after_s, minimum=10),
+        mould_after_days=section.number("mould_after_days", d.mould_after_days, minimum=0.1),
+        mould_moisture_pct=section.number("mould_moisture_pct", d.mould_moisture_pct,
+                                          minimum=1, maximum=60),
+        brittle_moisture_pct=section.number("brittle_moisture_pct", d.brittle_moisture_pct,
+                                            minimum=0, maximum=60),
+    )
+    if (isinstance(settings.drying_max_humidity_pct, float)
+            and isinstance(settings.rewetting_humidity_pct, float)
+            and settings.rewetting_humidity_pct < settings.drying_max_humidity_pct):
+        section.problem("rewetting_humidity_pct", "must not be below drying_max_humidity_pct")
+    section.finish()
+    return settings
+
+
+@dataclass(frozen=True)
 class ServerSettings:
     source: Path
     mqtt: MqttSettings
@@ -247,6 +293,7 @@ class ServerSettings:
     alerts: AlertSettings = field(default_factory=AlertSettings)
     forecast: ForecastSettings = field(default_factory=ForecastSettings)
     notifiers: NotifierSettings = field(default_factory=NotifierSettings)
+    batches: BatchSettings = field(default_factory=BatchSettings)
 
 
 def read_server(root: Section) -> ServerSettings:
@@ -267,6 +314,7 @@ def read_server(root: Section) -> ServerSettings:
         forecast=(read_forecast(root.table("forecast")) if root.has("forecast")
                   else ForecastSettings(providers=())),
         notifiers=read_notifiers(root.table("notifiers")),
+        batches=read_batches(root.table("batches")),
     )
 
 
