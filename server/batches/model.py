@@ -139,6 +139,33 @@ class BatchSeries:
     gaps: tuple[Interval, ...] = ()
 
 
+@dataclass(frozen=True, slots=True)
+class DryingPeriod:
+    """A span in which the batch dried: trays out, plate dry, air dry enough.
+
+    ``vpd_kpa``: the mean vapour-pressure deficit over the span (the drying
+    power of the air), ``None`` when no reading gave it; the estimate may
+    weight the span by it.
+    """
+
+    start: float
+    end: float
+    vpd_kpa: float | None = None
+
+    @property
+    def hours(self) -> float:
+        return (self.end - self.start) / 3600.0
+
+
+@dataclass(frozen=True, slots=True)
+class DryingSchedule:
+    """When trays are normally out in the yard, local time: the estimate's future drying hours."""
+
+    timezone: str
+    start_hhmm: str = "07:00"
+    end_hhmm: str = "18:00"
+
+
 # ---------------------------------------------------------------- results
 
 
