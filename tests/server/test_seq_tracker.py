@@ -153,7 +153,7 @@ def test_ranges_answer_as_single_numbers_in_a_set(operations: list[tuple[str, in
         else:
             assert [lost for _, lost in tracker.expire(now)] == model.expire(now)
         assert tracker.watermark(NODE) == model.watermark
-        pending = tracker._nodes[NODE].pending
+        pending = tracker.pending(NODE)
         assert {seq for a, b in pending for seq in range(a, b + 1)} == model.pending
         assert all(b + 1 < c for (_, b), (c, _) in itertools.pairwise(pending))
 
@@ -163,8 +163,8 @@ def test_a_share_groups_out_of_step_ranges_stay_a_few_entries() -> None:
     # The other process stored every second block of 1,000 first.
     for block in range(1, 100, 2):
         tracker.done_range(NODE, block * 1000 + 1, block * 1000 + 1000, now=0)
-    assert len(tracker._nodes[NODE].pending) == 50
+    assert len(tracker.pending(NODE)) == 50
     for block in range(0, 100, 2):
         tracker.done_range(NODE, block * 1000 + 1, block * 1000 + 1000, now=1)
     assert tracker.watermark(NODE) == 100_000
-    assert tracker._nodes[NODE].pending == []
+    assert tracker.pending(NODE) == []
