@@ -63,7 +63,9 @@ class BrokerLink:
         self.client = client_factory(settings.mqtt)
         self._rng = rng or random.Random()
         self._lock = threading.Lock()
-        self._generation = 0
+        # The current connection: changed under the lock on paho's thread,
+        # read without it by the receive stage (on that same thread).
+        self.generation = 0
         self._connected = threading.Event()
         self._closing = False
         self.down_since: float | None = time.monotonic()
@@ -71,11 +73,6 @@ class BrokerLink:
         client.on_connect = self._on_connect
         client.on_disconnect = self._on_disconnect
         client.on_subscribe = self._on_subscribe
-
-    @property
-    def generation(self) -> int:
-        """The current connection (read by the receive stage on paho's thread)."""
-        return self._generation
 
     @property
     def connected(self) -> bool:
@@ -128,7 +125,7 @@ class BrokerLink:
     def puback(self, items: Sequence[Item]) -> None:
         """PUBACK the QoS 1 messages among ``items`` that came on the current connection."""
         with self._lock:
-            generation = self._generation
+            generation = self.generation
             self.client.ack_many([item.mid for item in items
                                   if item.qos == 1 and item.generation == generation])
 
@@ -144,7 +141,7 @@ class BrokerLink:
             log.error("broker refused the connection: %s", reason_code)
             return
         with self._lock:
-            self._generation += 1
+            self.generation += 1
         if not flags.session_present:
             log.info("new broker session for %s (nothing was queued for us)",
                      self.settings.mqtt.client_id)
@@ -166,7 +163,7 @@ class BrokerLink:
         with self._lock:
             # Message ids of the old connection must never be acknowledged on
             # the new one: the broker re-sends those messages with new ids.
-            self._generation += 1
+            self.generation += 1
         self._connected.clear()
         if self.down_since is None:
             self.down_since = time.monotonic()
