@@ -21,11 +21,12 @@ paho network thread    ``link.BrokerLink`` (connection, generation  ``Item`` per
                        from it, ``acks.Acknowledger`` (SeqTracker,  (under its lock); node
                        node acks, share-group announcements, the    acks and announcements
                        state file) and ``Liveness.stored/check``    through paho's publish
-``late-hours``         ``downsample.LateHours``: hours of late      marks from the receive
+``ingest-downsample``  ``downsample.LateHours``: hours of late      marks from the receive
                        readings, downsampled again                  stage, counts from the
                                                                     writer (its own lock)
 ``metrics-http``       ``metrics.MetricsServer``: ``/metrics``,     reads counters and health
-                       ``/healthz``                                 checks on request
+                       ``/healthz`` (unless ``serve_metrics`` is    checks on request
+                       False: the composition root serves them)
 =====================  ===========================================  ==========================
 
 The caller's thread runs ``start``/``stop`` (the facade below) and
@@ -119,15 +120,18 @@ class Ingest:
     ``client_factory(settings.mqtt)`` builds the MQTT client (default: the
     fast-read paho client); ``writer`` is the InfluxDB output (default: from
     ``settings.influxdb``); ``line_builder`` turns messages into line
-    protocol (a test passes a faulty one). This class only wires the stages (see the thread
-    table in the module docstring) and starts and stops them in order.
+    protocol (a test passes a faulty one). ``registry`` and ``health`` are
+    the server's (fresh ones by default); ``serve_metrics=False`` leaves
+    ``/metrics`` and ``/healthz`` to whoever serves that registry. This class
+    only wires the stages (see the thread table in the module docstring) and
+    starts and stops them in order.
     """
 
     def __init__(self, settings: ServerSettings, *, observers: Iterable[Observer] = (),
                  writer: Writer | None = None, clock: Callable[[], float] = time.time,
                  rng: random.Random | None = None,
                  client_factory: ClientFactory = fast_read_client,
-                 line_builder: LineBuilder | None = None,
+                 line_builder: LineBuilder | None = None, serve_metrics: bool = True,
                  registry: Registry | None = None, health: Health | None = None) -> None:
         self.settings = settings
         self.clock = clock
@@ -164,6 +168,7 @@ class Ingest:
         # the keepalive would be taken for a dead connection).
         self._link.deliver_to(self._receiver.receive, self._receiver.on_message,
                               lambda: len(self._handoff) > queue_max)
+        self._serve_metrics = serve_metrics
         self._http: MetricsServer | None = None
         self.metrics.gauges["queue_depth"] = lambda: len(self._handoff)
         self.metrics.gauges["mqtt_connected"] = lambda: 1 if self._link.connected else 0
@@ -196,8 +201,9 @@ class Ingest:
 
     def start(self) -> Ingest:
         s = self.settings
-        self._http = MetricsServer(self.registry, self.health_checks, host=s.ingest.http_host,
-                                   port=s.ingest.http_port).start()
+        if self._serve_metrics:
+            self._http = MetricsServer(self.registry, self.health_checks,
+                                       host=s.ingest.http_host, port=s.ingest.http_port).start()
         self._writer.start()
         self._late.start()
         self._link.start()
