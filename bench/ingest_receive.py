@@ -1,11 +1,11 @@
 """The ingest's per-message cost on its MQTT thread, without a broker or InfluxDB.
 
-Run by hand: ``.venv/bin/python bench/ingest_receive.py [--messages 100000]``.
+Run by hand: ``.venv/bin/python bench/ingest_receive.py [--messages 60000]``.
 
 Feeds the ingest's paho client a stream of MQTT 5 PUBLISH packets (QoS 1,
 as Mosquitto sends them: ~150-byte telemetry on 20 node topics) through a
 stand-in socket that hands out the bytes in 64 KiB reads, and times
-``loop_read`` until every message went through ``Ingest._on_message``
+``loop_read`` until every message went through the receive stage (``server/ingest/receive.py``)
 (receive, decode + validate, points, line protocol, queue). The writer
 thread is not started, so this is the MQTT thread's share of the cost per
 reading; ``ingest_bench.py`` measures the whole process against the real
@@ -26,7 +26,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from secadero.server.ingest import Ingest
-from secadero.settings import load_server_settings
+from secadero.server.ingest.link import fast_read_client
+from secadero.server.mqtt_client import FastReadClient
+from secadero.settings import MqttSettings, load_server_settings
 
 NODES = 20
 
@@ -77,15 +79,25 @@ def stream(messages: int, now: float) -> bytes:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--messages", type=int, default=100_000)
+    # At most 65,535: the queue bound (the MQTT 5 Receive Maximum), since the
+    # writer is not started here and the receive path pauses on a full queue.
+    parser.add_argument("--messages", type=int, default=60_000)
     parser.add_argument("--profile", action="store_true", help="print a cProfile summary")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         config = Path(tmp) / "server.toml"
+        # The writer is not started: the queue must hold every message.
         config.write_text('[mqtt]\nclient_id = "bench"\n[ingest]\nhttp_port = 0\n'
+                          f'queue_max = {min(args.messages, 65535)}\n'
                           f'state_file = "{tmp}/state.json"\n')
-        ingest = Ingest(load_server_settings(config))
-        client = ingest._client
+        clients: list[FastReadClient] = []
+
+        def keep_client(settings: MqttSettings) -> FastReadClient:
+            clients.append(fast_read_client(settings))
+            return clients[0]
+
+        ingest = Ingest(load_server_settings(config), client_factory=keep_client)
+        [client] = clients
         data = stream(args.messages, time.time())
         client._sock = StreamSocket(data)  # type: ignore[assignment]
         profiler = cProfile.Profile() if args.profile else None
@@ -98,7 +110,7 @@ def main() -> None:
             profiler.disable()
         cpu = time.process_time() - started
         client._sock = None
-        received = len(ingest._queue)
+        received = ingest.queue_depth
         assert received == args.messages, f"{received} of {args.messages} messages queued"
         print(f"{args.messages} messages, {cpu / args.messages * 1e6:.1f} us CPU per message "
               "on the MQTT thread (receive, decode, points, line protocol, queue)")

@@ -518,8 +518,16 @@ def decode(topic: str, payload: bytes, window: TimeWindow | None = None) -> Enve
     """
     if not isinstance(topic, str):
         raise ProtocolError("bad_topic", "topic must be a string")
-    parsed = parse_topic(topic)
-    obj = load_json_object(payload)
+    return decode_object(parse_topic(topic), load_json_object(payload), window)
+
+
+def decode_object(parsed: Topic, obj: dict[str, Any], window: TimeWindow | None = None
+                  ) -> Envelope:
+    """The last step of ``decode``: a parsed topic and JSON object to a message.
+
+    For a caller that needs the object when the message is refused (the
+    server reads a refused message's ``seq`` from it instead of parsing again).
+    """
     message: Message
     if parsed.kind == "telemetry":
         message = decode_telemetry(obj, window)
@@ -537,3 +545,134 @@ def decode(topic: str, payload: bytes, window: TimeWindow | None = None) -> Enve
 def offline_will(ts: float, version: str) -> bytes:
     """The Last Will payload a node registers at connect: retained ``offline``."""
     return encode(Status(state="offline", ts=ts, version=version, buffered=0, uptime_s=0.0))
+
+
+# --------------------------------------------------------------------------
+# the sequence number of a message the server refused
+
+
+# How much of a payload ``scan_seq`` reads. A node's encoder writes ``seq``
+# among the first keys of a message of a few hundred bytes, so the first
+# 4 KiB hold it in every payload a node can produce; a payload whose seq is
+# further in was not written by a node and is not acknowledged.
+SEQ_SCAN_BYTES: Final = 4096
+# JSON tokens: a string (escapes kept), a structural character, or a run of
+# anything else (numbers, literals, and any garbage up to the next delimiter).
+_SCAN_TOKEN = re.compile(rb'"(?:[^"\\]|\\.)*"|[{}\[\]:,]|[^"{}\[\]:,\s]+', re.DOTALL)
+_DIGITS = re.compile(rb"0|[1-9][0-9]*")
+
+
+def scan_seq(payload: bytes, limit: int = SEQ_SCAN_BYTES) -> int | None:
+    """The top-level ``seq`` of a payload that did not decode, or None when not certain.
+
+    For payloads over ``MAX_PAYLOAD_BYTES`` or not JSON, so the node's ack
+    can cover a message the server refused for good. Reads at most ``limit``
+    bytes, never the whole payload. Sound because it only answers when the
+    number is certainly the message's own ``seq``: the key is at depth 1 of
+    the top-level object (not inside a nested object, array or string, since
+    strings are skipped whole, escapes included), it is followed by ``:`` and
+    a plain non-negative integer within int64 that ends inside the window
+    (a number cut by the window could be longer), and ``seq`` appears once at
+    top level in what was read. Anything else is None: the node then waits
+    for its gap timeout, as for a lost message, which is safe; a wrong seq
+    would not be (the node would delete a reading that was never stored).
+    """
+    window = bytes(payload[:limit])
+    tokens = [(m.group(), m.end()) for m in _SCAN_TOKEN.finditer(window)]
+    if not tokens or tokens[0][0] != b"{":
+        return None
+    found: int | None = None
+    depth = 0
+    for i, (token, _) in enumerate(tokens):
+        if token in (b"{", b"["):
+            depth += 1
+        elif token in (b"}", b"]"):
+            depth -= 1
+            if depth <= 0:
+                break
+        elif (depth == 1 and token == b'"seq"' and tokens[i - 1][0] in (b"{", b",")
+              and i + 2 < len(tokens) and tokens[i + 1][0] == b":"):
+            value, value_end = tokens[i + 2]
+            if (found is not None or not _DIGITS.fullmatch(value) or value_end >= len(window)
+                    or int(value) > MAX_INT):
+                return None
+            found = int(value)
+    return found
+
+
+# --------------------------------------------------------------------------
+# the share group: processes of one ingest group tell each other what they stored
+
+PEER_ROOT: Final = "secadero-ingest/v1"
+NodeKey = tuple[str, str]
+SeqRange = tuple[int, int]
+
+
+def peer_topic(group: str) -> str:
+    """Where the processes of share group ``group`` announce the sequence numbers they stored."""
+    if not group or any(c in group for c in "/+#"):
+        raise ProtocolError("bad_id", f"{group[:40]!r} cannot be one topic level", field="group")
+    return f"{PEER_ROOT}/{group}/done"
+
+
+def is_peer_topic(topic: str) -> bool:
+    return topic.startswith(PEER_ROOT + "/")
+
+
+@dataclass(frozen=True, slots=True)
+class PeerDone:
+    """One process's announcement: per node, the ranges of seqs it stored or refused for good.
+
+    ``sender`` is the process's MQTT client id (each process hears its own
+    announcements too and skips them). Ranges are inclusive ``(first, last)``.
+    """
+
+    sender: str
+    done: dict[NodeKey, list[SeqRange]]
+
+
+def seq_ranges(seqs: list[int]) -> list[SeqRange]:
+    """[1, 2, 3, 7, 8] -> [(1, 3), (7, 8)] (duplicates and order do not matter)."""
+    ranges: list[SeqRange] = []
+    for seq in sorted(set(seqs)):
+        if ranges and seq == ranges[-1][1] + 1:
+            ranges[-1] = (ranges[-1][0], seq)
+        else:
+            ranges.append((seq, seq))
+    return ranges
+
+
+def encode_peer_done(message: PeerDone) -> bytes:
+    """``{"from": sender, "done": {"yard/node": [[first, last], ...]}}``, compact."""
+    return _compact({"from": message.sender,
+                     "done": {f"{yard}/{node}": [[first, last] for first, last in ranges]
+                              for (yard, node), ranges in message.done.items()}})
+
+
+def decode_peer_done(payload: bytes) -> PeerDone:
+    """Decode an announcement; anything malformed raises ``ProtocolError`` (and nothing else)."""
+    obj = load_json_object(payload)
+    sender = obj.get("from")
+    if not isinstance(sender, str) or not sender:
+        raise ProtocolError("wrong_type", "must be a non-empty string", field="from")
+    raw = obj.get("done")
+    if not isinstance(raw, dict):
+        raise ProtocolError("wrong_type", f"must be an object, got {_json_type(raw)}",
+                            field="done")
+    done: dict[NodeKey, list[SeqRange]] = {}
+    for key, ranges in raw.items():
+        yard, _, node = key.partition("/")
+        if not (is_valid_id(yard) and is_valid_id(node)):
+            raise ProtocolError("bad_id", f"{key[:80]!r} is not yard/node", field="done")
+        if not isinstance(ranges, list):
+            raise ProtocolError("wrong_type", "must be a list of [first, last]", field=key)
+        parsed: list[SeqRange] = []
+        for pair in ranges:
+            if (not isinstance(pair, list) or len(pair) != 2
+                    or not all(type(n) is int and 0 <= n <= MAX_INT for n in pair)
+                    or pair[0] > pair[1]):
+                raise ProtocolError("out_of_range", f"{str(pair)[:40]} is not [first, last] "
+                                    "with 0 <= first <= last", field=key)
+            parsed.append((pair[0], pair[1]))
+        done[(yard, node)] = parsed
+    return PeerDone(sender, done)

@@ -492,26 +492,42 @@ class Rejections:
         middle = len(lines) // 2
         for part in (lines[:middle], lines[middle:]):
             if part:
-                self._write_part(part)
+                write_splitting(self._writer, part, self._set_aside, self._metrics,
+                                on_rejected=self._part_rejected)
 
-    def _write_part(self, lines: list[bytes]) -> None:
-        try:
-            self._writer.write(b"\n".join(lines))
-        except BatchTooLarge as exc:
-            self._metrics.inc("write_errors_total", kind="too_large")
-            if len(lines) == 1:
-                self._set_aside(lines[0], str(exc))
-            else:
-                self._bisect(lines)
-        except WriteRejected as exc:
-            self._metrics.inc("write_errors_total", kind="rejected")
-            if len(lines) == 1:
-                self._set_aside(lines[0], exc.body)
-                return
-            rest, _ = self._settle(lines, exc)
-            if rest:
-                self._bisect(rest)
+    def _part_rejected(self, lines: list[bytes], exc: WriteRejected) -> None:
+        if len(lines) == 1:
+            self._set_aside(lines[0], exc.body)
+            return
+        rest, _ = self._settle(lines, exc)
+        if rest:
+            self._bisect(rest)
+
+
+def write_splitting(writer: Writer, lines: list[bytes], set_aside: Callable[[bytes, str], None],
+                    metrics: Metrics, *,
+                    on_rejected: Callable[[list[bytes], WriteRejected], None]) -> None:
+    """Write ``lines`` in one request; on 413 write each half the same way.
+
+    The one place a 413 is handled: a single line too large for the server
+    is set aside (it can never be written). A 400 goes to ``on_rejected``
+    with the lines of that request. A retryable error propagates.
+    """
+    try:
+        writer.write(b"\n".join(lines))
+    except BatchTooLarge as exc:
+        metrics.inc("write_errors_total", kind="too_large")
+        if len(lines) == 1:
+            set_aside(lines[0], str(exc))
+            return
+        middle = len(lines) // 2
+        for part in (lines[:middle], lines[middle:]):
+            if part:
+                write_splitting(writer, part, set_aside, metrics, on_rejected=on_rejected)
+    except WriteRejected as exc:
+        metrics.inc("write_errors_total", kind="rejected")
+        on_rejected(lines, exc)
 
 
 __all__ = ["Diagnosis", "Line", "Rejections", "diagnose", "is_blank", "parse_line",
-           "trusted_server"]
+           "trusted_server", "write_splitting"]

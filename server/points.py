@@ -210,6 +210,11 @@ class LineBuilder:
         self._keys: dict[tuple[str, ...], str] = {}
         self._tray_fields: dict[str, str] = {}
 
+    @property
+    def cached_series(self) -> int:
+        """Series keys held in the cache (at most ``max_series``)."""
+        return len(self._keys)
+
     def lines(self, envelope: Envelope, received_at: float) -> list[bytes]:
         """Every line a decoded node message gives (none for kinds not stored)."""
         message = envelope.message

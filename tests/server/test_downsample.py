@@ -39,11 +39,11 @@ from ingest_helpers import (  # noqa: F401 (fixtures are found by their names)
 from test_influx_v2_writer import FakeInflux2
 
 from secadero.cli import main
+from secadero.contract import Telemetry, encode
 from secadero.devservices import free_port
 from secadero.errors import PermanentStorageError, RetryableStorageError
 from secadero.server.downsample import (
     HOUR_S,
-    LATE_AFTER_S,
     LATE_MARGIN_S,
     LateHours,
     backfill,
@@ -55,6 +55,10 @@ from secadero.server.downsample import (
 )
 from secadero.server.influx import CQ_RESAMPLE_FOR_H, InfluxV1Writer, continuous_queries
 from secadero.server.ingest import Ingest
+from secadero.server.ingest.items import Handoff
+from secadero.server.ingest.link import BrokerLink
+from secadero.server.ingest.liveness import Liveness
+from secadero.server.ingest.receive import Receiver
 from secadero.server.metrics import Metrics
 from secadero.server.points import dew_point_c, vpd_kpa
 from secadero.settings import ServerSettings, load_server_settings
@@ -143,17 +147,49 @@ def test_retryable_and_permanent_errors_keep_their_kind() -> None:
                          "d", start, start + HOUR_S)
 
 
+class RecordingLateHours(LateHours):
+    """The real LateHours (its ``after_s``), recording the marks the receive stage makes."""
+
+    def __init__(self, settings: ServerSettings) -> None:
+        super().__init__(settings, Metrics(), lambda: 0)
+        self.marked: list[float] = []
+
+    def mark(self, ts: float) -> None:
+        self.marked.append(ts)
+
+
+@pytest.fixture(scope="module")
+def offline_settings(tmp_path_factory: pytest.TempPathFactory) -> ServerSettings:
+    """Settings for stages built without a broker or InfluxDB (nothing connects)."""
+    tmp = tmp_path_factory.mktemp("late")
+    return load_server_settings(write_server_config(
+        tmp / "server.toml", mqtt_port=1, influx_url="http://127.0.0.1:1", database="unused",
+        client_id="late"))
+
+
 @given(ts=st.floats(1.7e9, 2.0e9), delay_s=st.floats(0, 3 * HOUR_S))
-def test_a_reading_not_marked_late_is_still_computed_by_a_continuous_query(
-        ts: float, delay_s: float) -> None:
-    """What the ingest's one comparison promises: unmarked readings reach the store at
-    least LATE_MARGIN_S before the last continuous query run that covers their hour."""
+def test_a_reading_the_ingest_does_not_mark_late_is_still_computed_by_a_continuous_query(
+        offline_settings: ServerSettings, ts: float, delay_s: float) -> None:
+    """The ingest's receive stage decides: a reading it leaves unmarked reaches the store at
+    least LATE_MARGIN_S before the last continuous query run that covers its hour, and one
+    received after that run is always marked."""
     received_at = ts + delay_s
+    late = RecordingLateHours(offline_settings)
+    metrics = Metrics()
+    handoff = Handoff()
+    receiver = Receiver(handoff, BrokerLink(offline_settings), Liveness(600, metrics), late,
+                        metrics, observers=[], horizon_s=30 * 86400.0, client_id="late",
+                        clock=lambda: received_at)
+    receiver.receive("secadero/v1/norte/n1/telemetry",
+                     encode(Telemetry(ts=ts, seq=1, temperature_c=20.0)), 1, 1)
+    assert len(handoff) == 1 and metrics.total("messages_rejected_total") == 0
     last_run_s = hour_of(ts) * HOUR_S + CQ_RESAMPLE_FOR_H * HOUR_S
-    if received_at - ts <= LATE_AFTER_S:
+    if not late.marked:
         assert received_at + LATE_MARGIN_S <= last_run_s + 1e-6
+    else:
+        assert late.marked == [ts]
     if received_at >= last_run_s:  # past the last run: must be marked
-        assert received_at - ts > LATE_AFTER_S
+        assert late.marked == [ts]
 
 
 # --------------------------------------------------------------------------

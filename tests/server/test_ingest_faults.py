@@ -188,7 +188,7 @@ def test_broker_restart_and_ingest_downtime_lose_nothing(
             broker.start()
             assert side.client.is_connected() or wait_until(side.client.is_connected, 20,
                                                             "node side reconnected")
-            assert wait_until(ingest._connected.is_set, 20, "ingest reconnected")
+            assert wait_until(lambda: ingest.connected, 20, "ingest reconnected")
             _publish_series(side, "n1", range(11, 21), ledger)
             assert side.wait_ack("n1", 20) == 20
         # The ingest is down: its persistent session queues at the broker (M5).

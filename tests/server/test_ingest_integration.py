@@ -28,7 +28,7 @@ from ingest_helpers import (  # noqa: F401 (fixtures are found by their names)
 
 from secadero.contract import Event, Status, encode
 from secadero.server.ingest import Ingest
-from secadero.server.points import dew_point_c, vpd_kpa
+from secadero.server.points import LineBuilder, dew_point_c, vpd_kpa
 from secadero.settings import ServerSettings
 
 pytestmark = pytest.mark.integration
@@ -126,16 +126,14 @@ def test_a_bug_building_one_message_rejects_it_and_the_ingest_goes_on(
         unique_name: str) -> None:
     """An unexpected error on the MQTT thread must not stop it (nothing above catches it)."""
     now = float(int(time.time())) + 0.25
-    with Ingest(server_settings) as ingest:
-        builder = ingest._line_builder
-        real_lines = builder.lines
 
-        def lines_with_a_bug(envelope: Any, received_at: float) -> list[bytes]:
+    class BuggyLineBuilder(LineBuilder):
+        def lines(self, envelope: Any, received_at: float) -> list[bytes]:
             if envelope.message.seq == 2:
                 raise ZeroDivisionError("a bug")
-            return real_lines(envelope, received_at)
+            return super().lines(envelope, received_at)
 
-        builder.lines = lines_with_a_bug  # type: ignore[method-assign]
+    with Ingest(server_settings, line_builder=BuggyLineBuilder()) as ingest:
         assert ingest.wait_ready(15)
         for seq in (1, 2, 3):
             node_side.telemetry("n1", seq, now + seq, temperature_c=20.0 + seq,

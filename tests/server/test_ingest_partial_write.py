@@ -1,7 +1,8 @@
 """A 400 "partial write" from the real InfluxDB 1.6.7: what it costs and what is kept.
 
-The ingest's write path (``Ingest._write_lines``, the method the writer
-thread calls for every batch) gets a batch of lines built by the ingest's own
+The ingest's write path (``WritePolicy.write`` of server/ingest/writer.py,
+what the writer thread does with every batch, built here as the ingest
+builds it) gets a batch of lines built by the ingest's own
 ``LineBuilder``, plus the odd crafted line the ingest could not produce. The
 writer is the real ``InfluxV1Writer`` in a wrapper that records every request
 body, so each test can say how many /write requests the batch cost. What is
@@ -31,7 +32,9 @@ from ingest_helpers import (  # noqa: F401 (fixtures are found by their names)
 from secadero.contract import Telemetry
 from secadero.devservices import InfluxDB
 from secadero.server.influx import InfluxV1Writer
-from secadero.server.ingest import Ingest
+from secadero.server.ingest import INGEST_METRICS, Ingest
+from secadero.server.ingest.writer import WritePolicy
+from secadero.server.metrics import Metrics, Registry
 from secadero.server.points import LineBuilder
 from secadero.settings import ServerSettings, load_server_settings
 
@@ -120,20 +123,33 @@ def _set_aside(settings: ServerSettings) -> list[dict[str, Any]]:
     return [json.loads(line) for line in path.read_text().splitlines()]
 
 
+class WritePath:
+    """The ingest's write policy with the ingest's metrics, as ``Ingest`` wires it."""
+
+    def __init__(self, settings: ServerSettings, writer: Any) -> None:
+        self.metrics: Metrics = Registry().part("ingest", INGEST_METRICS)
+        self._policy = WritePolicy(writer, self.metrics,
+                                   set_aside_file=settings.ingest.set_aside_file)
+
+    def write(self, lines: list[bytes]) -> None:
+        self._policy.write(lines)
+
+
 @pytest.fixture
-def ingest_and_writer(server_settings: ServerSettings) -> Iterator[tuple[Ingest, RecordingWriter]]:
+def ingest_and_writer(server_settings: ServerSettings
+                      ) -> Iterator[tuple[WritePath, RecordingWriter]]:
     writer = RecordingWriter(InfluxV1Writer(server_settings.influxdb))
     writer.prepare()
-    yield Ingest(server_settings, writer=writer), writer
+    yield WritePath(server_settings, writer), writer
     writer.close()
 
 
-def _fallbacks(ingest: Ingest, step: str) -> float:
+def _fallbacks(ingest: WritePath, step: str) -> float:
     return ingest.metrics.get("write_isolation_fallbacks_total", step=step)
 
 
 def test_a_type_conflict_costs_one_write_and_only_the_refused_point_is_set_aside(
-        ingest_and_writer: tuple[Ingest, RecordingWriter], server_settings: ServerSettings,
+        ingest_and_writer: tuple[WritePath, RecordingWriter], server_settings: ServerSettings,
         influxdb: Any, unique_name: str) -> None:
     ingest, writer = ingest_and_writer
     start = _hour_start()
@@ -144,7 +160,7 @@ def test_a_type_conflict_costs_one_write_and_only_the_refused_point_is_set_aside
     bad = _rain(unique_name, "n9", start + 100, 2.5)
     lines = [*good[:300], bad, *good[300:]]
 
-    ingest._write_lines(lines)
+    ingest.write(lines)
 
     assert len(writer.bodies) == 1  # nothing written again
     assert _stored_climate(influxdb.url, unique_name) == _keys(good)
@@ -159,7 +175,7 @@ def test_a_type_conflict_costs_one_write_and_only_the_refused_point_is_set_aside
 
 
 def test_an_unparsable_line_costs_one_write(
-        ingest_and_writer: tuple[Ingest, RecordingWriter], server_settings: ServerSettings,
+        ingest_and_writer: tuple[WritePath, RecordingWriter], server_settings: ServerSettings,
         influxdb: Any, unique_name: str) -> None:
     ingest, writer = ingest_and_writer
     start = _hour_start()
@@ -169,7 +185,7 @@ def test_an_unparsable_line_costs_one_write(
     bad = f"climate,node=n9,yard={unique_name} temperature_c=21.5.3 {int(start) * 10**6}"
     lines = [*good[:10], bad.encode(), *good[10:]]
 
-    ingest._write_lines(lines)
+    ingest.write(lines)
 
     assert len(writer.bodies) == 1
     assert _stored_climate(influxdb.url, unique_name) == _keys(good)
@@ -187,13 +203,13 @@ def test_points_beyond_the_retention_cost_one_write(
         influx={"raw_retention_days": 1}))
     writer = RecordingWriter(InfluxV1Writer(settings.influxdb))
     writer.prepare()
-    ingest = Ingest(settings, writer=writer)
+    ingest = WritePath(settings, writer)
     start = _hour_start()
     good = _climate(unique_name, 3, 200, start + 1)
     old = _climate(unique_name, 3, 3, time.time() - 5 * 86400)  # within the nodes' horizon
     lines = good[:50] + old[:1] + good[50:120] + old[1:] + good[120:]
 
-    ingest._write_lines(lines)
+    ingest.write(lines)
     writer.close()
 
     assert len(writer.bodies) == 1
@@ -206,7 +222,7 @@ def test_points_beyond_the_retention_cost_one_write(
 
 
 def test_two_kinds_of_bad_point_in_one_batch_cost_one_retry(
-        ingest_and_writer: tuple[Ingest, RecordingWriter], server_settings: ServerSettings,
+        ingest_and_writer: tuple[WritePath, RecordingWriter], server_settings: ServerSettings,
         influxdb: Any, unique_name: str) -> None:
     """The conflict hides the unparsable line (InfluxDB reports parse errors only when the
     rest was written): the retry, without the conflicting line, brings it out."""
@@ -219,7 +235,7 @@ def test_two_kinds_of_bad_point_in_one_batch_cost_one_retry(
     unparsable = f"climate,node=n9,yard={unique_name} temperature_c=oops {int(start) * 10**6}"
     lines = [*good[:100], conflict, *good[100:200], unparsable.encode(), *good[200:]]
 
-    ingest._write_lines(lines)
+    ingest.write(lines)
 
     assert len(writer.bodies) == 2
     assert writer.lines(1) == [line for line in lines if line != conflict]
@@ -240,7 +256,7 @@ def test_a_conflict_and_old_points_across_shard_groups_cost_one_retry(
         influx={"raw_retention_days": 1}))
     writer = RecordingWriter(InfluxV1Writer(settings.influxdb))
     writer.prepare()
-    ingest = Ingest(settings, writer=writer)
+    ingest = WritePath(settings, writer)
     start = _hour_start()
     _raw_write(influxdb.url, unique_name, f"rain,node=n0,yard={unique_name} rain_mm=1i "
                                           f"{int(start)}")
@@ -249,7 +265,7 @@ def test_a_conflict_and_old_points_across_shard_groups_cost_one_retry(
     conflict = _rain(unique_name, "n9", start + 100, 2.5)
     lines = old[:1] + good[:50] + [conflict] + good[50:] + old[1:]
 
-    ingest._write_lines(lines)
+    ingest.write(lines)
     writer.close()
 
     assert len(writer.bodies) == 2
@@ -298,25 +314,25 @@ def limited_influxdb(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Influ
 
 @pytest.fixture
 def limited(tmp_path: Path, mosquitto: Any, limited_influxdb: InfluxDB, unique_name: str
-            ) -> Iterator[tuple[Ingest, RecordingWriter, ServerSettings]]:
+            ) -> Iterator[tuple[WritePath, RecordingWriter, ServerSettings]]:
     settings = load_server_settings(write_server_config(
         tmp_path / "server.toml", mqtt_port=mosquitto.port, influx_url=limited_influxdb.url,
         database=unique_name, client_id=f"ingest-{unique_name}"))
     writer = RecordingWriter(InfluxV1Writer(settings.influxdb))
     writer.prepare()
-    yield Ingest(settings, writer=writer), writer, settings
+    yield WritePath(settings, writer), writer, settings
     writer.close()
 
 
 def test_a_refusal_not_understood_is_retried_once_then_bisected(
-        limited: tuple[Ingest, RecordingWriter, ServerSettings], limited_influxdb: InfluxDB,
+        limited: tuple[WritePath, RecordingWriter, ServerSettings], limited_influxdb: InfluxDB,
         unique_name: str) -> None:
     """max-series-per-database names no point, and 1.6.7 also loses the batch's first
     points with it: every line not set aside must be written again until stored."""
     ingest, writer, settings = limited
     start = _hour_start()
     seed = _climate(unique_name, 5, 5, start)
-    ingest._write_lines(seed)  # 5 series of the 10 allowed
+    ingest.write(seed)  # 5 series of the 10 allowed
     writer.bodies.clear()
     good = _climate(unique_name, 5, 40, start + 1000)
     # 8 new series, one measurement each (so no tag reaches its own limit).
@@ -324,7 +340,7 @@ def test_a_refusal_not_understood_is_retried_once_then_bisected(
            for k, line in enumerate(_climate(unique_name, 1, 8, start + 2000))]
     lines = good[:10] + new[:4] + good[10:] + new[4:]
 
-    ingest._write_lines(lines)
+    ingest.write(lines)
 
     assert [len(body.split(b"\n")) for body in writer.bodies[:2]] == [48, 48]
     assert all(len(body.split(b"\n")) < 48 for body in writer.bodies[2:])
@@ -344,14 +360,14 @@ def test_a_refusal_not_understood_is_retried_once_then_bisected(
 
 
 def test_a_tag_value_limit_costs_one_retry_that_repairs_what_influxdb_lost(
-        limited: tuple[Ingest, RecordingWriter, ServerSettings], limited_influxdb: InfluxDB,
+        limited: tuple[WritePath, RecordingWriter, ServerSettings], limited_influxdb: InfluxDB,
         unique_name: str) -> None:
     """max-values-per-tag names the refused value; the rest is written once more because
     1.6.7 also drops the batch's first point(s) with such a refusal."""
     ingest, writer, settings = limited
     start = _hour_start()
     # 6 distinct "node" values already: the tag's limit.
-    ingest._write_lines([line.replace(b"climate,", b"probe,")
+    ingest.write([line.replace(b"climate,", b"probe,")
                          for line in _climate(unique_name, 6, 6, start)])
     writer.bodies.clear()
     good = [line.replace(b"climate,", b"probe,") for line in _climate(unique_name, 6, 60,
@@ -364,7 +380,7 @@ def test_a_tag_value_limit_costs_one_retry_that_repairs_what_influxdb_lost(
     writer.after_write = lambda: stored_after.append(
         len(influx_query(limited_influxdb.url, unique_name, query)))
 
-    ingest._write_lines(lines)
+    ingest.write(lines)
 
     assert len(writer.bodies) == 2
     # InfluxDB 1.6.7 refused the one point and lost the first valid one with it.

@@ -25,8 +25,9 @@ from ingest_helpers import (  # noqa: F401 (fixtures are found by their names)
 from secadero.contract import Telemetry, encode, node_topic
 from secadero.server.influx import InfluxV1Writer
 from secadero.server.ingest import Ingest
-from secadero.server.mqtt_client import READ_SIZE
-from secadero.settings import load_server_settings
+from secadero.server.ingest.link import fast_read_client
+from secadero.server.mqtt_client import READ_SIZE, FastReadClient
+from secadero.settings import MqttSettings, load_server_settings
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -42,22 +43,43 @@ class SlowWriter(InfluxV1Writer):
         super().write(body)
 
 
+class MeasuringClient(FastReadClient):
+    """The ingest's client; ``measure()`` runs after each message its fast path hands over."""
+
+    def measure(self) -> None:
+        pass
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if name == "on_publish_received" and value is not None:
+            handler = value
+
+            def value(topic: str, payload: bytes, mid: int, qos: int) -> None:
+                handler(topic, payload, mid, qos)
+                self.measure()
+        super().__setattr__(name, value)
+
+
 def test_queue_stays_bounded_and_nothing_is_lost(tmp_path: Path, mosquitto: Any, influxdb: Any,
                                                  node_side: NodeSide, unique_name: str) -> None:
     settings = load_server_settings(write_server_config(
         tmp_path / "server.toml", mqtt_port=mosquitto.port, influx_url=influxdb.url,
         database=unique_name, client_id=f"ingest-{unique_name}",
         ingest={"queue_max": QUEUE_MAX, "batch_size": 600, "flush_interval_s": 0.05}))
-    ingest = Ingest(settings, writer=SlowWriter(settings.influxdb))
+    clients: list[MeasuringClient] = []
+
+    def measuring_client(mqtt_settings: MqttSettings) -> FastReadClient:
+        clients.append(fast_read_client(mqtt_settings, client_class=MeasuringClient))
+        return clients[-1]
+
+    ingest = Ingest(settings, writer=SlowWriter(settings.influxdb),
+                    client_factory=measuring_client)
     deepest = [0]
-    receive = ingest._client.on_publish_received
-    assert receive is not None
 
-    def measuring_receive(topic: str, payload: bytes, mid: int, qos: int) -> None:
-        receive(topic, payload, mid, qos)
-        deepest[0] = max(deepest[0], len(ingest._queue))
+    def measure() -> None:
+        deepest[0] = max(deepest[0], ingest.queue_depth)
 
-    ingest._client.on_publish_received = measuring_receive
+    [client] = clients
+    client.measure = measure  # type: ignore[method-assign]
     base_ts = float(int(time.time()) - 600)
     ledger: dict[tuple[str, int], float] = {}
     with ingest:

@@ -20,15 +20,16 @@ from ingest_helpers import (  # noqa: F401 (fixtures are found by their names)
     write_server_config,
 )
 
-from secadero.server.ingest import Ingest, _ranges
+from secadero.contract import seq_ranges
+from secadero.server.ingest import Ingest
 from secadero.settings import load_server_settings
 
 pytestmark = pytest.mark.integration
 
 
-def test_ranges() -> None:
-    assert _ranges([8, 1, 2, 3, 7, 2]) == [(1, 3), (7, 8)]
-    assert _ranges([]) == []
+def testseq_ranges() -> None:
+    assert seq_ranges([8, 1, 2, 3, 7, 2]) == [(1, 3), (7, 8)]
+    assert seq_ranges([]) == []
 
 
 def test_two_processes_share_the_load_and_store_each_message_once(

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import itertools
+import os
+import stat
 from pathlib import Path
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -77,6 +80,27 @@ def test_state_survives_a_restart(tmp_path: Path) -> None:
     assert restored.watermark(("sur", "n-2")) == 1
     restored.done(NODE, 43, now=0)  # 42 is missing after the restart: a gap
     assert restored.watermark(NODE) == 41
+
+
+def test_the_state_file_is_fsynced_before_and_after_its_rename(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The data reaches the disk before the rename, the rename before save_state returns
+    (the acks go out right after): os.fsync is watched, and still does its work."""
+    path = tmp_path / "state.json"
+    synced: list[tuple[str, bool]] = []
+    real_fsync = os.fsync
+
+    def watching_fsync(fd: int) -> None:
+        is_dir = stat.S_ISDIR(os.fstat(fd).st_mode)
+        synced.append(("directory" if is_dir else "file", path.exists()))
+        real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", watching_fsync)
+    save_state(path, {NODE: 7})
+    # The temp file before the rename (state.json not there yet), then the directory.
+    assert synced == [("file", False), ("directory", True)]
+    assert load_state(path) == {NODE: 7}
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["state.json"]
 
 
 def test_unreadable_state_starts_empty(tmp_path: Path) -> None:
@@ -153,7 +177,7 @@ def test_ranges_answer_as_single_numbers_in_a_set(operations: list[tuple[str, in
         else:
             assert [lost for _, lost in tracker.expire(now)] == model.expire(now)
         assert tracker.watermark(NODE) == model.watermark
-        pending = tracker._nodes[NODE].pending
+        pending = tracker.pending(NODE)
         assert {seq for a, b in pending for seq in range(a, b + 1)} == model.pending
         assert all(b + 1 < c for (_, b), (c, _) in itertools.pairwise(pending))
 
@@ -163,8 +187,8 @@ def test_a_share_groups_out_of_step_ranges_stay_a_few_entries() -> None:
     # The other process stored every second block of 1,000 first.
     for block in range(1, 100, 2):
         tracker.done_range(NODE, block * 1000 + 1, block * 1000 + 1000, now=0)
-    assert len(tracker._nodes[NODE].pending) == 50
+    assert len(tracker.pending(NODE)) == 50
     for block in range(0, 100, 2):
         tracker.done_range(NODE, block * 1000 + 1, block * 1000 + 1000, now=1)
     assert tracker.watermark(NODE) == 100_000
-    assert tracker._nodes[NODE].pending == []
+    assert tracker.pending(NODE) == []
