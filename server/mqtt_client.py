@@ -99,7 +99,7 @@ class FastReadClient(mqtt.Client):
 
     Set ``on_publish_received`` to receive them as ``(topic, payload, mid,
     qos)``; publishes paho handles itself still reach ``on_message``, so a
-    user of this class sets both (see ``Ingest._make_client``). Nothing is
+    user of this class sets both (see ``server/ingest/link.py``). Nothing is
     acknowledged for the user (``manual_ack=True`` is required): a handler
     takes each QoS 1 message and PUBACKs it with ``ack_many`` once it is
     safe, e.g. after the write; ``on_read_done`` is the place to PUBACK what

@@ -101,6 +101,8 @@ INGEST_METRICS = {
     "queue_depth": ("gauge", "messages waiting for the writer"),
     "mqtt_connected": ("gauge", "1 while connected to the broker"),
     "influx_up": ("gauge", "1 when the last write or start-up check succeeded"),
+    "mqtt_handler_errors_total": ("counter", "messages whose handling raised on the MQTT "
+                                  "thread (left unacknowledged: the broker sends them again)"),
 }
 
 
@@ -173,7 +175,10 @@ class Ingest:
         self.metrics.gauges["queue_depth"] = lambda: len(self._handoff)
         self.metrics.gauges["mqtt_connected"] = lambda: 1 if self._link.connected else 0
         self.metrics.gauges["influx_up"] = lambda: 0 if self._writer.down_since else 1
+        self.metrics.gauges["mqtt_handler_errors_total"] = lambda: self._link.handler_errors
         self.health_checks.watch_thread("ingest writer", lambda: self.running)
+        # Watched from start() on: before it there is no network thread to watch.
+        self._watching_network = False
         self.health_checks.add_check(self._unreachable)
 
     # -- the stages' hand-overs (writer thread)
@@ -207,6 +212,9 @@ class Ingest:
         self._writer.start()
         self._late.start()
         self._link.start()
+        if not self._watching_network:
+            self.health_checks.watch_thread("ingest MQTT network", lambda: self._link.network_alive)
+            self._watching_network = True
         log.info("ingest %s: broker %s:%d, InfluxDB %s (%s), batch %d / %g s",
                  s.mqtt.client_id, s.mqtt.host, s.mqtt.port, s.influxdb.url,
                  s.influxdb.database if s.influxdb.api == 1 else s.influxdb.bucket,
@@ -293,16 +301,4 @@ class Ingest:
         return problems
 
 
-def run(settings: ServerSettings, stop: threading.Event,
-        observers: Sequence[Observer] = ()) -> None:
-    """Run the ingest until ``stop`` is set (the body of ``secadero server run``)."""
-    ingest = Ingest(settings, observers=observers).start()
-    try:
-        ingest.wait_while_running(stop)
-    finally:
-        ingest.stop()
-        log.info("ingest stopped")
-
-
-__all__ = ["INGEST_METRICS", "Ingest", "Observer", "SeqTracker", "load_state", "run",
-           "save_state"]
+__all__ = ["INGEST_METRICS", "Ingest", "Observer", "SeqTracker", "load_state", "save_state"]

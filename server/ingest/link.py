@@ -38,6 +38,9 @@ MAX_RECEIVE_MAXIMUM = 65535
 ClientFactory = Callable[[MqttSettings], FastReadClient]
 
 
+NETWORK_THREAD_NAME = "ingest-mqtt"
+
+
 def fast_read_client(settings: MqttSettings, *,
                      client_class: type[FastReadClient] = FastReadClient) -> FastReadClient:
     """The ingest's default client: MQTT 5, ``manual_ack``, credentials and TLS from settings.
@@ -106,7 +109,19 @@ class BrokerLink:
         properties.ReceiveMaximum = min(s.ingest.queue_max, MAX_RECEIVE_MAXIMUM)
         self.client.connect_async(s.mqtt.host, s.mqtt.port, keepalive=s.mqtt.keepalive_s,
                                   clean_start=False, properties=properties)
-        self.client.loop_start()
+        # Our own handle on paho's network thread, so Health can watch it.
+        self.client.start_network_thread(NETWORK_THREAD_NAME)
+
+    @property
+    def network_alive(self) -> bool:
+        """paho's network thread is running (False before ``start`` and once it died)."""
+        thread = self.client.network_thread
+        return thread is not None and thread.is_alive()
+
+    @property
+    def handler_errors(self) -> int:
+        """Messages whose handling raised on the network thread (left unacknowledged)."""
+        return self.client.handler_errors
 
     def closing(self) -> None:
         """Disconnects from now on are ours: not logged as faults."""
@@ -115,7 +130,7 @@ class BrokerLink:
     def stop(self) -> None:
         self._closing = True
         self.client.disconnect()
-        self.client.loop_stop()
+        self.client.stop_network_thread()
         self._connected.clear()
 
     def publish(self, topic: str, payload: bytes, *, qos: int = QOS,
