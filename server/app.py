@@ -80,6 +80,7 @@ from secadero.server.forecast.poller import ForecastPoller, make_clients
 from secadero.server.influx import PointWriter
 from secadero.server.influx_points import AlertPoints, ForecastPoints
 from secadero.server.ingest import Ingest
+from secadero.server.ingest.link import ClientFactory, fast_read_client
 from secadero.server.metrics import Health, MetricsServer, Registry
 from secadero.server.notifiers import Notifier, build_notifiers
 from secadero.settings import ServerSettings
@@ -95,21 +96,23 @@ class Server:
 
     ``alerts=False`` builds the ingest alone (``secadero server ingest``).
     ``notifiers`` replaces the ones the settings name (a test's own);
-    ``clock`` is the alerts' wall clock. After ``start()``, ``http_port`` and
+    ``client_factory`` builds the ingest's MQTT client (a test's instrumented
+    one); ``clock`` is the alerts' wall clock. After ``start()``, ``http_port`` and
     ``api_port`` say where the endpoints listen (port 0 in the settings picks
     a free one).
     """
 
     def __init__(self, settings: ServerSettings, *, alerts: bool = True,
                  notifiers: Sequence[Notifier] | None = None,
+                 client_factory: ClientFactory = fast_read_client,
                  clock: Callable[[], float] = time.time) -> None:
         self.settings = settings
         self.registry = Registry()
         self.health = Health()
         self.points = PointWriter.from_settings(settings.influxdb, registry=self.registry,
                                                 health=self.health)
-        self.ingest = Ingest(settings, serve_metrics=False, registry=self.registry,
-                             health=self.health)
+        self.ingest = Ingest(settings, client_factory=client_factory, serve_metrics=False,
+                             registry=self.registry, health=self.health)
         self.alerts: AlertService | None = None
         self.feed: AlertFeed | None = None
         self.api: ApiServer | None = None
