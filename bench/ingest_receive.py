@@ -26,8 +26,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from secadero.server.ingest import Ingest
-from secadero.server.ingest.link import fast_read_client
-from secadero.server.mqtt_client import FastReadClient
+from secadero.server.mqtt_client import FastReadClient, fast_read_client
 from secadero.settings import MqttSettings, load_server_settings
 
 NODES = 20

@@ -80,8 +80,9 @@ from secadero.server.forecast.poller import ForecastPoller, make_clients
 from secadero.server.influx import PointWriter
 from secadero.server.influx_points import AlertPoints, ForecastPoints
 from secadero.server.ingest import Ingest
-from secadero.server.ingest.link import ClientFactory, fast_read_client
+from secadero.server.ingest.link import ClientFactory
 from secadero.server.metrics import Health, MetricsServer, Registry
+from secadero.server.mqtt_client import fast_read_client
 from secadero.server.notifiers import Notifier, build_notifiers
 from secadero.settings import ServerSettings
 

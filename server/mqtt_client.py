@@ -44,7 +44,10 @@ from typing import Any
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.client import MQTT_LOG_DEBUG, MQTT_LOG_ERR, MQTTErrorCode
+from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.exception import MalformedPacket
+
+from secadero.settings import MqttSettings
 
 log = logging.getLogger(__name__)
 
@@ -348,3 +351,23 @@ class FastReadClient(mqtt.Client):
             packet = b"".join(_PUBACK.pack(mqtt.PUBACK, 2, mid)
                               for mid in mids[first:first + _ACKS_PER_WRITE])
             self._packet_queue(mqtt.PUBACK, packet, 0, 1)
+
+
+def fast_read_client(settings: MqttSettings, *, client_id: str | None = None,
+                     client_class: type[FastReadClient] | None = None) -> FastReadClient:
+    """A server client: MQTT 5, ``manual_ack``, credentials and TLS from the settings.
+
+    The ingest's and the alert feed's connections are both made here, so the
+    broker sees them the same way. ``client_id``: another than the settings'
+    (the feed's); ``client_class``: a subclass to build instead (a test's
+    instrumented client).
+    """
+    cls = client_class or FastReadClient
+    client = cls(CallbackAPIVersion.VERSION2, client_id=client_id or settings.client_id or "",
+                            protocol=mqtt.MQTTv5, manual_ack=True)
+    if settings.username:
+        client.username_pw_set(settings.username, settings.password)
+    if settings.tls:
+        client.tls_set(ca_certs=str(settings.ca_file) if settings.ca_file else None)
+    client.reconnect_delay_set(min_delay=1, max_delay=30)
+    return client

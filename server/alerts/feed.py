@@ -35,14 +35,13 @@ from typing import Any
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.client import MQTT_CLEAN_START_FIRST_ONLY
-from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 from secadero.contract import QOS, Envelope, TimeWindow, decode, subscription
 from secadero.errors import ProtocolError
 from secadero.server.metrics import Health, Registry
-from secadero.server.mqtt_client import FastReadClient
+from secadero.server.mqtt_client import FastReadClient, fast_read_client
 from secadero.settings import ServerSettings
 
 log = logging.getLogger(__name__)
@@ -159,14 +158,7 @@ class AlertFeed:
     # -- MQTT (the network thread)
 
     def _make_client(self) -> FastReadClient:
-        m = self.settings.mqtt
-        client = FastReadClient(CallbackAPIVersion.VERSION2, client_id=self.client_id,
-                                protocol=mqtt.MQTTv5, manual_ack=True)
-        if m.username:
-            client.username_pw_set(m.username, m.password)
-        if m.tls:
-            client.tls_set(ca_certs=str(m.ca_file) if m.ca_file else None)
-        client.reconnect_delay_set(min_delay=1, max_delay=30)
+        client = fast_read_client(self.settings.mqtt, client_id=self.client_id)
         client.on_connect = self._on_connect
         client.on_subscribe = self._on_subscribe
         client.on_disconnect = self._on_disconnect

@@ -67,12 +67,13 @@ from secadero.server.downsample import LateHours
 from secadero.server.influx import Writer, make_writer
 from secadero.server.ingest.acks import Acknowledger, SeqTracker, load_state, save_state
 from secadero.server.ingest.items import Handoff, Item
-from secadero.server.ingest.link import BrokerLink, ClientFactory, fast_read_client
+from secadero.server.ingest.link import BrokerLink, ClientFactory
 from secadero.server.ingest.liveness import Liveness
 from secadero.server.ingest.receive import Observer, Receiver
 from secadero.server.ingest.warn import RateLimitedLog
 from secadero.server.ingest.writer import BatchWriter, WritePolicy
 from secadero.server.metrics import Health, Metrics, MetricsServer, Registry
+from secadero.server.mqtt_client import fast_read_client
 from secadero.server.points import LineBuilder
 from secadero.settings import ServerSettings
 

@@ -7,7 +7,7 @@ on another (the broker re-sends those messages with new ids), so the
 generation is changed and read under one lock.
 
 The client comes from ``client_factory(mqtt_settings)`` (default
-``fast_read_client``): tests pass their own instead of patching.
+``mqtt_client.fast_read_client``): tests pass their own instead of patching.
 """
 
 from __future__ import annotations
@@ -20,13 +20,12 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import paho.mqtt.client as mqtt
-from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 from secadero.contract import QOS, peer_topic, subscription
 from secadero.server.ingest.items import Item
-from secadero.server.mqtt_client import FastReadClient, PublishHandler
+from secadero.server.mqtt_client import FastReadClient, PublishHandler, fast_read_client
 from secadero.settings import MqttSettings, ServerSettings
 
 log = logging.getLogger(__name__)
@@ -39,22 +38,6 @@ ClientFactory = Callable[[MqttSettings], FastReadClient]
 
 
 NETWORK_THREAD_NAME = "ingest-mqtt"
-
-
-def fast_read_client(settings: MqttSettings, *,
-                     client_class: type[FastReadClient] = FastReadClient) -> FastReadClient:
-    """The ingest's default client: MQTT 5, ``manual_ack``, credentials and TLS from settings.
-
-    ``client_class``: a subclass to build instead (a test's instrumented client).
-    """
-    client = client_class(CallbackAPIVersion.VERSION2, client_id=settings.client_id or "",
-                            protocol=mqtt.MQTTv5, manual_ack=True)
-    if settings.username:
-        client.username_pw_set(settings.username, settings.password)
-    if settings.tls:
-        client.tls_set(ca_certs=str(settings.ca_file) if settings.ca_file else None)
-    client.reconnect_delay_set(min_delay=1, max_delay=30)
-    return client
 
 
 class BrokerLink:

@@ -24,8 +24,7 @@ from ingest_helpers import (  # noqa: F401 (fixtures are found by their names)
 )
 
 from secadero.server.app import Server
-from secadero.server.ingest.link import fast_read_client
-from secadero.server.mqtt_client import FastReadClient
+from secadero.server.mqtt_client import FastReadClient, fast_read_client
 from secadero.settings import MqttSettings, load_server_settings
 
 pytestmark = pytest.mark.integration

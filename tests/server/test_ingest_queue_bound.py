@@ -25,8 +25,7 @@ from ingest_helpers import (  # noqa: F401 (fixtures are found by their names)
 from secadero.contract import Telemetry, encode, node_topic
 from secadero.server.influx import InfluxV1Writer
 from secadero.server.ingest import Ingest
-from secadero.server.ingest.link import fast_read_client
-from secadero.server.mqtt_client import READ_SIZE, FastReadClient
+from secadero.server.mqtt_client import READ_SIZE, FastReadClient, fast_read_client
 from secadero.settings import MqttSettings, load_server_settings
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
