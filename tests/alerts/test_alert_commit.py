@@ -329,10 +329,23 @@ ntfy_topic = "norte-{name.lower()}"
     return config
 
 
+class Push:
+    """Stands in for ntfy: takes every push (a failed delivery would raise a technician
+    alert on the next cycle, and this test is about the counts of one rain alert)."""
+
+    name, channel = "ntfy", "push"
+
+    def send(self, message: Outgoing) -> str:
+        return "pushed"
+
+    def close(self) -> None:
+        pass
+
+
 def test_the_service_exports_alert_metrics_and_watches_its_thread(tmp_path: Path) -> None:
     settings = load_server_settings(write_config(tmp_path, "http://127.0.0.1:9"))
     registry, health = Registry(), Health()
-    service = AlertService(settings, notifiers=[], poller=None, registry=registry,
+    service = AlertService(settings, notifiers=[Push()], poller=None, registry=registry,
                            health=health)
     service.start()
     try:
@@ -355,8 +368,10 @@ def test_the_service_exports_alert_metrics_and_watches_its_thread(tmp_path: Path
     text = registry.render()
     assert 'secadero_alerts_open_episodes{kind="rain"} 1\n' in text
     assert "# TYPE secadero_alerts_cycle_seconds histogram\n" in text
-    # Stopped without Health.stopping(): the dead thread is reported.
-    assert health.problems() == ["the alert evaluation thread has stopped; see the log"]
+    # Stopped without Health.stopping(): the dead threads are reported (the
+    # dispatcher's push worker stopped with the service too).
+    assert health.problems() == ["the notify-push thread has stopped; see the log",
+                                 "the alert evaluation thread has stopped; see the log"]
 
 
 class HalfwayDispatcher(Dispatcher):
