@@ -12,8 +12,8 @@ Threads (who owns what, how work is handed over):
 =====================  ===========================================  ==========================
 thread                 owns                                         hands over
 =====================  ===========================================  ==========================
-paho network thread    ``link.BrokerLink`` (connection, generation  ``Item`` per message to
-(``loop_start``)       of message ids), ``receive.Receiver``        ``Handoff.put`` (a deque;
+``ingest-mqtt``        ``link.BrokerLink`` (connection, generation  ``Item`` per message to
+(paho's loop, ours)    of message ids), ``receive.Receiver``        ``Handoff.put`` (a deque;
                        (decoding, observers, line cache, received   the writer is woken only
                        counts), ``Liveness.heard``                  when it sleeps idle)
 ``ingest-writer``      ``writer.BatchWriter`` (batches, retries,    PUBACKs through
