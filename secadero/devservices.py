@@ -37,6 +37,36 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+def listens_on(pid: int, port: int) -> bool | None:
+    """Whether process ``pid`` holds the listening socket on 127.0.0.1:``port``.
+
+    A free port can be taken by another program between ``free_port()`` and
+    our child's bind (seen with test runs in parallel on one machine): the
+    child then exits, but the other program answers our readiness probe, and
+    the tests would talk to a stranger. Read from ``/proc`` (the socket's
+    inode in ``/proc/net/tcp``, then the child's file descriptors); ``None``
+    where ``/proc`` cannot say (not Linux).
+    """
+    wanted = f"0100007F:{port:04X}"
+    try:
+        lines = Path("/proc/net/tcp").read_text().splitlines()[1:]
+    except OSError:
+        return None
+    inodes = {fields[9] for fields in (line.split() for line in lines)
+              if len(fields) > 9 and fields[1] == wanted and fields[3] == "0A"}
+    if not inodes:
+        return False
+    try:
+        entries = list(Path(f"/proc/{pid}/fd").iterdir())
+    except OSError:
+        return None
+    links = set()
+    for entry in entries:
+        with contextlib.suppress(OSError):  # closed while we looked
+            links.add(os.readlink(entry))
+    return any(f"socket:[{inode}]" in links for inode in inodes)
+
+
 def find_binary(candidates: tuple[str, ...], package: str) -> str:
     for candidate in candidates:
         found = shutil.which(candidate)
@@ -55,7 +85,8 @@ def wait_for_port(port: int, *, process: subprocess.Popen[bytes], log: Path,
         if process.poll() is not None:
             raise ServiceError(f"exited with code {process.returncode}; log:\n{_tail(log)}")
         with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 0.2):
-            return
+            if listens_on(process.pid, port) is not False:
+                return
         time.sleep(0.05)
     raise ServiceError(f"not listening on port {port} after {timeout_s:g} s; log:\n{_tail(log)}")
 
@@ -213,7 +244,9 @@ class InfluxDB(_Service):
                                    f"log:\n{_tail(self.log_path)}")
             try:
                 with urllib.request.urlopen(f"{self.url}/ping", timeout=0.5) as response:
-                    if response.status == 204:
+                    # Ours, not another program that took the port first (listens_on).
+                    if response.status == 204 and listens_on(self.process.pid,
+                                                             self.port) is not False:
                         return
             except (urllib.error.URLError, OSError):
                 pass

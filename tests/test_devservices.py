@@ -94,3 +94,30 @@ def test_influxdb_answers_and_keeps_data_across_a_restart(tmp_path: Path) -> Non
 def test_missing_binary_names_the_package() -> None:
     with pytest.raises(ServiceError, match=r"install the Debian package 'no-such-package'"):
         find_binary(("no-such-broker-binary",), "no-such-package")
+
+
+def test_a_stranger_on_the_port_is_never_taken_for_our_influxdb(tmp_path: Path) -> None:
+    """Another program took the port first (test runs in parallel on one machine): it
+    answers /ping like an InfluxDB, but our influxd could not bind, and start() says so
+    instead of handing the tests a server that is not ours."""
+    import http.server
+
+    class Ping(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.send_response(204)
+            self.end_headers()
+
+        def log_message(self, format: str, *args: object) -> None:
+            pass
+
+    stranger = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Ping)
+    thread = threading.Thread(target=stranger.serve_forever, daemon=True)
+    thread.start()
+    database = InfluxDB(workdir=tmp_path, port=stranger.server_address[1])
+    try:
+        with pytest.raises(ServiceError, match="influxd exited with code"):
+            database.start()
+    finally:
+        database.stop()
+        stranger.shutdown()
+        stranger.server_close()
