@@ -4,14 +4,16 @@ Three causes spoil a batch on the way, each one a warning for the ``quality``
 role (docs/batches.md, "Quality warnings"):
 
 - ``rewetting``: trays of the batch left out at night (outside the yard's
-  drying hours) in air at or above ``rewetting_humidity_pct``: beans near the
-  target take water back from air that humid (the equilibrium-moisture table
-  in docs/batches.md), and Amazon nights are humid;
+  drying hours) in air at or above ``rewetting_humidity_pct``: a bean is in
+  balance with 80 % RH air at about 10 % moisture (GAB isotherm, Sandoval et
+  al. 2020), so beans near the target take water back, and Amazon nights are
+  that humid; beans must be covered at night (Wood & Lass, *Cocoa*);
 - ``mould_risk``: the batch is ``mould_after_days`` old and no moisture
   reading has come down to ``mould_moisture_pct``: above about 8 % moulds
-  grow inside the beans, and a week is as long as sun-drying should take;
+  grow inside the beans (Fowler), and open-sun drying takes about a week;
+  dull weather that stretches it further brings moulds (Wood & Lass);
 - ``brittle``: the latest moisture reading is below ``brittle_moisture_pct``:
-  over-dried beans break in the sack.
+  below about 5 % beans turn brittle (Fowler) and break in the sack.
 
 These functions only say what is true now; like ``server.alerts.rules`` they
 read no clock, no store and no socket. The alert engine gives each cause its
@@ -20,13 +22,15 @@ night with trays out is one message, not one per evaluation, and sends it
 through the notifiers like every alert. The batches reach the engine as
 ``OpenBatch`` values, a small read-only view of the records
 (``open_batch(batch, readings)`` builds one), through an ``OpenBatches``
-callable the alert service is given.
+callable the alert service is given: ``open_batches_from(store)`` makes one
+from the batch records.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
 from secadero.server.alerts.rules import YardView
 from secadero.server.batches.model import Batch, MoistureReading, TrayRef
@@ -66,6 +70,22 @@ def open_batch(batch: Batch, readings: Iterable[MoistureReading]) -> OpenBatch:
         last_moisture_pct=last.moisture_pct if last else None,
         last_moisture_ts=last.ts if last else None,
         min_moisture_pct=min(r.moisture_pct for r in own) if own else None)
+
+
+class BatchRecords(Protocol):
+    """What the quality warnings read of the batch records (``store.BatchStore``)."""
+
+    def batches(self, *, yard: str | None = None, open_only: bool = False) -> list[Batch]: ...
+
+    def readings(self, batch_id: str) -> list[MoistureReading]: ...
+
+
+def open_batches_from(records: BatchRecords) -> OpenBatches:
+    """The alert service's ``open_batches`` input, read from the batch records."""
+    def open_batches(yard: str) -> list[OpenBatch]:
+        return [open_batch(b, records.readings(b.id))
+                for b in records.batches(yard=yard, open_only=True)]
+    return open_batches
 
 
 @dataclass(frozen=True, slots=True)

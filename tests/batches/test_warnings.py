@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 from datetime import datetime
+from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import pytest
@@ -116,6 +117,24 @@ def test_open_batch_takes_the_latest_and_the_lowest_of_its_own_readings() -> Non
         last_moisture_pct=8.2, last_moisture_ts=NOW - 10, min_moisture_pct=7.9)
     assert warnings.open_batch(record, []) == OpenBatch(
         id="b1", yard="norte", trays=(T1, T2), started_at=NOW - DAY_S)
+
+
+def test_open_batches_from_the_batch_records(tmp_path: Path) -> None:
+    """The input the lead wires into the alert service, on the real SQLite batch records."""
+    store = pytest.importorskip("secadero.server.batches.store",
+                                reason="the batch records (issue 8, part 1) are not merged")
+    with store.BatchStore(tmp_path / "batches.sqlite3") as records:
+        records.add_batch(Batch(id="b1", yard="norte", trays=(T1, T2),
+                                started_at=NOW - 2 * DAY_S))
+        records.add_batch(Batch(id="b2", yard="norte", trays=(T3,), started_at=NOW - 3 * DAY_S))
+        records.add_batch(Batch(id="b9", yard="sur", trays=(T1,), started_at=NOW - DAY_S))
+        records.add_moisture(MoistureReading("b1", NOW - DAY_S, 20.0))
+        records.add_moisture(MoistureReading("b1", NOW - 60, 9.5))
+        records.end_batch("b2", ended_at=NOW - 10, final_moisture_pct=7.2, dry_weight_kg=None)
+        assert warnings.open_batches_from(records)("norte") == [OpenBatch(
+            id="b1", yard="norte", trays=(T1, T2), started_at=NOW - 2 * DAY_S,
+            last_moisture_pct=9.5, last_moisture_ts=NOW - 60, min_moisture_pct=9.5)]
+        assert warnings.open_batches_from(records)("oeste") == []
 
 
 # ---------------------------------------------------------------- the engine's keys
