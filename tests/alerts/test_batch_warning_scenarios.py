@@ -12,17 +12,21 @@ Carmen (English, SMS); nobody else may hear of a batch. Drying hours
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import replace
 from pathlib import Path
 
 import pytest
-from alert_helpers import YARD, SimYard, at
+from alert_helpers import YARD, FakeService, SimYard, at
 
+from secadero import contract
 from secadero.contract import Alert
+from secadero.server.alerts.service import AlertService
 from secadero.server.batches.model import Batch, MoistureReading, TrayRef
 from secadero.server.batches.warnings import OpenBatch, open_batch
-from secadero.settings import RecipientSettings
+from secadero.server.notifiers import build_notifiers
+from secadero.settings import RecipientSettings, load_server_settings
 
 MARTA = RecipientSettings(name="Marta", role="quality", language="es", phone="+51900000004")
 QUALITY_YARD = replace(YARD, recipients=(*YARD.recipients, MARTA))
@@ -62,6 +66,15 @@ class Batches:
             raise RuntimeError("database is locked")
         return [open_batch(b, self.readings) for b in self.records.values()
                 if b.yard == yard and b.open]
+
+
+def wait_until(predicate: Callable[[], bool], timeout_s: float = 10.0) -> None:
+    """Poll a condition the code offers no event for (a notification's stored status)."""
+    deadline = time.monotonic() + timeout_s
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"not true after {timeout_s} s")
+        time.sleep(0.01)
 
 
 def quality_yard(tmp_path: Path, **overrides: object) -> tuple[SimYard, Batches]:
@@ -315,3 +328,76 @@ def test_only_the_quality_role_hears_of_a_batch(tmp_path: Path, role: str) -> No
     assert yard.sent == []
     assert [(e.kind, e.notify_count) for e in yard.alerts.open_episodes()] == [
         ("batch_brittle", 1)]
+
+
+def test_the_service_sends_a_warning_through_ntfy_with_the_configured_threshold(
+        tmp_path: Path) -> None:
+    """The whole path from server.toml: ``[batches]`` thresholds, the ``open_batches``
+    input, the dispatcher and the real ntfy notifier, against a local HTTP server that
+    answers as ntfy does (JSON publish to its root URL). Nothing goes on the yard's
+    retained ``alert`` topic but "clear"."""
+    ntfy = FakeService()
+    ntfy.default = ntfy.json_reply({"id": "abc123", "event": "message"})
+    config = tmp_path / "server.toml"
+    config.write_text(f"""
+[alerts]
+database = "alerts.sqlite3"
+drying_start = "00:00"
+drying_end = "24:00"
+evaluate_interval_s = 3600
+
+[batches]
+brittle_moisture_pct = 6.0
+
+[notifiers.ntfy]
+url = "{ntfy.url}"
+
+[[yards]]
+id = "norte"
+name = "Norte"
+latitude = -6.57
+longitude = -76.14
+
+[[yards.recipients]]
+name = "Luis"
+role = "worker"
+channels = ["push"]
+ntfy_topic = "norte-luis"
+
+[[yards.recipients]]
+name = "Carmen"
+role = "quality"
+language = "en"
+channels = ["push"]
+ntfy_topic = "norte-carmen"
+""")
+    settings = load_server_settings(config)
+    batches = Batches()
+    batches.start("b7", ["n1/t1"], time.time() - 3 * 86400)
+    batches.read("b7", 5.5, time.time() - 60)  # below the configured 6 %, above the default
+    published: list[tuple[str, bytes, bool]] = []
+    service = AlertService(settings, notifiers=build_notifiers(settings.notifiers),
+                           poller=None, open_batches=batches,
+                           publish=lambda topic, payload, retain: published.append(
+                               (topic, payload, retain)))
+    try:
+        service.start()
+        try:
+            service.evaluate(["norte"])
+            request = ntfy.received.get(timeout=10)
+            wait_until(lambda: [n.status for n in service.store.notifications()] == ["sent"])
+        finally:
+            service.stop()
+        assert len(ntfy.requests) == 1
+        body = request.json()
+        assert isinstance(body, dict)
+        assert (body["topic"], body["title"], body["message"]) == (
+            "norte-carmen", "Brittle beans - norte",
+            "Quality: batch b7 at yard Norte reads 5.5% moisture (below 6%): brittle beans. "
+            "Stop drying it.")
+        assert {(topic, contract.decode_alert(contract.load_json_object(payload)).state,
+                 retain)
+                for topic, payload, retain in published} == {
+            ("secadero/v1/norte/alert", "clear", True)}
+    finally:
+        ntfy.close()
