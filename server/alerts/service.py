@@ -158,14 +158,15 @@ class AlertCore:
         """Decide for each yard, commit, swap, act; return the committed decisions."""
         started = time.perf_counter()
         targets = list(yards) if yards is not None else self.tracker.yards()
+        # Read from SQLite before taking the lock, so an acknowledge does not wait on it.
+        batches = {yard: self._batches(yard) for yard in targets}
         with self._lock:
             decided: list[Decision] = []
             for yard in targets:
                 try:
                     decision = self.engine.decide(
                         self.tracker.view(yard), self.forecast(yard), self._open.get(yard, {}),
-                        now, delivery_error=self.delivery_error(yard),
-                        batches=self._batches(yard))
+                        now, delivery_error=self.delivery_error(yard), batches=batches[yard])
                 except Exception:
                     self._failed("decide", yard)
                     continue
