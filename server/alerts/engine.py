@@ -32,12 +32,12 @@ Borrowed from Alertmanager, PagerDuty and ThingsBoard (see docs/alerts.md):
 Decide, then commit, then act. This module is the *decide* step and nothing
 else: ``AlertEngine.decide(view, forecast, episodes, now)`` takes one yard's
 view, its forecast status, the delivery state, its open batches, the yard's
-open episodes and the clock, and returns a ``Decision``: the new versions of the episodes that
-changed, the notifications to send (already rendered) and the transitions
-for the wall display. It changes nothing it is given (the rules work on
-copies) and touches no store, so anything that raises while deciding (a
-rule, a message template) leaves every episode as it was, and the yard is
-simply decided again at the next evaluation. ``service.AlertCore`` commits
+open episodes and the clock, and returns a ``Decision``: the new versions of
+the episodes that changed, the notifications to send (already rendered) and
+the transitions for the wall display. It changes nothing it is given (the
+rules work on copies) and touches no store, so anything that raises while
+deciding (a rule, a message template) leaves every episode as it was, and
+the yard is simply decided again at the next evaluation. ``service.AlertCore`` commits
 a decision to SQLite, then swaps it into memory, then hands it on to be
 sent and published.
 """
