@@ -23,17 +23,21 @@ Borrowed from Alertmanager, PagerDuty and ThingsBoard (see docs/alerts.md):
   all-clear message goes only in drying hours, to everyone who was told;
 - technician alerts (``node_offline``, ``forecast_stale``) never go to the
   yard's workers; nor does ``delivery_failed`` (messages to the yard failing
-  for good: Twilio refusing, ntfy unreachable, the modem gone).
+  for good: Twilio refusing, ntfy unreachable, the modem gone);
+- quality warnings of the open drying batches (``batch_rewetting``,
+  ``batch_mould``, ``batch_brittle``, one episode per batch and cause, the
+  rules in ``server/batches/warnings.py``) go to the ``quality`` role only,
+  one message per episode, never on the yard's retained ``alert`` topic.
 
 Decide, then commit, then act. This module is the *decide* step and nothing
 else: ``AlertEngine.decide(view, forecast, episodes, now)`` takes one yard's
-view, its forecast status, the delivery state, the yard's open episodes and
-the clock, and returns a ``Decision``: the new versions of the episodes that
-changed, the notifications to send (already rendered) and the transitions
-for the wall display. It changes nothing it is given (the rules work on
-copies) and touches no store, so anything that raises while deciding (a
-rule, a message template) leaves every episode as it was, and the yard is
-simply decided again at the next evaluation. ``service.AlertCore`` commits
+view, its forecast status, the delivery state, its open batches, the yard's
+open episodes and the clock, and returns a ``Decision``: the new versions of
+the episodes that changed, the notifications to send (already rendered) and
+the transitions for the wall display. It changes nothing it is given (the
+rules work on copies) and touches no store, so anything that raises while
+deciding (a rule, a message template) leaves every episode as it was, and
+the yard is simply decided again at the next evaluation. ``service.AlertCore`` commits
 a decision to SQLite, then swaps it into memory, then hands it on to be
 sent and published.
 """
@@ -49,15 +53,21 @@ from secadero.contract import Alert
 from secadero.server.alerts import messages, rules
 from secadero.server.alerts.rules import YardView
 from secadero.server.alerts.store import Episode
+from secadero.server.batches import warnings
+from secadero.server.batches.warnings import OpenBatch
 from secadero.server.forecast import Forecast, ForecastStatus
 from secadero.server.notifiers.notification_log import Notification
-from secadero.settings import AlertSettings, RecipientSettings, YardSettings
+from secadero.settings import AlertSettings, BatchSettings, RecipientSettings, YardSettings
 
 log = logging.getLogger(__name__)
 
 TECHNICIAN = "technician"
+QUALITY = "quality"
+# The quality warnings' episode kinds (keyed by batch); each is also its message template.
+BATCH_KINDS = ("batch_rewetting", "batch_mould", "batch_brittle")
 
-# The open episodes of one yard, by (kind, key): key is the node for node_offline, else "".
+# The open episodes of one yard, by (kind, key): key is the node for node_offline, the
+# batch for the batch_* kinds, else "".
 YardEpisodes = Mapping[tuple[str, str], Episode]
 
 # messages.render's signature: (template kind, language, fields, repeat=) -> Text.
@@ -129,13 +139,16 @@ class AlertEngine:
     """The rules' lifecycle for all yards: pure, holds no episode; one instance per server.
 
     ``render``: how a message is worded (``messages.render``); passed in so a
-    test can make it fail the way a broken template would.
+    test can make it fail the way a broken template would. ``batches``: the
+    thresholds of the quality warnings (``[batches]``).
     """
 
     def __init__(self, settings: AlertSettings, yards: Iterable[YardSettings], *,
                  started_at: float, forecast_enabled: bool = True,
-                 render: Render = messages.render) -> None:
+                 render: Render = messages.render,
+                 batches: BatchSettings | None = None) -> None:
         self.settings = settings
+        self.batch_settings = batches if batches is not None else BatchSettings()
         self.yards: dict[str, YardSettings] = {y.id: y for y in yards}
         self.started_at = started_at
         # Without providers there is no forecast to go stale: the sensors alone decide.
@@ -145,12 +158,16 @@ class AlertEngine:
     # ------------------------------------------------------------------ API
 
     def decide(self, view: YardView, forecast: ForecastStatus, episodes: YardEpisodes,
-               now: float, *, delivery_error: str | None = None) -> Decision:
+               now: float, *, delivery_error: str | None = None,
+               batches: Sequence[OpenBatch] | None = None) -> Decision:
         """Run every rule for one yard; return what changes (``episodes`` stay untouched).
 
         ``episodes``: the yard's open episodes. ``delivery_error``: messages to
         this yard are failing for good right now (``DeliveryHealth``): the
-        technician is told.
+        technician is told. ``batches``: the yard's open drying batches, for
+        the quality warnings; ``None`` when they are not known (no batch
+        records wired, or the store could not be read): their warnings are then
+        left as they are, neither raised nor resolved.
         """
         yard = self.yards.get(view.yard)
         if yard is None:
@@ -163,6 +180,8 @@ class AlertEngine:
         if self.forecast_enabled:
             self._forecast_stale(yard, forecast, now, drying, draft)
         self._delivery(yard, delivery_error, now, drying, draft)
+        if batches is not None:
+            self._batches(yard, view, batches, now, drying, draft)
         return draft.decision()
 
     def acknowledge(self, episode: Episode, by: str, now: float) -> Decision:
@@ -370,6 +389,95 @@ class AlertEngine:
                 self._notify(episode, yard, "recovered", "delivery_back", (TECHNICIAN,), now,
                              draft, {}, count=False)
             self._resolve(episode, now, draft, by="messages leave again")
+
+    # ------------------------------------------------- the quality warnings
+
+    def _batches(self, yard: YardSettings, view: YardView, batches: Sequence[OpenBatch],
+                 now: float, drying: bool, draft: _Draft) -> None:
+        """The quality warnings of the yard's open batches (``server/batches/warnings.py``).
+
+        Each cause of each batch is its own episode (key: the batch), told once
+        to the quality role and resolved when its cause ends, or when the batch
+        ends. Mould risk and brittle beans wait for the drying hours (nobody
+        acts on them at night); trays out at night are news at night.
+        """
+        open_ids: set[str] = set()
+        for batch in sorted(batches, key=lambda b: b.id):
+            if batch.yard != yard.id or batch.id in open_ids:
+                continue
+            open_ids.add(batch.id)
+            self._rewetting(yard, batch, view, now, drying, draft)
+            self._mould(yard, batch, now, drying, draft)
+            self._brittle(yard, batch, now, drying, draft)
+        for (kind, key), episode in sorted(draft.open.items()):
+            if kind in BATCH_KINDS and key not in open_ids:
+                self._resolve(episode, now, draft, by="batch ended")
+
+    def _rewetting(self, yard: YardSettings, batch: OpenBatch, view: YardView, now: float,
+                   drying: bool, draft: _Draft) -> None:
+        episode = draft.get("batch_rewetting", batch.id)
+        found = warnings.rewetting(batch, view, self.batch_settings, drying=drying)
+        if found is None:
+            if episode is not None:
+                # Held like the all-clear: humidity flapping around the threshold, or the
+                # trays in for ten minutes and out again, is still the same night.
+                clear_since = episode.details.setdefault("clear_since", now)
+                if now - clear_since >= self.settings.min_hold_min * 60:
+                    self._resolve(episode, now, draft, by="trays in, air drier or day")
+                draft.touch(episode)
+            return
+        if episode is None:
+            episode = self._raise("batch_rewetting", batch.id, cause="batch_rewetting",
+                                  severity="warning", now=now, draft=draft)
+            episode.details["humidity_pct"] = found.humidity_pct
+        episode.details.pop("clear_since", None)
+        # The trays, not the humidity: that changes every minute and would rewrite the row.
+        episode.details["trays"] = list(found.trays)
+        draft.touch(episode)
+        if episode.notify_count == 0:
+            self._notify(episode, yard, "raise", "batch_rewetting", (QUALITY,), now, draft,
+                         {"batch": batch.id, "humidity": f"{found.humidity_pct:.0f}",
+                          "trays": ", ".join(found.trays)})
+
+    def _mould(self, yard: YardSettings, batch: OpenBatch, now: float, drying: bool,
+               draft: _Draft) -> None:
+        s = self.batch_settings
+        episode = draft.get("batch_mould", batch.id)
+        found = warnings.mould_risk(batch, now, s)
+        if found is None:
+            if episode is not None:
+                self._resolve(episode, now, draft, by="moisture reached")
+            return
+        if episode is None:
+            episode = self._raise("batch_mould", batch.id, cause="batch_mould",
+                                  severity="warning", now=now, draft=draft)
+            episode.details["started_at"] = batch.started_at
+        if drying and episode.notify_count == 0:
+            self._notify(episode, yard, "raise", "batch_mould", (QUALITY,), now, draft,
+                         {"batch": batch.id, "days": f"{int(found.age_days)}",
+                          "target": f"{s.mould_moisture_pct:g}",
+                          "moisture_es": messages.moisture_phrase(found.last_moisture_pct,
+                                                                  "es"),
+                          "moisture_en": messages.moisture_phrase(found.last_moisture_pct,
+                                                                  "en")})
+
+    def _brittle(self, yard: YardSettings, batch: OpenBatch, now: float, drying: bool,
+                 draft: _Draft) -> None:
+        s = self.batch_settings
+        episode = draft.get("batch_brittle", batch.id)
+        found = warnings.brittle(batch, s)
+        if found is None:
+            if episode is not None:
+                self._resolve(episode, now, draft, by="reading at or above the limit")
+            return
+        if episode is None:
+            episode = self._raise("batch_brittle", batch.id, cause="batch_brittle",
+                                  severity="warning", now=now, draft=draft)
+            episode.details.update(moisture_pct=found.moisture_pct, reading_ts=found.ts)
+        if drying and episode.notify_count == 0:
+            self._notify(episode, yard, "raise", "batch_brittle", (QUALITY,), now, draft,
+                         {"batch": batch.id, "moisture": f"{found.moisture_pct:.1f}",
+                          "limit": f"{s.brittle_moisture_pct:g}"})
 
     # --------------------------------------------------------------- helpers
 

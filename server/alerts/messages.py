@@ -77,6 +77,25 @@ TEMPLATES: Final[Mapping[str, Mapping[str, str]]] = {
         "es": "Técnico: los mensajes de alerta del tendal {yard} salen de nuevo.",
         "en": "Technician: alert messages for yard {yard} go out again.",
     },
+    # The quality warnings of a drying batch (server/batches/warnings.py), to quality only.
+    "batch_rewetting": {
+        "es": "Calidad: bandejas del lote {batch} afuera de noche con {humidity}% de humedad "
+              "en el tendal {yard}: {trays}. Los granos se rehumedecen: recogerlas.",
+        "en": "Quality: trays of batch {batch} out at night in {humidity}% humidity at yard "
+              "{yard}: {trays}. The beans take up water: pull them in.",
+    },
+    "batch_mould": {
+        "es": "Calidad: el lote {batch} del tendal {yard} lleva {days} dias y no baja de "
+              "{target}% ({moisture_es}). Riesgo de moho: revisar y secar.",
+        "en": "Quality: batch {batch} at yard {yard} is {days} days out and not below "
+              "{target}% yet ({moisture_en}). Mould risk: check and dry it.",
+    },
+    "batch_brittle": {
+        "es": "Calidad: el lote {batch} del tendal {yard} tiene {moisture}% de humedad "
+              "(menos de {limit}%): granos quebradizos. Dejar de secarlo.",
+        "en": "Quality: batch {batch} at yard {yard} reads {moisture}% moisture (below "
+              "{limit}%): brittle beans. Stop drying it.",
+    },
 }
 
 # A repeat says so, so nobody thinks it is a second rain.
@@ -94,12 +113,16 @@ TITLES: Final[Mapping[str, Mapping[str, str]]] = {
     "forecast_back": {"es": "Pronóstico de nuevo", "en": "Forecast back"},
     "delivery_failed": {"es": "Mensajes no salen", "en": "Messages failing"},
     "delivery_back": {"es": "Mensajes de nuevo", "en": "Messages back"},
+    "batch_rewetting": {"es": "Lote rehumedeciéndose", "en": "Batch rewetting"},
+    "batch_mould": {"es": "Riesgo de moho", "en": "Mould risk"},
+    "batch_brittle": {"es": "Granos quebradizos", "en": "Brittle beans"},
 }
 
-_FLEXIBLE: Final = ("yard", "trays", "nodes", "error", "node", "provider")
+_FLEXIBLE: Final = ("yard", "trays", "nodes", "error", "node", "provider", "batch")
 # When a text is too long, each flexible field is first cut to this many characters,
 # so the yard's name and the trays both survive in a readable form.
-_CAPS: Final = {"yard": 24, "trays": 48, "nodes": 30, "error": 36, "node": 24, "provider": 16}
+_CAPS: Final = {"yard": 24, "trays": 48, "nodes": 30, "error": 36, "node": 24, "provider": 16,
+                "batch": 24}
 
 
 class MessageError(ValueError):
@@ -126,6 +149,14 @@ def amount_phrase(prob_pct: float | None, precip_mm: float | None) -> str:
     if precip_mm is not None:
         return f"{precip_mm:.1f} mm/h"
     return "?"
+
+
+def moisture_phrase(moisture_pct: float | None, language: str) -> str:
+    """'ultima lectura 9.0%' / 'last reading 9.0%'; 'sin lecturas' / 'no readings' without."""
+    if moisture_pct is None:
+        return "sin lecturas" if language == "es" else "no readings"
+    return (f"ultima lectura {moisture_pct:.1f}%" if language == "es"
+            else f"last reading {moisture_pct:.1f}%")
 
 
 def render(kind: str, language: str, fields: Mapping[str, object], *,

@@ -13,7 +13,8 @@ Every change of an episode (an evaluation, an acknowledge from the API, an
 SMS reply, the trays coming in) takes the one path of ``AlertCore``:
 
 1. **decide**: ``AlertEngine.decide`` (pure) returns a ``Decision`` from the
-   yard's view, forecast, delivery state, open episodes and the clock;
+   yard's view, forecast, delivery state, open batches, open episodes and the
+   clock;
 2. **commit**: ``AlertStore.commit`` stores it, one SAVEPOINT per yard inside
    one transaction per cycle (500 yards raising at once is one fsync);
 3. **swap**: the committed episodes replace the yard's open episodes in memory;
@@ -33,7 +34,11 @@ act step failed in a running process goes out within one
 
 The service is built and wired with the other parts in ``server/app.py``
 (the composition root): its forecast poller, notifiers, the point writer
-behind ``points`` and the ingest's ``publish``.
+behind ``points``, the ingest's ``publish`` and ``open_batches`` (the drying
+batches' records, for the quality warnings). The open batches are read once
+per yard and evaluation; if reading them raises, that is counted
+(``stage="batches"``) and the yard's rain alerts are decided all the same,
+its batch warnings left as they were.
 """
 
 from __future__ import annotations
@@ -48,6 +53,7 @@ from secadero import contract
 from secadero.contract import Alert, Envelope
 from secadero.server.alerts import messages
 from secadero.server.alerts.engine import (
+    BATCH_KINDS,
     AlertEngine,
     Decision,
     Render,
@@ -57,6 +63,7 @@ from secadero.server.alerts.engine import (
 from secadero.server.alerts.state import YardTracker
 from secadero.server.alerts.store import AlertStore, Episode
 from secadero.server.alerts.tokens import AckTokens, load_or_create_secret
+from secadero.server.batches.warnings import OpenBatch, OpenBatches
 from secadero.server.forecast import ForecastStatus
 from secadero.server.forecast.poller import ForecastPoller
 from secadero.server.metrics import Health, Metrics, Registry
@@ -70,7 +77,8 @@ log = logging.getLogger(__name__)
 Publish = Callable[[str, bytes, bool], Any]
 
 # Episode kinds, so the open-episodes gauge says 0 for a kind with none open.
-KINDS = ("rain", "humidity_surge", "node_offline", "forecast_stale", "delivery_failed")
+KINDS = ("rain", "humidity_surge", "node_offline", "forecast_stale", "delivery_failed",
+         *BATCH_KINDS)
 
 HELP = {
     "yard_evaluations_total": ("counter", "Evaluations of one yard's rules, failed ones "
@@ -80,9 +88,11 @@ HELP = {
     "errors_total": ("counter", "Failures by stage: decide (a rule or a message template "
                                 "raised), commit (SQLite refused), act (dispatch or publish "
                                 "raised), cycle, resubmit (handing pending notifications to "
-                                "the dispatcher again raised). A yard that failed to decide "
-                                "or commit is evaluated again at the next cycle; a pending "
-                                "notification is handed over again at the next full cycle"),
+                                "the dispatcher again raised), batches (reading the open "
+                                "drying batches raised: the yard's rain alerts are decided "
+                                "without them). A yard that failed to decide or commit is "
+                                "evaluated again at the next cycle; a pending notification "
+                                "is handed over again at the next full cycle"),
     "notifications_decided_total": ("counter", "Notifications committed to the log, to be "
                                                "sent"),
     "open_episodes": ("gauge", "Open alert episodes by kind"),
@@ -112,7 +122,8 @@ class AlertCore:
     so an acknowledge cannot be overwritten by a cycle that decided from the
     episode as it was before; ``act`` runs outside it.
 
-    ``forecast(yard)`` and ``delivery_error(yard)`` give the other inputs;
+    ``forecast(yard)``, ``delivery_error(yard)`` and ``open_batches(yard)``
+    (None: no batch records, so no quality warnings) give the other inputs;
     ``act(decision)`` is told of each committed decision (an exception there
     is counted and logged: the notifications stay pending in the store, for
     whoever re-submits them: ``AlertService``, through the dispatcher).
@@ -122,6 +133,7 @@ class AlertCore:
     def __init__(self, engine: AlertEngine, store: AlertStore, tracker: YardTracker, *,
                  forecast: Callable[[str], ForecastStatus] = lambda yard: ForecastStatus(),
                  delivery_error: Callable[[str], str | None] = lambda yard: None,
+                 open_batches: OpenBatches | None = None,
                  act: Callable[[Decision], None] | None = None,
                  registry: Registry | None = None) -> None:
         self.engine = engine
@@ -129,6 +141,7 @@ class AlertCore:
         self.tracker = tracker
         self.forecast = forecast
         self.delivery_error = delivery_error
+        self.open_batches = open_batches
         self.act = act
         self.metrics = alert_metrics(registry if registry is not None else Registry())
         self._lock = threading.RLock()
@@ -145,13 +158,15 @@ class AlertCore:
         """Decide for each yard, commit, swap, act; return the committed decisions."""
         started = time.perf_counter()
         targets = list(yards) if yards is not None else self.tracker.yards()
+        # Read from SQLite before taking the lock, so an acknowledge does not wait on it.
+        batches = {yard: self._batches(yard) for yard in targets}
         with self._lock:
             decided: list[Decision] = []
             for yard in targets:
                 try:
                     decision = self.engine.decide(
                         self.tracker.view(yard), self.forecast(yard), self._open.get(yard, {}),
-                        now, delivery_error=self.delivery_error(yard))
+                        now, delivery_error=self.delivery_error(yard), batches=batches[yard])
                 except Exception:
                     self._failed("decide", yard)
                     continue
@@ -208,6 +223,23 @@ class AlertCore:
         return current_alert(self._open.get(yard, {}))
 
     # ------------------------------------------------------------ steps
+
+    def _batches(self, yard: str) -> list[OpenBatch] | None:
+        """The yard's open batches; None when unknown (not wired, or the records failed).
+
+        A batch store that raises must not cost the yard its rain alerts: it is
+        counted and logged, and the engine leaves the batch warnings as they are.
+        """
+        if self.open_batches is None:
+            return None
+        try:
+            return list(self.open_batches(yard))
+        except Exception:
+            self.metrics.inc("errors_total", stage="batches")
+            log.exception("alerts: reading the open batches of yard %s failed; its rain "
+                          "alerts are decided without them, its batch warnings left as "
+                          "they were", yard)
+            return None
 
     def _commit(self, decisions: list[Decision]) -> list[Decision]:
         """One transaction, one SAVEPOINT per yard: a yard that fails loses only itself."""
@@ -275,14 +307,17 @@ class AlertService:
     ones by default, so a test can build the service alone). ``render``: how
     messages are worded (``messages.render``; a test passes a broken one).
     ``make_dispatcher``: builds the dispatcher (``Dispatcher``; a test passes
-    one that fails half-way through a submit).
+    one that fails half-way through a submit). ``open_batches(yard)``: the
+    yard's open drying batches (``warnings.OpenBatch``) for the quality
+    warnings; without it there are none.
     """
 
     def __init__(self, settings: ServerSettings, *, notifiers: Sequence[Notifier],
                  poller: ForecastPoller | None, publish: Publish | None = None,
                  clock: Callable[[], float] = time.time, registry: Registry | None = None,
                  health: Health | None = None, render: Render = messages.render,
-                 make_dispatcher: Callable[..., Dispatcher] = Dispatcher) -> None:
+                 make_dispatcher: Callable[..., Dispatcher] = Dispatcher,
+                 open_batches: OpenBatches | None = None) -> None:
         s = settings.alerts
         self.settings = settings
         self.clock = clock
@@ -291,7 +326,8 @@ class AlertService:
         self.store = AlertStore(s.database)
         self.tracker = YardTracker(settings.yards, humidity_window_s=s.humidity_window_min * 60)
         engine = AlertEngine(s, settings.yards, started_at=clock(),
-                             forecast_enabled=bool(settings.forecast.providers), render=render)
+                             forecast_enabled=bool(settings.forecast.providers), render=render,
+                             batches=settings.batches)
         secret = s.ack_secret or load_or_create_secret(s.database.with_suffix(".secret"))
         self.tokens = AckTokens(secret, s.ack_token_ttl_h * 3600)
         self.poller = poller
@@ -304,8 +340,8 @@ class AlertService:
         # The wall display's output: each committed transition becomes an ``alert`` point.
         self.points: Callable[[Transition], object] | None = None
         self.core = AlertCore(engine, self.store, self.tracker, forecast=self.forecast_status,
-                              delivery_error=self.delivery.error, act=self._act,
-                              registry=registry)
+                              delivery_error=self.delivery.error,
+                              open_batches=open_batches, act=self._act, registry=registry)
         self.metrics = self.core.metrics
         self._published: dict[str, bytes] = {}
         # Publishing reads the yard's alert and sends it in one step, so two threads

@@ -37,11 +37,12 @@ from secadero.server.alerts.engine import AlertEngine, Decision
 from secadero.server.alerts.service import AlertCore
 from secadero.server.alerts.state import YardTracker
 from secadero.server.alerts.store import AlertStore
+from secadero.server.batches.warnings import OpenBatches
 from secadero.server.forecast import Forecast, ForecastHour, ForecastStatus
 from secadero.server.notifiers import NotifierError, Outgoing
 from secadero.server.notifiers.dispatch import DeliveryHealth, Dispatcher
 from secadero.server.notifiers.notification_log import Notification
-from secadero.settings import AlertSettings, RecipientSettings, YardSettings
+from secadero.settings import AlertSettings, BatchSettings, RecipientSettings, YardSettings
 
 LIMA = ZoneInfo("America/Lima")
 DAY = (2026, 6, 15)  # June: in 2022 it rained every day of the "dry" month
@@ -98,11 +99,21 @@ class SimNode:
 
 
 class SimYard:
-    """One yard, two nodes, a forecast, fake notifiers; ``run`` advances the clock."""
+    """One yard, two nodes, a forecast, fake notifiers; ``run`` advances the clock.
 
-    def __init__(self, tmp_path: Path, **alert_overrides: object) -> None:
+    ``yard_settings``: the yard (id ``norte``) and its recipients, ``YARD`` by
+    default. ``open_batches``: the drying batches' input for the quality
+    warnings (none by default), ``batch_settings`` their thresholds.
+    """
+
+    def __init__(self, tmp_path: Path, *, yard_settings: YardSettings = YARD,
+                 batch_settings: BatchSettings | None = None,
+                 open_batches: OpenBatches | None = None, **alert_overrides: object) -> None:
         self.tmp_path = tmp_path
         self.settings = replace(AlertSettings(), **alert_overrides)  # type: ignore[arg-type]
+        self.yard_settings = yard_settings
+        self.batch_settings = batch_settings
+        self.open_batches = open_batches
         self.now = at("06:00")
         self.nodes = {
             "n1": SimNode(trays={"t1": "retracted", "t2": "retracted"}),
@@ -117,7 +128,7 @@ class SimYard:
         self.bodies: list[str] = []
         self.actions: list[tuple[float, Callable[[], None]]] = []
         self.store = AlertStore(tmp_path / "alerts.sqlite3")
-        self.tracker = YardTracker([YARD])
+        self.tracker = YardTracker([yard_settings])
         self.notifiers = {name: FakeNotifier(name, channel, self) for name, channel in
                           (("twilio", "sms"), ("gammu", "sms"), ("ntfy", "push"))}
         self.dispatch_fails = False
@@ -129,10 +140,12 @@ class SimYard:
         self.dispatcher = Dispatcher(self.store, self.notifiers.values(), attempts=2,
                                      backoff_s=0, clock=lambda: self.now, sleep=lambda s: None,
                                      on_done=self.delivery.record)
-        engine = AlertEngine(self.settings, [YARD], started_at=self.started_at)
+        engine = AlertEngine(self.settings, [self.yard_settings], started_at=self.started_at,
+                             batches=self.batch_settings)
         return AlertCore(engine, self.store, self.tracker,
                          forecast=lambda yard: self.forecast_status,
-                         delivery_error=self.delivery.error, act=self._act)
+                         delivery_error=self.delivery.error, open_batches=self.open_batches,
+                         act=self._act)
 
     def _act(self, decision: Decision) -> None:
         if self.dispatch_fails:

@@ -15,6 +15,10 @@ LONG = {
     "hours": "2", "humidity": "97", "node": "nodo-norte-01-con-un-nombre-largo",
     "error": "HTTPSConnectionPool(host='api.open-meteo.com', port=443): Max retries exceeded",
     "provider": "open-meteo",
+    # the batch quality warnings
+    "batch": "lote-2026-06-acopagro-chazuta-017", "days": "12", "target": "8",
+    "moisture": "4.5", "limit": "5", "moisture_es": "ultima lectura 19.5%",
+    "moisture_en": "last reading 19.5%",
 }
 
 
