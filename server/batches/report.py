@@ -79,7 +79,7 @@ CSV_COLUMNS = (
 
 # The page: A4 portrait, in inches as matplotlib counts.
 A4_INCHES = (210 / 25.4, 297 / 25.4)
-PNG_DPI = 150  # 1240 x 1754 px: sharp on a phone when zoomed, small enough to send
+PNG_DPI = 150  # 1240 x 1753 px: sharp on a phone when zoomed, small enough to send
 # The curve's columns: the plot is about 1,050 px wide at PNG_DPI, so one
 # column per pixel; the PDF, printed at 600 dpi, has 0.2 mm per column.
 PLOT_COLUMNS = 1000
@@ -395,7 +395,7 @@ def envelope(ts: np.ndarray, values: np.ndarray, *, start: float, end: float,
     return Envelope(ts=(edges[:-1] + edges[1:]) / 2, low=low, mean=mean, high=high)
 
 
-def _break_at(curve: Envelope, gaps: Sequence[Interval]) -> Envelope:
+def break_at_gaps(curve: Envelope, gaps: Sequence[Interval]) -> Envelope:
     """Insert a NaN point in the middle of each gap, so no line is drawn across it."""
     if not gaps:
         return curve
@@ -482,10 +482,10 @@ class _Page:
         return f"{self.weekdays[local.weekday()]} {local:%d/%m %H:%M}"
 
     def when_long(self, ts: float | None) -> str:
+        """With the year, for the record (the weekday would not fit in the head's column)."""
         if ts is None:
             return self.words["none"]
-        local = datetime.fromtimestamp(ts, self.zone)
-        return f"{self.weekdays[local.weekday()]} {local:%d/%m/%Y %H:%M}"
+        return f"{datetime.fromtimestamp(ts, self.zone):%d/%m/%Y %H:%M}"
 
     def clock_after(self, earlier: float, ts: float) -> str:
         """``HH:MM`` of ``ts``, with its day when that is not ``earlier``'s day."""
@@ -532,11 +532,16 @@ class _Page:
         figure = Figure(figsize=A4_INCHES)
         FigureCanvasAgg(figure)  # no pyplot, no display: the figure draws itself
         # Places on the page, [left, bottom, width, height] as fractions of it, top down.
+        # The tray panel grows with the trays (a lane each, and one for rain) and the
+        # humidity panel above gives the room.
         left, width = 0.1, 0.865
+        trays_height = min(0.15, 0.03 + 0.012 * (len(self.batch.trays) + 1))
         head = figure.add_axes((0.07, 0.865, 0.895, 0.125))
-        humidity = figure.add_axes((left, 0.635, width, 0.18))
-        temperature = figure.add_axes((left, 0.53, width, 0.09), sharex=humidity)
-        trays = figure.add_axes((left, 0.425, width, 0.09), sharex=humidity)
+        humidity_bottom = 0.53 + trays_height + 0.015
+        humidity = figure.add_axes((left, humidity_bottom, width, 0.815 - humidity_bottom))
+        temperature = figure.add_axes((left, 0.425 + trays_height + 0.015, width, 0.09),
+                                      sharex=humidity)
+        trays = figure.add_axes((left, 0.425, width, trays_height), sharex=humidity)
         moisture = figure.add_axes((left, 0.265, width, 0.145), sharex=humidity)
         figures_table = figure.add_axes((0.07, 0.02, 0.49, 0.185))
         alerts_table = figure.add_axes((0.6, 0.02, 0.365, 0.185))
@@ -563,14 +568,17 @@ class _Page:
                                                timezone=self.zone.key),
                 fontsize=8, color="0.25", va="top", transform=ax.transAxes)
 
+        def short(text: str) -> str:  # what fits in a column of the head
+            return textwrap.shorten(text, 24, placeholder=" …") or w["none"]
+
         def kg(value: float | None) -> str:
             return w["none"] if value is None else f"{value:.1f} kg"
 
         final = (w["none"] if b.final_moisture_pct is None
                  else f"{b.final_moisture_pct:.1f} %")
         columns = (
-            ((w["batch"], b.id), (w["lot"], b.lot or w["none"]),
-             (w["member"], b.member or w["none"]), (w["yard"], b.yard)),
+            ((w["batch"], short(b.id)), (w["lot"], short(b.lot)),
+             (w["member"], short(b.member)), (w["yard"], short(b.yard))),
             ((w["fermentation_end"], b.fermentation_end or w["none"]),
              (w["started"], self.when_long(b.started_at)),
              (w["ended"], w["in_progress"] if b.ended_at is None else
@@ -579,15 +587,16 @@ class _Page:
              (w["final_moisture"], final)),
         )
         row_y = [0.64 - line * 0.135 for line in range(5)]
-        for column, (left, label_width) in enumerate(((0.0, 0.175), (0.38, 0.185),
-                                                      (0.78, 0.125))):
+        for column, (left, label_width) in enumerate(((0.0, 0.185), (0.41, 0.175),
+                                                      (0.785, 0.13))):
             for line, (label, value) in enumerate(columns[column]):
                 self.field(ax, left, label_width, row_y[line], label, value)
         trays = ", ".join(str(t) for t in b.trays) or w["none"]
-        self.field(ax, 0.38, 0.185, row_y[3], w["trays"],
-                   textwrap.shorten(trays, 60, placeholder=" …"))
+        if len(trays) > 40:  # all of them are named in the tray panel
+            trays = f"({len(b.trays)}) " + textwrap.shorten(trays, 36, placeholder=" …")
+        self.field(ax, 0.41, 0.175, row_y[3], w["trays"], trays)
         if b.notes:
-            self.field(ax, 0.0, 0.175, row_y[4], w["notes"],
+            self.field(ax, 0.0, 0.185, row_y[4], w["notes"],
                        textwrap.shorten(b.notes, 110, placeholder=" …"), bold=False)
 
     @staticmethod
@@ -618,7 +627,7 @@ class _Page:
                 ax.text(0.5, 0.5, self.words["no_climate"], ha="center", va="center",
                         transform=ax.transAxes, fontsize=9, color="0.3")
                 continue
-            curve = _break_at(envelope(ts, values, start=self.start, end=self.end,
+            curve = break_at_gaps(envelope(ts, values, start=self.start, end=self.end,
                                        columns=PLOT_COLUMNS), self.series.gaps)
             x = self.x(curve.ts)
             ax.fill_between(x, curve.low, curve.high, where=~np.isnan(curve.low),
@@ -783,8 +792,7 @@ class _Page:
         gap_hours = sum(g.seconds for g in m.gaps) / 3600.0
         target = f"{e.target_pct:g}"
         if e.reached_at is not None:
-            estimate = [(w["estimate"].format(target=target),
-                         w["reached"].format(when=self.when(e.reached_at)))]
+            estimate = [(w["reached"].format(target=target), self.when(e.reached_at))]
         elif e.p50_ts is not None:
             estimate = [(w["estimate"].format(target=target), self.when(e.p50_ts)),
                         (w["estimate_range_row"], w["estimate_range_value"].format(

@@ -62,7 +62,7 @@ SPANISH: Mapping[str, str] = {
     "estimate": "Llega a {target} % (P50)",
     "estimate_range_row": "Rango del estimado (P20–P80)",
     "estimate_range_value": "{p20} – {p80}",
-    "reached": "alcanzada el {when}",
+    "reached": "Llegó a {target} %",
     "no_estimate": "sin estimado: {reason}",
     # rain alerts
     "alerts": "Alertas de lluvia",
@@ -122,7 +122,7 @@ ENGLISH: Mapping[str, str] = {
     "estimate": "Reaches {target} % (P50)",
     "estimate_range_row": "Estimate range (P20–P80)",
     "estimate_range_value": "{p20} – {p80}",
-    "reached": "reached on {when}",
+    "reached": "Reached {target} %",
     "no_estimate": "no estimate: {reason}",
     "alerts": "Rain alerts",
     "alerts_columns": "alert → trays in · minutes",

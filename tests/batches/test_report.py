@@ -114,12 +114,14 @@ def ten_day_batch() -> tuple[Batch, BatchSeries, BatchMetrics, list[MoistureRead
     return batch, series, metrics, readings, estimate
 
 
-def ended(batch: Batch, metrics: BatchMetrics) -> tuple[Batch, BatchMetrics, Estimate]:
-    """The same batch, ended at day 10 at 7.3 %: the estimate says when it got there."""
-    reached = START + 9 * DAY + 9 * HOUR
-    return (dataclasses.replace(batch, ended_at=START + 10 * DAY, final_moisture_pct=7.3,
+def ended(batch: Batch, metrics: BatchMetrics, readings: list[MoistureReading]
+          ) -> tuple[Batch, BatchMetrics, list[MoistureReading], Estimate]:
+    """The same batch, read at 7.3 % on day 10 at 15:00 and ended then."""
+    reached = START + 9 * DAY + 8 * HOUR
+    return (dataclasses.replace(batch, ended_at=reached + HOUR, final_moisture_pct=7.3,
                                 dry_weight_kg=198.0, ended_by="Luis"),
             dataclasses.replace(metrics, time_to_target_h=(reached - START) / HOUR),
+            [*readings, MoistureReading(batch.id, reached, 7.3, by="Luis", tray=T2)],
             Estimate(target_pct=7.5, reached_at=reached))
 
 
@@ -135,7 +137,7 @@ def pdf_text(path: Path) -> str:
 @pytest.mark.parametrize("language", ["es", "en"])
 def test_render_one_a4_page_with_the_batch_numbers(tmp_path: Path, language: str) -> None:
     batch, series, metrics, readings, estimate = ten_day_batch()
-    batch, metrics, estimate = ended(batch, metrics)
+    batch, metrics, readings, estimate = ended(batch, metrics, readings)
     pdf, png = tmp_path / "b.pdf", tmp_path / "b.png"
 
     written = report.render(batch, series, metrics, readings, estimate, language=language,
@@ -147,7 +149,10 @@ def test_render_one_a4_page_with_the_batch_numbers(tmp_path: Path, language: str
     box = reader.pages[0].mediabox
     assert (round(float(box.width) / 72 * 25.4), round(float(box.height) / 72 * 25.4)) == (
         210, 297)
-    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    header = png.read_bytes()[:24]
+    assert header[:8] == b"\x89PNG\r\n\x1a\n"
+    # A4 at 150 dpi (297 mm = 1753.9 px), from the same figure
+    assert (int.from_bytes(header[16:20]), int.from_bytes(header[20:24])) == (1240, 1753)
     text = pdf_text(pdf)
     words = SPANISH if language == "es" else ENGLISH
     for expected in ("B-2026-031", "L-0412", "Familia Quispe Huamán", "tendal-norte",
@@ -158,8 +163,8 @@ def test_render_one_a4_page_with_the_batch_numbers(tmp_path: Path, language: str
                      "35 min"):
         assert expected in text, expected
     # Local time on the page: the start, 07:00 in Lima; the data end, day 10.
-    start_label = "vie 20/11/2026 07:00" if language == "es" else "Fri 20/11/2026 07:00"
-    assert start_label in text
+    assert f"{words['started']}: 20/11/2026 07:00" in text
+    assert f"{words['ended']}: 29/11/2026 16:00" in text
     assert "America/Lima" in text
 
 
@@ -257,6 +262,17 @@ def test_envelope_ignores_samples_outside_the_span() -> None:
 
     np.testing.assert_array_equal(curve.low, [10.0, 30.0])
     np.testing.assert_array_equal(curve.high, [10.0, 30.0])
+
+
+def test_a_gap_breaks_the_drawn_curve_where_it_is() -> None:
+    curve = report.envelope(np.arange(10.0), np.arange(10.0) * 10, start=0.0, end=10.0,
+                            columns=5)
+
+    broken = report.break_at_gaps(curve, [Interval(3.5, 6.5)])
+
+    np.testing.assert_array_equal(broken.ts, [1.0, 3.0, 5.0, 5.0, 7.0, 9.0])
+    np.testing.assert_array_equal(broken.mean, [5.0, 25.0, np.nan, 45.0, 65.0, 85.0])
+    np.testing.assert_array_equal(broken.low, [0.0, 20.0, np.nan, 40.0, 60.0, 80.0])
 
 
 # ---------------------------------------------------------------- JSON and CSV
@@ -424,3 +440,24 @@ def test_csv_of_the_ten_day_batch_has_every_sample(tmp_path: Path) -> None:
     assert records.count("rain") == 3
     assert records.count("moisture") == 10
     assert [p.name for p in tmp_path.iterdir()] == ["b.csv"]  # no temporary file left
+
+
+def test_a_number_that_is_not_a_number_is_null_never_nan(tmp_path: Path) -> None:
+    batch, series, metrics, readings, estimate = small_batch()
+    odd = dataclasses.replace(series, climate=(
+        ClimateSample(series.start, "norte-1", math.nan, math.inf, None),))
+
+    data = report.to_json(batch, odd, metrics, readings, estimate)
+    path = report.write_csv(tmp_path / "b.csv", batch, odd, metrics, readings, estimate)
+
+    assert data["curve"][0]["temperature_c"] is None
+    assert data["curve"][0]["humidity_pct"] is None
+    climate = [row for row in csv.reader(path.open(encoding="utf-8")) if row[0] == "climate"]
+    assert climate[0][7:10] == ["", "", ""]
+
+
+def test_unknown_timezone_is_refused_naming_it(tmp_path: Path) -> None:
+    with pytest.raises(BatchError) as refused:
+        report.to_json(*small_batch(), timezone="Mars/Olympus")
+
+    assert refused.value.field == "timezone"
