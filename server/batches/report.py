@@ -33,6 +33,7 @@ import math
 import os
 import tempfile
 import textwrap
+import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -429,7 +430,9 @@ def render(batch: Batch, series: BatchSeries, metrics: BatchMetrics,
     # second, and `secadero batch show` (which imports this module) must not pay it.
     import matplotlib
 
-    with matplotlib.rc_context(PAGE_STYLE):
+    # rc_context sets matplotlib's process-wide settings: one page at a time, or a
+    # page drawn on an API thread could pick up another's restored defaults.
+    with _ONE_PAGE_AT_A_TIME, matplotlib.rc_context(PAGE_STYLE):
         page = _Page(batch, series, metrics, readings, estimate, words=words,
                      language=language, zone=zone)
         figure = page.draw()
@@ -443,6 +446,8 @@ def render(batch: Batch, series: BatchSeries, metrics: BatchMetrics,
                 tmp, format="png", dpi=PNG_DPI)))
     return tuple(written)
 
+
+_ONE_PAGE_AT_A_TIME = threading.Lock()
 
 # Greys and patterns that survive a black-and-white printer.
 INK = "black"
