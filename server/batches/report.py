@@ -698,10 +698,16 @@ class _Page:
             ax.plot(x, y, linestyle="none", marker="o", markersize=4.5,
                     markerfacecolor=INK, markeredgecolor="white", markeredgewidth=0.6)
             if len(self.readings) <= 24:  # beyond that the numbers would overlap
-                for xi, yi in zip(x, y, strict=True):
+                close_s = 0.02 * (self.axis_end - self.start)
+                below = False
+                for i, (xi, yi) in enumerate(zip(x, y, strict=True)):
+                    # A reading close after the one before gets its number below the point.
+                    below = (not below and i > 0
+                             and self.readings[i].ts - self.readings[i - 1].ts < close_s)
                     ax.annotate(f"{yi:.1f}", (xi, yi), textcoords="offset points",
-                                xytext=(0, 5), ha="center", fontsize=6.5, zorder=4,
-                                bbox={"facecolor": "white", "edgecolor": "none", "pad": 0.3})
+                                xytext=(0, -11 if below else 5), ha="center", fontsize=6.5,
+                                zorder=4, bbox={"facecolor": "white", "edgecolor": "none",
+                                                "pad": 0.3})
         else:
             ax.text(0.5, 0.6, w["no_readings"], ha="center", va="center",
                     transform=ax.transAxes, fontsize=9, color="0.3")

@@ -116,12 +116,12 @@ def ten_day_batch() -> tuple[Batch, BatchSeries, BatchMetrics, list[MoistureRead
 
 def ended(batch: Batch, metrics: BatchMetrics, readings: list[MoistureReading]
           ) -> tuple[Batch, BatchMetrics, list[MoistureReading], Estimate]:
-    """The same batch, read at 7.3 % on day 10 at 15:00 and ended then."""
-    reached = START + 9 * DAY + 8 * HOUR
+    """The same batch, its last reading (day 10, 16:00) at 7.3 %, ended an hour later."""
+    reached = readings[-1].ts
     return (dataclasses.replace(batch, ended_at=reached + HOUR, final_moisture_pct=7.3,
                                 dry_weight_kg=198.0, ended_by="Luis"),
             dataclasses.replace(metrics, time_to_target_h=(reached - START) / HOUR),
-            [*readings, MoistureReading(batch.id, reached, 7.3, by="Luis", tray=T2)],
+            [*readings[:-1], dataclasses.replace(readings[-1], moisture_pct=7.3)],
             Estimate(target_pct=7.5, reached_at=reached))
 
 
@@ -164,7 +164,9 @@ def test_render_one_a4_page_with_the_batch_numbers(tmp_path: Path, language: str
         assert expected in text, expected
     # Local time on the page: the start, 07:00 in Lima; the data end, day 10.
     assert f"{words['started']}: 20/11/2026 07:00" in text
-    assert f"{words['ended']}: 29/11/2026 16:00" in text
+    assert f"{words['ended']}: 29/11/2026 17:00" in text
+    assert f"{words['reached'].format(target='7.5')} {'dom' if language == 'es' else 'Sun'} " \
+           "29/11 16:00" in text
     assert "America/Lima" in text
 
 
