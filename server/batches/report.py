@@ -331,10 +331,11 @@ def _cell(value: float | None) -> str:
     return "" if number is None else repr(float(number))
 
 
-def _write_atomically(path: Path, write: Callable[[Path], None]) -> Path:
+def _write_atomically(path: Path, write: Callable[[Path], None], *, field: str = "path"
+                      ) -> Path:
     """Write through a temporary file in ``path``'s directory, then rename it into place."""
     if not path.parent.is_dir():
-        raise BatchError("path", f"{path.parent} is not a directory")
+        raise BatchError(field, f"{path.parent} is not a directory")
     handle, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
     os.close(handle)
     temporary = Path(name)
@@ -440,10 +441,11 @@ def render(batch: Batch, series: BatchSeries, metrics: BatchMetrics,
         title = f"{words['title']}: {batch.id}"
         if pdf_path is not None:
             written.append(_write_atomically(Path(pdf_path), lambda tmp: figure.savefig(
-                tmp, format="pdf", metadata={"Title": title, "Creator": "secadero"})))
+                tmp, format="pdf", metadata={"Title": title, "Creator": "secadero"}),
+                field="pdf_path"))
         if png_path is not None:
             written.append(_write_atomically(Path(png_path), lambda tmp: figure.savefig(
-                tmp, format="png", dpi=PNG_DPI)))
+                tmp, format="png", dpi=PNG_DPI), field="png_path"))
     return tuple(written)
 
 
@@ -468,6 +470,10 @@ class _Page:
         self.readings = sorted(readings, key=lambda r: r.ts)
         self.estimate = estimate
         self.words, self.zone = words, zone
+        from matplotlib import dates  # render has imported matplotlib
+
+        # matplotlib counts time in days from its own epoch
+        self.epoch_days = float(dates.date2num(datetime(1970, 1, 1, tzinfo=UTC)))
         self.weekdays = WEEKDAYS[language]
         self.start = min(series.start, batch.started_at)
         self.end = max(series.end, self.start + 3600.0)
@@ -529,11 +535,9 @@ class _Page:
     # -------- the page
 
     def draw(self) -> Figure:
-        from matplotlib import dates
         from matplotlib.backends.backend_agg import FigureCanvasAgg
         from matplotlib.figure import Figure
 
-        self.epoch_days = float(dates.date2num(datetime(1970, 1, 1, tzinfo=UTC)))
         figure = Figure(figsize=A4_INCHES)
         FigureCanvasAgg(figure)  # no pyplot, no display: the figure draws itself
         # Places on the page, [left, bottom, width, height] as fractions of it, top down.
