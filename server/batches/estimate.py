@@ -125,6 +125,8 @@ def estimate(
     no range, and ``reason`` says why. Bad input raises ``BatchError`` naming the field.
     """
     _check(readings, periods, now=now, target_pct=target_pct)
+    if typical_day_kpa_h <= 0:
+        raise BatchError("typical_day_kpa_h", f"must be above 0, got {typical_day_kpa_h!r}")
     windows = _Windows(schedule)
     ordered = sorted(readings, key=lambda r: r.ts)
     if not ordered:
@@ -139,11 +141,16 @@ def estimate(
             f"target {target_pct:g} % is at or below the model's equilibrium moisture "
             f"({_wet_basis(EQUILIBRIUM_X):.1f} %): sun drying does not get there"))
 
+    assumed = not periods
+    if assumed:
+        # No drying period at all (no climate data for the batch, or not computed): assume
+        # the schedule's windows since the first reading dried at the typical VPD, rather
+        # than put every reading at the same drying time. Said in details.
+        periods = [DryingPeriod(a, b, typical_day_kpa_h / windows.hours_per_day)
+                   for a, b in windows.between(ordered[0].ts, now)]
     clock = _DryingClock(periods, now)
     fit = _fit(ordered, clock)
     first_ts = min(ordered[0].ts, clock.first_start if clock.first_start is not None else now)
-    if typical_day_kpa_h <= 0:
-        raise BatchError("typical_day_kpa_h", f"must be above 0, got {typical_day_kpa_h!r}")
     efficiency = _efficiency(clock.total, windows.open_hours(first_ts, now),
                              typical_day_kpa_h / windows.hours_per_day)
     target_y = math.log(target_x - EQUILIBRIUM_X)
@@ -179,6 +186,7 @@ def estimate(
         "kpa_h_per_open_h": efficiency,
         "equilibrium_pct": _wet_basis(EQUILIBRIUM_X),
         "not_dry_within_horizon": sum(math.isinf(t) for t in instants) / len(instants),
+        "periods_assumed": float(assumed),
     }
     if p50 is None:
         return Estimate(target_pct, p20_ts=p20, details=details, reason=(

@@ -144,6 +144,31 @@ def test_vpd_weights_the_drying_hours_and_a_period_without_vpd_gets_the_batch_me
     assert result.details["drying_kpa_h"] == pytest.approx(10.0 + 6 * 15.5 / 16 + 5.5)
 
 
+def test_the_fit_runs_on_vpd_weighted_hours_not_clock_hours():
+    # A bright day (2 kPa), a dull one (0.5), an average one: the beans dry by the
+    # kPa·h they receive, and readings on that curve give back its k exactly.
+    vpd_of_day = (2.0, 0.5, 1.0)
+    periods = [DryingPeriod(at(d, "07:00"), at(d, "18:00"), vpd) for d, vpd in
+               enumerate(vpd_of_day)]
+    received = (0.0, 22.0, 27.5)  # kPa·h before each day
+    readings = [reading(at(d, hhmm), on_curve(received[d] + hours * vpd_of_day[d]))
+                for d in range(3) for hhmm, hours in (("08:00", 1.0), ("17:00", 10.0))]
+    result = run(readings, periods, at(2, "17:30"))
+    assert result.details["drying_kpa_h"] == pytest.approx(38.0)
+    assert result.details["k_per_kpa_h"] == pytest.approx(K, rel=0.001)
+    assert result.details["crossing_kpa_h"] == pytest.approx(NEEDED_KPA_H, rel=0.001)
+
+
+def test_without_drying_periods_the_schedule_windows_are_assumed_at_the_typical_day():
+    # No climate data: the readings on the curve (1 kPa per open hour, the test yard's
+    # typical day) still give back its k, and details say the periods were assumed.
+    result = run(CURVE_READINGS, [], at(2, "17:30"))
+    assert result.details["periods_assumed"] == 1.0
+    assert result.details["k_per_kpa_h"] == pytest.approx(K, rel=0.001)
+    with_periods = run(CURVE_READINGS, windows(3), at(2, "17:30"))
+    assert with_periods.details["periods_assumed"] == 0.0
+
+
 def test_periods_after_now_are_cut_at_now():
     result = run(CURVE_READINGS[:1], windows(1), at(0, "12:00"))
     assert result.details["drying_h"] == pytest.approx(5.0)
