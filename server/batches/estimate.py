@@ -178,9 +178,6 @@ def estimate(
         "k_per_kpa_h": fit.k,
         "k_sd_per_kpa_h": fit.k_sd,
         "k_per_open_day": fit.k * efficiency * windows.hours_per_day,
-        # Where the fitted curve (its best values) crosses the target, in kPa·h.
-        "crossing_kpa_h": (fit.level_tau + (fit.level - target_y) / fit.k
-                           if fit.k > 0 else math.inf),
         "drying_h": clock.hours,
         "drying_kpa_h": clock.total,
         "kpa_h_per_open_h": efficiency,
@@ -188,6 +185,8 @@ def estimate(
         "not_dry_within_horizon": sum(math.isinf(t) for t in instants) / len(instants),
         "periods_assumed": float(assumed),
     }
+    if fit.k > 0:  # where the fitted curve (its best values) crosses the target, in kPa·h
+        details["crossing_kpa_h"] = fit.level_tau + (fit.level - target_y) / fit.k
     if p50 is None:
         return Estimate(target_pct, p20_ts=p20, details=details, reason=(
             f"the readings show no drying: no crossing of {target_pct:g} % "

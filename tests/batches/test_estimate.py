@@ -235,6 +235,7 @@ def test_readings_that_do_not_fall_give_no_p50_and_say_why():
     readings = [reading(at(d, hhmm), 30.0) for d in range(4) for hhmm in ("08:00", "17:00")]
     result = run(readings, windows(4), at(3, "17:30"))
     assert result.p50_ts is None and result.p80_ts is None
+    assert all(math.isfinite(v) for v in result.details.values())  # for JSON
     assert result.reason == "the readings show no drying: no crossing of 7.5 % within 30 days"
 
 
