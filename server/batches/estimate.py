@@ -90,6 +90,8 @@ WEATHER_SIGMA = 0.40
 # expected one as a whole (a duller or brighter spell than typical), lognormal sigma.
 EFFICIENCY_SIGMA = 0.10
 
+# 400 draws put P20 and P80 within about 2 % of their probability; a fixed seed makes
+# the estimate a function of its input (the same readings, the same answer).
 DRAWS = 400
 SEED = 8
 # Draws that have not crossed the target this many days ahead count as "not dry".
@@ -155,22 +157,8 @@ def estimate(
                              typical_day_kpa_h / windows.hours_per_day)
     target_y = math.log(target_x - EQUILIBRIUM_X)
 
-    rng = random.Random(SEED)
     future = list(windows.between(now, now + HORIZON_DAYS * 86400.0))
-    instants: list[float] = []
-    for _ in range(DRAWS):
-        k = rng.gauss(fit.k, fit.k_sd)
-        level = rng.gauss(fit.level, fit.level_sd)
-        if k <= 0:  # this curve does not dry: it never reaches the target
-            instants.append(math.inf)
-            continue
-        crossing_tau = fit.level_tau + (level - target_y) / k
-        if crossing_tau <= clock.total:
-            instants.append(clock.instant(crossing_tau))
-            continue
-        spell = efficiency * rng.lognormvariate(-EFFICIENCY_SIGMA**2 / 2, EFFICIENCY_SIGMA)
-        instants.append(_walk(future, (crossing_tau - clock.total) / spell, rng))
-    instants.sort()
+    instants = _crossings(fit, clock, future, efficiency, target_y)
     p20, p50, p80 = (_quantile(instants, q) for q in (0.2, 0.5, 0.8))
     details = {
         "readings": float(len(ordered)),
@@ -350,6 +338,31 @@ def _fit(ordered: Sequence[MoistureReading], clock: _DryingClock) -> _Fit:
 
 
 # ------------------------------------------------------------------ the future
+
+
+def _crossings(fit: _Fit, clock: _DryingClock, future: Sequence[tuple[float, float]],
+               efficiency: float, target_y: float) -> list[float]:
+    """Where ``DRAWS`` curves drawn from the fit cross the target, sorted (inf: never).
+
+    Each draw takes a curve from the fit's uncertainty, a spell (the coming days'
+    drying power as a whole) and each coming day's weather.
+    """
+    rng = random.Random(SEED)
+    instants: list[float] = []
+    for _ in range(DRAWS):
+        k = rng.gauss(fit.k, fit.k_sd)
+        level = rng.gauss(fit.level, fit.level_sd)
+        if k <= 0:  # this curve does not dry: it never reaches the target
+            instants.append(math.inf)
+            continue
+        crossing_tau = fit.level_tau + (level - target_y) / k
+        if crossing_tau <= clock.total:  # crossed already, without a reading to show it
+            instants.append(clock.instant(crossing_tau))
+            continue
+        spell = efficiency * rng.lognormvariate(-EFFICIENCY_SIGMA**2 / 2, EFFICIENCY_SIGMA)
+        instants.append(_walk(future, (crossing_tau - clock.total) / spell, rng))
+    instants.sort()
+    return instants
 
 
 def _walk(future: Sequence[tuple[float, float]], open_hours_needed: float,
