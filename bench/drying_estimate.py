@@ -384,6 +384,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     variants = [
         ("the bar's conditions", Weather()),
         ("no hidden weather (VPD explains all)", Weather(hidden_sigma=0.0)),
+        ("no showers and VPD explains all", Weather(shower_chance=0.0, hidden_sigma=0.0)),
         ("weather sigma 0.2", Weather(sigma=0.2)),
         ("weather sigma 0.5", Weather(sigma=0.5)),
         ("meter ±1.0 %", Weather(meter_noise_pct=1.0)),
@@ -401,7 +402,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if weather in (Weather(), Weather(vpd_scale=0.75)):
             known = run(args.replays, args.seed, weather, yard_history=True)
             print(_row(f"{label}: the yard's typical day known", known), flush=True)
-        if weather in (Weather(), Weather(sigma=0.2), Weather(sigma=0.5)):
+        if weather in (Weather(), Weather(shower_chance=0.0, hidden_sigma=0.0),
+                       Weather(sigma=0.2), Weather(sigma=0.5)):
             best = run(args.replays, args.seed, weather, oracle=True)
             print(_row(f"{label}: best possible (knows the curve)", best, coverage=False),
                   flush=True)
