@@ -23,8 +23,9 @@ response ends when the **last** tray is confirmed ``retracted`` by its switch.
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
+from typing import TypeVar
 
 from secadero.server.batches.daylight import daylight
 from secadero.server.batches.model import (
@@ -45,6 +46,7 @@ from secadero.settings import BatchSettings, YardSettings
 RAIN_KINDS = frozenset({"rain_forecast", "rain_now"})
 
 Span = tuple[float, float]
+T = TypeVar("T")
 
 
 # ---------------------------------------------------------------- span algebra
@@ -91,6 +93,12 @@ def _subtract(a: Sequence[Span], b: Sequence[Span]) -> list[Span]:
         if hi > lo:
             out.append((lo, hi))
     return out
+
+
+def _with_next(items: Sequence[T]) -> Iterator[tuple[T, T | None]]:
+    """Each item with the one after it (``None`` after the last)."""
+    for index, item in enumerate(items):
+        yield item, items[index + 1] if index + 1 < len(items) else None
 
 
 def _seconds(spans: Iterable[Span]) -> float:
@@ -149,7 +157,7 @@ class _Timeline:
         for tray in self.trays:
             by_state: dict[str, list[Span]] = defaultdict(list)
             ordered = sorted(changes.get(tray, ()), key=lambda c: c[0])
-            for (ts, state), following in zip(ordered, [*ordered[1:], None], strict=True):
+            for (ts, state), following in _with_next(ordered):
                 end = following[0] if following is not None else self.until
                 by_state[state].append((ts, end))
             states[tray] = {state: _intersect(_merge(spans), window)
@@ -166,7 +174,7 @@ class _Timeline:
         for node, samples in by_node.items():
             samples.sort(key=lambda s: s.ts)
             raw = []
-            for sample, following in zip(samples, [*samples[1:], None], strict=True):
+            for sample, following in _with_next(samples):
                 end = min(sample.ts + gap_after_s, self.until)
                 if following is not None:
                     end = min(end, following.ts)
