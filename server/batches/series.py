@@ -241,7 +241,8 @@ def _wet_spans(buckets: Sequence[Row], events: Sequence[Row], start: float, end:
     A node's ``rain_started`` -> ``rain_stopped`` events give the exact span
     (a start with no stop ends ``gap_after_s`` later); a bucket with a wet
     reading that no such span explains (an event lost, a plate that changed
-    between events) counts as wet for the whole bucket.
+    between events) counts as wet for the whole bucket, and on to the node's
+    next wet bucket if that is at most ``gap_after_s`` later.
     """
     by_node: dict[str, list[tuple[float, bool]]] = defaultdict(list)
     for tags, row in _rows(events):
@@ -261,11 +262,19 @@ def _wet_spans(buckets: Sequence[Row], events: Sequence[Row], start: float, end:
         if opened is not None:
             exact[node].append((opened, opened + gap_after_s))
     spans = [span for node_spans in exact.values() for span in node_spans]
+    wet_buckets: dict[str, list[float]] = defaultdict(list)
     for tags, row in _rows(buckets):
-        lo = _seconds(row)
-        hi = lo + bucket_s
-        if not any(a < hi and lo < b for a, b in exact.get(tags["node"], ())):
-            spans.append((lo, hi))
+        wet_buckets[tags["node"]].append(_seconds(row))
+    for node, starts in wet_buckets.items():
+        starts.sort()
+        for index, lo in enumerate(starts):
+            hi = lo + bucket_s
+            if index + 1 < len(starts) and starts[index + 1] - lo <= gap_after_s:
+                # Dry buckets are not asked for: a wet one holds until the next
+                # wet one of its node, if that comes within the gap threshold.
+                hi = max(hi, starts[index + 1])
+            if not any(a < lo + bucket_s and lo < b for a, b in exact.get(node, ())):
+                spans.append((lo, hi))
     return [(max(lo, start), min(hi, end)) for lo, hi in spans
             if min(hi, end) > max(lo, start)]
 
