@@ -12,8 +12,8 @@ server/influx_points.py), in one request of five statements:
   it answers, so every reading would not fit ``batch show``'s 0.5 s
   (docs/performance.md, "Batch series and metrics"). Each sample is stamped
   at its bucket's start and stands for its bucket;
-- ``tray`` of the batch's trays: each bucket's first state, plus the exact
-  instants of the nodes' ``tray_extended`` / ``tray_retracted`` events, so a
+- ``tray`` of the batch's trays: each 15-minute bucket's first state, plus
+  the exact instants of the nodes' ``tray_extended`` / ``tray_retracted`` events, so a
   tray movement is timed to the second (to the bucket only for a state no
   event reports: ``moving``, ``unknown``);
 - ``rain`` of the batch's nodes: the nodes' ``rain_started`` /
@@ -23,10 +23,11 @@ server/influx_points.py), in one request of five statements:
 - the yard's ``alert`` transitions (few; read as they are).
 
 A tray's state holds until the next point of its series, at most
-``gap_after_s``: a tray whose node falls silent longer than that becomes
-``unknown``. ``gaps``: spans no climate bucket of any
-batch node covers, at least ``gap_after_s`` long (the silence was at least
-that long); nothing is interpolated across them.
+``gap_after_s`` (or a tray bucket, if longer: 15 minutes by default): a tray
+whose node falls silent longer than that becomes ``unknown``. ``gaps``:
+spans no climate bucket of any batch node covers, at least ``gap_after_s``
+long (the silence was at least that long); nothing is interpolated across
+them.
 
 Ids are validated by the wire contract, and every identifier and string
 literal is quoted and escaped here all the same.
@@ -34,6 +35,7 @@ literal is quoted and escaped here all the same.
 
 from __future__ import annotations
 
+import math
 import threading
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
@@ -54,6 +56,13 @@ from secadero.server.points import vpd_kpa
 from secadero.settings import BatchSettings, InfluxSettings
 
 DEFAULT_RESOLUTION_S = 300
+# Tray buckets are this many climate buckets: a tray's moves are timed by its
+# events, the buckets only tell its state where no event does.
+TRAY_BUCKETS = 3
+# InfluxDB 1.x answers a series in chunks of 10,000 rows and marks them
+# "partial" (and truncates at its max-row-limit): at most this many buckets a
+# series (under the chunk size), so a "partial" always means a truncated answer.
+MAX_BUCKETS = 9_000
 TRAY_EVENTS = {"tray_extended": "extended", "tray_retracted": "retracted"}
 RAIN_EVENTS = {"rain_started": True, "rain_stopped": False}
 
@@ -80,8 +89,10 @@ class SeriesReader:
     """Reads batches' series from InfluxDB; safe to share between threads.
 
     ``gap_after_s``: ``[batches] gap_after_s``. ``resolution_s``: the bucket
-    of the climate, tray and rain statements (at most ``gap_after_s``, so a
-    missing bucket is a gap); 1 reads every reading (tests, short batches).
+    of the climate and rain statements (at most ``gap_after_s``, so a missing
+    bucket is a gap; 1 reads every reading: tests, short batches), and a third
+    of the tray statement's. A batch longer than ``MAX_BUCKETS`` buckets
+    (31 days at 5 minutes) is read in longer buckets.
     """
 
     def __init__(self, influx: InfluxSettings, *,
@@ -108,25 +119,29 @@ class SeriesReader:
         start = batch.started_at
         if not batch.trays or end == start:
             return BatchSeries(start=start, end=end)
-        results = self._query(self._statements(batch, start, end))
+        climate_s = max(self.resolution_s, math.ceil((end - start) / MAX_BUCKETS))
+        tray_s = climate_s * TRAY_BUCKETS
+        results = self._query(self._statements(batch, start, end, climate_s, tray_s))
         climate = _climate(results[0], start)
         tray_points = _tray_points(results[1], results[3], batch.trays)
-        wet = _wet_spans(results[2], results[3], start, end, self.resolution_s,
-                         self.gap_after_s)
+        wet = _wet_spans(results[2], results[3], start, end, climate_s, self.gap_after_s)
         return BatchSeries(
             start=start,
             end=end,
             climate=climate,
-            tray_changes=_tray_changes(tray_points, start, end, self.gap_after_s),
+            tray_changes=_tray_changes(tray_points, start, end,
+                                       max(self.gap_after_s, tray_s)),
             rain_wet=_merged(wet),
             alerts=_alerts(results[4]),
-            gaps=_gaps(climate, start, end, self.resolution_s, self.gap_after_s),
+            gaps=_gaps(climate, start, end, climate_s, self.gap_after_s),
         )
 
     # -- InfluxQL
 
-    def _statements(self, batch: Batch, start: float, end: float) -> list[str]:
-        bucket = f"time({self.resolution_s}s)"
+    def _statements(self, batch: Batch, start: float, end: float, climate_s: int,
+                    tray_s: int) -> list[str]:
+        bucket = f"time({climate_s}s)"
+        tray_bucket = f"time({tray_s}s)"
         yard = f'{quote_identifier("yard")} = {quote_string(batch.yard)}'
         nodes = _any(f'{quote_identifier("node")} = {quote_string(n)}' for n in batch.nodes)
         trays = _any(f'({quote_identifier("node")} = {quote_string(t.node)} AND '
@@ -135,7 +150,7 @@ class SeriesReader:
         # States before the start tell the state at the start: one bucket back
         # for the buckets, the hold for the events.
         span = f"time >= {_ns(start)} AND time < {_ns(end)}"
-        state_span = f"time >= {_ns(start - self.resolution_s)} AND time < {_ns(end)}"
+        state_span = f"time >= {_ns(start - tray_s)} AND time < {_ns(end)}"
         event_span = f"time >= {_ns(start - self.gap_after_s)} AND time < {_ns(end)}"
         events = _any(f'{quote_identifier("type")} = {quote_string(t)}'
                       for t in (*TRAY_EVENTS, *RAIN_EVENTS))
@@ -146,7 +161,7 @@ class SeriesReader:
             f"WHERE {yard} AND {nodes} AND {span} GROUP BY {bucket}, {q('node')} fill(none)",
             f"SELECT first({q('state')}) AS {q('state')} FROM {q('tray')} "
             f"WHERE {yard} AND {trays} AND {state_span} "
-            f"GROUP BY {bucket}, {q('node')}, {q('tray')} fill(none)",
+            f"GROUP BY {tray_bucket}, {q('node')}, {q('tray')} fill(none)",
             f"SELECT count({q('wet')}) AS {q('wet')} FROM {q('rain')} "
             f"WHERE {yard} AND {nodes} AND {q('wet')} = true AND {span} "
             f"GROUP BY {bucket}, {q('node')} fill(none)",
@@ -170,9 +185,11 @@ class SeriesReader:
             index = int(result.get("statement_id", 0))
             series = result.get("series", [])
             if result.get("partial") or any(s.get("partial") for s in series):
+                # No series of ours reaches InfluxDB's chunk size (MAX_BUCKETS):
+                # this is its max-row-limit cutting the answer short.
                 raise SeriesUnavailable(
                     "influxdb", f"InfluxDB at {self._url} answered only part of the batch's "
-                                "series (max-row-limit?): raise it or read a shorter span")
+                                "series: raise its [http] max-row-limit, or set it to 0")
             by_statement[index] = series
         return by_statement
 

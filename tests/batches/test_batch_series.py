@@ -136,11 +136,13 @@ def test_a_batch_hour_read_in_one_minute_buckets(batch_db: tuple[InfluxSettings,
         TrayChange(S, N1, "extended"),  # its state at the start, from before it
         TrayChange(S, N2, "retracted"),
         TrayChange(S + 1203, N1, "retracted"),  # the event's instant, to the second
-        # Silent longer than 300 s after the S+1740 bucket: unknown, until readings return.
-        TrayChange(S + 2040, N1, "unknown"),
-        TrayChange(S + 2040, N2, "unknown"),
-        TrayChange(S + 2400, N1, "retracted"),
-        TrayChange(S + 2400, N2, "retracted"),
+        # Tray buckets are three minutes: silent longer than 300 s after the S+1620
+        # bucket, unknown; known again from the bucket of the first reading back
+        # (stamped at its start: a bucket's state is timed to the bucket).
+        TrayChange(S + 1920, N1, "unknown"),
+        TrayChange(S + 1920, N2, "unknown"),
+        TrayChange(S + 2340, N1, "retracted"),
+        TrayChange(S + 2340, N2, "retracted"),
     )
     # n2's shower to the second (its events), n1's to its one-minute bucket.
     assert series.rain_wet == (Interval(S + 1000, S + 1100), Interval(S + 3000, S + 3060))
@@ -162,10 +164,11 @@ def test_every_reading_at_one_second_resolution(batch_db: tuple[InfluxSettings, 
     series = reader.read(batch, S + 3600)
     # 300 readings per node in the hour, minus the 60 of the silent 10 minutes.
     assert len(series.climate) == 2 * 300
-    # The last readings before the silence were at S+1790 (n1) and S+1795 (n2):
-    # each held the trays' state for 300 s more.
-    assert TrayChange(S + 2090, N1, "unknown") in series.tray_changes
-    assert TrayChange(S + 2095, N2, "unknown") in series.tray_changes
+    # The last readings before the silence were at S+1790 (n1) and S+1795 (n2),
+    # in the 3-second tray buckets of S+1788 and S+1794: each holds 300 s more.
+    assert series.tray_changes[3:] == (
+        TrayChange(S + 2088, N1, "unknown"), TrayChange(S + 2094, N2, "unknown"),
+        TrayChange(S + 2400, N1, "retracted"), TrayChange(S + 2403, N2, "retracted"))
     assert series.gaps == (Interval(S + 1796, S + 2400),)
     assert series.rain_wet == (Interval(S + 1000, S + 1100), Interval(S + 3000, S + 3051))
 
