@@ -25,7 +25,7 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import NamedTuple, TypeVar
 
 from secadero.server.batches.daylight import daylight
 from secadero.server.batches.model import (
@@ -105,9 +105,8 @@ def _seconds(spans: Iterable[Span]) -> float:
     return sum(hi - lo for lo, hi in spans)
 
 
-@dataclass(frozen=True, slots=True)
-class _Hold:
-    """A climate reading and the span it stands for."""
+class _Hold(NamedTuple):
+    """A climate reading and the span it stands for (a tuple: made ~10,000 times a batch)."""
 
     start: float
     end: float
@@ -180,7 +179,7 @@ class _Timeline:
                     end = min(end, following.ts)
                 if end > sample.ts:
                     raw.append(_Hold(sample.ts, end, sample))
-            holds[node] = _clip_holds(raw, covered)
+            holds[node] = _clip_holds(raw, covered) if self.gaps else raw
         return holds
 
     def extended(self, tray: TrayRef) -> list[Span]:
