@@ -27,6 +27,7 @@ import argparse
 import datetime as dt
 import json
 import math
+import os
 import statistics
 import tempfile
 import time
@@ -150,13 +151,18 @@ def main() -> None:
             if state == "settled":
                 wait_for_empty_cache(influx.url)
             show(reader, batch, until, settings)  # warm up, as a second `batch show` is
+            influx_cpu, own_cpu = cpu_seconds(influx.pid), time.process_time()
             times = [show(reader, batch, until, settings)[0] for _ in range(args.repeats)]
+            influx_cpu = (cpu_seconds(influx.pid) - influx_cpu) / args.repeats
+            own_cpu = (time.process_time() - own_cpu) / args.repeats
             peers = [plain_select(influx.url, "bench", start, until) for _ in range(3)]
             best, median = min(times), statistics.median(times)
             print(f"{state}: batch show (read + metrics): best {best * 1000:.0f} ms, median "
                   f"{median * 1000:.0f} ms = {median / 0.5:.2f} of the 0.5 s budget; plain "
                   f"SELECT * of the climate points: best {min(peers) * 1000:.0f} ms "
                   f"(batch show's median is {median / min(peers):.2f} of it)")
+            print(f"  CPU per batch show: InfluxDB {influx_cpu * 1000:.0f} ms, ours "
+                  f"{own_cpu * 1000:.0f} ms (load average now {os.getloadavg()[0]:.2f})")
 
         day = start + 86400
         exact = SeriesReader(influx_settings, gap_after_s=settings.gap_after_s, resolution_s=10)
@@ -170,6 +176,12 @@ def main() -> None:
         print(f"  responses (min)      {[r.minutes for r in coarse.responses]} "
               f"{[r.minutes for r in fine.responses]}")
         print(f"  gaps                 {len(coarse.gaps)} {len(fine.gaps)}")
+
+
+def cpu_seconds(pid: int | None) -> float:
+    """CPU time (user + system) a process has used, from /proc (Linux)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def wait_for_empty_cache(url: str, timeout_s: float = 180.0) -> None:
