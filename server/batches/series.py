@@ -313,38 +313,37 @@ def _wet_spans(buckets: Sequence[Row], events: Sequence[Row], start: float, end:
 
 
 def _tray_changes(points: dict[TrayRef, list[tuple[float, str]]], start: float, end: float,
-                  gap_after_s: float) -> tuple[TrayChange, ...]:
+                  hold_s: float) -> tuple[TrayChange, ...]:
     """Each tray's state at the start (when known), then every change, ``unknown`` on silence."""
     changes: list[TrayChange] = []
     for tray, tray_points in points.items():
-        tray_points.sort(key=lambda p: p[0])
-        at_start: str | None = None
-        later: list[TrayChange] = []
-        current: str | None = None
-        last_ts: float | None = None
-
-        def change(ts: float, state: str) -> None:
-            nonlocal at_start
-            if ts <= start:
-                at_start = state
-            elif ts < end:
-                later.append(TrayChange(ts, tray, state))  # noqa: B023 (called in this loop)
-
-        for ts, state in tray_points:
-            if last_ts is not None and ts - last_ts > gap_after_s and current != "unknown":
-                current = "unknown"
-                change(last_ts + gap_after_s, current)
-            if state != current:
-                current = state
-                change(ts, state)
-            last_ts = ts
-        if last_ts is not None and end - last_ts > gap_after_s and current != "unknown":
-            change(last_ts + gap_after_s, "unknown")
-        if at_start is not None and at_start != "unknown":
-            changes.append(TrayChange(start, tray, at_start))
-        changes.extend(later)
+        states = _states(sorted(tray_points, key=lambda p: p[0]), end, hold_s)
+        before = [state for ts, state in states if ts <= start]
+        if before and before[-1] != "unknown":
+            changes.append(TrayChange(start, tray, before[-1]))
+        changes.extend(TrayChange(ts, tray, state) for ts, state in states
+                       if start < ts < end)
     changes.sort(key=lambda c: (c.ts, c.tray))
     return tuple(changes)
+
+
+def _states(points: Sequence[tuple[float, str]], end: float,
+            hold_s: float) -> list[tuple[float, str]]:
+    """One tray's points (sorted) as changes of state: a point holds at most ``hold_s``."""
+    changes: list[tuple[float, str]] = []
+    current: str | None = None
+    last_ts: float | None = None
+    for ts, state in points:
+        if last_ts is not None and ts - last_ts > hold_s and current != "unknown":
+            current = "unknown"
+            changes.append((last_ts + hold_s, current))
+        if state != current:
+            current = state
+            changes.append((ts, state))
+        last_ts = ts
+    if last_ts is not None and end - last_ts > hold_s and current != "unknown":
+        changes.append((last_ts + hold_s, "unknown"))
+    return changes
 
 
 def _merged(spans: Iterable[tuple[float, float]]) -> tuple[Interval, ...]:

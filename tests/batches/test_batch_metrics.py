@@ -223,3 +223,21 @@ def test_a_batch_without_data_has_no_figures() -> None:
     assert (m.sun_drying_h, m.drying_h, m.rain_exposure_min, m.responses) == (0, 0, 0, ())
     assert m.humidity_mean_pct is None and m.time_to_target_h is None
     assert metrics.drying_periods(batch, BatchSeries(start=at(0), end=at(0)), SETTINGS) == ()
+
+
+def test_a_reading_without_humidity_credits_no_drying_and_keeps_its_temperature() -> None:
+    # The DHT22 gave no humidity for the second half hour (null in the wire contract).
+    batch = Batch(id="b-8", yard=YARD.id, trays=(T1,), started_at=at(0))
+    samples = (climate("n1", 0, 0.5, 60.0, 30.0, 1.6)
+               + [ClimateSample(s.ts, "n1", 20.0, None, None)
+                  for s in climate("n1", 0.5, 1, 0.0, 0.0, 0.0)])
+    series = BatchSeries(start=at(0), end=at(1), climate=tuple(samples),
+                         tray_changes=(TrayChange(at(0), T1, "extended"),))
+    m = metrics.compute(batch, series, [], SETTINGS, YARD)
+    assert m.drying_h == pytest.approx(0.5)
+    assert m.sun_drying_h == pytest.approx(1.0)
+    assert m.humidity_mean_pct == pytest.approx(60.0)
+    assert m.temperature_mean_c == pytest.approx(25.0)
+    assert m.vpd_mean_kpa == pytest.approx(1.6)
+    assert metrics.drying_periods(batch, series, SETTINGS) == (
+        DryingPeriod(at(0), at(0.5), pytest.approx(1.6), 1.0),)
