@@ -49,6 +49,7 @@ from secadero.server.batches.model import (
     BatchSeries,
     ClimateSample,
     Interval,
+    SeriesUnavailable,
     TrayChange,
     TrayRef,
 )
@@ -66,10 +67,6 @@ TRAY_BUCKETS = 3
 MAX_BUCKETS = 9_000
 TRAY_EVENTS = {"tray_extended": "extended", "tray_retracted": "retracted"}
 RAIN_EVENTS = {"rain_started": True, "rain_stopped": False}
-
-
-class SeriesUnavailable(BatchError):
-    """InfluxDB could not answer for the batch's span (down, refused, partial answer)."""
 
 
 def quote_string(value: str) -> str:
@@ -194,7 +191,7 @@ class SeriesReader:
             results = influx.query(";\n".join(statements), epoch="u")
         except SecaderoError as exc:
             raise SeriesUnavailable(
-                "influxdb", f"InfluxDB at {self._url} could not give the batch's series: "
+                "until", f"InfluxDB at {self._url} could not give the batch's series: "
                             f"{exc}") from exc
         by_statement: list[list[dict[str, object]]] = [[] for _ in statements]
         for result in results:
@@ -204,7 +201,7 @@ class SeriesReader:
                 # No series of ours reaches InfluxDB's chunk size (MAX_BUCKETS):
                 # this is its max-row-limit cutting the answer short.
                 raise SeriesUnavailable(
-                    "influxdb", f"InfluxDB at {self._url} answered only part of the batch's "
+                    "until", f"InfluxDB at {self._url} answered only part of the batch's "
                                 "series: raise its [http] max-row-limit, or set it to 0")
             by_statement[index] = series
         return by_statement

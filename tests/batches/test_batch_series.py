@@ -25,10 +25,11 @@ from secadero.server.batches.model import (
     BatchError,
     Interval,
     RainResponse,
+    SeriesUnavailable,
     TrayChange,
     TrayRef,
 )
-from secadero.server.batches.series import SeriesReader, SeriesUnavailable, quote_string
+from secadero.server.batches.series import SeriesReader, quote_string
 from secadero.server.influx import InfluxV1Writer
 from secadero.server.influx_points import alert_line
 from secadero.server.points import LineBuilder, event_points, to_lines, vpd_kpa
@@ -189,13 +190,13 @@ def test_an_ended_batch_is_read_to_its_end_and_until_before_start_is_refused(
     assert refused.value.field == "until"
 
 
-def test_influxdb_down_is_a_clear_error_naming_influxdb() -> None:
+def test_influxdb_down_is_a_clear_error_naming_the_span() -> None:
     settings = InfluxSettings(url=f"http://127.0.0.1:{free_port()}", database="x", timeout_s=2)
     batch = Batch(id="b-1", yard="y", trays=(N1,), started_at=S)
     with pytest.raises(SeriesUnavailable) as failed:
         SeriesReader(settings).read(batch, S + 60)
-    assert failed.value.field == "influxdb"
-    assert "could not give the batch's series" in str(failed.value)
+    assert failed.value.field == "until"
+    assert f"InfluxDB at {settings.url} could not give the batch's series" in str(failed.value)
 
 
 def test_string_literals_are_escaped() -> None:
