@@ -199,9 +199,16 @@ class InfluxV1Writer:
             f"{where}: check [influxdb] username {self.settings.username!r} and its password "
             "(password_env or password_file)")
 
-    def query(self, statement: str) -> list[dict[str, object]]:
-        """Run InfluxQL (POST /query); the statement results, raising on any error."""
-        form = urllib.parse.urlencode({"q": statement, "db": self.settings.database}).encode()
+    def query(self, statement: str, *, epoch: str | None = None) -> list[dict[str, object]]:
+        """Run InfluxQL (POST /query); the statement results, raising on any error.
+
+        ``epoch`` (``"u"``, ``"ms"``, ``"s"`` ...): times as integers in that unit
+        rather than RFC3339 text (cheaper to parse for long series).
+        """
+        params = {"q": statement, "db": self.settings.database}
+        if epoch is not None:
+            params["epoch"] = epoch
+        form = urllib.parse.urlencode(params).encode()
         headers = {**self._headers, "Content-Type": "application/x-www-form-urlencoded"}
         status, data = self._request("POST", f"{self._base_path}/query", form, headers)
         if status == 401:

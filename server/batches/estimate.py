@@ -231,7 +231,7 @@ class _DryingClock:
     def __init__(self, periods: Sequence[DryingPeriod], now: float) -> None:
         spans = sorted((p for p in periods if p.start < now and p.end > p.start),
                        key=lambda p: p.start)
-        known = [(p.vpd_kpa, min(p.end, now) - p.start) for p in spans
+        known = [(p.vpd_kpa, (min(p.end, now) - p.start) * p.share) for p in spans
                  if p.vpd_kpa is not None]
         known_s = sum(s for _, s in known)
         # A period without VPD (its sensor gave nothing) counts at the batch's mean VPD,
@@ -247,12 +247,14 @@ class _DryingClock:
         for p in spans:
             end = min(p.end, now)
             vpd = p.vpd_kpa if p.vpd_kpa is not None else fallback_vpd
+            # A span in which only part of the batch's trays were out dries that part.
+            share = p.share
             self._starts.append(p.start)
             self._ends.append(end)
-            self._rates.append(vpd / 3600.0)
+            self._rates.append(vpd * share / 3600.0)
             self._before.append(total)
-            total += vpd * (end - p.start) / 3600.0
-            seconds += end - p.start
+            total += vpd * share * (end - p.start) / 3600.0
+            seconds += share * (end - p.start)
         self.total = total
         self.hours = seconds / 3600.0
 

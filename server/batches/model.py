@@ -24,6 +24,11 @@ class UnknownBatch(BatchError):
     """No batch with that id."""
 
 
+class SeriesUnavailable(BatchError):
+    """InfluxDB could not answer for the batch's span (down, refused, partial answer):
+    no figures or report from half the data (the API answers 503)."""
+
+
 @dataclass(frozen=True, slots=True, order=True)
 class TrayRef:
     """One tray of one node: ``norte-1/t1`` (ids as in the wire contract)."""
@@ -145,12 +150,15 @@ class DryingPeriod:
 
     ``vpd_kpa``: the mean vapour-pressure deficit over the span (the drying
     power of the air), ``None`` when no reading gave it; the estimate may
-    weight the span by it.
+    weight the span by it. ``share``: the part of the batch's trays that dried
+    in the span (1.0: all of them; 0.5: half of them were out): the batch's
+    drying hours are the sum of ``hours * share`` (server/batches/metrics.py).
     """
 
     start: float
     end: float
     vpd_kpa: float | None = None
+    share: float = 1.0
 
     @property
     def hours(self) -> float:
