@@ -221,13 +221,14 @@ class BatchService:
         except BatchError as exc:
             self.metrics.inc("operations_total", operation=name, outcome="refused")
             self.metrics.inc("refusals_total", operation=name, field=exc.field)
-            log.info("batch %s refused: %s", name, exc)
+            log.debug("batch %s refused: %s", name, exc)
             raise
         self.metrics.inc("operations_total", operation=name, outcome="ok")
 
     # ------------------------------------------------------------ writes
 
-    def start(self, *, id: object, yard: object, trays: object, lot: object = "",
+    def start(self, *, id: object = None, yard: object = None, trays: object = None,
+              lot: object = "",
               member: object = "", fermentation_end: object = None,
               wet_weight_kg: object = None, notes: object = "", by: object = "",
               at: object = None) -> Batch:
@@ -254,7 +255,7 @@ class BatchService:
         self._point(stored, "start", started_at, note=stored.notes)
         return stored
 
-    def moisture(self, batch_id: object, *, moisture_pct: object, at: object = None,
+    def moisture(self, batch_id: object, *, moisture_pct: object = None, at: object = None,
                  by: object = "", tray: object = None) -> MoistureReading:
         """Record a meter reading (``at``: default now) of an open batch."""
         with self._operation("moisture"):
@@ -454,6 +455,8 @@ def batch_line(batch: Batch, event: str, ts: float, *, moisture_pct: float | Non
 
 
 def check_id(value: object, field: str) -> str:
+    if value is None or value == "":
+        raise BatchError(field, "required")
     if not isinstance(value, str) or not ID_PATTERN.fullmatch(value):
         raise BatchError(field, f"{str(value)[:40]!r} is not an id: 1-32 of a-z, 0-9 and '-', "
                                 "starting with a letter or digit")
@@ -513,6 +516,8 @@ def check_date(value: object, field: str) -> str | None:
 
 
 def check_number(value: object, field: str) -> float:
+    if value is None or value == "":
+        raise BatchError(field, "required")
     if isinstance(value, str):
         try:
             value = float(value)
