@@ -34,6 +34,13 @@ if TYPE_CHECKING:
 # Exit statuses: a refused input (nothing written), and a command that did part of its job.
 REFUSED = 2
 PARTLY_FAILED = 1
+# The option that gave each field the service checks, for the error line.
+OPTIONS = {"id": "ID", "ids": "ID", "yard": "--yard", "trays": "--trays", "tray": "--tray",
+           "lot": "--lot", "member": "--member", "notes": "--notes", "by": "--by",
+           "at": "--at", "until": "--until", "fermentation_end": "--fermentation-end",
+           "wet_weight_kg": "--wet-weight-kg", "dry_weight_kg": "--dry-weight-kg",
+           "moisture_pct": "--pct", "final_moisture_pct": "--final-pct",
+           "language": "--language", "format": "--format"}
 # How long the command waits for InfluxDB to take its one batch point.
 POINT_TIMEOUT_S = 10.0
 
@@ -152,7 +159,7 @@ def _run(args: argparse.Namespace, handler: Callable[..., int]) -> int:
     try:
         status = handler(args, service, settings)
     except BatchError as exc:
-        print(f"error: {exc.field}: {exc.message}", file=sys.stderr)
+        print(f"error: {OPTIONS.get(exc.field, exc.field)}: {exc.message}", file=sys.stderr)
         status = REFUSED
     finally:
         service.close()
