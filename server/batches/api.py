@@ -29,8 +29,8 @@ from pathlib import Path
 from typing import Any
 
 from secadero.server.batches.cli import batch_json, reading_json, view_json
-from secadero.server.batches.model import BatchError, UnknownBatch
-from secadero.server.batches.service import BatchService, SeriesUnavailable
+from secadero.server.batches.model import BatchError, SeriesUnavailable, UnknownBatch
+from secadero.server.batches.service import BatchService
 
 PREFIX = "/api/batches"
 MAX_BODY = 64 * 1024

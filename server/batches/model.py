@@ -24,6 +24,11 @@ class UnknownBatch(BatchError):
     """No batch with that id."""
 
 
+class SeriesUnavailable(BatchError):
+    """InfluxDB could not answer for the batch's span (down, refused, partial answer):
+    no figures or report from half the data (the API answers 503)."""
+
+
 @dataclass(frozen=True, slots=True, order=True)
 class TrayRef:
     """One tray of one node: ``norte-1/t1`` (ids as in the wire contract)."""

@@ -48,6 +48,7 @@ from secadero.server.batches.model import (
     DryingSchedule,
     Estimate,
     MoistureReading,
+    SeriesUnavailable,
     TrayRef,
 )
 from secadero.server.batches.store import BatchStore
@@ -69,10 +70,6 @@ LANGUAGES = ("es", "en")
 FUTURE_SLACK_S = 300.0
 MAX_TEXT = {"lot": 100, "member": 200, "notes": 2000, "by": 100}
 SOURCE = "batch"  # the point writer's source label
-
-
-class SeriesUnavailable(BatchError):
-    """InfluxDB could not answer for the batch's span: no report from half the data."""
 
 
 # ---------------------------------------------------------------- collaborators
@@ -205,7 +202,8 @@ class BatchService:
         if self._series is None:
             from secadero.server.batches.series import SeriesReader
 
-            self._series = SeriesReader(self.settings.influxdb)
+            self._series = SeriesReader(self.settings.influxdb,
+                                        gap_after_s=self.settings.batches.gap_after_s)
         return self._series
 
     @property
@@ -327,14 +325,20 @@ class BatchService:
             return view
 
     def to_json(self, view: BatchView) -> dict[str, Any]:
+        """The batch's record, curve and metrics (``report.to_json``), times in the yard's."""
         return self.analysis.to_json(view.batch, view.series, view.metrics, view.readings,
-                                     view.estimate)
+                                     view.estimate, timezone=self._timezone(view.batch))
 
     def write_csv(self, view: BatchView, path: Path) -> None:
         with _replaced_atomically(path) as temporary:
             assert temporary is not None
             self.analysis.write_csv(temporary, view.batch, view.series, view.metrics,
-                                    view.readings, view.estimate)
+                                    view.readings, view.estimate,
+                                    timezone=self._timezone(view.batch))
+
+    def _timezone(self, batch: Batch) -> str:
+        yard = self._yards.get(batch.yard)
+        return yard.timezone if yard is not None else "UTC"
 
     def export(self, batch_ids: Sequence[str], directory: Path, *,
                formats: Iterable[str] = ("csv", "json"),
@@ -388,6 +392,8 @@ class BatchService:
                                       "(or now, while it is open)")
         try:
             series = self.series.read(batch, end)
+        except SeriesUnavailable:
+            raise
         except StorageError as exc:
             raise SeriesUnavailable("until", f"InfluxDB cannot answer for the batch's span "
                                              f"up to {_iso(end)}: {exc}") from exc

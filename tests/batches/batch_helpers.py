@@ -140,14 +140,14 @@ def standin_estimate(readings: Any, periods: Any, *, now: float, target_pct: flo
 
 
 def standin_to_json(batch: Batch, series: BatchSeries, metrics: BatchMetrics,
-                    readings: Any, estimate: Estimate) -> dict[str, Any]:
-    return {"batch": batch.id, "drying_h": metrics.drying_h,
+                    readings: Any, estimate: Estimate, *, timezone: str) -> dict[str, Any]:
+    return {"batch": batch.id, "timezone": timezone, "drying_h": metrics.drying_h,
             "readings": [r.moisture_pct for r in readings], "p50_ts": estimate.p50_ts}
 
 
 def standin_write_csv(path: Path, batch: Batch, series: BatchSeries, metrics: BatchMetrics,
-                      readings: Any, estimate: Estimate) -> None:
-    path.write_text("batch,drying_h\n" + f"{batch.id},{metrics.drying_h}\n")
+                      readings: Any, estimate: Estimate, *, timezone: str) -> None:
+    path.write_text("batch,drying_h,timezone\n" + f"{batch.id},{metrics.drying_h},{timezone}\n")
 
 
 @dataclass

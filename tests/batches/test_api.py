@@ -127,7 +127,7 @@ def test_a_batch_through_the_api(api: Api) -> None:
     status, png, headers = api.call("GET", "/api/batches/lote-1/report.png")
     assert (status, headers["Content-Type"], png[:13]) == (200, "image/png", b"PNG lote-1 es")
     status, csv, _ = api.call("GET", "/api/batches/lote-1/export.csv")
-    assert (status, csv.decode().splitlines()[0]) == (200, "batch,drying_h")
+    assert (status, csv.decode().splitlines()[0]) == (200, "batch,drying_h,timezone")
     status, exported, _ = api.call("GET", "/api/batches/lote-1/export.json")
     assert (status, exported["batch"], exported["readings"]) == (200, "lote-1", [41.5])
 

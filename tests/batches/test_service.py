@@ -31,8 +31,14 @@ from batch_helpers import (
 )
 from conftest import influx_query
 
-from secadero.server.batches.model import BatchError, MoistureReading, TrayRef, UnknownBatch
-from secadero.server.batches.service import BatchService, InfluxTrays, SeriesUnavailable
+from secadero.server.batches.model import (
+    BatchError,
+    MoistureReading,
+    SeriesUnavailable,
+    TrayRef,
+    UnknownBatch,
+)
+from secadero.server.batches.service import BatchService, InfluxTrays
 from secadero.server.batches.store import BatchStore
 from secadero.server.influx import PointWriter
 from secadero.server.metrics import Registry
@@ -294,8 +300,9 @@ def test_export_many_with_progress_and_one_that_fails(service: BatchService,
     assert seen == [(1, 3, "lote-1", None), (2, 3, "nada", "id: no batch 'nada'"),
                     (3, 3, "lote-2", None)]
     assert [p.name for p in results[0].paths] == ["lote-1.csv", "lote-1.json"]
-    assert (tmp_path / "export" / "lote-2.csv").read_text() == "batch,drying_h\nlote-2,36.0\n"
+    assert (tmp_path / "export" / "lote-2.csv").read_text() == (
+        "batch,drying_h,timezone\nlote-2,36.0,America/Lima\n")
     assert (tmp_path / "export" / "lote-1.json").read_text().startswith(
-        '{\n "batch": "lote-1",\n "drying_h": 36.0')
+        '{\n "batch": "lote-1",\n "timezone": "America/Lima",\n "drying_h": 36.0')
     assert sorted(p.name for p in (tmp_path / "export").iterdir()) == [
         "lote-1.csv", "lote-1.json", "lote-2.csv", "lote-2.json"]
