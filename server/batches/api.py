@@ -21,6 +21,7 @@ not answering for the batch's span: 503. Each answer is counted in
 from __future__ import annotations
 
 import json
+import logging
 import re
 import tempfile
 import urllib.parse
@@ -31,6 +32,8 @@ from typing import Any
 from secadero.server.batches.cli import batch_json, reading_json, view_json
 from secadero.server.batches.model import BatchError, SeriesUnavailable, UnknownBatch
 from secadero.server.batches.service import BatchService
+
+log = logging.getLogger(__name__)
 
 PREFIX = "/api/batches"
 MAX_BODY = 64 * 1024
@@ -112,6 +115,9 @@ def serve(handler: Any, service: BatchService, method: str) -> None:
         _json(handler, 400, {"error": exc.message, "field": exc.field})
     except _Refused as exc:
         _json(handler, exc.status, {"error": exc.error, "field": exc.field})
+    except Exception:  # the top of one request: a bug answers 500, counted, and is logged
+        log.exception("batch API: %s %s failed", method, url.path)
+        _json(handler, 500, {"error": "internal error (see the server log)", "field": None})
 
 
 def _body(handler: Any) -> dict[str, Any]:

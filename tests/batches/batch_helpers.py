@@ -93,6 +93,19 @@ class RecordedPoints:
             future.result(timeout_s)
 
 
+def write_climate(url: str, database: str, yard: str, node: str, start: float, end: float,
+                  *, step_s: float = 300.0, humidity_pct: float = 60.0,
+                  temperature_c: float = 30.0) -> None:
+    """Steady air from ``start`` to ``end``, as the ingest writes it (``climate`` points)."""
+    lines = []
+    ts = start
+    while ts < end:
+        lines.append(f"climate,node={node},yard={yard} humidity_pct={humidity_pct},"
+                     f"temperature_c={temperature_c},vpd_kpa=1.7 {int(ts)}")
+        ts += step_s
+    influx(url, f"/write?db={database}&precision=s", "\n".join(lines).encode())
+
+
 def prepare_database(settings: ServerSettings) -> None:
     """The database and its retention policies, as the server's ingest makes them at start."""
     writer = InfluxV1Writer(settings.influxdb)
@@ -102,13 +115,17 @@ def prepare_database(settings: ServerSettings) -> None:
 
 @dataclass
 class StandInSeries:
-    """Answers ``read`` with an empty series of the span asked; fails while ``down``."""
+    """Answers ``read`` with an empty series of the span asked; fails while ``down``
+    (InfluxDB not answering) or ``broken`` (a bug)."""
 
     down: bool = False
+    broken: bool = False  # raise what a bug raises
     asked: list[tuple[str, float]] = field(default_factory=list)
 
     def read(self, batch: Batch, until: float) -> BatchSeries:
         self.asked.append((batch.id, until))
+        if self.broken:
+            raise ValueError("zip() argument 2 is longer than argument 1")
         if self.down:
             raise RetryableStorageError("InfluxDB at http://127.0.0.1:9: connection refused")
         return BatchSeries(start=batch.started_at, end=until)

@@ -210,3 +210,14 @@ def test_a_report_influxdb_cannot_answer_is_503(api: Api) -> None:
     assert status == 503
     assert answer["field"] == "until"
     assert answer["error"].startswith("InfluxDB cannot answer for the batch's span up to ")
+
+
+def test_a_bug_in_a_computation_is_a_counted_500_and_the_server_goes_on(api: Api) -> None:
+    assert api.call("POST", "/api/batches", START_BODY)[0] == 201
+    api.series.broken = True
+    status, answer, _ = api.call("GET", "/api/batches/lote-1")
+    assert (status, answer) == (500, {"error": "internal error (see the server log)",
+                                      "field": None})
+    assert api.count("GET", "/api/batches/{id}", 500) == 1
+    api.series.broken = False
+    assert api.call("GET", "/api/batches/lote-1")[0] == 200

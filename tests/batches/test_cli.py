@@ -18,7 +18,14 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 import pytest
-from batch_helpers import DAY, HOUR, prepare_database, report_trays, write_config
+from batch_helpers import (
+    DAY,
+    HOUR,
+    prepare_database,
+    report_trays,
+    write_climate,
+    write_config,
+)
 from conftest import influx_query
 
 from secadero.cli import main
@@ -171,6 +178,9 @@ def real_modules() -> None:
 def test_show_report_and_export_with_the_real_modules(config: Path, tmp_path: Path,
                                                       capsys: pytest.CaptureFixture) -> None:
     real_modules()
+    database = load_server_settings(config).influxdb
+    report_trays(database.url, database.database, "norte", {"norte-1": ["t1"]}, T0 + 60)
+    write_climate(database.url, database.database, "norte", "norte-1", T0, T0 + DAY)
     assert batch(config, "start", "lote-7", "--yard", "norte", "--trays", "norte-1/t1",
                  "--at", START.isoformat()) == 0
     assert batch(config, "moisture", "lote-7", "--pct", "45", "--at", iso(T0 + HOUR)) == 0
