@@ -25,6 +25,7 @@ import contextlib
 import logging
 import math
 import os
+import re
 import tempfile
 import threading
 import time
@@ -490,14 +491,20 @@ def parse_trays(value: object, *, field: str = "trays") -> tuple[TrayRef, ...]:
     return tuple(sorted(refs))
 
 
+_UNIX_SECONDS = re.compile(r"\d{9,11}(\.\d+)?")
+
+
 def parse_time(value: object, field: str) -> float:
-    """UNIX seconds from a number or an ISO 8601 time (UTC unless it has an offset)."""
+    """UNIX seconds from a number (or its digits) or an ISO 8601 time (UTC unless it has
+    an offset)."""
     if isinstance(value, bool):
         raise BatchError(field, "expected a time")
     if isinstance(value, int | float):
         if not math.isfinite(value):
             raise BatchError(field, "expected a time")
         return float(value)
+    if isinstance(value, str) and _UNIX_SECONDS.fullmatch(value):
+        return float(value)  # a query string's number (?until=1780000000)
     if isinstance(value, str):
         try:
             parsed = datetime.fromisoformat(value)
