@@ -29,9 +29,8 @@ from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
 
-from secadero.server.batches.cli import batch_json, reading_json, view_json
 from secadero.server.batches.model import BatchError, SeriesUnavailable, UnknownBatch
-from secadero.server.batches.service import BatchService
+from secadero.server.batches.service import BatchService, batch_json, reading_json, view_json
 
 log = logging.getLogger(__name__)
 

@@ -19,14 +19,12 @@ import json
 import sys
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future
-from dataclasses import asdict
 from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 from zoneinfo import ZoneInfo
 
 if TYPE_CHECKING:
-    from secadero.server.batches.model import Batch, MoistureReading
     from secadero.server.batches.service import BatchService, BatchView, ExportResult
     from secadero.server.influx import PointWriter
     from secadero.settings import ServerSettings
@@ -205,6 +203,8 @@ def _end(args: argparse.Namespace, service: BatchService, settings: ServerSettin
 
 
 def _list(args: argparse.Namespace, service: BatchService, settings: ServerSettings) -> int:
+    from secadero.server.batches.service import batch_json
+
     batches = service.list(yard=args.yard, open_only=args.open)
     if args.json:
         print(json.dumps([batch_json(b) for b in batches], ensure_ascii=False, indent=1))
@@ -221,6 +221,8 @@ def _list(args: argparse.Namespace, service: BatchService, settings: ServerSetti
 
 
 def _show(args: argparse.Namespace, service: BatchService, settings: ServerSettings) -> int:
+    from secadero.server.batches.service import view_json
+
     view = service.show(args.id, until=args.until)
     if args.json:
         print(json.dumps(view_json(view), ensure_ascii=False, indent=1))
@@ -266,27 +268,6 @@ def _export(args: argparse.Namespace, service: BatchService, settings: ServerSet
 
 
 # ---------------------------------------------------------------- output
-
-
-def batch_json(batch: Batch) -> dict[str, Any]:
-    data = asdict(batch)
-    data["trays"] = [str(t) for t in batch.trays]
-    data["open"] = batch.open
-    return data
-
-
-def reading_json(reading: MoistureReading) -> dict[str, Any]:
-    data = asdict(reading)
-    data["tray"] = str(reading.tray) if reading.tray else None
-    return data
-
-
-def view_json(view: BatchView) -> dict[str, Any]:
-    """What show answers: the record, its readings, metrics and estimate (no curve)."""
-    return {"batch": batch_json(view.batch),
-            "readings": [reading_json(r) for r in view.readings],
-            "until": view.until, "metrics": asdict(view.metrics),
-            "estimate": asdict(view.estimate)}
 
 
 def describe(view: BatchView, settings: ServerSettings) -> list[str]:

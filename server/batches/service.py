@@ -29,9 +29,9 @@ import re
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any, Protocol
@@ -162,6 +162,28 @@ class ExportResult:
     error: str | None = None
 
 
+def batch_json(batch: Batch) -> dict[str, Any]:
+    """A batch record as the API and ``batch list --json`` answer it."""
+    data = asdict(batch)
+    data["trays"] = [str(t) for t in batch.trays]
+    data["open"] = batch.open
+    return data
+
+
+def reading_json(reading: MoistureReading) -> dict[str, Any]:
+    data = asdict(reading)
+    data["tray"] = str(reading.tray) if reading.tray else None
+    return data
+
+
+def view_json(view: BatchView) -> dict[str, Any]:
+    """What show answers: the record, its readings, metrics and estimate (no curve)."""
+    return {"batch": batch_json(view.batch),
+            "readings": [reading_json(r) for r in view.readings],
+            "until": view.until, "metrics": asdict(view.metrics),
+            "estimate": asdict(view.estimate)}
+
+
 # ---------------------------------------------------------------- the service
 
 
@@ -194,9 +216,12 @@ class BatchService:
                    registry=registry, health=health)
 
     def close(self) -> None:
+        """Close the store and the InfluxDB connections this service opened."""
         self.store.close()
-        if isinstance(self.trays, InfluxTrays):
-            self.trays.close()
+        for reader in (self.trays, self._series):
+            close = getattr(reader, "close", None)
+            if close is not None:
+                close()
 
     @property
     def series(self) -> SeriesSource:
@@ -214,7 +239,7 @@ class BatchService:
         return self._analysis
 
     @contextlib.contextmanager
-    def _operation(self, name: str):  # type: ignore[no-untyped-def]
+    def _operation(self, name: str) -> Iterator[None]:
         try:
             yield
         except BatchError as exc:
@@ -579,7 +604,7 @@ def _iso(ts: float) -> str:
 
 
 @contextlib.contextmanager
-def _replaced_atomically(path: Path | None):  # type: ignore[no-untyped-def]
+def _replaced_atomically(path: Path | None) -> Iterator[Path | None]:
     """A temporary path beside ``path``, renamed over it only if the block succeeds."""
     if path is None:
         yield None

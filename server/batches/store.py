@@ -249,7 +249,7 @@ class BatchStore:
         with self._transaction():
             batch = self.batch(reading.batch)
             if not batch.open:
-                raise BatchError("ts", f"batch {batch.id!r} has ended; no more readings")
+                raise BatchError("at", f"batch {batch.id!r} has ended; no more readings")
             self._insert_reading(reading)
         return reading
 
@@ -267,7 +267,7 @@ class BatchStore:
             if same is None:
                 raise
             if (same["moisture_pct"], same["by"]) != (reading.moisture_pct, reading.by):
-                raise BatchError("ts", "another reading at that time on that tray is already "
+                raise BatchError("at", "another reading at that time on that tray is already "
                                        f"stored ({same['moisture_pct']} %)") from exc
             # The same reading sent again: stored once already.
 

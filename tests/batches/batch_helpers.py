@@ -15,11 +15,10 @@ refusal tests that need InfluxDB to fail.
 
 from __future__ import annotations
 
-import json
 import urllib.request
 from collections.abc import Sequence
 from concurrent.futures import Future
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +29,6 @@ from secadero.server.batches.model import (
     BatchSeries,
     DryingPeriod,
     Estimate,
-    MoistureReading,
 )
 from secadero.server.batches.service import Analysis
 from secadero.server.influx import InfluxV1Writer, PointWriter
@@ -189,13 +187,3 @@ def standin_analysis(render: StandInRender | None = None) -> Analysis:
     return Analysis(compute=standin_metrics, drying_periods=standin_periods,
                     estimate=standin_estimate, to_json=standin_to_json,
                     write_csv=standin_write_csv, render=render or StandInRender())
-
-
-def reading_json(reading: MoistureReading) -> dict[str, Any]:
-    data = asdict(reading)
-    data["tray"] = str(reading.tray) if reading.tray else None
-    return data
-
-
-def dumps(value: Any) -> bytes:
-    return json.dumps(value).encode()

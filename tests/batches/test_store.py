@@ -69,7 +69,7 @@ def test_a_tray_is_free_again_once_its_batch_ends(store: BatchStore) -> None:
     (lambda s: s.add_batch(batch("lote-2", T2, T1)), "trays"),   # T1 is in lote-1
     (lambda s: s.end_batch("lote-1", ended_at=T0 - 1, final_moisture_pct=7.0,
                            dry_weight_kg=50.0), "at"),           # end before start
-    (lambda s: s.add_moisture(MoistureReading("lote-1", T0 + 60, 41.0, tray=T1)), "ts"),
+    (lambda s: s.add_moisture(MoistureReading("lote-1", T0 + 60, 41.0, tray=T1)), "at"),
     (lambda s: s.end_batch("nada", ended_at=T0, final_moisture_pct=None,
                            dry_weight_kg=None), "id"),           # unknown
     (lambda s: s.add_moisture(MoistureReading("nada", T0, 41.0)), "id"),
