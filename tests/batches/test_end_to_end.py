@@ -110,10 +110,13 @@ def node_messages() -> list[tuple[str, bytes]]:
             kind = "rain_started" if now.wet else "rain_stopped"
             messages.append(("event", encode(Event(ts=ts, seq=seq, type=kind))))
         if previous is not None and now.extended != previous.extended:
-            for tray in ("t1", "t2"):
+            # The second tray's limit switch a second after the first's, as on a real
+            # yard (two events of one node at the same instant would be one `event` point).
+            for offset_s, tray in enumerate(("t1", "t2")):
                 seq += 1
                 kind = "tray_extended" if now.extended else "tray_retracted"
-                messages.append(("event", encode(Event(ts=ts, seq=seq, type=kind, tray=tray))))
+                messages.append(("event", encode(Event(ts=ts + offset_s, seq=seq, type=kind,
+                                                       tray=tray))))
         seq += 1
         state = "extended" if now.extended else "retracted"
         telemetry = {"ts": ts, "seq": seq, "temperature_c": now.temperature_c,
@@ -251,7 +254,9 @@ def test_a_whole_batch_from_the_nodes_messages_to_its_report(
     assert metrics["sun_drying_h"] == pytest.approx(9 + 10 + 9 + 25 / 60, abs=0.1)
     assert metrics["rewetting_h"] == pytest.approx(0.0, abs=0.01)
     assert metrics["rain_exposure_min"] == pytest.approx(10.0, abs=0.5)
-    assert [(r["episode"], r["minutes"]) for r in metrics["responses"]] == [(1, 15.0)]
+    # Raised 12:55; the last of the batch's trays in at 13:10:01.
+    assert [(r["episode"], round(r["minutes"], 2)) for r in metrics["responses"]] == [
+        (1, 15.02)]
     assert (metrics["humidity_min_pct"], metrics["humidity_max_pct"]) == (55.0, 88.0)
     assert (metrics["temperature_min_c"], metrics["temperature_max_c"]) == (23.0, 32.0)
     # 30 hours by day at 55 %, 28 at night at 88 %.
