@@ -104,12 +104,23 @@ class Analysis:
 
     @classmethod
     def real(cls) -> Analysis:
-        # Imported here: matplotlib is heavy, and a CLI start needs none of it.
-        from secadero.server.batches import estimate, metrics, report
+        # Imported here, the report on first use: `batch start` needs none of them, and
+        # `batch show` (half a second at most, with the process's start) not the report.
+        from secadero.server.batches import estimate, metrics
 
         return cls(compute=metrics.compute, drying_periods=metrics.drying_periods,
-                   estimate=estimate.estimate, to_json=report.to_json,
-                   write_csv=report.write_csv, render=report.render)
+                   estimate=estimate.estimate, to_json=_from_report("to_json"),
+                   write_csv=_from_report("write_csv"), render=_from_report("render"))
+
+
+def _from_report(name: str) -> Callable[..., Any]:
+    def call(*args: Any, **kwargs: Any) -> Any:
+        from secadero.server.batches import report
+
+        return getattr(report, name)(*args, **kwargs)
+
+    call.__name__ = name
+    return call
 
 
 class InfluxTrays:
