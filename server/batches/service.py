@@ -214,6 +214,7 @@ class BatchService:
         self.clock = clock
         self.metrics = (registry or Registry()).part("batches", HELP)
         self._yards = {yard.id: yard for yard in settings.yards}
+        self._lazy = threading.Lock()
         del health  # no thread of its own: the API's and the CLI's threads run it
 
     @classmethod
@@ -234,20 +235,24 @@ class BatchService:
             if close is not None:
                 close()
 
+    # Built on first use (under a lock: the API's threads), so `batch start` imports
+    # neither the series reader nor the computations.
     @property
     def series(self) -> SeriesSource:
-        if self._series is None:
-            from secadero.server.batches.series import SeriesReader
+        with self._lazy:
+            if self._series is None:
+                from secadero.server.batches.series import SeriesReader
 
-            self._series = SeriesReader(self.settings.influxdb,
-                                        gap_after_s=self.settings.batches.gap_after_s)
-        return self._series
+                self._series = SeriesReader(self.settings.influxdb,
+                                            gap_after_s=self.settings.batches.gap_after_s)
+            return self._series
 
     @property
     def analysis(self) -> Analysis:
-        if self._analysis is None:
-            self._analysis = Analysis.real()
-        return self._analysis
+        with self._lazy:
+            if self._analysis is None:
+                self._analysis = Analysis.real()
+            return self._analysis
 
     @contextlib.contextmanager
     def _operation(self, name: str) -> Iterator[None]:
