@@ -221,3 +221,34 @@ def test_a_bug_in_a_computation_is_a_counted_500_and_the_server_goes_on(api: Api
     assert api.count("GET", "/api/batches/{id}", 500) == 1
     api.series.broken = False
     assert api.call("GET", "/api/batches/lote-1")[0] == 200
+
+
+def test_the_server_serves_the_batch_routes_and_writes_the_points(
+        tmp_path: Path, mosquitto: Any, influxdb: Any, unique_name: str) -> None:
+    """The composition root (server/app.py): the batch service on the API, its points
+    through the server's own PointWriter, counted in the server's one registry."""
+    from conftest import influx_query
+
+    from secadero.devservices import free_port
+    from secadero.server.app import Server
+
+    settings = load_server_settings(write_config(
+        tmp_path / "server.toml", influx_url=influxdb.url, database=unique_name,
+        batches_db=tmp_path / "batches.sqlite3", alerts_db=tmp_path / "alerts.sqlite3",
+        mqtt_port=mosquitto.port, api_port=free_port()))
+    with Server(settings, notifiers=[]) as server:
+        assert server.ingest.wait_ready(10)
+        report_trays(influxdb.url, unique_name, "norte", {"norte-1": ["t1"]}, NOW - 3 * DAY)
+        assert server.api_port is not None
+        api = Api(server.api_port, server.registry, StandInSeries(), settings.batches.database)
+        body = {"id": "lote-1", "yard": "norte", "trays": ["norte-1/t1"], "at": START}
+        assert api.call("POST", "/api/batches", body)[0] == 201
+        assert api.call("POST", "/api/batches/lote-1/end", {"at": START + DAY})[0] == 200
+        api.connection.close()
+    # Stopped: the point writer wrote what was queued before it closed.
+    rows = influx_query(influxdb.url, unique_name, 'SELECT event FROM "batch"')
+    assert [(r["time"], r["event"]) for r in rows] == [(int(START) * 1000, "start"),
+                                                      (int(START + DAY) * 1000, "end")]
+    assert server.registry.part("batches").by_label("operations_total", "operation") == {
+        "start": 1, "end": 1}
+    assert api.count("POST", "/api/batches", 201) == 1
