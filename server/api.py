@@ -17,6 +17,8 @@ Routes:
 - ``POST /api/twilio/inbound`` — an SMS reply; "OK" or "SI" acknowledges the
   sender's yards. ``POST /api/twilio/status`` — delivery status. Both only
   with a valid ``X-Twilio-Signature``.
+- ``/api/batches...`` — the drying batches (server/batches/api.py), when the
+  server has a ``BatchService``.
 - ``POST /api/sms/inbound`` — an SMS the GSM modem received (Gammu SMSD's
   RunOnReceive runs ``secadero alerts --sms-received``), signed with the
   server's secret.
@@ -44,11 +46,13 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import TYPE_CHECKING, Any
 
 from secadero.server.alerts.store import Episode
+from secadero.server.batches import api as batch_api
 from secadero.server.metrics import Health, Metrics, Registry
 from secadero.server.notifiers.twilio import INBOUND_PATH, STATUS_PATH, valid_signature
 
 if TYPE_CHECKING:
     from secadero.server.alerts.service import AlertService
+    from secadero.server.batches.service import BatchService
 
 log = logging.getLogger(__name__)
 
@@ -87,11 +91,13 @@ class ApiServer:
     """Serves the alert API for one AlertService on host:port (port 0 = any free port)."""
 
     def __init__(self, service: AlertService, *, host: str = "127.0.0.1", port: int = 0,
-                 registry: Registry | None = None, health: Health | None = None) -> None:
+                 registry: Registry | None = None, health: Health | None = None,
+                 batches: BatchService | None = None) -> None:
         self.service = service
         self._health = health or Health()
         metrics = (registry or Registry()).part("api", HELP)
-        handler = type("Handler", (_Handler,), {"service": service, "metrics": metrics})
+        handler = type("Handler", (_Handler,), {"service": service, "metrics": metrics,
+                                                "batches": batches})
         self._server = ThreadingHTTPServer((host, port), handler)
         self._server.daemon_threads = True
         self.port = self._server.server_address[1]
@@ -111,6 +117,7 @@ class ApiServer:
 class _Handler(BaseHTTPRequestHandler):
     service: AlertService
     metrics: Metrics
+    batches: BatchService | None = None  # the batch routes (server/batches/api.py)
     protocol_version = "HTTP/1.1"
     server_version = "secadero"
     # The matched route's pattern, the ``route`` label of this request's count.
@@ -152,6 +159,9 @@ class _Handler(BaseHTTPRequestHandler):
 
     def do_GET(self) -> None:
         url = urllib.parse.urlsplit(self.path)
+        if self.batches is not None and batch_api.handles(url.path):
+            batch_api.serve(self, self.batches, "GET")
+            return
         query = dict(urllib.parse.parse_qsl(url.query))
         store = self.service.store
         if url.path == "/api/alerts/active":
@@ -202,6 +212,9 @@ class _Handler(BaseHTTPRequestHandler):
 
     def do_POST(self) -> None:
         url = urllib.parse.urlsplit(self.path)
+        if self.batches is not None and batch_api.handles(url.path):
+            batch_api.serve(self, self.batches, "POST")
+            return
         # Routed before the body is read, so a 413 is counted under its route too.
         ack = _ACK.fullmatch(url.path)
         if ack:

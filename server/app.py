@@ -19,7 +19,9 @@ Parts and what they are handed::
         ├─ points ────────────────────── AlertPoints(PointWriter): the wall display
         └─ publish ───────────────────── Ingest.publish: the yard's retained alert topic
     AlertFeed (alerts/feed.py) ───── only in a share group: the alerts' own subscription
-    ApiServer (api.py) ───────────── the AlertService
+    BatchService (batches/) ──────── the batch store (SQLite), the PointWriter for the
+                                     batch points, InfluxDB for the trays and series
+    ApiServer (api.py) ───────────── the AlertService; the BatchService
     MetricsServer (metrics.py) ───── /metrics from the Registry, /healthz from Health
 
 Threads of one ``secadero server run`` process (``name``: what it owns; how
@@ -45,8 +47,10 @@ thread                 owns                                          hands over
 ``influx-points``      the queue of alert and forecast points        InfluxDB /write
 ``notify-<channel>``   one channel's deliveries (sms, push,          the notification log
                        webhook), retries, fallback                   (SQLite)
-``alerts-api``         the HTTP API's requests                       acknowledgements to the
-                                                                     AlertService
+``alerts-api``         the HTTP API's requests (a thread each)       acknowledgements to the
+                                                                     AlertService; batch
+                                                                     operations to the
+                                                                     BatchService (SQLite)
 ``metrics-http``       nothing: reads counters and health on         /metrics, /healthz
                        request
 =====================  ============================================  =======================
@@ -76,6 +80,8 @@ from collections.abc import Callable, Sequence
 from secadero.server.alerts.feed import AlertFeed, alert_feed_for
 from secadero.server.alerts.service import AlertService
 from secadero.server.api import ApiServer
+from secadero.server.batches.service import BatchService
+from secadero.server.batches.warnings import open_batches_from
 from secadero.server.forecast.poller import ForecastPoller, make_clients
 from secadero.server.influx import PointWriter
 from secadero.server.influx_points import AlertPoints, ForecastPoints
@@ -117,7 +123,13 @@ class Server:
         self.alerts: AlertService | None = None
         self.feed: AlertFeed | None = None
         self.api: ApiServer | None = None
+        self.batches: BatchService | None = None
         if alerts:
+            # The batch records: the API's (no thread of their own); the alerts read the
+            # open batches for the quality warnings.
+            self.batches = BatchService.from_settings(settings, points=self.points,
+                                                      registry=self.registry,
+                                                      health=self.health, clock=clock)
             self.alerts = self._build_alerts(notifiers, clock)
             # In a share group the ingest sees only its share: the alerts get their
             # own feed of every message, and the ingest does not observe (none twice).
@@ -125,7 +137,7 @@ class Server:
                                        health=self.health)
             if self.feed is None:
                 self.ingest.add_observer(self.alerts.observe)
-            self.api = self._build_api(self.alerts)
+            self.api = self._build_api(self.alerts, self.batches)
         self.http = MetricsServer(self.registry, self.health, host=settings.ingest.http_host,
                                   port=settings.ingest.http_port)
         self._started = False
@@ -137,18 +149,21 @@ class Server:
         poller = ForecastPoller(s.yards, clients, writer=ForecastPoints(self.points),
                                 interval_s=s.forecast.poll_interval_s, registry=self.registry,
                                 health=self.health)
+        # The quality warnings read the open batches from the batch records.
+        open_batches = (open_batches_from(self.batches.store) if self.batches is not None
+                        else None)
         service = AlertService(
             s, notifiers=build_notifiers(s.notifiers) if notifiers is None else notifiers,
             poller=poller, publish=self.ingest.publish, clock=clock, registry=self.registry,
-            health=self.health)
+            health=self.health, open_batches=open_batches)
         service.points = AlertPoints(self.points)
         return service
 
-    def _build_api(self, service: AlertService) -> ApiServer | None:
+    def _build_api(self, service: AlertService, batches: BatchService) -> ApiServer | None:
         s = self.settings.alerts
         try:
             return ApiServer(service, host=s.api_host, port=s.api_port, registry=self.registry,
-                             health=self.health)
+                             health=self.health, batches=batches)
         except OSError as exc:
             # Alerts matter more than their API: run without it, say so loudly.
             log.error("alert API cannot listen on %s:%d (%s); alerts run without it",
@@ -188,6 +203,8 @@ class Server:
             self.feed.stop()
         if self.alerts is not None:
             self.alerts.stop()
+        if self.batches is not None:
+            self.batches.close()
         if self._started:
             self.ingest.stop()
         self.points.stop()
