@@ -44,13 +44,15 @@ thread                 owns                                          hands over
 (share group only)                                                   alert observer
 ``forecast``           the last good forecast per yard               status read by the
                                                                      alerts under a lock
-``influx-points``      the queue of alert and forecast points        InfluxDB /write
+``influx-points``      the queue of alert, forecast, batch points    InfluxDB /write
 ``notify-<channel>``   one channel's deliveries (sms, push,          the notification log
                        webhook), retries, fallback                   (SQLite)
 ``alerts-api``         the HTTP API's requests (a thread each)       acknowledgements to the
                                                                      AlertService; batch
                                                                      operations to the
                                                                      BatchService (SQLite)
+``batch-series_0``     one of a batch's two InfluxDB queries, run    its rows to the
+(on demand)            beside the other (``SeriesReader``)           caller
 ``metrics-http``       nothing: reads counters and health on         /metrics, /healthz
                        request
 =====================  ============================================  =======================
