@@ -47,10 +47,13 @@ from typing import Protocol
 
 from secadero.errors import PermanentStorageError, RetryableStorageError
 from secadero.server.metrics import Health, Help, Registry
-from secadero.server.points import PRECISION, PRECISION_PARAM
 from secadero.settings import InfluxSettings
 
 log = logging.getLogger(__name__)
+
+# Line protocol times are integer microseconds (server/points.py writes them so):
+PRECISION_PARAM = "u"  # what the 1.x /write API calls that
+PRECISION_V2 = "us"  # and the 2.x write API (influxdb-client's WritePrecision.US)
 
 RAW_POLICY = "raw"
 HOURLY_POLICY = "hourly"
@@ -377,7 +380,7 @@ class InfluxV2Writer:
             raise TypeError(f"line protocol must be bytes, got {type(body).__name__}")
         try:
             self._write_api.write(bucket=self.settings.bucket, org=self.settings.org,
-                                  record=body, write_precision=PRECISION)
+                                  record=body, write_precision=PRECISION_V2)
         except ApiException as exc:
             raise _v2_error(exc, self.settings) from exc
         except self._transport_errors as exc:

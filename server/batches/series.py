@@ -42,6 +42,7 @@ from collections.abc import Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 
 from secadero.errors import SecaderoError
+from secadero.server.air import vpd_kpa
 from secadero.server.batches.model import (
     AlertMark,
     Batch,
@@ -54,7 +55,6 @@ from secadero.server.batches.model import (
     TrayRef,
 )
 from secadero.server.influx import InfluxV1Writer, quote_identifier
-from secadero.server.points import vpd_kpa
 from secadero.settings import BatchSettings, InfluxSettings
 
 DEFAULT_RESOLUTION_S = 300

@@ -17,6 +17,7 @@ import pytest
 
 from secadero.contract import Event, Telemetry
 from secadero.devservices import free_port
+from secadero.server.air import vpd_kpa
 from secadero.server.alerts.engine import Transition
 from secadero.server.batches import metrics
 from secadero.server.batches.model import (
@@ -32,7 +33,7 @@ from secadero.server.batches.model import (
 from secadero.server.batches.series import SeriesReader, quote_string
 from secadero.server.influx import InfluxV1Writer
 from secadero.server.influx_points import alert_line
-from secadero.server.points import LineBuilder, event_points, to_lines, vpd_kpa
+from secadero.server.points import LineBuilder, event_points, to_lines
 from secadero.settings import BatchSettings, InfluxSettings, YardSettings
 
 N1, N2 = TrayRef("n1", "t1"), TrayRef("n2", "t1")

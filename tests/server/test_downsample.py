@@ -42,6 +42,7 @@ from secadero.cli import main
 from secadero.contract import Telemetry, encode
 from secadero.devservices import free_port
 from secadero.errors import PermanentStorageError, RetryableStorageError
+from secadero.server.air import dew_point_c, vpd_kpa
 from secadero.server.downsample import (
     HOUR_S,
     LATE_MARGIN_S,
@@ -60,7 +61,6 @@ from secadero.server.ingest.link import BrokerLink
 from secadero.server.ingest.liveness import Liveness
 from secadero.server.ingest.receive import Receiver
 from secadero.server.metrics import Metrics
-from secadero.server.points import dew_point_c, vpd_kpa
 from secadero.settings import ServerSettings, load_server_settings
 
 # --------------------------------------------------------------------------

@@ -27,8 +27,9 @@ from ingest_helpers import (  # noqa: F401 (fixtures are found by their names)
 )
 
 from secadero.contract import Event, Status, encode
+from secadero.server.air import dew_point_c, vpd_kpa
 from secadero.server.ingest import Ingest
-from secadero.server.points import LineBuilder, dew_point_c, vpd_kpa
+from secadero.server.points import LineBuilder
 from secadero.settings import ServerSettings
 
 pytestmark = pytest.mark.integration

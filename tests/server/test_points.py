@@ -7,15 +7,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from secadero.contract import TRAY_STATES, Envelope, Event, Status, Telemetry
-from secadero.server.points import (
-    LineBuilder,
-    dew_point_c,
-    points_for,
-    saturation_vapour_pressure_kpa,
-    time_us,
-    to_lines,
-    vpd_kpa,
-)
+from secadero.server.air import dew_point_c, saturation_vapour_pressure_kpa, vpd_kpa
+from secadero.server.points import LineBuilder, points_for, time_us, to_lines
 
 
 @pytest.mark.parametrize(("temperature_c", "humidity_pct", "expected_c"), [
@@ -157,3 +150,10 @@ def test_a_vanishingly_small_humidity_still_gives_a_dew_point() -> None:
     # Found by the property test above: 5e-324 % divided by 100 underflowed to 0.
     dew = dew_point_c(0.0, 5e-324)
     assert dew is not None and -243.04 < dew < -200
+
+
+def test_the_lines_and_the_output_agree_on_the_time_precision() -> None:
+    """points.py writes microseconds; the InfluxDB output tells both APIs so."""
+    from secadero.server import influx, points
+
+    assert (points.PRECISION, points.PRECISION_PARAM) == (influx.PRECISION_V2, "u")
