@@ -11,13 +11,10 @@ from __future__ import annotations
 import json
 import re
 import time
-import urllib.error
-import urllib.parse
-import urllib.request
 from pathlib import Path
 
 import pytest
-from conftest import influx_query
+from conftest import create_database_and_write, influx_query
 
 pytestmark = pytest.mark.integration
 
@@ -32,27 +29,7 @@ def expand(query: str, yard: str) -> str:
 
 
 def write_lines(url: str, database: str, lines: list[str]) -> None:
-    create = urllib.parse.quote(f'CREATE DATABASE "{database}"')
-    request = urllib.request.Request(f"{url}/query?q={create}", method="POST")
-    with urllib.request.urlopen(request, timeout=10) as response:
-        results = json.load(response)["results"]
-    assert not any("error" in result for result in results), results
-    body = "\n".join(lines).encode()
-    for attempt in range(3):
-        request = urllib.request.Request(f"{url}/write?db={database}&precision=s",
-                                         data=body, method="POST")
-        try:
-            with urllib.request.urlopen(request, timeout=10) as response:
-                assert response.status == 204
-                return
-        except urllib.error.HTTPError as exc:
-            # Once in CI (not reproduced here) a /write right after a successful
-            # CREATE DATABASE answered 404; the dashboards, not InfluxDB's
-            # metadata, are under test, so try again and say what it answered.
-            detail = exc.read().decode("utf-8", "replace")
-            if exc.code != 404 or attempt == 2:
-                raise AssertionError(f"/write answered {exc.code}: {detail}") from exc
-            time.sleep(0.5)
+    create_database_and_write(url, database, "\n".join(lines).encode())
 
 
 def sample_points(yard: str, now: int) -> list[str]:

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import paho.mqtt.client as mqtt
 import pytest
+from conftest import create_database_and_write
 
 from secadero.devservices import InfluxDB, Mosquitto, ServiceError, find_binary
 
@@ -73,14 +74,8 @@ def test_influxdb_answers_and_keeps_data_across_a_restart(tmp_path: Path) -> Non
     database = InfluxDB(workdir=tmp_path).start()
     first_pid = database.pid
 
-    def post(path: str, body: bytes) -> int:
-        request = urllib.request.Request(f"{database.url}{path}", data=body, method="POST")
-        with urllib.request.urlopen(request, timeout=10) as response:
-            return response.status
-
-    assert post("/query?q=CREATE+DATABASE+probe", b"") == 200
-    assert post("/write?db=probe&precision=s", b"climate,yard=y,node=n humidity_pct=60 "
-                                               b"1780000000") == 204
+    create_database_and_write(database.url, "probe",
+                              b"climate,yard=y,node=n humidity_pct=60 1780000000")
     database.kill()
     assert first_pid is not None and not alive(first_pid)
     database.restart()
