@@ -49,7 +49,8 @@ def register(commands: argparse._SubParsersAction) -> None:
     sub = batch.add_subparsers(dest="batch_command", metavar="COMMAND", required=True)
 
     def command(name: str, help: str, handler: Callable[..., int]) -> argparse.ArgumentParser:
-        parser = sub.add_parser(name, help=help, description=help)
+        # argparse %-formats help strings but not descriptions: "%%" reads "%" in both.
+        parser = sub.add_parser(name, help=help, description=help.replace("%%", "%"))
         parser.add_argument("--config", required=True, metavar="FILE",
                             help="server settings (TOML)")
         parser.set_defaults(handler=lambda args: _run(args, handler))
