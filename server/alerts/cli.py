@@ -50,6 +50,9 @@ def _alerts(args: argparse.Namespace) -> int:
         return 2
     if args.sms_received:
         return _sms_received(settings)
+    if (args.days is not None or args.since is not None) and not args.skill:
+        print("--days and --since are for --skill")
+        return 2
     if not settings.alerts.database.exists():
         print(f"no alerts yet ({settings.alerts.database} does not exist)")
         return 0

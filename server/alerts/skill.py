@@ -16,8 +16,9 @@ yard and period (episodes *raised* in it):
 - **hit**: a rain whose episode the forecast raised before the sensor got
   wet; its **lead** is ``wet_ts - raised_at``, the time the yard had between
   the forecast alert and the rain (median and shortest are given).
-- **miss**: a rain whose episode the sensors raised (the forecast did not
-  have it, or not within the look-ahead).
+- **miss**: a rain whose episode the forecast did not raise: the sensors
+  did (or anything else that is not ``rain_forecast``), so the forecast did
+  not have it, or not within the look-ahead.
 - **false alarm**: an episode the forecast raised that was resolved with no
   sensor ever saying rain. A forecast episode still open and dry is
   **pending**: neither hit nor false alarm yet.
@@ -93,13 +94,16 @@ def yard_skill(yard: str, episodes: Iterable[Episode], since: float, until: floa
             continue
         raised_by = e.details.get("raised_by")
         wet_ts = e.details.get("wet_ts")
-        if raised_by not in ("rain_forecast", "rain_now"):
+        if raised_by is None:
             unscored += 1
             continue
         if wet_ts is not None:
             rains += 1
-        if raised_by == "rain_now":
-            misses += 1
+        if raised_by != "rain_forecast":
+            # The sensors raised it (or a warning that became the rain's episode): the
+            # forecast did not have the rain, whether or not a sensor got wet later.
+            if wet_ts is not None:
+                misses += 1
         elif wet_ts is not None:
             hits += 1
             leads.append(max(0.0, wet_ts - e.raised_at) / 60)

@@ -204,6 +204,13 @@ longitude = -76.14
         "yard": "norte", "rains": 3, "hits": 2, "misses": 1, "false_alarms": 1,
         "hit_rate": 2 / 3, "false_alarm_ratio": 1 / 3, "lead_median_min": 91.5,
         "leads_min": [109.0, 74.0]}
+    # --days: the last N days up to now, which hold the whole week.
+    assert main(["alerts", "--config", str(config), "--skill", "--days", "30", "--json"]) == 0
+    [row] = json.loads(capsys.readouterr().out)
+    assert (row["rains"], row["hits"], row["misses"], row["false_alarms"]) == (5, 4, 1, 1)
+    # A period without --skill is refused, not ignored.
+    assert main(["alerts", "--config", str(config), "--days", "7"]) == 2
+    assert capsys.readouterr().out == "--days and --since are for --skill\n"
 
 
 def test_a_bad_period_is_refused_with_a_reason(week: WeekYard, tmp_path: Path,
