@@ -18,6 +18,7 @@ Parts and what they are handed::
         │                                as its notification log
         ├─ points ────────────────────── AlertPoints(PointWriter): the wall display
         └─ publish ───────────────────── Ingest.publish: the yard's retained alert topic
+    ForecastSkillReporter (alerts/skill_report.py) ── the alert store; the PointWriter
     AlertFeed (alerts/feed.py) ───── only in a share group: the alerts' own subscription
     BatchService (batches/) ──────── the batch store (SQLite), the PointWriter for the
                                      batch points, InfluxDB for the trays and series
@@ -44,6 +45,7 @@ thread                 owns                                          hands over
 (share group only)                                                   alert observer
 ``forecast``           the last good forecast per yard               status read by the
                                                                      alerts under a lock
+``forecast-skill``     when each yard's forecast_skill point is due  points
 ``influx-points``      the queue of alert, forecast, batch points    InfluxDB /write
 ``notify-<channel>``   one channel's deliveries (sms, push,          the notification log
                        webhook), retries, fallback                   (SQLite)
@@ -81,6 +83,7 @@ from collections.abc import Callable, Sequence
 
 from secadero.server.alerts.feed import AlertFeed, alert_feed_for
 from secadero.server.alerts.service import AlertService
+from secadero.server.alerts.skill_report import ForecastSkillReporter
 from secadero.server.api import ApiServer
 from secadero.server.batches.service import BatchService
 from secadero.server.batches.warnings import open_batches_from
@@ -124,6 +127,7 @@ class Server:
                              registry=self.registry, health=self.health)
         self.alerts: AlertService | None = None
         self.feed: AlertFeed | None = None
+        self.skill: ForecastSkillReporter | None = None
         self.api: ApiServer | None = None
         self.batches: BatchService | None = None
         if alerts:
@@ -159,6 +163,10 @@ class Server:
             poller=poller, publish=self.ingest.publish, clock=clock, registry=self.registry,
             health=self.health, open_batches=open_batches)
         service.points = AlertPoints(self.points)
+        # The forecast's skill per yard, for the dashboards (its own thread, same store).
+        self.skill = ForecastSkillReporter(service.store, self.points,
+                                           [y.id for y in s.yards], clock=clock,
+                                           registry=self.registry, health=self.health)
         return service
 
     def _build_api(self, service: AlertService, batches: BatchService) -> ApiServer | None:
@@ -186,6 +194,8 @@ class Server:
             if not self.ingest.wait_ready(READY_WAIT_S):
                 log.warning("alerts start before the ingest is ready (broker or InfluxDB down)")
             self.alerts.start()
+            if self.skill is not None:
+                self.skill.start()
             if self.feed is not None:
                 self.feed.start()
             if self.api is not None:
@@ -203,6 +213,8 @@ class Server:
             self.api.stop()
         if self.feed is not None:
             self.feed.stop()
+        if self.skill is not None:
+            self.skill.stop()  # before the alerts, which close the store it reads
         if self.alerts is not None:
             self.alerts.stop()
         if self.batches is not None:

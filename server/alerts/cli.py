@@ -1,4 +1,4 @@
-"""``secadero alerts --config FILE``: the open alerts, or the history, on the command line.
+"""``secadero alerts --config FILE``: the open alerts, the history, or the forecast's skill.
 
 Reads the alert database directly (SQLite in WAL mode, so it works while
 the server runs) and prints times in each yard's local time.
@@ -8,12 +8,15 @@ from __future__ import annotations
 
 import argparse
 import json
+import time
 from dataclasses import asdict
-from datetime import datetime
+from datetime import date, datetime
 from typing import TYPE_CHECKING
 from zoneinfo import ZoneInfo
 
 if TYPE_CHECKING:
+    from secadero.server.alerts.skill import YardSkill
+    from secadero.server.alerts.store import AlertStore
     from secadero.settings import ServerSettings
 
 
@@ -24,6 +27,14 @@ def register(commands: argparse._SubParsersAction) -> None:
     alerts.add_argument("--yard", help="only this yard")
     alerts.add_argument("--limit", type=int, default=20, help="how many past alerts (20)")
     alerts.add_argument("--json", action="store_true", help="machine-readable output")
+    alerts.add_argument("--skill", action="store_true",
+                        help="how good the forecast was per yard: rains it had and missed, "
+                             "lead, false alarms (docs/alerts.md)")
+    period = alerts.add_mutually_exclusive_group()
+    period.add_argument("--days", type=_positive_days, default=None,
+                        help="with --skill: the last N days (30)")
+    period.add_argument("--since", type=_date, default=None, metavar="YYYY-MM-DD",
+                        help="with --skill: from this day (the yard's local midnight) to now")
     alerts.add_argument("--sms-received", action="store_true",
                         help="for Gammu SMSD's RunOnReceive: hand the received SMS (from the "
                              "SMS_* environment) to the running server")
@@ -39,12 +50,17 @@ def _alerts(args: argparse.Namespace) -> int:
         return 2
     if args.sms_received:
         return _sms_received(settings)
+    if (args.days is not None or args.since is not None) and not args.skill:
+        print("--days and --since are for --skill")
+        return 2
     if not settings.alerts.database.exists():
         print(f"no alerts yet ({settings.alerts.database} does not exist)")
         return 0
     zones = {y.id: y.timezone for y in settings.yards}
     store = AlertStore(settings.alerts.database)
     try:
+        if args.skill:
+            return _skill(store, settings, args)
         if args.history:
             episodes = store.history(yard=args.yard, limit=args.limit)
         else:
@@ -84,6 +100,76 @@ def _alerts(args: argparse.Namespace) -> int:
     finally:
         store.close()
     return 0
+
+
+def _positive_days(text: str) -> float:
+    try:
+        days = float(text)
+    except ValueError:
+        days = 0.0
+    if not days > 0:
+        raise argparse.ArgumentTypeError(f"not a number of days above 0: {text!r}")
+    return days
+
+
+def _date(text: str) -> date:
+    try:
+        return date.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a date YYYY-MM-DD: {text!r}") from None
+
+
+def _skill(store: AlertStore, settings: ServerSettings, args: argparse.Namespace) -> int:
+    """Print each yard's forecast skill over the period (``skill.py`` defines the figures)."""
+    from secadero.server.alerts.skill import yard_skill
+
+    now = time.time()
+    skills = []
+    for yard in settings.yards:
+        if args.yard and yard.id != args.yard:
+            continue
+        zone = ZoneInfo(yard.timezone)
+        if args.since is not None:
+            since = datetime.combine(args.since, datetime.min.time(), zone).timestamp()
+        else:
+            since = now - (args.days if args.days is not None else 30) * 86400
+        episodes = store.history(yard=yard.id, since=since, limit=100_000)
+        skills.append((yard, yard_skill(yard.id, episodes, since, now)))
+    if args.json:
+        print(json.dumps([s.as_dict() for _, s in skills], ensure_ascii=False, indent=1))
+        return 0
+    if not skills:
+        print(f"no yard {args.yard!r} in the settings")
+        return 1
+    for yard, s in skills:
+        zone = ZoneInfo(yard.timezone)
+        print(f"{yard.id} ({yard.name}), "
+              f"{datetime.fromtimestamp(s.since, zone):%Y-%m-%d %H:%M} to "
+              f"{datetime.fromtimestamp(s.until, zone):%Y-%m-%d %H:%M}:")
+        print("    " + skill_text(s).replace("\n", "\n    "))
+    return 0
+
+
+def skill_text(s: YardSkill) -> str:
+    """The figures in a few lines of plain English, for the technician."""
+    def pct(ratio: float | None) -> str:
+        return "-" if ratio is None else f"{ratio * 100:.0f}%"
+
+    def minutes(value: float | None) -> str:
+        return "-" if value is None else f"{value:.0f} min"
+
+    lines = [f"rains seen by the sensors: {s.rains}; the forecast had {s.hits} "
+             f"(hit rate {pct(s.hit_rate)}), missed {s.misses}",
+             f"lead before the rain: median {minutes(s.lead_median_min)}, "
+             f"shortest {minutes(s.lead_min_min)}",
+             f"forecast alerts: {s.forecast_episodes}, false alarms {s.false_alarms} "
+             f"(false-alarm ratio {pct(s.false_alarm_ratio)})"]
+    if s.pending:
+        lines.append(f"forecast alerts still open and dry (not counted yet): {s.pending}")
+    if s.unscored:
+        lines.append(f"rain alerts from before the skill was recorded (not counted): "
+                     f"{s.unscored}")
+    return "\n".join(lines)
 
 
 def _sms_received(settings: ServerSettings) -> int:

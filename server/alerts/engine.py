@@ -216,6 +216,8 @@ class AlertEngine:
                                   cause="rain_now" if raining else "rain_forecast",
                                   severity="critical" if raining else "warning", now=now,
                                   draft=draft)
+            # For the forecast's skill (skill.py): what raised it, as the cause changes.
+            episode.details["raised_by"] = episode.cause
             # Rain supersedes a humidity warning: one alert per episode.
             humidity = draft.get("humidity_surge")
             if humidity is not None:
@@ -245,6 +247,8 @@ class AlertEngine:
         if raining is not None:
             start, lead = raining.since_ts, 0.0
             episode.details.update(nodes=list(raining.nodes))
+            # When a sensor first said rain in this episode: the forecast's lead (skill.py).
+            episode.details.setdefault("wet_ts", raining.since_ts)
         else:
             assert expected is not None
             start, lead = expected.start_ts, expected.lead_min

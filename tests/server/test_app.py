@@ -55,7 +55,8 @@ def test_every_part_is_served_on_one_metrics_endpoint(
         assert server.ingest.wait_ready(15)
         status, text = get(server.http_port, "/metrics")
         assert status == 200
-        for part in ("ingest", "alerts", "notify", "forecast", "api", "influx"):
+        for part in ("ingest", "alerts", "notify", "forecast", "forecast_skill", "api",
+                     "influx"):
             assert f"\n# TYPE secadero_{part}_" in text, part
         assert server.api_port is not None
         wait_until(lambda: get(server.http_port, "/healthz") == (200, "ok\n"),
