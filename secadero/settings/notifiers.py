@@ -94,7 +94,8 @@ class GammuSettings:
     unicode: bool = False
     timeout_s: float = 20.0
     # The modem watcher (server/notifiers/gammu_monitor.py): how often it reads
-    # gammu-smsd-monitor, and how long a problem must last before the technician hears.
+    # gammu-smsd-monitor, and how long a problem must last before the technician hears
+    # (longer than the smsdrc's statusfrequency: a daemon just started reads signal 0).
     monitor_command: str = "gammu-smsd-monitor"
     monitor_interval_s: float = 60.0
     monitor_grace_s: float = 300.0

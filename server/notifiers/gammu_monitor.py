@@ -124,6 +124,7 @@ class ModemMonitor:
         self._failed_at_last_sent: int | None = None
         self._trouble: str | None = None
         self._trouble_since: float | None = None
+        self._unreachable: str | None = None  # the last reading's reason for no state
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self.metrics = (registry or Registry()).part("notify_modem", MODEM_METRICS)
@@ -169,6 +170,10 @@ class ModemMonitor:
         """One good reading: export it, and decide whether the modem can send."""
         self.metrics.inc("readings_total", result="ok")
         self.metrics.set("up", 1)
+        with self._lock:
+            if self._unreachable is not None:
+                log.info("modem: gammu-smsd answers again")
+            self._unreachable = None
         for name, value in (("signal_percent", state.signal_pct),
                             ("battery_percent", state.battery_pct),
                             ("sent_messages", state.sent),
@@ -195,7 +200,11 @@ class ModemMonitor:
         """A reading that gave no state: the daemon cannot send either."""
         self.metrics.inc("readings_total", result=reason)
         self.metrics.set("up", 0)
-        log.warning("modem: %s", message)
+        # Once per change, not at every reading of a daemon that stays down.
+        with self._lock:
+            changed = self._unreachable != reason
+            self._unreachable = reason
+        (log.warning if changed else log.debug)("modem: %s", message)
         self._set_trouble("gammu-smsd not answering" if reason in ("not_running", "timeout")
                           else f"gammu-smsd-monitor: {reason}")
 

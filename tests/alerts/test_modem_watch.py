@@ -19,12 +19,15 @@ import shutil
 import signal
 import subprocess
 import threading
+import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from alert_helpers import SimYard, at, write_smsdrc
 
+from secadero.server.app import Server
 from secadero.server.metrics import Registry
 from secadero.server.notifiers import Outgoing
 from secadero.server.notifiers.gammu import GammuNotifier
@@ -35,7 +38,7 @@ from secadero.server.notifiers.gammu_monitor import (
     parse_monitor_csv,
     signal_is_read,
 )
-from secadero.settings import GammuSettings
+from secadero.settings import GammuSettings, load_server_settings
 
 SMSD_NEEDED = pytest.mark.skipif(
     not all(shutil.which(tool) for tool in ("gammu-smsd", "gammu-smsd-inject",
@@ -74,6 +77,11 @@ def smsd_fixture(tmp_path: Path) -> Iterator[tuple[Path, subprocess.Popen[bytes]
     process = subprocess.Popen(["gammu-smsd", "-c", str(conf)], stdout=subprocess.DEVNULL,
                                stderr=subprocess.DEVNULL, start_new_session=True)
     try:
+        # Ready once its shared memory holds the dummy phone's signal: until the first
+        # status refresh (statusfrequency) the daemon reports signal 0.
+        assert wait_for(lambda: subprocess.run(
+            ["gammu-smsd-monitor", "-c", str(conf), "-C", "-n", "1", "-d", "0"],
+            capture_output=True, text=True, check=False).stdout.strip().endswith(";42"))
         yield conf, process
     finally:
         if process.poll() is None:
@@ -199,3 +207,97 @@ def test_a_restarted_smsd_starts_its_counters_again_without_a_false_alarm(
     monitor.observe(parse_monitor_csv(monitor_line(sent=0, failed=0, signal_pct=50)))
     monitor.observe(parse_monitor_csv(monitor_line(sent=0, failed=1, signal_pct=50)))
     assert monitor.problem() == "1 SMS failed"
+
+
+def server_config(path: Path, *, mosquitto: Any, influxdb: Any, name: str,
+                  smsdrc: Path | None) -> Path:
+    """A server with the alerts, no forecast, SMS only through Gammu (if ``smsdrc``)."""
+    text = f"""
+[mqtt]
+host = "127.0.0.1"
+port = {mosquitto.port}
+client_id = "ingest-{name}"
+[influxdb]
+url = "{influxdb.url}"
+database = "{name}"
+[ingest]
+http_port = 0
+state_file = "state.json"
+set_aside_file = "set-aside.jsonl"
+[alerts]
+database = "alerts.sqlite3"
+api_port = 0
+evaluate_interval_s = 1
+drying_start = "00:00"
+drying_end = "24:00"
+"""
+    if smsdrc is not None:
+        text += f"""[notifiers]
+sms_route = ["gammu"]
+[notifiers.gammu]
+smsdrc = "{smsdrc}"
+monitor_interval_s = 1
+monitor_grace_s = 0
+"""
+    text += f"""
+[[yards]]
+id = "{name}"
+name = "Norte"
+latitude = -6.57
+longitude = -76.14
+[[yards.recipients]]
+name = "Tito"
+role = "technician"
+phone = "+51900000009"
+"""
+    path.write_text(text)
+    return path
+
+
+def scrape(port: int) -> list[str]:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
+        return response.read().decode().splitlines()
+
+
+@SMSD_NEEDED
+@pytest.mark.integration
+def test_the_server_watches_the_modem_only_with_gammu_configured(
+        tmp_path: Path, mosquitto: Any, influxdb: Any, unique_name: str,
+        smsd: tuple[Path, subprocess.Popen[bytes]]) -> None:
+    """The real server on the real broker and database; its modem a real gammu-smsd on the
+    dummy driver. Stopping the daemon tells the technician (the text waits in the
+    daemon's outbox folder: gammu-smsd-inject queues without the daemon)."""
+    conf, process = smsd
+    with_gammu = tmp_path / "with"
+    with_gammu.mkdir()
+    settings = load_server_settings(server_config(
+        with_gammu / "server.toml", mosquitto=mosquitto, influxdb=influxdb, name=unique_name,
+        smsdrc=conf))
+    server = Server(settings).start()
+    try:
+        assert wait_for(lambda: "secadero_notify_modem_signal_percent 42"
+                        in scrape(server.http_port))
+        assert "secadero_notify_modem_failing 0" in scrape(server.http_port)
+        os.kill(process.pid, signal.SIGTERM)
+        process.wait(10)
+        outbox = conf.parent / "outbox"
+        assert wait_for(lambda: any(outbox.iterdir()), timeout_s=20)
+        assert "secadero_notify_modem_up 0" in scrape(server.http_port)
+        [queued] = list(outbox.iterdir())
+        assert "+51900000009" in queued.name
+        sent = [n for n in server.alerts.store.notifications() if n.kind == "modem_failing"]
+        assert [(n.recipient, n.channel, n.body) for n in sent] == [(
+            "Tito", "sms", "Técnico: el modem GSM no puede enviar SMS del tendal Norte "
+            "(gammu-smsd not answering). Revisar senal, SIM y saldo.")]
+    finally:
+        server.stop()
+
+    without = tmp_path / "without"
+    without.mkdir()
+    settings = load_server_settings(server_config(
+        without / "server.toml", mosquitto=mosquitto, influxdb=influxdb,
+        name=unique_name, smsdrc=None))
+    server = Server(settings)
+    assert server.modem is None
+    assert not any(line.startswith("secadero_notify_modem_")
+                   for line in server.registry.render().splitlines())
