@@ -16,6 +16,8 @@ Parts and what they are handed::
         ├─ ForecastPoller (forecast/) ── writes through ForecastPoints(PointWriter)
         ├─ Dispatcher (notifiers/) ───── the notifiers the registry builds; the alert store
         │                                as its notification log
+        ├─ ModemMonitor (notifiers/gammu_monitor.py) ── only with [notifiers.gammu]:
+        │                                why the modem cannot send (modem_failing)
         ├─ points ────────────────────── AlertPoints(PointWriter): the wall display
         └─ publish ───────────────────── Ingest.publish: the yard's retained alert topic
     AlertFeed (alerts/feed.py) ───── only in a share group: the alerts' own subscription

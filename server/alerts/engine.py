@@ -404,13 +404,24 @@ class AlertEngine:
                    draft: _Draft) -> None:
         """One ``provider_failing`` episode per provider failing for ``provider_failing_min``,
         told whether or not another provider covers for it (then the forecast is fine and
-        ``forecast_stale`` says nothing), and told again when that provider answers."""
-        limit_s = self.settings.provider_failing_min * 60
-        failing = {p.provider: p for p in status.providers
-                   if p.failing_since is not None and now - p.failing_since >= limit_s}
-        for provider, state in sorted(failing.items()):
+        ``forecast_stale`` says nothing), and told again when that provider answers.
+
+        An open episode stays open while its provider keeps failing, however short the
+        run the poller has seen (after a restart it starts counting again)."""
+        states = {p.provider: p for p in status.providers}
+        for provider, state in sorted(states.items()):
             episode = draft.get("provider_failing", provider)
+            if state.failing_since is None:
+                if episode is not None:
+                    if drying and episode.notify_count:
+                        self._notify(episode, yard, "recovered", "provider_back",
+                                     (TECHNICIAN,), now, draft, {"provider": provider},
+                                     count=False)
+                    self._resolve(episode, now, draft, by="provider answers")
+                continue
             if episode is None:
+                if now - state.failing_since < self.settings.provider_failing_min * 60:
+                    continue
                 episode = self._raise("provider_failing", provider, cause="provider_failing",
                                       severity="warning", now=now, draft=draft)
                 episode.details["failing_since"] = state.failing_since
@@ -418,21 +429,16 @@ class AlertEngine:
                 episode.details["error"] = state.error
                 draft.touch(episode)
             if drying and episode.notify_count == 0:
-                since = state.failing_since if state.failing_since is not None else now
+                since = episode.details.get("failing_since") or state.failing_since
                 self._notify(episode, yard, "raise", "provider_failing", (TECHNICIAN,), now,
                              draft, {"provider": provider,
                                      "start": rules.local_hhmm(since, yard.timezone),
                                      "error": state.error or "?"})
+        if not states:
+            return  # not polled yet since the start: nothing is known about any provider
         for (kind, provider), episode in sorted(draft.open.items()):
-            if kind != "provider_failing" or provider in failing:
-                continue
-            back = any(p.provider == provider and p.failing_since is None
-                       for p in status.providers)
-            if back and drying and episode.notify_count:
-                self._notify(episode, yard, "recovered", "provider_back", (TECHNICIAN,), now,
-                             draft, {"provider": provider}, count=False)
-            self._resolve(episode, now, draft, by="provider answers" if back
-                          else "provider no longer polled")
+            if kind == "provider_failing" and provider not in states:
+                self._resolve(episode, now, draft, by="provider no longer configured")
 
     def _modem(self, yard: YardSettings, error: str | None, now: float, drying: bool,
                draft: _Draft) -> None:

@@ -56,15 +56,27 @@ class PolledYard(SimYard):
     def __init__(self, tmp_path: Path, open_meteo: FakeService, met_norway: FakeService,
                  **overrides: object) -> None:
         super().__init__(tmp_path, **overrides)
+        self.open_meteo, self.met_norway = open_meteo, met_norway
+        self.poller = self._poller()
+
+    def _poller(self) -> ForecastPoller:
         def clock() -> float:
             return self.now
 
-        clients = [OpenMeteoClient(f"{open_meteo.url}/v1/forecast", retries=0, clock=clock,
-                                   sleep=lambda s: None),
-                   MetNorwayClient(f"{met_norway.url}/weatherapi/locationforecast/2.0/compact",
-                                   user_agent="secadero-test/1.0 tech@example.org", retries=0,
-                                   clock=clock, sleep=lambda s: None)]
-        self.poller = ForecastPoller([self.yard_settings], {"norte": clients}, clock=clock)
+        clients = [OpenMeteoClient(f"{self.open_meteo.url}/v1/forecast", retries=0,
+                                   clock=clock, sleep=lambda s: None),
+                   MetNorwayClient(
+                       f"{self.met_norway.url}/weatherapi/locationforecast/2.0/compact",
+                       user_agent="secadero-test/1.0 tech@example.org", retries=0,
+                       clock=clock, sleep=lambda s: None)]
+        return ForecastPoller([self.yard_settings], {"norte": clients}, clock=clock)
+
+    def restart(self) -> None:
+        """The server restarts: a new poller, knowing nothing, polls at once (as its
+        thread does at start)."""
+        super().restart()
+        self.poller = self._poller()
+        self._poll_forecast()
 
     def _poll_forecast(self) -> None:
         self.poller.poll_once()
@@ -120,6 +132,21 @@ def test_open_meteo_429_all_day_while_met_norway_answers_tells_the_technician_tw
     assert yard.forecast_status.providers == (ProviderStatus("open-meteo"),
                                               ProviderStatus("met-norway"))
     assert yard.forecast_status.forecast.provider == "open-meteo"
+
+
+def test_a_restart_during_the_failure_neither_forgets_nor_repeats_it(
+        tmp_path: Path, service: FakeService, met_norway: FakeService) -> None:
+    holder: list[SimYard] = []
+    open_meteo_down(service, holder, until="13:00")
+    yard = PolledYard(tmp_path, service, met_norway)
+    holder.append(yard)
+    yard.run("09:00")
+    yard.restart()
+    yard.run("14:00")
+    assert yard.sent == [("07:00", "Tito", "twilio", "provider_failing", "raise"),
+                         ("13:00", "Tito", "twilio", "provider_back", "recovered")]
+    assert yard.transitions == [("07:00", "provider_failing", "raised", "warning"),
+                                ("13:00", "provider_failing", "resolved", "warning")]
 
 
 def test_a_failure_shorter_than_the_threshold_tells_nobody(
