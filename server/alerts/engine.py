@@ -407,12 +407,13 @@ class AlertEngine:
         ``forecast_stale`` says nothing), and told again when that provider answers.
 
         An open episode stays open while its provider keeps failing, however short the
-        run the poller has seen (after a restart it starts counting again)."""
+        run the poller has seen (after a restart it starts counting again), and while
+        nothing is known of it (a restarted poller that has not needed to try it)."""
         states = {p.provider: p for p in status.providers}
         for provider, state in sorted(states.items()):
             episode = draft.get("provider_failing", provider)
             if state.failing_since is None:
-                if episode is not None:
+                if episode is not None and state.last_ok_at is not None:
                     if drying and episode.notify_count:
                         self._notify(episode, yard, "recovered", "provider_back",
                                      (TECHNICIAN,), now, draft, {"provider": provider},

@@ -128,7 +128,8 @@ class ForecastPoller:
                     log.warning("forecast for %s from %s failed: %s", yard.id, client.name, exc)
                     self._provider_failed(yard.id, client.name, exc.reason)
                     continue
-                self._providers[yard.id, client.name] = ProviderStatus(client.name)
+                self._providers[yard.id, client.name] = ProviderStatus(
+                    client.name, last_ok_at=self._clock())
                 break
             providers = tuple(self._providers.get((yard.id, client.name),
                                                   ProviderStatus(client.name))
@@ -145,10 +146,11 @@ class ForecastPoller:
 
     def _provider_failed(self, yard: str, provider: str, reason: str) -> None:
         """Start (or continue) the provider's run of failures: its start is what counts."""
-        previous = self._providers.get((yard, provider))
-        since = (previous.failing_since if previous is not None
-                 and previous.failing_since is not None else self._clock())
-        self._providers[yard, provider] = ProviderStatus(provider, since, reason)
+        previous = self._providers.get((yard, provider), ProviderStatus(provider))
+        since = (previous.failing_since if previous.failing_since is not None
+                 else self._clock())
+        self._providers[yard, provider] = ProviderStatus(provider, since, reason,
+                                                         previous.last_ok_at)
 
     def _store(self, yard: str, forecast: Forecast) -> None:
         """Hand the forecast to the writer; storage is for the record, alerts never wait on it."""

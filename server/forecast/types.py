@@ -41,12 +41,14 @@ class ProviderStatus:
     """One provider's own state for one yard, whether or not another covers for it.
 
     ``failing_since``: when its current run of failures began (None: its last
-    try answered, or it was never tried); ``error``: its last failure's reason.
+    try answered, or it was never tried); ``error``: its last failure's reason;
+    ``last_ok_at``: when it last answered (None: not since the poller started).
     """
 
     provider: str
     failing_since: float | None = None
     error: str | None = None
+    last_ok_at: float | None = None
 
 
 @dataclass(frozen=True, slots=True)

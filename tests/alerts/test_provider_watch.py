@@ -25,10 +25,14 @@ from alert_helpers import (
     service_fixture,  # noqa: F401 (fixtures, found by name)
 )
 
-from secadero.server.forecast import ForecastStatus, ProviderStatus
+from secadero.server.alerts.engine import AlertEngine
+from secadero.server.alerts.rules import YardView
+from secadero.server.alerts.store import Episode
+from secadero.server.forecast import Forecast, ForecastStatus, ProviderStatus
 from secadero.server.forecast.metno import MetNorwayClient
 from secadero.server.forecast.openmeteo import OpenMeteoClient
 from secadero.server.forecast.poller import ForecastPoller
+from secadero.settings import AlertSettings
 
 # Open-Meteo's answer once the free tier's daily limit is spent (HTTP 429).
 RATE_LIMITED = b'{"error": true, "reason": "Daily API request limit exceeded. Please try again tomorrow."}'  # noqa: E501
@@ -116,7 +120,8 @@ def test_open_meteo_429_all_day_while_met_norway_answers_tells_the_technician_tw
     assert yard.forecast_status.forecast.provider == "met-norway"
     assert yard.forecast_status.error is None
     assert yard.forecast_status.providers == (
-        ProviderStatus("open-meteo", at("06:00"), "http_429"), ProviderStatus("met-norway"))
+        ProviderStatus("open-meteo", at("06:00"), "http_429"),
+        ProviderStatus("met-norway", last_ok_at=at("11:00")))
     yard.run("17:00")
 
     assert yard.sent == [("07:00", "Tito", "twilio", "provider_failing", "raise"),
@@ -129,8 +134,10 @@ def test_open_meteo_429_all_day_while_met_norway_answers_tells_the_technician_tw
     assert yard.transitions == [("07:00", "provider_failing", "raised", "warning"),
                                 ("15:00", "provider_failing", "resolved", "warning")]
     assert yard.alerts.current_alert("norte").state == "clear"
-    assert yard.forecast_status.providers == (ProviderStatus("open-meteo"),
-                                              ProviderStatus("met-norway"))
+    # MET Norway is not asked while Open-Meteo answers: its state is its last answer's.
+    assert yard.forecast_status.providers == (
+        ProviderStatus("open-meteo", last_ok_at=at("17:00")),
+        ProviderStatus("met-norway", last_ok_at=at("14:45")))
     assert yard.forecast_status.forecast.provider == "open-meteo"
 
 
@@ -188,7 +195,7 @@ def test_the_poller_keeps_each_providers_own_state(service: FakeService,
     status = poller.status("norte")
     # The run of failures started at the first one; MET Norway answered both times.
     assert status.providers == (ProviderStatus("open-meteo", at("06:00"), "http_429"),
-                                ProviderStatus("met-norway"))
+                                ProviderStatus("met-norway", last_ok_at=at("07:00")))
     assert status.forecast is not None and status.forecast.provider == "met-norway"
     assert poller.metrics.get("fetch_failures_total", provider="open-meteo",
                               reason="http_429") == 2
@@ -197,6 +204,33 @@ def test_the_poller_keeps_each_providers_own_state(service: FakeService,
     poller.poll_once()
     status = poller.status("norte")
     assert status.providers == (ProviderStatus("open-meteo", at("06:00"), "http_429"),
-                                ProviderStatus("met-norway", at("08:00"), "http_503"))
+                                ProviderStatus("met-norway", at("08:00"), "http_503",
+                                               last_ok_at=at("07:00")))
     assert status.error == "open-meteo http_429; met-norway http_503"
     assert ForecastStatus().providers == ()
+
+
+def test_a_provider_nobody_asked_since_a_restart_keeps_its_episode() -> None:
+    """After a restart Open-Meteo answers at once, so MET Norway is not asked: nothing is
+    known of it, and its open episode is neither resolved nor announced as back."""
+    engine = AlertEngine(AlertSettings(), [YARD], started_at=at("09:00"))
+    episode = Episode(yard="norte", kind="provider_failing", key="met-norway",
+                      cause="provider_failing", severity="warning", raised_at=at("07:00"),
+                      notify_count=1, details={"failing_since": at("06:00"),
+                                               "error": "http_503"}, id=7)
+    forecast = Forecast("open-meteo", at("09:00"), ())
+    view = YardView(yard="norte", name="Norte", timezone="America/Lima", nodes=())
+    status = ForecastStatus(forecast, None, (
+        ProviderStatus("open-meteo", last_ok_at=at("09:00")), ProviderStatus("met-norway")))
+    decision = engine.decide(view, status, {("provider_failing", "met-norway"): episode},
+                             at("09:00"))
+    assert decision.empty
+    answered = ForecastStatus(forecast, None, (
+        ProviderStatus("open-meteo", last_ok_at=at("09:00")),
+        ProviderStatus("met-norway", last_ok_at=at("09:15"))))
+    decision = engine.decide(view, answered, {("provider_failing", "met-norway"): episode},
+                             at("09:15"))
+    assert [(e.kind, e.key, e.state) for e in decision.episodes] == [
+        ("provider_failing", "met-norway", "resolved")]
+    assert [(n.recipient, n.kind, n.event) for n in decision.notifications] == [
+        ("Tito", "provider_back", "recovered")]
