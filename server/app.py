@@ -16,6 +16,8 @@ Parts and what they are handed::
         ├─ ForecastPoller (forecast/) ── writes through ForecastPoints(PointWriter)
         ├─ Dispatcher (notifiers/) ───── the notifiers the registry builds; the alert store
         │                                as its notification log
+        ├─ ModemMonitor (notifiers/gammu_monitor.py) ── only with [notifiers.gammu]:
+        │                                why the modem cannot send (modem_failing)
         ├─ points ────────────────────── AlertPoints(PointWriter): the wall display
         └─ publish ───────────────────── Ingest.publish: the yard's retained alert topic
     ForecastSkillReporter (alerts/skill_report.py) ── the alert store; the PointWriter
@@ -43,12 +45,14 @@ thread                 owns                                          hands over
                                                                      points; publish
 ``alert-feed-mqtt``    the alerts' own broker connection             each message to the
 (share group only)                                                   alert observer
-``forecast``           the last good forecast per yard               status read by the
-                                                                     alerts under a lock
+``forecast``           the last good forecast per yard; each         status read by the
+                       provider's own state                          alerts under a lock
 ``forecast-skill``     when each yard's forecast_skill point is due  points
 ``influx-points``      the queue of alert, forecast, batch points    InfluxDB /write
 ``notify-<channel>``   one channel's deliveries (sms, push,          the notification log
                        webhook), retries, fallback                   (SQLite)
+``modem-monitor``      the GSM modem's last state (gammu-smsd-       problem() read by the
+(with Gammu only)      monitor every monitor_interval_s)             alerts under a lock
 ``alerts-api``         the HTTP API's requests (a thread each)       acknowledgements to the
                                                                      AlertService; batch
                                                                      operations to the
@@ -95,6 +99,7 @@ from secadero.server.ingest.link import ClientFactory
 from secadero.server.metrics import Health, MetricsServer, Registry
 from secadero.server.mqtt_client import fast_read_client
 from secadero.server.notifiers import Notifier, build_notifiers
+from secadero.server.notifiers.gammu_monitor import ModemMonitor
 from secadero.settings import ServerSettings
 
 log = logging.getLogger(__name__)
@@ -130,6 +135,11 @@ class Server:
         self.skill: ForecastSkillReporter | None = None
         self.api: ApiServer | None = None
         self.batches: BatchService | None = None
+        # The GSM modem's watcher, only where SMS go through Gammu SMSD.
+        self.modem: ModemMonitor | None = None
+        if alerts and settings.notifiers.gammu is not None:
+            self.modem = ModemMonitor(settings.notifiers.gammu, registry=self.registry,
+                                      health=self.health)
         if alerts:
             # The batch records: the API's (no thread of their own); the alerts read the
             # open batches for the quality warnings.
@@ -161,7 +171,8 @@ class Server:
         service = AlertService(
             s, notifiers=build_notifiers(s.notifiers) if notifiers is None else notifiers,
             poller=poller, publish=self.ingest.publish, clock=clock, registry=self.registry,
-            health=self.health, open_batches=open_batches)
+            health=self.health, open_batches=open_batches,
+            modem_error=self.modem.problem if self.modem is not None else lambda: None)
         service.points = AlertPoints(self.points)
         # The forecast's skill per yard, for the dashboards (its own thread, same store).
         self.skill = ForecastSkillReporter(service.store, self.points,
@@ -193,6 +204,8 @@ class Server:
             # alerts must not wait long for InfluxDB (they never depend on it).
             if not self.ingest.wait_ready(READY_WAIT_S):
                 log.warning("alerts start before the ingest is ready (broker or InfluxDB down)")
+            if self.modem is not None:
+                self.modem.start()
             self.alerts.start()
             if self.skill is not None:
                 self.skill.start()
@@ -217,6 +230,8 @@ class Server:
             self.skill.stop()  # before the alerts, which close the store it reads
         if self.alerts is not None:
             self.alerts.stop()
+        if self.modem is not None:
+            self.modem.stop()
         if self.batches is not None:
             self.batches.close()
         if self._started:

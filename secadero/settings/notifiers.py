@@ -93,6 +93,12 @@ class GammuSettings:
     # False: fold á í ó ú to GSM-7 so a message stays one 160-character segment.
     unicode: bool = False
     timeout_s: float = 20.0
+    # The modem watcher (server/notifiers/gammu_monitor.py): how often it reads
+    # gammu-smsd-monitor, and how long a problem must last before the technician hears
+    # (longer than the smsdrc's statusfrequency: a daemon just started reads signal 0).
+    monitor_command: str = "gammu-smsd-monitor"
+    monitor_interval_s: float = 60.0
+    monitor_grace_s: float = 300.0
 
 
 def read_gammu(section: Section) -> GammuSettings:
@@ -100,7 +106,13 @@ def read_gammu(section: Section) -> GammuSettings:
     settings = GammuSettings(smsdrc=section.path("smsdrc", d.smsdrc),
                              inject_command=section.string("inject_command", d.inject_command),
                              unicode=section.boolean("unicode", d.unicode),
-                             timeout_s=section.number("timeout_s", d.timeout_s, minimum=0.1))
+                             timeout_s=section.number("timeout_s", d.timeout_s, minimum=0.1),
+                             monitor_command=section.string("monitor_command",
+                                                            d.monitor_command),
+                             monitor_interval_s=section.number(
+                                 "monitor_interval_s", d.monitor_interval_s, minimum=1),
+                             monitor_grace_s=section.number("monitor_grace_s",
+                                                            d.monitor_grace_s, minimum=0))
     section.finish()
     return settings
 

@@ -115,6 +115,8 @@ class AlertSettings:
     # to the technician
     node_silent_min: float = 10.0
     forecast_stale_min: float = 90.0
+    # One provider failing this long is told even while another covers for it.
+    provider_failing_min: float = 60.0
     # Older forecasts are not used at all (the rules fall back on the sensors).
     forecast_max_age_h: float = 6.0
     # HTTP API and acknowledge links
@@ -178,6 +180,8 @@ def read_alerts(section: Section) -> AlertSettings:
         humidity_min_nodes=section.integer("humidity_min_nodes", d.humidity_min_nodes, minimum=1),
         node_silent_min=section.number("node_silent_min", d.node_silent_min, minimum=1),
         forecast_stale_min=section.number("forecast_stale_min", d.forecast_stale_min, minimum=1),
+        provider_failing_min=section.number("provider_failing_min", d.provider_failing_min,
+                                            minimum=1),
         forecast_max_age_h=section.number("forecast_max_age_h", d.forecast_max_age_h,
                                           minimum=0.1),
         api_host=section.string("api_host", d.api_host),

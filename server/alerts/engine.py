@@ -24,6 +24,10 @@ Borrowed from Alertmanager, PagerDuty and ThingsBoard (see docs/alerts.md):
 - technician alerts (``node_offline``, ``forecast_stale``) never go to the
   yard's workers; nor does ``delivery_failed`` (messages to the yard failing
   for good: Twilio refusing, ntfy unreachable, the modem gone);
+- ``provider_failing`` (one per forecast provider, even while another covers
+  for it) and ``modem_failing`` (Gammu SMSD cannot send: no signal, failures
+  rising, the daemon down) are the technician's too: one message when it has
+  lasted its threshold, one when it is back; never on the retained topic;
 - quality warnings of the open drying batches (``batch_rewetting``,
   ``batch_mould``, ``batch_brittle``, one episode per batch and cause, the
   rules in ``server/batches/warnings.py``) go to the ``quality`` role only,
@@ -159,7 +163,8 @@ class AlertEngine:
 
     def decide(self, view: YardView, forecast: ForecastStatus, episodes: YardEpisodes,
                now: float, *, delivery_error: str | None = None,
-               batches: Sequence[OpenBatch] | None = None) -> Decision:
+               batches: Sequence[OpenBatch] | None = None,
+               modem_error: str | None = None) -> Decision:
         """Run every rule for one yard; return what changes (``episodes`` stay untouched).
 
         ``episodes``: the yard's open episodes. ``delivery_error``: messages to
@@ -167,7 +172,8 @@ class AlertEngine:
         technician is told. ``batches``: the yard's open drying batches, for
         the quality warnings; ``None`` when they are not known (no batch
         records wired, or the store could not be read): their warnings are then
-        left as they are, neither raised nor resolved.
+        left as they are, neither raised nor resolved. ``modem_error``: why the
+        GSM modem cannot send (``ModemMonitor.problem``), None while it can.
         """
         yard = self.yards.get(view.yard)
         if yard is None:
@@ -179,7 +185,9 @@ class AlertEngine:
         self._nodes(yard, view, now, drying, draft)
         if self.forecast_enabled:
             self._forecast_stale(yard, forecast, now, drying, draft)
+            self._providers(yard, forecast, now, drying, draft)
         self._delivery(yard, delivery_error, now, drying, draft)
+        self._modem(yard, modem_error, now, drying, draft)
         if batches is not None:
             self._batches(yard, view, batches, now, drying, draft)
         return draft.decision()
@@ -394,6 +402,69 @@ class AlertEngine:
                              draft, {}, count=False)
             self._resolve(episode, now, draft, by="messages leave again")
 
+    # ------------------------------------------- the forecast providers, the modem
+
+    def _providers(self, yard: YardSettings, status: ForecastStatus, now: float, drying: bool,
+                   draft: _Draft) -> None:
+        """One ``provider_failing`` episode per provider failing for ``provider_failing_min``,
+        told whether or not another provider covers for it (then the forecast is fine and
+        ``forecast_stale`` says nothing), and told again when that provider answers.
+
+        An open episode stays open while its provider keeps failing, however short the
+        run the poller has seen (after a restart it starts counting again), and while
+        nothing is known of it (a restarted poller that has not needed to try it)."""
+        states = {p.provider: p for p in status.providers}
+        for provider, state in sorted(states.items()):
+            episode = draft.get("provider_failing", provider)
+            if state.failing_since is None:
+                if episode is not None and state.last_ok_at is not None:
+                    if drying and episode.notify_count:
+                        self._notify(episode, yard, "recovered", "provider_back",
+                                     (TECHNICIAN,), now, draft, {"provider": provider},
+                                     count=False)
+                    self._resolve(episode, now, draft, by="provider answers")
+                continue
+            if episode is None:
+                if now - state.failing_since < self.settings.provider_failing_min * 60:
+                    continue
+                episode = self._raise("provider_failing", provider, cause="provider_failing",
+                                      severity="warning", now=now, draft=draft)
+                episode.details["failing_since"] = state.failing_since
+            if episode.details.get("error") != state.error:
+                episode.details["error"] = state.error
+                draft.touch(episode)
+            if drying and episode.notify_count == 0:
+                since = episode.details.get("failing_since") or state.failing_since
+                self._notify(episode, yard, "raise", "provider_failing", (TECHNICIAN,), now,
+                             draft, {"provider": provider,
+                                     "start": rules.local_hhmm(since, yard.timezone),
+                                     "error": state.error or "?"})
+        if not states:
+            return  # not polled yet since the start: nothing is known about any provider
+        for (kind, provider), episode in sorted(draft.open.items()):
+            if kind == "provider_failing" and provider not in states:
+                self._resolve(episode, now, draft, by="provider no longer configured")
+
+    def _modem(self, yard: YardSettings, error: str | None, now: float, drying: bool,
+               draft: _Draft) -> None:
+        """``modem_failing``: the GSM modem cannot send (``ModemMonitor.problem``)."""
+        episode = draft.get("modem_failing")
+        if error:
+            if episode is None:
+                episode = self._raise("modem_failing", "", cause="modem_failing",
+                                      severity="warning", now=now, draft=draft)
+            if episode.details.get("error") != error:
+                episode.details["error"] = error
+                draft.touch(episode)
+            if drying and episode.notify_count == 0:
+                self._notify(episode, yard, "raise", "modem_failing", (TECHNICIAN,), now,
+                             draft, {"error": error})
+        elif episode is not None:
+            if drying and episode.notify_count:
+                self._notify(episode, yard, "recovered", "modem_back", (TECHNICIAN,), now,
+                             draft, {}, count=False)
+            self._resolve(episode, now, draft, by="modem sends again")
+
     # ------------------------------------------------- the quality warnings
 
     def _batches(self, yard: YardSettings, view: YardView, batches: Sequence[OpenBatch],
@@ -525,7 +596,8 @@ class AlertEngine:
                     language=recipient.language, address=_address(recipient, channel),
                     title=text.title, body=text.body,
                     severity="info" if kind in ("all_clear", "node_back", "forecast_back",
-                                                "delivery_back")
+                                                "delivery_back", "provider_back",
+                                                "modem_back")
                     else episode.severity)))
         draft.touch(episode)
         if count:

@@ -77,6 +77,27 @@ TEMPLATES: Final[Mapping[str, Mapping[str, str]]] = {
         "es": "Técnico: los mensajes de alerta del tendal {yard} salen de nuevo.",
         "en": "Technician: alert messages for yard {yard} go out again.",
     },
+    # One forecast provider failing while another may cover for it; the GSM modem.
+    "provider_failing": {
+        "es": "Técnico: el proveedor de pronostico {provider} falla para {yard} desde las "
+              "{start} ({error}). Revisar la cuota o la URL.",
+        "en": "Technician: forecast provider {provider} failing for {yard} since {start} "
+              "({error}). Check its quota or URL.",
+    },
+    "provider_back": {
+        "es": "Técnico: el proveedor de pronostico {provider} responde de nuevo para {yard}.",
+        "en": "Technician: forecast provider {provider} answers again for {yard}.",
+    },
+    "modem_failing": {
+        "es": "Técnico: el modem GSM no puede enviar SMS del tendal {yard} ({error}). "
+              "Revisar senal, SIM y saldo.",
+        "en": "Technician: the GSM modem cannot send SMS for yard {yard} ({error}). Check "
+              "signal, SIM and credit.",
+    },
+    "modem_back": {
+        "es": "Técnico: el modem GSM del tendal {yard} envia SMS de nuevo.",
+        "en": "Technician: the GSM modem for yard {yard} sends SMS again.",
+    },
     # The quality warnings of a drying batch (server/batches/warnings.py), to quality only.
     "batch_rewetting": {
         "es": "Calidad: bandejas del lote {batch} afuera de noche con {humidity}% de humedad "
@@ -113,6 +134,12 @@ TITLES: Final[Mapping[str, Mapping[str, str]]] = {
     "forecast_back": {"es": "Pronóstico de nuevo", "en": "Forecast back"},
     "delivery_failed": {"es": "Mensajes no salen", "en": "Messages failing"},
     "delivery_back": {"es": "Mensajes de nuevo", "en": "Messages back"},
+    "provider_failing": {"es": "Proveedor de pronóstico falla", "en": "Forecast provider "
+                                                                      "failing"},
+    "provider_back": {"es": "Proveedor de pronóstico de nuevo", "en": "Forecast provider "
+                                                                      "back"},
+    "modem_failing": {"es": "Módem GSM falla", "en": "GSM modem failing"},
+    "modem_back": {"es": "Módem GSM de nuevo", "en": "GSM modem back"},
     "batch_rewetting": {"es": "Lote rehumedeciéndose", "en": "Batch rewetting"},
     "batch_mould": {"es": "Riesgo de moho", "en": "Mould risk"},
     "batch_brittle": {"es": "Granos quebradizos", "en": "Brittle beans"},

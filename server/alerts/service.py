@@ -78,7 +78,7 @@ Publish = Callable[[str, bytes, bool], Any]
 
 # Episode kinds, so the open-episodes gauge says 0 for a kind with none open.
 KINDS = ("rain", "humidity_surge", "node_offline", "forecast_stale", "delivery_failed",
-         *BATCH_KINDS)
+         "provider_failing", "modem_failing", *BATCH_KINDS)
 
 HELP = {
     "yard_evaluations_total": ("counter", "Evaluations of one yard's rules, failed ones "
@@ -123,7 +123,8 @@ class AlertCore:
     episode as it was before; ``act`` runs outside it.
 
     ``forecast(yard)``, ``delivery_error(yard)`` and ``open_batches(yard)``
-    (None: no batch records, so no quality warnings) give the other inputs;
+    (None: no batch records, so no quality warnings) and ``modem_error()`` (why
+    the GSM modem cannot send, ``ModemMonitor.problem``) give the other inputs;
     ``act(decision)`` is told of each committed decision (an exception there
     is counted and logged: the notifications stay pending in the store, for
     whoever re-submits them: ``AlertService``, through the dispatcher).
@@ -135,8 +136,10 @@ class AlertCore:
                  delivery_error: Callable[[str], str | None] = lambda yard: None,
                  open_batches: OpenBatches | None = None,
                  act: Callable[[Decision], None] | None = None,
-                 registry: Registry | None = None) -> None:
+                 registry: Registry | None = None,
+                 modem_error: Callable[[], str | None] = lambda: None) -> None:
         self.engine = engine
+        self.modem_error = modem_error
         self.store = store
         self.tracker = tracker
         self.forecast = forecast
@@ -160,13 +163,15 @@ class AlertCore:
         targets = list(yards) if yards is not None else self.tracker.yards()
         # Read from SQLite before taking the lock, so an acknowledge does not wait on it.
         batches = {yard: self._batches(yard) for yard in targets}
+        modem_error = self.modem_error()
         with self._lock:
             decided: list[Decision] = []
             for yard in targets:
                 try:
                     decision = self.engine.decide(
                         self.tracker.view(yard), self.forecast(yard), self._open.get(yard, {}),
-                        now, delivery_error=self.delivery_error(yard), batches=batches[yard])
+                        now, delivery_error=self.delivery_error(yard), batches=batches[yard],
+                        modem_error=modem_error)
                 except Exception:
                     self._failed("decide", yard)
                     continue
@@ -309,7 +314,8 @@ class AlertService:
     ``make_dispatcher``: builds the dispatcher (``Dispatcher``; a test passes
     one that fails half-way through a submit). ``open_batches(yard)``: the
     yard's open drying batches (``warnings.OpenBatch``) for the quality
-    warnings; without it there are none.
+    warnings; without it there are none. ``modem_error()``: why the GSM
+    modem cannot send (``ModemMonitor.problem``; only with ``[notifiers.gammu]``).
     """
 
     def __init__(self, settings: ServerSettings, *, notifiers: Sequence[Notifier],
@@ -317,7 +323,8 @@ class AlertService:
                  clock: Callable[[], float] = time.time, registry: Registry | None = None,
                  health: Health | None = None, render: Render = messages.render,
                  make_dispatcher: Callable[..., Dispatcher] = Dispatcher,
-                 open_batches: OpenBatches | None = None) -> None:
+                 open_batches: OpenBatches | None = None,
+                 modem_error: Callable[[], str | None] = lambda: None) -> None:
         s = settings.alerts
         self.settings = settings
         self.clock = clock
@@ -341,7 +348,8 @@ class AlertService:
         self.points: Callable[[Transition], object] | None = None
         self.core = AlertCore(engine, self.store, self.tracker, forecast=self.forecast_status,
                               delivery_error=self.delivery.error,
-                              open_batches=open_batches, act=self._act, registry=registry)
+                              open_batches=open_batches, act=self._act, registry=registry,
+                              modem_error=modem_error)
         self.metrics = self.core.metrics
         self._published: dict[str, bytes] = {}
         # Publishing reads the yard's alert and sends it in one step, so two threads

@@ -11,9 +11,9 @@ not to the alerts that read them: this package imports nothing from
 from __future__ import annotations
 
 from secadero.errors import SecaderoError
-from secadero.server.forecast.types import Forecast, ForecastHour, ForecastStatus
+from secadero.server.forecast.types import Forecast, ForecastHour, ForecastStatus, ProviderStatus
 
-__all__ = ["Forecast", "ForecastError", "ForecastHour", "ForecastStatus"]
+__all__ = ["Forecast", "ForecastError", "ForecastHour", "ForecastStatus", "ProviderStatus"]
 
 
 class ForecastError(SecaderoError):

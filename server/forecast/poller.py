@@ -6,6 +6,11 @@ A failure keeps the previous forecast (the rules may still use it while it
 is young enough, ``forecast_max_age_h``) and records the reason, which the
 engine turns into a ``forecast_stale`` message for the technician.
 
+Each provider's own state is kept too (``ForecastStatus.providers``): when
+it began failing and why. A provider answering 429 all day while the next
+one covers for it leaves the yard with a good forecast, and only that state
+says so; the engine turns it into ``provider_failing`` for the technician.
+
 Storing is handed to the one InfluxDB output: the ``writer`` is usually
 ``ForecastPoints`` (server/influx_points.py), which queues the points on the
 server's ``PointWriter`` and returns a future; that writer does the retrying,
@@ -23,7 +28,7 @@ from concurrent.futures import Future
 from typing import Protocol
 
 from secadero.errors import PermanentStorageError, StorageError
-from secadero.server.forecast import Forecast, ForecastError, ForecastStatus
+from secadero.server.forecast import Forecast, ForecastError, ForecastStatus, ProviderStatus
 from secadero.server.forecast.metno import MetNorwayClient
 from secadero.server.forecast.openmeteo import OpenMeteoClient
 from secadero.server.metrics import Health, Help, Registry
@@ -85,6 +90,8 @@ class ForecastPoller:
         self.interval_s = interval_s
         self._clock = clock
         self._status: dict[str, ForecastStatus] = {y.id: ForecastStatus() for y in yards}
+        # (yard, provider) -> that provider's own state; written by poll_once only.
+        self._providers: dict[tuple[str, str], ProviderStatus] = {}
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -109,6 +116,7 @@ class ForecastPoller:
     def poll_once(self, yards: Iterable[YardSettings] | None = None) -> None:
         for yard in yards if yards is not None else self.yards:
             errors = []
+            forecast: Forecast | None = None
             for client in self.clients.get(yard.id, []):
                 self.metrics.inc("fetches_total", provider=client.name)
                 try:
@@ -118,16 +126,31 @@ class ForecastPoller:
                     self.metrics.inc("fetch_failures_total", provider=client.name,
                                      reason=exc.reason)
                     log.warning("forecast for %s from %s failed: %s", yard.id, client.name, exc)
+                    self._provider_failed(yard.id, client.name, exc.reason)
                     continue
-                with self._lock:
-                    self._status[yard.id] = ForecastStatus(forecast, None)
-                self._store(yard.id, forecast)
+                self._providers[yard.id, client.name] = ProviderStatus(
+                    client.name, last_ok_at=self._clock())
                 break
-            else:
-                with self._lock:
+            providers = tuple(self._providers.get((yard.id, client.name),
+                                                  ProviderStatus(client.name))
+                              for client in self.clients.get(yard.id, []))
+            with self._lock:
+                if forecast is not None:
+                    self._status[yard.id] = ForecastStatus(forecast, None, providers)
+                else:
                     previous = self._status.get(yard.id, ForecastStatus())
-                    self._status[yard.id] = ForecastStatus(previous.forecast,
-                                                           "; ".join(errors) or "no provider")
+                    self._status[yard.id] = ForecastStatus(
+                        previous.forecast, "; ".join(errors) or "no provider", providers)
+            if forecast is not None:
+                self._store(yard.id, forecast)
+
+    def _provider_failed(self, yard: str, provider: str, reason: str) -> None:
+        """Start (or continue) the provider's run of failures: its start is what counts."""
+        previous = self._providers.get((yard, provider), ProviderStatus(provider))
+        since = (previous.failing_since if previous.failing_since is not None
+                 else self._clock())
+        self._providers[yard, provider] = ProviderStatus(provider, since, reason,
+                                                         previous.last_ok_at)
 
     def _store(self, yard: str, forecast: Forecast) -> None:
         """Hand the forecast to the writer; storage is for the record, alerts never wait on it."""

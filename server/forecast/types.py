@@ -37,8 +37,28 @@ class Forecast:
 
 
 @dataclass(frozen=True, slots=True)
+class ProviderStatus:
+    """One provider's own state for one yard, whether or not another covers for it.
+
+    ``failing_since``: when its current run of failures began (None: its last
+    try answered, or it was never tried); ``error``: its last failure's reason;
+    ``last_ok_at``: when it last answered (None: not since the poller started).
+    """
+
+    provider: str
+    failing_since: float | None = None
+    error: str | None = None
+    last_ok_at: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class ForecastStatus:
-    """The last good forecast for a yard and, if the last try failed, why."""
+    """The last good forecast for a yard and, if the last try failed, why.
+
+    ``providers``: each configured provider's own state, in the configured
+    order (a provider the poller did not need to try keeps its last state).
+    """
 
     forecast: Forecast | None = None
     error: str | None = None
+    providers: tuple[ProviderStatus, ...] = ()

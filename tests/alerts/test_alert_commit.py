@@ -359,7 +359,8 @@ def test_the_service_exports_alert_metrics_and_watches_its_thread(tmp_path: Path
     alerts = registry.part("alerts")
     assert alerts.by_label("open_episodes", "kind") == {
         "rain": 1, "humidity_surge": 0, "node_offline": 0, "forecast_stale": 0,
-        "delivery_failed": 0, "batch_rewetting": 0, "batch_mould": 0, "batch_brittle": 0}
+        "delivery_failed": 0, "provider_failing": 0, "modem_failing": 0, "batch_rewetting": 0,
+        "batch_mould": 0, "batch_brittle": 0}
     assert alerts.get("notifications_decided_total") == 1
     assert alerts.total("errors_total") == 0
     # One cycle by hand; the thread's first cycle may or may not have run before it.
