@@ -107,10 +107,14 @@ class AlertSettings:
     repeat_interval_min: float = 15.0
     max_repeats: int = 3
     escalation: tuple[str, ...] = ("worker", "supervisor", "quality")
-    # humidity_surge
+    # humidity_surge: a change against the recent past, never a level (an Amazon dawn
+    # reaches 94-97 % RH, the dew point within 1 °C, every morning): humidity up this
+    # many points within the window, or up dew_point_rise_pct points with the dew point
+    # within dew_point_spread_c of the air.
     humidity_rise_pct: float = 15.0
     humidity_window_min: float = 30.0
     dew_point_spread_c: float = 1.5
+    dew_point_rise_pct: float = 8.0
     humidity_min_nodes: int = 2
     # to the technician
     node_silent_min: float = 10.0
@@ -177,6 +181,7 @@ def read_alerts(section: Section) -> AlertSettings:
         humidity_window_min=section.number("humidity_window_min", d.humidity_window_min,
                                            minimum=1),
         dew_point_spread_c=section.number("dew_point_spread_c", d.dew_point_spread_c, minimum=0),
+        dew_point_rise_pct=section.number("dew_point_rise_pct", d.dew_point_rise_pct, minimum=1),
         humidity_min_nodes=section.integer("humidity_min_nodes", d.humidity_min_nodes, minimum=1),
         node_silent_min=section.number("node_silent_min", d.node_silent_min, minimum=1),
         forecast_stale_min=section.number("forecast_stale_min", d.forecast_stale_min, minimum=1),

@@ -226,10 +226,9 @@ class AlertEngine:
                                   draft=draft)
             # For the forecast's skill (skill.py): what raised it, as the cause changes.
             episode.details["raised_by"] = episode.cause
-            # Rain supersedes a humidity warning: one alert per episode.
             humidity = draft.get("humidity_surge")
             if humidity is not None:
-                self._resolve(humidity, now, draft, by="superseded by rain")
+                self._rain_takes_over(humidity, episode, now, draft)
         elif raining is not None and episode.cause == "rain_forecast":
             episode.cause, episode.severity = "rain_now", "critical"
             episode.upgrade_pending = episode.notify_count > 0
@@ -297,7 +296,7 @@ class AlertEngine:
         elif episode.upgrade_pending:
             episode.upgrade_pending = False
             if episode.state == "raised" or out_trays:
-                self._notify(episode, yard, "upgrade", "rain_now",
+                self._notify(episode, yard, "upgrade", episode.cause,
                              self._roles(episode.level), now, draft, fields)
         elif (out_trays and now >= trays_deadline
               and since_last >= s.repeat_interval_min * 60
@@ -315,14 +314,40 @@ class AlertEngine:
             self._notify(episode, yard, "repeat", episode.cause, self._roles(episode.level),
                          now, draft, fields, repeat=True)
 
+    def _rain_takes_over(self, warning: Episode, rain: Episode, now: float,
+                         draft: _Draft) -> None:
+        """Rain after a humidity warning is the same story: the rain's episode carries on
+        from the warning (its start, who was told, how far up the chain), so the workers'
+        next message is the warning raised to rain (an ``upgrade``), not a second new
+        alert, and the beacons' topic keeps the warning's start. The warning ends."""
+        rain.raised_at, rain.level = warning.raised_at, warning.level
+        rain.notify_count, rain.last_notified_at = warning.notify_count, warning.last_notified_at
+        rain.message = warning.message
+        rain.upgrade_pending = warning.notify_count > 0
+        # The forecast did not raise it (skill.py counts it as the forecast's miss).
+        rain.details.update(raised_by="humidity_surge", warning_episode=warning.id)
+        self._resolve(warning, now, draft, by="became the rain's episode")
+
     def _humidity(self, yard: YardSettings, view: YardView, now: float, drying: bool,
                   draft: _Draft) -> None:
-        episode = draft.get("humidity_surge")
-        surging = rules.humidity_surge(view, now, self.settings)
+        """``humidity_surge``: a warning to the workers to have the trays ready.
+
+        Only for drying hours with a tray out (or trays nobody can see): at night
+        or with every tray in there is nothing to get ready, and the yard's
+        retained ``alert`` topic lights every node's beacon."""
         if draft.get("rain") is not None:
             return  # inhibited: the rain alert already says it all
+        episode = draft.get("humidity_surge")
+        trays_in = rules.trays_all_in(view)
+        surging = rules.humidity_surge(view, now, self.settings) if drying and not trays_in \
+            else ()
         if not surging:
-            if episode is not None and now - episode.raised_at >= self.settings.min_hold_min * 60:
+            if episode is None:
+                return
+            if not drying or trays_in:
+                self._resolve(episode, now, draft,
+                              by="trays in" if trays_in else "drying hours over")
+            elif now - episode.raised_at >= self.settings.min_hold_min * 60:
                 self._resolve(episode, now, draft, by="humidity normal")
             return
         if episode is None:
@@ -330,7 +355,7 @@ class AlertEngine:
                                   severity="warning", now=now, draft=draft)
         episode.details.update(nodes=list(surging))
         draft.touch(episode)
-        if drying and episode.notify_count == 0:
+        if episode.notify_count == 0:
             humidity = max((n.humidity_pct or 0.0) for n in rules.nodes_with(view, surging))
             self._notify(episode, yard, "raise", "humidity_surge", self._roles(0), now, draft,
                          {"humidity": f"{humidity:.0f}"})

@@ -9,8 +9,8 @@ Rules (docs/alerts.md explains them for people):
 - ``rain_forecast``: within the look-ahead an hour reaches the raise
   probability or amount; stays true until below the lower clear values.
 - ``rain_now``: any plate wet, or the gauge tipped recently.
-- ``humidity_surge``: a fast humidity rise or the dew point closing in, at
-  several nodes.
+- ``humidity_surge``: a fast humidity rise, or a rise with the dew point
+  closing in, at several nodes (a change, never a level the dawn reaches).
 - ``trays_out``: which trays still say ``extended``.
 - ``all_clear``: no rain forecast for the next hours and plates dry a while.
 - ``silent_nodes``, ``forecast_age_s``: for the technician.
@@ -196,9 +196,24 @@ def dew_point_c(temperature_c: float, humidity_pct: float) -> float:
     return b * gamma / (a - gamma)
 
 
+def humidity_rise(node: NodeView, now: float, window_s: float) -> float:
+    """How many points the node's humidity rose over its lowest of the last ``window_s``."""
+    if node.humidity_pct is None:
+        return 0.0
+    # History is oldest first: bisect to the window, then min() in C.
+    recent = node.humidity_history[bisect_left(node.humidity_history, (now - window_s,)):]
+    return node.humidity_pct - min(recent, key=_SECOND)[1] if recent else 0.0
+
+
 def humidity_surge(yard: YardView, now: float, settings: AlertSettings) -> tuple[str, ...]:
-    """Nodes whose humidity rose fast or whose dew point is within the spread; empty if
-    fewer than the required number of nodes agree (one odd sensor is not weather)."""
+    """Nodes whose humidity rose fast, or rose while the dew point closed in; empty if
+    fewer than the required number of nodes agree (one odd sensor is not weather).
+
+    A change against the recent past, never a level: an Amazon dawn brings 94-97 %
+    and the dew point within 1 °C of the air every morning, slowly (a few points an
+    hour), and that is no sign of rain. A near dew point counts only together with a
+    rise of ``dew_point_rise_pct`` points within the window.
+    """
     surging: list[str] = []
     reporting = 0
     window_s = settings.humidity_window_min * 60
@@ -206,13 +221,11 @@ def humidity_surge(yard: YardView, now: float, settings: AlertSettings) -> tuple
         if node.humidity_pct is None:
             continue
         reporting += 1
-        # History is oldest first: bisect to the window, then min() in C.
-        recent = node.humidity_history[bisect_left(node.humidity_history, (now - window_s,)):]
-        rise = node.humidity_pct - min(recent, key=_SECOND)[1] if recent else 0.0
+        rise = humidity_rise(node, now, window_s)
         close = (node.temperature_c is not None and node.temperature_c
                  - dew_point_c(node.temperature_c, node.humidity_pct)
                  <= settings.dew_point_spread_c)
-        if rise >= settings.humidity_rise_pct or close:
+        if rise >= settings.humidity_rise_pct or (close and rise >= settings.dew_point_rise_pct):
             surging.append(node.node)
     needed = min(settings.humidity_min_nodes, reporting)
     return tuple(sorted(surging)) if reporting and len(surging) >= needed else ()

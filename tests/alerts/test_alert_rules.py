@@ -99,9 +99,26 @@ def test_humidity_surge_needs_two_nodes() -> None:
     slow = NodeView("n1", humidity_pct=76.0, temperature_c=30.0,
                     humidity_history=((NOW - 1801, 60.0), (NOW - 900, 70.0), (NOW, 76.0)))
     assert rules.humidity_surge(yard(slow), NOW, S) == ()
-    # a lone node is enough when it is the only one reporting; dew point within 1.5 °C
+
+
+def test_a_near_dew_point_counts_only_with_a_rise() -> None:
+    # 93 % at 25 °C: the dew point 1.2 °C below the air. As a level (a still, humid dawn)
+    # it is no surge; after a rise of 8 points within the window it is, and a lone node
+    # is enough when it is the only one reporting.
+    assert rules.dew_point_c(25.0, 93.0) == pytest.approx(23.8, abs=0.1)
     foggy = NodeView("n1", humidity_pct=93.0, temperature_c=25.0)
-    assert rules.humidity_surge(yard(foggy), NOW, S) == ("n1",)
+    assert rules.humidity_surge(yard(foggy), NOW, S) == ()
+    steady = NodeView("n1", humidity_pct=93.0, temperature_c=25.0,
+                      humidity_history=((NOW - 1700, 88.0), (NOW, 93.0)))
+    assert rules.humidity_surge(yard(steady), NOW, S) == ()
+    closing = NodeView("n1", humidity_pct=93.0, temperature_c=25.0,
+                       humidity_history=((NOW - 1700, 85.0), (NOW, 93.0)))
+    assert rules.humidity_rise(closing, NOW, 1800) == 8.0
+    assert rules.humidity_surge(yard(closing), NOW, S) == ("n1",)
+    # the same 8-point rise in dry air (dew point far below) is not enough: 15 are needed
+    dry = NodeView("n1", humidity_pct=68.0, temperature_c=30.0,
+                   humidity_history=((NOW - 1700, 60.0), (NOW, 68.0)))
+    assert rules.humidity_surge(yard(dry), NOW, S) == ()
 
 
 def test_silent_nodes_and_drying_hours() -> None:

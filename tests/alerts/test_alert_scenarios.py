@@ -372,6 +372,8 @@ def test_humidity_rising_fast_at_two_nodes_warns_once(yard: SimYard) -> None:
     def humid(pct: float) -> None:
         for sim in yard.nodes.values():
             sim.humidity_pct = pct
+    # Trays out: with every tray in there is nothing to get ready (test_alert_dawn.py).
+    yard.at("10:00", yard.trays("extended"))
     for minute, pct in enumerate(range(60, 84, 2)):
         yard.at(f"11:{minute:02d}", lambda p=pct: humid(p))
     yard.run("13:00")
