@@ -8,6 +8,9 @@ Borrowed from Alertmanager, PagerDuty and ThingsBoard (see docs/alerts.md):
 - the rain episode starts from the forecast (``rain_forecast``) or the
   sensors (``rain_now``); ``rain_now`` supersedes the forecast (inhibition):
   an upgrade is sent only if nobody acknowledged yet or a tray is still out;
+- ``humidity_surge`` warns the workers only in drying hours with a tray out;
+  rain after it carries its episode on (``_rain_takes_over``): one story,
+  its next message an upgrade;
 - unacknowledged: repeat every ``repeat_interval_min`` (at most
   ``max_repeats``), each repeat one step further along the escalation chain
   (worker -> supervisor -> quality); once trays are overdue, the
