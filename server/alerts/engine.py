@@ -342,8 +342,8 @@ class AlertEngine:
             return  # inhibited: the rain alert already says it all
         episode = draft.get("humidity_surge")
         trays_in = rules.trays_all_in(view)
-        surging = rules.humidity_surge(view, now, self.settings) if drying and not trays_in \
-            else ()
+        surging = (rules.humidity_surge(view, now, self.settings) if drying and not trays_in
+                   else ())
         if not surging:
             if episode is None:
                 return

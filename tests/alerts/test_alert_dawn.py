@@ -189,3 +189,30 @@ def test_a_humidity_warning_ends_when_every_tray_is_in(yard: SimYard) -> None:
         ("12:00", "clear", ""), ("13:09", "raised", "humidity_surge"), ("13:16", "clear", "")]
     (warning,) = yard.store.history()
     assert (warning.resolved_at, warning.details["resolved_by"]) == (at("13:15"), "trays in")
+
+
+def test_a_humidity_warning_followed_by_a_forecast_is_one_episode(yard: SimYard) -> None:
+    yard.at("07:00", yard.trays("extended"))
+    air(yard, "13:00", "13:08", rh=(60.0, 76.0), temperature=(31.0, 27.0))
+    # The 13:30 poll has rain for 14:00-15:00.
+    yard.at("13:29", lambda: yard.prob_by_hour.update({14: 80.0}))
+    yard.at("13:40", yard.trays("retracted"))
+    seen = watch_alert(yard, "12:00", "13:45")
+    yard.run("13:45")
+    assert yard.sent == [
+        ("13:08", "Rosa", "twilio", "humidity_surge", "raise"),
+        ("13:08", "Luis", "ntfy", "humidity_surge", "raise"),
+        ("13:30", "Rosa", "twilio", "rain_forecast", "upgrade"),
+        ("13:30", "Luis", "ntfy", "rain_forecast", "upgrade"),
+    ]
+    assert yard.bodies[2] == ("Lluvia en ~30 min (80%) hacia las 14:00. Recoger las bandejas "
+                              "del tendal Norte. Responda OK.")
+    assert [(when, a.state, a.kind, a.severity, a.since) for when, a in seen] == [
+        ("12:00", "clear", "", "info", None),
+        ("13:09", "raised", "humidity_surge", "warning", at("13:08")),
+        ("13:31", "raised", "rain_forecast", "warning", at("13:08")),
+    ]
+    rain, warning = yard.store.history()
+    assert (rain.kind, rain.state, rain.acked_by, rain.details["raised_by"]) == (
+        "rain", "acknowledged", "trays", "humidity_surge")
+    assert warning.details["resolved_by"] == "became the rain's episode"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import pytest
 from alert_helpers import YARD, at
@@ -13,7 +14,7 @@ from secadero.server.alerts.rules import NodeView, YardView
 from secadero.server.alerts.state import YardTracker
 from secadero.server.forecast import Forecast, ForecastHour
 from secadero.server.forecast.openmeteo import parse
-from secadero.settings import AlertSettings
+from secadero.settings import AlertSettings, check_file, load_server_settings
 
 S = AlertSettings()
 NOW = at("12:00")
@@ -164,3 +165,13 @@ def test_open_meteo_unixtime_format() -> None:
     assert [(h.start_ts, h.end_ts, h.precip_prob_pct, h.precip_mm, h.weather_code)
             for h in f.hours] == [(1781546400, 1781550000, 10.0, 0.0, 3),
                                   (1781550000, 1781553600, 90.0, 1.4, 81)]
+
+
+def test_dew_point_rise_pct_is_read_and_checked(tmp_path: Path) -> None:
+    path = tmp_path / "alerts.toml"
+    path.write_text("[alerts]\ndew_point_rise_pct = 5\n")
+    assert load_server_settings(path, {}).alerts.dew_point_rise_pct == 5
+    assert AlertSettings().dew_point_rise_pct == 8.0
+    path.write_text("[alerts]\ndew_point_rise_pct = 0\n")
+    assert check_file(path, env={}) == [
+        f"{path}: alerts.dew_point_rise_pct: must be at least 1, got 0"]
