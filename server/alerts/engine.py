@@ -258,7 +258,12 @@ class AlertEngine:
         if expected is not None:
             # The last expected start is kept: while the forecast only holds the episode
             # (an hour at the clear threshold), the rain is still expected then, not now.
-            episode.details.update(expected_ts=expected.start_ts, prob_pct=expected.prob_pct,
+            # Once the forecast's rain is due (its hour running: start "now"), it stays due
+            # since the time it was expected, rather than moving along with the clock.
+            kept = episode.details.get("expected_ts")
+            due_since = kept if expected.lead_min == 0 and kept is not None and kept <= now \
+                else expected.start_ts
+            episode.details.update(expected_ts=due_since, prob_pct=expected.prob_pct,
                                    precip_mm=expected.precip_mm, provider=expected.provider)
         if raining is not None:
             start = raining.since_ts
