@@ -11,7 +11,10 @@ English). The south trays are node n2's tray t3; n1's trays are in all day.
 
 from __future__ import annotations
 
+import pytest
 from alert_helpers import SimYard, at, yard_fixture  # noqa: F401 (fixture, found by name)
+
+from secadero.server.alerts import messages
 
 
 def south_trays(yard: SimYard, state: str) -> None:
@@ -120,3 +123,38 @@ def test_a_forecast_rain_that_is_due_but_not_seen_says_expected_not_now(
     [episode] = yard.store.history()
     assert (episode.details["expected_ts"], episode.details["start_ts"]) == (
         at("15:00"), at("15:00"))
+
+
+def test_a_forecast_that_brings_the_rain_forward_to_now_says_expected(yard: SimYard) -> None:
+    # The 15:00 poll suddenly gives 90 % for 15:00-16:00: the rain is due at once,
+    # but no plate is wet, so the message gives the time, not "ya".
+    yard.at("07:00", lambda: south_trays(yard, "extended"))
+    yard.at("14:59", lambda: yard.prob_by_hour.update({15: 90}))
+    yard.run("15:20")
+    assert yard.sent == [
+        ("15:00", "Rosa", "twilio", "rain_forecast", "raise"),
+        ("15:00", "Luis", "ntfy", "rain_forecast", "raise"),
+        # 10 min after the raise, 15 min after the last message: + the supervisor
+        ("15:15", "Rosa", "twilio", "trays_still_out", "escalate"),
+        ("15:15", "Luis", "ntfy", "trays_still_out", "escalate"),
+        ("15:15", "Ana", "twilio", "trays_still_out", "escalate"),
+    ]
+    rosa = [body for s, body in zip(yard.sent, yard.bodies, strict=True) if s[1] == "Rosa"]
+    assert rosa == [
+        "Lluvia prevista (90%) hacia las 15:00. Recoger las bandejas del tendal Norte. "
+        "Responda OK.",
+        "URGENTE: siguen afuera bandejas del tendal Norte: n2/t3. Lluvia hacia las 15:00. "
+        "Recogerlas ya y responder OK.",
+    ]
+
+
+@pytest.mark.parametrize(("lead", "es", "en"), [
+    (0, "prevista", "expected"), (2.9, "prevista", "expected"), (41, "en ~40 min", "in ~40 min")])
+def test_the_expected_phrase_never_says_now(lead: float, es: str, en: str) -> None:
+    assert (messages.expected_phrase(lead, "es"), messages.expected_phrase(lead, "en")) == (
+        es, en)
+
+
+def test_the_rain_phrase_says_now_only_when_a_sensor_does() -> None:
+    assert [messages.rain_phrase(observed, "15:00", language) for observed in (True, False)
+            for language in ("es", "en")] == ["ya", "now", "hacia las 15:00", "around 15:00"]
