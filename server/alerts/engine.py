@@ -259,10 +259,10 @@ class AlertEngine:
             # The last expected start is kept: while the forecast only holds the episode
             # (an hour at the clear threshold), the rain is still expected then, not now.
             # Once the forecast's rain is due (its hour running: start "now"), it stays due
-            # since the time it was expected, rather than moving along with the clock.
+            # since the time it was first due in that hour, rather than moving with the clock.
             kept = episode.details.get("expected_ts")
-            due_since = kept if expected.lead_min == 0 and kept is not None and kept <= now \
-                else expected.start_ts
+            due_since = (kept if kept is not None and expected.hour_start_ts <= kept <= now
+                         else expected.start_ts)
             episode.details.update(expected_ts=due_since, prob_pct=expected.prob_pct,
                                    precip_mm=expected.precip_mm, provider=expected.provider)
         if raining is not None:

@@ -70,6 +70,7 @@ class RainExpected:
     prob_pct: float | None
     precip_mm: float | None
     provider: str
+    hour_start_ts: float  # the start of that forecast hour (before now if it is running)
 
 
 @dataclass(frozen=True, slots=True)
@@ -150,7 +151,7 @@ def rain_forecast(forecast: Forecast | None, now: float, settings: AlertSettings
         start = max(hour.start_ts, now)
         expected = RainExpected(start_ts=start, lead_min=(start - now) / 60,
                                 prob_pct=hour.precip_prob_pct, precip_mm=hour.precip_mm,
-                                provider=forecast.provider)
+                                provider=forecast.provider, hour_start_ts=hour.start_ts)
     holds = expected is not None or (active and first_rain_hour(
         forecast, now, settings.lookahead_min, prob_pct=settings.clear_prob_pct,
         mm_per_h=settings.clear_mm_per_h) is not None)

@@ -50,7 +50,7 @@ def test_the_expected_start_always_comes_from_the_raise_threshold() -> None:
         answer = rules.rain_forecast(f, NOW + 15 * 60, S, active=active)
         assert answer == rules.ForecastAnswer(True, rules.RainExpected(
             start_ts=at("13:00"), lead_min=45.0, prob_pct=80.0, precip_mm=0.0,
-            provider="open-meteo"))
+            provider="open-meteo", hour_start_ts=at("13:00")))
     # The amount threshold counts the same way: 0.3 mm/h holds, 0.5 mm/h is expected rain.
     wet = forecast(("12:00", None, 0.3), ("12:30", None, 0.5))
     answer = rules.rain_forecast(wet, NOW, S, active=True)
@@ -67,6 +67,7 @@ def test_rain_forecast_lookahead_edges_and_amount() -> None:
     # an hour already running counts from now
     running = expected(forecast(("11:30", 80.0, None)))
     assert running is not None and (running.start_ts, running.lead_min) == (NOW, 0.0)
+    assert running.hour_start_ts == at("11:30")
     # nulls are no evidence
     assert rules.rain_forecast(forecast(("12:30", None, None)), NOW, S,
                                active=True) == rules.ForecastAnswer(False, None)
