@@ -218,10 +218,13 @@ class AlertEngine:
               drying: bool, draft: _Draft) -> None:
         s = self.settings
         episode = draft.get("rain")
-        expected = rules.rain_forecast(forecast, now, s, active=episode is not None)
+        # Two answers (rules.ForecastAnswer): whether the forecast keeps the episode
+        # raised, and when the rain is expected; the messages and deadlines use only the latter.
+        answer = rules.rain_forecast(forecast, now, s, active=episode is not None)
+        expected = answer.expected
         raining = rules.rain_now(view, now, s)
         if episode is None:
-            if raining is None and expected is None:
+            if raining is None and not answer.holds:
                 return
             episode = self._raise("rain", "",
                                   cause="rain_now" if raining else "rain_forecast",
@@ -237,7 +240,7 @@ class AlertEngine:
             episode.upgrade_pending = episode.notify_count > 0
             draft.transition(episode, "rain_forecast", "resolved", now)
             draft.transition(episode, "rain_now", episode.state, now)
-        if raining is None and expected is None and rules.all_clear(view, forecast, now, s):
+        if raining is None and not answer.holds and rules.all_clear(view, forecast, now, s):
             # Time hysteresis (Prometheus' keep_firing_for): the all-clear must hold for
             # min_hold_min without a break, so a forecast dipping for one poll ends nothing.
             clear_since = episode.details.setdefault("clear_since", now)
@@ -250,29 +253,43 @@ class AlertEngine:
             draft.touch(episode)
             return
         episode.details.pop("clear_since", None)
-        if raining is None and expected is None:
+        if raining is None and not answer.holds:
             draft.touch(episode)
             return  # not raining, not expected, but not clear long enough either: wait
 
+        if expected is not None:
+            # The last expected start is kept: while the forecast only holds the episode
+            # (an hour at the clear threshold), the rain is still expected then, not now.
+            # Once the forecast's rain is due (its hour running: start "now"), it stays due
+            # since the time it was first due in that hour, rather than moving with the clock.
+            kept = episode.details.get("expected_ts")
+            due_since = (kept if kept is not None and expected.hour_start_ts <= kept <= now
+                         else expected.start_ts)
+            episode.details.update(expected_ts=due_since, prob_pct=expected.prob_pct,
+                                   precip_mm=expected.precip_mm, provider=expected.provider)
         if raining is not None:
-            start, lead = raining.since_ts, 0.0
+            start = raining.since_ts
             episode.details.update(nodes=list(raining.nodes))
             # When a sensor first said rain in this episode: the forecast's lead (skill.py).
             episode.details.setdefault("wet_ts", raining.since_ts)
         else:
-            assert expected is not None
-            start, lead = expected.start_ts, expected.lead_min
-            episode.details.update(prob_pct=expected.prob_pct, precip_mm=expected.precip_mm,
-                                   provider=expected.provider)
+            # Held by the forecast: its last expected start (an episode the plates raised
+            # and the forecast now holds has none: the rain's own start).
+            start = episode.details.get("expected_ts", episode.details.get("start_ts", now))
         # Not the lead time: it changes every minute and would rewrite the row each cycle.
         episode.details.update(start_ts=start)
         out_trays = rules.trays_out(view)
+        lead = max(start - now, 0.0) / 60
+        start_hhmm = rules.local_hhmm(start, yard.timezone)
         fields = {
-            "when_es": messages.when_phrase(lead, "es"),
-            "when_en": messages.when_phrase(lead, "en"),
-            "amount": messages.amount_phrase(expected.prob_pct if expected else None,
-                                             expected.precip_mm if expected else None),
-            "start": rules.local_hhmm(start, yard.timezone),
+            "when_es": messages.expected_phrase(lead, "es"),
+            "when_en": messages.expected_phrase(lead, "en"),
+            # "rain now" only when a plate or gauge says so, else the expected time.
+            "rain_es": messages.rain_phrase(raining is not None, start_hhmm, "es"),
+            "rain_en": messages.rain_phrase(raining is not None, start_hhmm, "en"),
+            "amount": messages.amount_phrase(episode.details.get("prob_pct"),
+                                             episode.details.get("precip_mm")),
+            "start": start_hhmm,
             "nodes": ", ".join(raining.nodes) if raining else "",
             "trays": ", ".join(out_trays),
         }

@@ -30,9 +30,9 @@ TEMPLATES: Final[Mapping[str, Mapping[str, str]]] = {
               "Reply OK.",
     },
     "trays_still_out": {
-        "es": "URGENTE: siguen afuera bandejas del tendal {yard}: {trays}. Lluvia {when_es}. "
+        "es": "URGENTE: siguen afuera bandejas del tendal {yard}: {trays}. Lluvia {rain_es}. "
               "Recogerlas ya y responder OK.",
-        "en": "URGENT: trays still out at yard {yard}: {trays}. Rain {when_en}. Pull them in "
+        "en": "URGENT: trays still out at yard {yard}: {trays}. Rain {rain_en}. Pull them in "
               "now and reply OK.",
     },
     "all_clear": {
@@ -168,6 +168,22 @@ def when_phrase(lead_min: float, language: str) -> str:
         return "ya" if language == "es" else "now"
     rounded = round(lead_min / 5) * 5 or round(lead_min)
     return f"en ~{rounded} min" if language == "es" else f"in ~{rounded} min"
+
+
+def expected_phrase(lead_min: float, language: str) -> str:
+    """When the forecast expects the rain: 'en ~40 min', or 'prevista' / 'expected' when it
+    is due. Never 'ya': only a plate or a gauge can say the rain is here."""
+    if lead_min < 3:
+        return "prevista" if language == "es" else "expected"
+    return when_phrase(lead_min, language)
+
+
+def rain_phrase(observed: bool, start_hhmm: str, language: str) -> str:
+    """'ya' / 'now' when a plate or gauge says it rains, else the expected time, as the
+    workers read a clock: 'hacia las 15:00' / 'around 15:00'."""
+    if observed:
+        return "ya" if language == "es" else "now"
+    return f"hacia las {start_hhmm}" if language == "es" else f"around {start_hhmm}"
 
 
 def amount_phrase(prob_pct: float | None, precip_mm: float | None) -> str:

@@ -6,8 +6,10 @@ The lifecycle (``engine``) decides what to send; these functions only say
 what is true right now.
 
 Rules (docs/alerts.md explains them for people):
-- ``rain_forecast``: within the look-ahead an hour reaches the raise
-  probability or amount; stays true until below the lower clear values.
+- ``rain_forecast``: two answers. Whether the episode holds: within the
+  look-ahead an hour reaches the raise probability or amount, and once raised
+  until every hour is below the lower clear values. When the rain is
+  expected: always the first hour at the raise values.
 - ``rain_now``: any plate wet, or the gauge tipped recently.
 - ``humidity_surge``: a fast humidity rise, or a rise with the dew point
   closing in, at several nodes (a change, never a level the dawn reaches).
@@ -24,6 +26,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from operator import itemgetter
+from typing import Final
 from zoneinfo import ZoneInfo
 
 from secadero.server.forecast import Forecast, ForecastHour
@@ -67,6 +70,7 @@ class RainExpected:
     prob_pct: float | None
     precip_mm: float | None
     provider: str
+    hour_start_ts: float  # the start of that forecast hour (before now if it is running)
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,26 +112,50 @@ def first_rain_hour(forecast: Forecast | None, now: float, horizon_min: float, *
     return None
 
 
-def rain_forecast(forecast: Forecast | None, now: float, settings: AlertSettings, *,
-                  active: bool) -> RainExpected | None:
-    """Rain expected within the look-ahead; ``active`` selects the lower (clear) thresholds.
+@dataclass(frozen=True, slots=True)
+class ForecastAnswer:
+    """The forecast rule's two answers, which are different questions.
 
-    Hysteresis: once raised, the alert holds while the probability stays at
-    or above ``clear_prob_pct``, so a forecast flapping 58/62/57 % around the
+    ``holds``: the rain episode stays (or would be) raised. Hysteresis: once
+    raised, the episode holds while an hour in the look-ahead stays at or above
+    the lower clear thresholds, so a forecast flapping 58/62/57 % around the
     raise threshold is one alert, not three.
+    ``expected``: when the rain is expected to start. Always the first hour at
+    the *raise* thresholds, never the clear ones: an hour at 40 % is reason
+    enough to keep an alert, not evidence that the rain starts then. None while
+    the episode only holds (no hour reaches the raise thresholds any more); the
+    engine then keeps the last expected start it had.
+    """
+
+    holds: bool
+    expected: RainExpected | None
+
+
+NO_RAIN_FORECAST: Final = ForecastAnswer(holds=False, expected=None)
+
+
+def rain_forecast(forecast: Forecast | None, now: float, settings: AlertSettings, *,
+                  active: bool) -> ForecastAnswer:
+    """Whether the forecast keeps a rain episode raised, and when the rain is expected.
+
+    ``active``: an episode is already open, so the clear thresholds decide
+    ``holds``; otherwise only the raise thresholds can raise one.
     """
     forecast = usable_forecast(forecast, now, settings)
     if forecast is None:
-        return None
-    prob, mm = ((settings.clear_prob_pct, settings.clear_mm_per_h) if active
-                else (settings.raise_prob_pct, settings.raise_mm_per_h))
-    hour = first_rain_hour(forecast, now, settings.lookahead_min, prob_pct=prob, mm_per_h=mm)
-    if hour is None:
-        return None
-    start = max(hour.start_ts, now)
-    return RainExpected(start_ts=start, lead_min=(start - now) / 60,
-                        prob_pct=hour.precip_prob_pct, precip_mm=hour.precip_mm,
-                        provider=forecast.provider)
+        return NO_RAIN_FORECAST
+    hour = first_rain_hour(forecast, now, settings.lookahead_min,
+                           prob_pct=settings.raise_prob_pct, mm_per_h=settings.raise_mm_per_h)
+    expected = None
+    if hour is not None:
+        start = max(hour.start_ts, now)
+        expected = RainExpected(start_ts=start, lead_min=(start - now) / 60,
+                                prob_pct=hour.precip_prob_pct, precip_mm=hour.precip_mm,
+                                provider=forecast.provider, hour_start_ts=hour.start_ts)
+    holds = expected is not None or (active and first_rain_hour(
+        forecast, now, settings.lookahead_min, prob_pct=settings.clear_prob_pct,
+        mm_per_h=settings.clear_mm_per_h) is not None)
+    return ForecastAnswer(holds=holds, expected=expected)
 
 
 def rain_now(yard: YardView, now: float, settings: AlertSettings) -> RainNow | None:

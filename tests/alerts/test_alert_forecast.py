@@ -58,7 +58,8 @@ def test_the_recorded_response_parses_with_preceding_hour_intervals() -> None:
     # first hour >= 60 % is the one stamped 02:00, covering 01:00-02:00
     hour = first_rain_hour(forecast, utc("2023-06-30T00:30"), 180, prob_pct=60, mm_per_h=99)
     assert hour is not None and hour.start_ts == utc("2023-06-30T01:00")
-    expected = rain_forecast(forecast, utc("2023-06-30T00:10"), AlertSettings(), active=False)
+    expected = rain_forecast(forecast, utc("2023-06-30T00:10"), AlertSettings(),
+                             active=False).expected
     assert expected is not None
     assert (expected.start_ts, expected.lead_min, expected.prob_pct) == (
         utc("2023-06-30T01:00"), 50.0, 75.0)

@@ -9,7 +9,8 @@ from secadero.server.alerts import messages
 
 LONG = {
     "yard": "Tendal Cooperativa Agraria Cacaotera Acopagro Chazuta Número Tres",
-    "when_es": "en ~90 min", "when_en": "in ~90 min", "amount": "100%", "start": "14:20",
+    "when_es": "en ~90 min", "when_en": "in ~90 min",
+    "rain_es": "hacia las 14:20", "rain_en": "around 14:20", "amount": "100%", "start": "14:20",
     "nodes": "nodo-norte-01, nodo-norte-02, nodo-norte-03",
     "trays": ", ".join(f"nodo-norte-{i:02d}/bandeja-{j}" for i in range(4) for j in range(3)),
     "hours": "2", "humidity": "97", "node": "nodo-norte-01-con-un-nombre-largo",

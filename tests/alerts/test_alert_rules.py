@@ -29,29 +29,54 @@ def yard(*nodes: NodeView) -> YardView:
     return YardView("norte", "Norte", "America/Lima", nodes)
 
 
+def expected(f: Forecast, now: float = NOW, *, active: bool = False) -> rules.RainExpected | None:
+    return rules.rain_forecast(f, now, S, active=active).expected
+
+
 def test_rain_forecast_raise_and_clear_thresholds() -> None:
     f = forecast(("13:00", 45.0, 0.0))
-    assert rules.rain_forecast(f, NOW, S, active=False) is None  # 45 < 60 to raise
-    held = rules.rain_forecast(f, NOW, S, active=True)  # 45 >= 30 to stay
-    assert held is not None and (held.start_ts, held.lead_min) == (at("13:00"), 60.0)
+    # 45 < 60 to raise; 45 >= 30 to stay raised, but no rain is *expected* at 45 %.
+    assert rules.rain_forecast(f, NOW, S, active=False) == rules.ForecastAnswer(False, None)
+    assert rules.rain_forecast(f, NOW, S, active=True) == rules.ForecastAnswer(True, None)
+    # Nothing at or above 30 %: the episode no longer holds.
+    low = forecast(("13:00", 29.0, 0.1))
+    assert rules.rain_forecast(low, NOW, S, active=True) == rules.ForecastAnswer(False, None)
+
+
+def test_the_expected_start_always_comes_from_the_raise_threshold() -> None:
+    """The defect of issue 13: held by an hour at the clear threshold, the rain's start
+    must stay at the first hour that reaches the raise threshold, not move to "now"."""
+    f = forecast(("11:00", 40.0, 0.0), ("12:00", 40.0, 0.3), ("13:00", 80.0, 0.0))
+    for active in (False, True):
+        answer = rules.rain_forecast(f, NOW + 15 * 60, S, active=active)
+        assert answer == rules.ForecastAnswer(True, rules.RainExpected(
+            start_ts=at("13:00"), lead_min=45.0, prob_pct=80.0, precip_mm=0.0,
+            provider="open-meteo", hour_start_ts=at("13:00")))
+    # The amount threshold counts the same way: 0.3 mm/h holds, 0.5 mm/h is expected rain.
+    wet = forecast(("12:00", None, 0.3), ("12:30", None, 0.5))
+    answer = rules.rain_forecast(wet, NOW, S, active=True)
+    assert answer.holds and answer.expected is not None
+    assert (answer.expected.start_ts, answer.expected.precip_mm) == (at("12:30"), 0.5)
 
 
 def test_rain_forecast_lookahead_edges_and_amount() -> None:
-    assert rules.rain_forecast(forecast(("13:30", 90.0, None)), NOW, S, active=False) is None
-    hit = rules.rain_forecast(forecast(("13:29", 90.0, None)), NOW, S, active=False)
+    assert expected(forecast(("13:30", 90.0, None))) is None
+    hit = expected(forecast(("13:29", 90.0, None)))
     assert hit is not None and hit.lead_min == 89.0
-    wet = rules.rain_forecast(forecast(("12:30", None, 0.6)), NOW, S, active=False)
+    wet = expected(forecast(("12:30", None, 0.6)))
     assert wet is not None and (wet.prob_pct, wet.precip_mm) == (None, 0.6)
     # an hour already running counts from now
-    running = rules.rain_forecast(forecast(("11:30", 80.0, None)), NOW, S, active=False)
+    running = expected(forecast(("11:30", 80.0, None)))
     assert running is not None and (running.start_ts, running.lead_min) == (NOW, 0.0)
+    assert running.hour_start_ts == at("11:30")
     # nulls are no evidence
-    assert rules.rain_forecast(forecast(("12:30", None, None)), NOW, S, active=False) is None
+    assert rules.rain_forecast(forecast(("12:30", None, None)), NOW, S,
+                               active=True) == rules.ForecastAnswer(False, None)
 
 
 def test_an_old_forecast_is_not_used() -> None:
     f = forecast(("12:30", 90.0, None), fetched=NOW - 6 * 3600 - 1)
-    assert rules.rain_forecast(f, NOW, S, active=False) is None
+    assert rules.rain_forecast(f, NOW, S, active=True) == rules.ForecastAnswer(False, None)
     assert rules.usable_forecast(f, NOW - 1, S) is f
 
 
