@@ -107,6 +107,14 @@ class AlertSettings:
     repeat_interval_min: float = 15.0
     max_repeats: int = 3
     escalation: tuple[str, ...] = ("worker", "supervisor", "quality")
+    # After the ladder (repeats, then trays_still_out escalations): a slower reminder
+    # until every tray switch says retracted, the rain episode ends, or it is closed.
+    slow_reminder_min: float = 30.0
+    # An acknowledgement pauses the slower reminder this long, not for ever.
+    ack_pause_min: float = 30.0
+    # No recipient gets more reminders than this from one episode in any hour (a stuck
+    # switch floods nobody); the raise and the upgrade to "raining" always go.
+    max_per_recipient_per_hour: int = 6
     # humidity_surge: a change against the recent past, never a level (an Amazon dawn
     # reaches 94-97 % RH, the dew point within 1 °C, every morning): humidity up this
     # many points within the window, or up dew_point_rise_pct points with the dew point
@@ -177,6 +185,10 @@ def read_alerts(section: Section) -> AlertSettings:
                                            minimum=1),
         max_repeats=section.integer("max_repeats", d.max_repeats, minimum=0, maximum=50),
         escalation=tuple(escalation) if isinstance(escalation, list) else d.escalation,
+        slow_reminder_min=section.number("slow_reminder_min", d.slow_reminder_min, minimum=5),
+        ack_pause_min=section.number("ack_pause_min", d.ack_pause_min, minimum=0),
+        max_per_recipient_per_hour=section.integer(
+            "max_per_recipient_per_hour", d.max_per_recipient_per_hour, minimum=1, maximum=60),
         humidity_rise_pct=section.number("humidity_rise_pct", d.humidity_rise_pct, minimum=1),
         humidity_window_min=section.number("humidity_window_min", d.humidity_window_min,
                                            minimum=1),

@@ -15,6 +15,12 @@ Borrowed from Alertmanager, PagerDuty and ThingsBoard (see docs/alerts.md):
   ``max_repeats``), each repeat one step further along the escalation chain
   (worker -> supervisor -> quality); once trays are overdue, the
   ``trays_still_out`` reminders (their own ``max_repeats``) take over;
+- after that ladder, a slower ``trays_reminder`` every ``slow_reminder_min``
+  while a switch does not say ``retracted`` (out or ``unknown``), until every
+  tray is in or the episode ends; an acknowledgement pauses it
+  ``ack_pause_min``; nobody gets more than ``max_per_recipient_per_hour`` of
+  an episode's reminders in any hour; an ``unknown`` switch is told to the
+  technician once per episode (``trays_unknown``);
 - ``trays_still_out``: a tray switch still ``extended`` ``trays_out_after_min``
   after the raise escalates, acknowledged or not, until the switches say the
   trays are in (which also acknowledges the episode);
@@ -311,28 +317,82 @@ class AlertEngine:
         trays_deadline = max(episode.raised_at + s.trays_out_after_min * 60,
                              start - s.trays_out_after_min * 60)
         since_last = now - (episode.last_notified_at or -1e18)
+        # A switch that says "unknown" is neither in nor out: the technician hears of it
+        # once per episode, and the tray keeps the reminders going (it is not "in").
+        unknown = rules.trays_unknown(view)
+        if unknown and "unknown_told" not in episode.details:
+            episode.details["unknown_told"] = list(unknown)
+            self._notify(episode, yard, "notice", "trays_unknown", (TECHNICIAN,), now, draft,
+                         {"trays": ", ".join(unknown)}, count=False)
+        not_in = rules.trays_not_in(view)
+        # An "OK" pauses the slower reminder ack_pause_min, not for ever.
+        paused = (episode.acked_at is not None and episode.acked_by != "trays"
+                  and now < episode.acked_at + s.ack_pause_min * 60)
+        # The ladder is done when its escalations are spent, or (no tray says out) when
+        # its repeats are spent or somebody answered.
+        ladder_done = (episode.escalations >= s.max_repeats if out_trays
+                       else episode.state != "raised" or episode.repeats >= s.max_repeats)
         if episode.notify_count == 0:
-            self._notify(episode, yard, "raise", episode.cause, self._roles(0), now, draft, fields)
+            self._remind(episode, yard, "raise", episode.cause, self._roles(0), now, draft,
+                         fields, capped=False)
         elif episode.upgrade_pending:
             episode.upgrade_pending = False
             if episode.state == "raised" or out_trays:
-                self._notify(episode, yard, "upgrade", episode.cause,
-                             self._roles(episode.level), now, draft, fields)
+                self._remind(episode, yard, "upgrade", episode.cause,
+                             self._roles(episode.level), now, draft, fields, capped=False)
         elif (out_trays and now >= trays_deadline
               and since_last >= s.repeat_interval_min * 60
               and episode.escalations < s.max_repeats):
-            episode.escalations += 1
-            episode.level = min(episode.level + 1, chain_end)
-            episode.severity = "critical"
-            self._notify(episode, yard, "escalate", "trays_still_out",
-                         self._roles(episode.level), now, draft, fields)
+            level = min(episode.level + 1, chain_end)
+            if self._remind(episode, yard, "escalate", "trays_still_out", self._roles(level),
+                            now, draft, fields):
+                episode.escalations += 1
+                episode.level = level
+                episode.severity = "critical"
         elif (episode.state == "raised" and not (out_trays and now >= trays_deadline)
               and since_last >= s.repeat_interval_min * 60
               and episode.repeats < s.max_repeats):
-            episode.repeats += 1
-            episode.level = min(episode.level + 1, chain_end)
-            self._notify(episode, yard, "repeat", episode.cause, self._roles(episode.level),
-                         now, draft, fields, repeat=True)
+            level = min(episode.level + 1, chain_end)
+            if self._remind(episode, yard, "repeat", episode.cause, self._roles(level), now,
+                            draft, fields, repeat=True):
+                episode.repeats += 1
+                episode.level = level
+        elif (not_in and now >= trays_deadline and not paused and ladder_done
+              and since_last >= s.slow_reminder_min * 60):
+            # After the ladder: slower, to everyone the ladder reached, until the switches
+            # say every tray is in, the rain episode ends, or it is closed.
+            # (The push -> SMS channel step and the voice call would come before this.)
+            self._remind(episode, yard, "reminder", "trays_reminder", self._roles(episode.level),
+                         now, draft, {**fields, "trays": ", ".join(not_in)})
+
+    def _remind(self, episode: Episode, yard: YardSettings, event: str, kind: str,
+                roles: tuple[str, ...], now: float, draft: _Draft,
+                fields: Mapping[str, object], *, repeat: bool = False,
+                capped: bool = True) -> bool:
+        """Send one of the rain episode's messages, at most ``max_per_recipient_per_hour``
+        to anyone in any hour when ``capped`` (the raise and the upgrade never are, but
+        count). False when the cap holds back everyone: the round waits (the caller
+        changes nothing) and goes when the hour allows. A round that goes without
+        someone the cap held back says so in the log and counts them
+        (``details["capped"]``): they miss that round, not the next one."""
+        limit = self.settings.max_per_recipient_per_hour
+        sent_at = {name: [t for t in times if t > now - 3600]
+                   for name, times in episode.details.get("sent_at", {}).items()}
+        names = [r.name for r in yard.recipients if r.role in roles]
+        held = frozenset(n for n in names if capped and len(sent_at.get(n, ())) >= limit)
+        if names and len(held) == len(names):
+            return False
+        if held:
+            episode.details["capped"] = episode.details.get("capped", 0) + len(held)
+            log.warning("yard %s: %s not sent %s: %d messages of this episode in the last "
+                        "hour", yard.id, ", ".join(sorted(held)), kind, limit)
+        for name in names:
+            if name not in held:
+                sent_at.setdefault(name, []).append(now)
+        episode.details["sent_at"] = {n: t for n, t in sorted(sent_at.items()) if t}
+        self._notify(episode, yard, event, kind, roles, now, draft, fields, repeat=repeat,
+                     exclude=held)
+        return True
 
     def _rain_takes_over(self, warning: Episode, rain: Episode, now: float,
                          draft: _Draft) -> None:
@@ -625,8 +685,8 @@ class AlertEngine:
     def _notify(self, episode: Episode, yard: YardSettings, event: str, kind: str,
                 roles: tuple[str, ...], now: float, draft: _Draft,
                 fields: Mapping[str, object], *, repeat: bool = False,
-                count: bool = True) -> None:
-        recipients = [r for r in yard.recipients if r.role in roles]
+                count: bool = True, exclude: frozenset[str] = frozenset()) -> None:
+        recipients = [r for r in yard.recipients if r.role in roles and r.name not in exclude]
         texts: dict[str, messages.Text] = {}
         values = {"yard": yard.name, **fields}
         for recipient in recipients:

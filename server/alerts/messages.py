@@ -35,6 +35,20 @@ TEMPLATES: Final[Mapping[str, Mapping[str, str]]] = {
         "en": "URGENT: trays still out at yard {yard}: {trays}. Rain {rain_en}. Pull them in "
               "now and reply OK.",
     },
+    # The slower reminder after the ladder: trays not yet confirmed in by a switch.
+    "trays_reminder": {
+        "es": "RECORDATORIO: sin confirmar adentro bandejas del tendal {yard}: {trays}. "
+              "Lluvia {rain_es}. Recogerlas y responder OK.",
+        "en": "REMINDER: trays not confirmed in at yard {yard}: {trays}. Rain {rain_en}. "
+              "Pull them in and reply OK.",
+    },
+    # To the technician, once per rain episode: a switch that cannot say in or out.
+    "trays_unknown": {
+        "es": "Técnico: el sensor de bandeja {trays} del tendal {yard} dice 'unknown'. "
+              "No cuenta como adentro. Revisar el interruptor.",
+        "en": "Technician: tray switch {trays} at yard {yard} reads 'unknown'. Not counted "
+              "as in. Check the switch.",
+    },
     "all_clear": {
         "es": "Tendal {yard}: sin lluvia prevista en {hours} h y sensores secos. Ya pueden "
               "sacar las bandejas.",
@@ -126,6 +140,8 @@ TITLES: Final[Mapping[str, Mapping[str, str]]] = {
     "rain_forecast": {"es": "Lluvia prevista", "en": "Rain expected"},
     "rain_now": {"es": "Lluvia ahora", "en": "Raining now"},
     "trays_still_out": {"es": "Bandejas afuera", "en": "Trays still out"},
+    "trays_reminder": {"es": "Bandejas sin confirmar", "en": "Trays not confirmed in"},
+    "trays_unknown": {"es": "Sensor de bandeja falla", "en": "Tray switch unknown"},
     "all_clear": {"es": "Sin lluvia", "en": "All clear"},
     "humidity_surge": {"es": "Humedad subiendo", "en": "Humidity rising"},
     "node_offline": {"es": "Nodo sin señal", "en": "Node offline"},

@@ -211,6 +211,18 @@ def trays_out(yard: YardView) -> tuple[str, ...]:
                         for tray, state in node.trays.items() if state == "extended"))
 
 
+def trays_unknown(yard: YardView) -> tuple[str, ...]:
+    """Trays whose switch says ``unknown`` (neither in nor out), as ``node/tray``."""
+    return tuple(sorted(f"{node.node}/{tray}" for node in yard.nodes
+                        for tray, state in node.trays.items() if state == "unknown"))
+
+
+def trays_not_in(yard: YardView) -> tuple[str, ...]:
+    """Trays no switch confirms ``retracted`` (out, unknown, or anything else)."""
+    return tuple(sorted(f"{node.node}/{tray}" for node in yard.nodes
+                        for tray, state in node.trays.items() if state != "retracted"))
+
+
 def trays_all_in(yard: YardView) -> bool:
     """True when the yard reports trays and every one of them says ``retracted``."""
     states = [state for node in yard.nodes for state in node.trays.values()]

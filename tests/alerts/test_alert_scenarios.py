@@ -153,7 +153,8 @@ def test_trays_left_out_escalate_until_a_switch_says_they_are_in(yard: SimYard) 
         ("14:30", "Luis", "ntfy", "trays_still_out", "escalate"),
         ("14:30", "Ana", "twilio", "trays_still_out", "escalate"),
         ("14:30", "Carmen", "twilio", "trays_still_out", "escalate"),
-        # the third and last reminder; then silence until the switches answer
+        # the third and last escalation; the slower reminder would be due at 15:15,
+        # but the switches say in at 15:10
         ("14:45", "Rosa", "twilio", "trays_still_out", "escalate"),
         ("14:45", "Luis", "ntfy", "trays_still_out", "escalate"),
         ("14:45", "Ana", "twilio", "trays_still_out", "escalate"),
