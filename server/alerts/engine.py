@@ -202,7 +202,17 @@ class AlertEngine:
         return draft.decision()
 
     def acknowledge(self, episode: Episode, by: str, now: float) -> Decision:
-        """A person said "OK": stop the repeats. Empty if it was not ``raised``."""
+        """A person said "OK": stop the repeats. Empty if it was not ``raised``, except
+        for a rain episode already acknowledged: a later OK (an answer to a
+        ``trays_reminder``) pauses its slower reminder again from now."""
+        if episode.state == "acknowledged" and episode.kind == "rain":
+            draft = _Draft(episode.yard, {(episode.kind, episode.key): episode})
+            again = draft.get(episode.kind, episode.key)
+            assert again is not None
+            again.details.update(paused_at=now, paused_by=by)
+            draft.touch(again)
+            log.info("episode %s: reminders paused by %s", episode.id, by)
+            return draft.decision()
         if episode.state != "raised":
             return Decision(episode.yard)
         draft = _Draft(episode.yard, {(episode.kind, episode.key): episode})
@@ -325,9 +335,12 @@ class AlertEngine:
             self._notify(episode, yard, "notice", "trays_unknown", (TECHNICIAN,), now, draft,
                          {"trays": ", ".join(unknown)}, count=False)
         not_in = rules.trays_not_in(view)
-        # An "OK" pauses the slower reminder ack_pause_min, not for ever.
-        paused = (episode.acked_at is not None and episode.acked_by != "trays"
-                  and now < episode.acked_at + s.ack_pause_min * 60)
+        # An "OK" (the first, or a later one) pauses the slower reminder ack_pause_min,
+        # not for ever; the switches' own acknowledgement pauses nothing.
+        answered = [t for t in (episode.details.get("paused_at"),
+                                episode.acked_at if episode.acked_by != "trays" else None)
+                    if t is not None]
+        paused = bool(answered) and now < max(answered) + s.ack_pause_min * 60
         # The ladder is done when its escalations are spent, or (no tray says out) when
         # its repeats are spent or somebody answered.
         ladder_done = (episode.escalations >= s.max_repeats if out_trays

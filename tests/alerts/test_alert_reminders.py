@@ -94,6 +94,25 @@ def test_an_acknowledged_alert_whose_trays_stay_out_is_paused_then_resumed(
     assert (episode.state, episode.acked_by) == ("acknowledged", "+51900000001")
 
 
+def test_a_later_ok_pauses_the_reminders_again(yard: SimYard) -> None:
+    """The episode is acknowledged already (Rosa at 14:30); Ana answers a reminder."""
+    yard.prob_by_hour = {14: 85, 15: 85, 16: 85}
+    yard.at("07:00", yard.trays("extended"))
+    yard.at("14:30", lambda: yard.alerts.acknowledge_phone("+51900000001", yard.now))
+    yard.at("15:10", lambda: yard.alerts.acknowledge_phone("+51900000002", yard.now))
+    yard.at("16:20", yard.trays("retracted"))
+    yard.run("17:00")
+    assert [r for r in rounds(yard) if r[1] == "reminder"] == [
+        ("15:00", "reminder", "trays_reminder", YARD_TEAM),
+        # due 15:30, paused by Ana's OK until 15:40; then every 30 min again
+        ("15:40", "reminder", "trays_reminder", YARD_TEAM),
+        ("16:10", "reminder", "trays_reminder", YARD_TEAM),
+    ]
+    [episode] = yard.store.history()
+    assert (episode.acked_by, episode.details["paused_by"]) == ("+51900000001",
+                                                                "+51900000002")
+
+
 def test_a_stuck_switch_floods_nobody(make_yard: Callable[..., SimYard]) -> None:
     yard = make_yard(slow_reminder_min=5.0, max_per_recipient_per_hour=6)
     yard.at("07:00", yard.trays("extended"))
