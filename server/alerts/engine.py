@@ -373,8 +373,9 @@ class AlertEngine:
         elif (not_in and now >= trays_deadline and not paused and ladder_done
               and since_last >= s.slow_reminder_min * 60):
             # After the ladder: slower, to everyone the ladder reached, until the switches
-            # say every tray is in, the rain episode ends, or it is closed.
-            # (The push -> SMS channel step and the voice call would come before this.)
+            # say every tray is in or the rain episode ends. (A supervisor's "close" would
+            # end it too: not built yet. The push -> SMS channel step and the voice call
+            # would come before this, at the end of the escalations.)
             self._remind(episode, yard, "reminder", "trays_reminder", self._roles(episode.level),
                          now, draft, {**fields, "trays": ", ".join(not_in)})
 
