@@ -14,6 +14,11 @@ Routes:
   expiring token from the push message (``Authorization: Bearer <token>``
   works too). 403 for a bad or expired token, 404 for an unknown or closed
   episode.
+- ``POST /api/alerts/{id}/close?token=...&by=...`` — a supervisor closes a yard
+  alert (rain, humidity): reminders stop and the retained alert clears; the
+  episode ends silently when the rain does. Same signed token as the
+  acknowledge (roles come with the security issue); 404 for an unknown or
+  ended episode, 409 for an alert that is not the yard's.
 - ``POST /api/twilio/inbound`` — an SMS reply; "OK" or "SI" acknowledges the
   sender's yards. ``POST /api/twilio/status`` — delivery status. Both only
   with a valid ``X-Twilio-Signature``.
@@ -57,6 +62,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 _ACK = re.compile(r"/api/alerts/(\d{1,12})/ack")
+_CLOSE = re.compile(r"/api/alerts/(\d{1,12})/close")
 _ONE = re.compile(r"/api/alerts/(\d{1,12})")
 _PAGE = re.compile(r"/alerts/(\d{1,12})")
 
@@ -217,8 +223,11 @@ class _Handler(BaseHTTPRequestHandler):
             return
         # Routed before the body is read, so a 413 is counted under its route too.
         ack = _ACK.fullmatch(url.path)
+        close = _CLOSE.fullmatch(url.path)
         if ack:
             self.route = "/api/alerts/{id}/ack"
+        elif close:
+            self.route = "/api/alerts/{id}/close"
         elif url.path in (INBOUND_PATH, STATUS_PATH, SMS_INBOUND_PATH):
             self.route = url.path
         body = self._body()
@@ -226,6 +235,8 @@ class _Handler(BaseHTTPRequestHandler):
             return
         if ack:
             self._ack(int(ack.group(1)), dict(urllib.parse.parse_qsl(url.query)))
+        elif close:
+            self._close(int(close.group(1)), dict(urllib.parse.parse_qsl(url.query)))
         elif url.path in (INBOUND_PATH, STATUS_PATH):
             self._twilio(url, body)
         elif url.path == SMS_INBOUND_PATH:
@@ -255,7 +266,8 @@ class _Handler(BaseHTTPRequestHandler):
                            message=html.escape(episode.message), status=status, form=form)
         self._send(200, body, "text/html")
 
-    def _ack(self, episode_id: int, query: dict[str, str]) -> None:
+    def _token_refused(self, episode_id: int, query: dict[str, str], what: str) -> bool:
+        """Check the signed token (query or ``Authorization: Bearer``); answer 403 if bad."""
         token = query.get("token")
         auth = self.headers.get("Authorization", "")
         if not token and auth.startswith("Bearer "):
@@ -263,9 +275,28 @@ class _Handler(BaseHTTPRequestHandler):
         now = self.service.clock()
         reason = self.service.tokens.check(episode_id, token or "", now) if token else "no token"
         if reason is not None:
-            log.warning("acknowledge of alert %d refused: %s", episode_id, reason)
+            log.warning("%s of alert %d refused: %s", what, episode_id, reason)
             self._send(403, {"error": reason})
+            return True
+        return False
+
+    def _close(self, episode_id: int, query: dict[str, str]) -> None:
+        if self._token_refused(episode_id, query, "close"):
             return
+        by = query.get("by", "").strip()[:40] or "supervisor"
+        episode = self.service.close(episode_id, by)
+        if episode is None:
+            self._send(404, {"error": "no open alert with that id"})
+        elif "closed_at" not in episode.details:
+            self._send(409, {"error": f"a {episode.kind} alert is not closed by the yard"})
+        else:
+            self._send(200, {"closed": episode_id, "by": episode.details.get("closed_by")})
+
+    def _ack(self, episode_id: int, query: dict[str, str]) -> None:
+        if self._token_refused(episode_id, query, "acknowledge"):
+            return
+        token = query.get("token") or self.headers.get(
+            "Authorization", "")[len("Bearer "):].strip()
         if not self.service.acknowledge(episode_id, "push"):
             self._send(404, {"error": "no open alert with that id"})
             return

@@ -119,6 +119,8 @@ def read_recipient(section: Section) -> RecipientSettings:
     topic = section.string("ntfy_topic", d.ntfy_topic)
     if "sms" in channel_tuple and phone is None:
         section.problem("phone", "is required for the sms channel")
+    if "voice" in channel_tuple and phone is None:
+        section.problem("phone", "is required for the voice channel")
     if "push" in channel_tuple and topic is None:
         section.problem("ntfy_topic", "is required for the push channel")
     settings = RecipientSettings(

@@ -1,12 +1,12 @@
 """The notifier registry: each provider's name, channel, settings section and notifier class.
 
-A provider (ntfy, twilio, gammu, webhook) is one notifier module in
+A provider (ntfy, twilio, twilio_voice, gammu, webhook) is one notifier module in
 ``server/notifiers/`` plus its entry here: a frozen dataclass for its
 ``[notifiers.<name>]`` section, the reader that fills it, and where its
 notifier class lives. ``NotifierSettings``, ``secadero check-config`` and the
 server's ``build_notifiers`` all go through ``PROVIDERS``; adding a provider
 touches nothing else. (A new *channel* also needs an address in
-``RecipientSettings``: phone for sms, ntfy_topic for push.)
+``RecipientSettings``: phone for sms and voice, ntfy_topic for push.)
 
 The notifier class is named by its import path and imported only when the
 server builds its notifiers, so reading a config (on a node too) never imports
@@ -24,7 +24,7 @@ from secadero.settings._reader import Defaults, Section
 
 # The ways a message reaches a person, in the order the recipients' check lists them.
 # The dispatcher runs one worker per channel.
-CHANNELS = ("sms", "push", "webhook")
+CHANNELS = ("sms", "push", "webhook", "voice")
 
 
 @dataclass(frozen=True)
@@ -78,6 +78,36 @@ def read_twilio(section: Section) -> TwilioSettings:
         from_number=section.string("from_number", d.from_number),
         api_url=str(section.string("api_url", d.api_url)).rstrip("/"),
         callback_base_url=section.string("callback_base_url", d.callback_base_url),
+        timeout_s=section.number("timeout_s", d.timeout_s, minimum=0.1),
+    )
+    section.finish()
+    return settings
+
+
+@dataclass(frozen=True)
+class TwilioVoiceSettings:
+    """Twilio Programmable Voice: the ladder's last step, a call that reads the alert."""
+
+    account_sid: str
+    auth_token: str = field(repr=False)
+    from_number: str  # a Twilio number able to place calls
+    api_url: str = "https://api.twilio.com"
+    # The <Say> language and how many times the message is read (a worker at the trays
+    # may pick up late).
+    language: str = "es-MX"
+    loop: int = 2
+    timeout_s: float = 10.0
+
+
+def read_twilio_voice(section: Section) -> TwilioVoiceSettings:
+    d = Defaults(TwilioVoiceSettings)
+    settings = TwilioVoiceSettings(
+        account_sid=section.string("account_sid", d.account_sid),
+        auth_token=section.secret("auth_token", d.auth_token),
+        from_number=section.string("from_number", d.from_number),
+        api_url=str(section.string("api_url", d.api_url)).rstrip("/"),
+        language=section.string("language", d.language),
+        loop=section.integer("loop", d.loop, minimum=1, maximum=5),
         timeout_s=section.number("timeout_s", d.timeout_s, minimum=0.1),
     )
     section.finish()
@@ -142,6 +172,8 @@ _MODULE = "secadero.server.notifiers"
 PROVIDERS: dict[str, Provider] = {provider.name: provider for provider in (
     Provider("ntfy", "push", NtfySettings, read_ntfy, f"{_MODULE}.ntfy:NtfyNotifier"),
     Provider("twilio", "sms", TwilioSettings, read_twilio, f"{_MODULE}.twilio:TwilioNotifier"),
+    Provider("twilio_voice", "voice", TwilioVoiceSettings, read_twilio_voice,
+             f"{_MODULE}.twilio_voice:TwilioVoiceNotifier"),
     Provider("gammu", "sms", GammuSettings, read_gammu, f"{_MODULE}.gammu:GammuNotifier"),
     Provider("webhook", "webhook", WebhookSettings, read_webhook,
              f"{_MODULE}.webhook:WebhookNotifier"),

@@ -115,6 +115,10 @@ class AlertSettings:
     # No recipient gets more reminders than this from one episode in any hour (a stuck
     # switch floods nobody); the raise and the upgrade to "raining" always go.
     max_per_recipient_per_hour: int = 6
+    # The ladder's last step: after this many trays rounds (trays_still_out escalations and
+    # slower reminders) a voice call, once per episode, to recipients with "voice" in their
+    # channels (needs [notifiers.twilio_voice]). 0: no call.
+    voice_after_escalations: int = 3
     # humidity_surge: a change against the recent past, never a level (an Amazon dawn
     # reaches 94-97 % RH, the dew point within 1 °C, every morning): humidity up this
     # many points within the window, or up dew_point_rise_pct points with the dew point
@@ -189,6 +193,8 @@ def read_alerts(section: Section) -> AlertSettings:
         ack_pause_min=section.number("ack_pause_min", d.ack_pause_min, minimum=0),
         max_per_recipient_per_hour=section.integer(
             "max_per_recipient_per_hour", d.max_per_recipient_per_hour, minimum=1, maximum=60),
+        voice_after_escalations=section.integer(
+            "voice_after_escalations", d.voice_after_escalations, minimum=0, maximum=50),
         humidity_rise_pct=section.number("humidity_rise_pct", d.humidity_rise_pct, minimum=1),
         humidity_window_min=section.number("humidity_window_min", d.humidity_window_min,
                                            minimum=1),

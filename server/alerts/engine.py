@@ -142,7 +142,8 @@ def current_alert(episodes: YardEpisodes) -> Alert:
     """What a yard's retained ``alert`` topic should say (for the nodes' beacons)."""
     for kind in ("rain", "humidity_surge"):
         episode = episodes.get((kind, ""))
-        if episode is not None:
+        # A supervisor's close clears the beacons, though the episode stays open (silent).
+        if episode is not None and "closed_at" not in episode.details:
             return Alert(state="raised", kind=episode.cause, severity=episode.severity,
                          message=episode.message, since=episode.raised_at)
     return Alert(state="clear")
@@ -224,6 +225,28 @@ class AlertEngine:
         log.info("episode %s acknowledged by %s", episode.id, by)
         return draft.decision()
 
+    def close(self, episode: Episode, by: str, now: float) -> Decision:
+        """A supervisor says the yard is dealt with: the rain (or humidity) episode goes quiet.
+
+        Reminders stop and the retained ``alert`` clears, but the episode stays open,
+        silent, until the rain really ends (``all_clear``, then resolved without an
+        all-clear message): closing it is not the rain ending, and a forecast that
+        still holds must not raise a new episode at the next evaluation. Empty if it
+        is not a yard alert or already closed."""
+        if episode.kind not in ("rain", "humidity_surge") or "closed_at" in episode.details:
+            return Decision(episode.yard)
+        draft = _Draft(episode.yard, {(episode.kind, episode.key): episode})
+        closed = draft.get(episode.kind, episode.key)
+        assert closed is not None
+        closed.details.update(closed_at=now, closed_by=by)
+        if closed.state == "raised":
+            closed.state, closed.acked_at, closed.acked_by = "acknowledged", now, by
+        draft.touch(closed)
+        # For the wall display the alert is over; the row itself resolves with the rain.
+        draft.transition(closed, closed.cause, "resolved", now)
+        log.info("episode %s closed by %s", episode.id, by)
+        return draft.decision()
+
     def yards_of_phone(self, phone: str) -> list[str]:
         """The yards where ``phone`` is a recipient (an SMS reply acknowledges those)."""
         return [y.id for y in self.yards.values() if any(r.phone == phone for r in y.recipients)]
@@ -261,7 +284,7 @@ class AlertEngine:
             # min_hold_min without a break, so a forecast dipping for one poll ends nothing.
             clear_since = episode.details.setdefault("clear_since", now)
             if now - clear_since >= s.min_hold_min * 60:
-                if drying and episode.notify_count:
+                if drying and episode.notify_count and "closed_at" not in episode.details:
                     self._notify(episode, yard, "all_clear", "all_clear",
                                  self._roles(episode.level), now, draft,
                                  {"hours": f"{s.all_clear_hours:g}"}, count=False)
@@ -272,6 +295,10 @@ class AlertEngine:
         if raining is None and not answer.holds:
             draft.touch(episode)
             return  # not raining, not expected, but not clear long enough either: wait
+        if "closed_at" in episode.details:
+            # A supervisor closed it (``close``): nothing more is sent until it resolves.
+            draft.touch(episode)
+            return
 
         if expected is not None:
             # The last expected start is kept: while the forecast only holds the episode
@@ -358,7 +385,7 @@ class AlertEngine:
               and episode.escalations < s.max_repeats):
             level = min(episode.level + 1, chain_end)
             if self._remind(episode, yard, "escalate", "trays_still_out", self._roles(level),
-                            now, draft, fields):
+                            now, draft, fields, channels=self._next_channels(episode, level)):
                 episode.escalations += 1
                 episode.level = level
                 episode.severity = "critical"
@@ -371,18 +398,38 @@ class AlertEngine:
                 episode.repeats += 1
                 episode.level = level
         elif (not_in and now >= trays_deadline and not paused and ladder_done
-              and since_last >= s.slow_reminder_min * 60):
-            # After the ladder: slower, to everyone the ladder reached, until the switches
-            # say every tray is in or the rain episode ends. (A supervisor's "close" would
-            # end it too: not built yet. The push -> SMS channel step and the voice call
-            # would come before this, at the end of the escalations.)
-            self._remind(episode, yard, "reminder", "trays_reminder", self._roles(episode.level),
-                         now, draft, {**fields, "trays": ", ".join(not_in)})
+              and since_last >= s.slow_reminder_min * 60
+              # After the ladder: slower, to everyone the ladder reached, until the
+              # switches say every tray is in, the rain episode ends or a supervisor
+              # closes it (``close``). The next channel (SMS, then a call) rides on these.
+              and self._remind(episode, yard, "reminder", "trays_reminder",
+                               self._roles(episode.level), now, draft,
+                               {**fields, "trays": ", ".join(not_in)},
+                               channels=self._next_channels(episode, episode.level))):
+            episode.details["reminders"] = episode.details.get("reminders", 0) + 1
+
+    def _next_channels(self, episode: Episode, level: int) -> frozenset[str]:
+        """The channels a trays round adds beyond each recipient's own, and notes it.
+
+        The ladder's next channel: once a round has gone at the chain's last level,
+        the following rounds also go by SMS to those with a phone who get only push;
+        after ``voice_after_escalations`` trays rounds (escalations and slower
+        reminders) a voice call goes, once per episode, to those who opted in
+        (``channels = [..., "voice"]``). 0 turns the call off."""
+        chain_end = max(len(self.settings.escalation) - 1, 0)
+        extra: set[str] = set()
+        if episode.level == chain_end and level == chain_end and episode.escalations:
+            extra.add("sms")
+        rounds = episode.escalations + episode.details.get("reminders", 0)
+        after = self.settings.voice_after_escalations
+        if after and rounds >= after and "voice_at" not in episode.details:
+            extra.add("voice")
+        return frozenset(extra)
 
     def _remind(self, episode: Episode, yard: YardSettings, event: str, kind: str,
                 roles: tuple[str, ...], now: float, draft: _Draft,
                 fields: Mapping[str, object], *, repeat: bool = False,
-                capped: bool = True) -> bool:
+                capped: bool = True, channels: frozenset[str] = frozenset()) -> bool:
         """Send one of the rain episode's messages, at most ``max_per_recipient_per_hour``
         to anyone in any hour when ``capped`` (the raise and the upgrade never are, but
         count). False when the cap holds back everyone: the round waits (the caller
@@ -405,7 +452,9 @@ class AlertEngine:
                 sent_at.setdefault(name, []).append(now)
         episode.details["sent_at"] = {n: t for n, t in sorted(sent_at.items()) if t}
         self._notify(episode, yard, event, kind, roles, now, draft, fields, repeat=repeat,
-                     exclude=held)
+                     exclude=held, channels=channels)
+        if "voice" in channels:
+            episode.details["voice_at"] = now
         return True
 
     def _rain_takes_over(self, warning: Episode, rain: Episode, now: float,
@@ -699,7 +748,11 @@ class AlertEngine:
     def _notify(self, episode: Episode, yard: YardSettings, event: str, kind: str,
                 roles: tuple[str, ...], now: float, draft: _Draft,
                 fields: Mapping[str, object], *, repeat: bool = False,
-                count: bool = True, exclude: frozenset[str] = frozenset()) -> None:
+                count: bool = True, exclude: frozenset[str] = frozenset(),
+                channels: frozenset[str] = frozenset()) -> None:
+        """Render ``kind`` once per language and note one notification per recipient and
+        channel. A voice call goes only when ``channels`` asks for it (the ladder's last
+        step), never with every message; ``channels`` may add ``sms`` too."""
         recipients = [r for r in yard.recipients if r.role in roles and r.name not in exclude]
         texts: dict[str, messages.Text] = {}
         values = {"yard": yard.name, **fields}
@@ -708,7 +761,7 @@ class AlertEngine:
             if text is None:
                 text = texts[recipient.language] = self.render(
                     kind, recipient.language, values, repeat=repeat)
-            for channel in recipient.channels:
+            for channel in _channels(recipient, channels):
                 draft.notes.append((episode, Notification(
                     episode_id=episode.id or 0, yard=yard.id, created_at=now, event=event,
                     kind=kind, recipient=recipient.name, role=recipient.role, channel=channel,
@@ -743,8 +796,19 @@ def _copy(episode: Episode) -> Episode:
     return replace(episode, details=dict(episode.details))
 
 
+def _channels(recipient: RecipientSettings, extra: frozenset[str]) -> list[str]:
+    """The recipient's channels for one message: their own without ``voice``, then the
+    ladder's ``extra`` ones they can take (sms with a phone; voice if they opted in)."""
+    own = [c for c in recipient.channels if c != "voice"]
+    if "sms" in extra and "sms" not in own and recipient.phone:
+        own.append("sms")
+    if "voice" in extra and "voice" in recipient.channels and recipient.phone:
+        own.append("voice")
+    return own
+
+
 def _address(recipient: RecipientSettings, channel: str) -> str:
-    if channel == "sms":
+    if channel in ("sms", "voice"):
         return recipient.phone or ""
     if channel == "push":
         return recipient.ntfy_topic or ""

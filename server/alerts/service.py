@@ -207,6 +207,27 @@ class AlertCore:
         self._act([stored])
         return stored.episodes[0]
 
+    def close(self, episode_id: int, by: str, now: float) -> Episode | None:
+        """A supervisor closes a yard alert (``AlertEngine.close``): the episode as it is
+        now, None if unknown or already resolved. Decided, committed, swapped and acted
+        on like ``acknowledge``; a failed commit raises and changes nothing."""
+        with self._lock:
+            episode = next((e for episodes in self._open.values() for e in episodes.values()
+                            if e.id == episode_id), None)
+            if episode is None:
+                return None
+            decision = self.engine.close(episode, by, now)
+            if decision.empty:
+                return episode  # already closed, or not a yard alert: nothing to do
+            try:
+                stored = self.store.commit(decision)
+            except Exception:
+                self._failed("commit", episode.yard)
+                raise
+            self._swap([stored])
+        self._act([stored])
+        return stored.episodes[0]
+
     def acknowledge_phone(self, phone: str, now: float) -> list[Episode]:
         """An SMS reply "OK"/"SI" from a recipient: acknowledge their yards' open alerts."""
         with self._lock:
@@ -375,6 +396,10 @@ class AlertService:
     def acknowledge(self, episode_id: int, by: str) -> bool:
         """Acknowledge one episode (the push button, the API): False if unknown or closed."""
         return self.core.acknowledge(episode_id, by, self.clock()) is not None
+
+    def close(self, episode_id: int, by: str) -> Episode | None:
+        """A supervisor closes a yard alert (the API): None if unknown or resolved."""
+        return self.core.close(episode_id, by, self.clock())
 
     def acknowledge_phone(self, phone: str) -> list[Episode]:
         """An SMS reply "OK"/"SI": acknowledge the sender's yards' open alerts."""

@@ -1,0 +1,63 @@
+"""Twilio Programmable Voice: the escalation ladder's last step, a call that reads the alert.
+
+Send: ``POST {api}/2010-04-01/Accounts/{AccountSid}/Calls.json``, form fields
+``To``, ``From`` and ``Twiml`` (the instructions inline, so Twilio needs no URL
+of ours to fetch them); HTTP Basic auth with the account SID and auth token;
+201 with the call's ``sid``. The TwiML is one ``<Say language="es-MX">`` with
+the message's text, read ``loop`` times: a worker at the trays may pick up late.
+
+A call placed is "sent": whether it was answered is not known here (that
+would need a ``StatusCallback``); the call is one rung of the ladder, and the
+reminders go on until the switches say the trays are in.
+"""
+
+from __future__ import annotations
+
+from xml.sax.saxutils import escape, quoteattr
+
+import requests
+
+from secadero.server.notifiers import NotifierError, Outgoing
+from secadero.server.notifiers.http_errors import post
+from secadero.settings.notifiers import TwilioVoiceSettings
+
+
+def twiml(text: str, language: str, loop: int = 1) -> str:
+    """The TwiML that reads ``text`` aloud in ``language`` (``es-MX``), ``loop`` times."""
+    return (f'<Response><Say language={quoteattr(language)} loop="{loop}">'
+            f"{escape(' '.join(text.split()))}</Say></Response>")
+
+
+class TwilioVoiceNotifier:
+    """Voice calls through Twilio's REST API (channel ``voice``)."""
+
+    name = "twilio_voice"
+    channel = "voice"
+
+    def __init__(self, settings: TwilioVoiceSettings,
+                 session: requests.Session | None = None) -> None:
+        if not settings.auth_token:
+            raise ValueError("Twilio voice needs an auth token (auth_token_env or "
+                             "auth_token_file)")
+        self.settings = settings
+        self.session = session or requests.Session()
+        self.url = (f"{settings.api_url}/2010-04-01/Accounts/{settings.account_sid}"
+                    "/Calls.json")
+
+    def send(self, message: Outgoing) -> str | None:
+        if not message.address:
+            raise NotifierError("no phone number", retryable=False)
+        text = f"{message.title}. {message.body}" if message.title else message.body
+        form = {"To": message.address, "From": self.settings.from_number,
+                "Twiml": twiml(text, self.settings.language, self.settings.loop)}
+        response = post(self.session, self.url, data=form,
+                        auth=(self.settings.account_sid, self.settings.auth_token or ""),
+                        timeout_s=self.settings.timeout_s)
+        try:
+            return str(response.json()["sid"])
+        except (ValueError, KeyError, TypeError) as exc:
+            raise NotifierError(f"unexpected answer: {response.text[:200]}",
+                                retryable=False) from exc
+
+    def close(self) -> None:
+        self.session.close()
