@@ -38,6 +38,11 @@ def register(commands: argparse._SubParsersAction) -> None:
     alerts.add_argument("--sms-received", action="store_true",
                         help="for Gammu SMSD's RunOnReceive: hand the received SMS (from the "
                              "SMS_* environment) to the running server")
+    alerts.add_argument("--close", type=int, metavar="ID",
+                        help="a supervisor closes this yard alert on the running server: "
+                             "reminders stop, the beacons clear (docs/alerts.md)")
+    alerts.add_argument("--by", default="supervisor",
+                        help="with --close: who closes it (supervisor)")
     alerts.set_defaults(handler=_alerts)
 
 
@@ -50,6 +55,8 @@ def _alerts(args: argparse.Namespace) -> int:
         return 2
     if args.sms_received:
         return _sms_received(settings)
+    if args.close is not None:
+        return _close(settings, args.close, args.by)
     if (args.days is not None or args.since is not None) and not args.skill:
         print("--days and --since are for --skill")
         return 2
@@ -170,6 +177,34 @@ def skill_text(s: YardSkill) -> str:
         lines.append(f"rain alerts from before the skill was recorded (not counted): "
                      f"{s.unscored}")
     return "\n".join(lines)
+
+
+def _close(settings: ServerSettings, episode_id: int, by: str) -> int:
+    """POST the close to the running server's API with a token signed by its secret."""
+    import urllib.error
+    import urllib.parse
+    import urllib.request
+
+    from secadero.server.alerts.tokens import AckTokens, load_or_create_secret
+
+    a = settings.alerts
+    secret = a.ack_secret or load_or_create_secret(a.database.with_suffix(".secret"))
+    token = AckTokens(secret, a.ack_token_ttl_h * 3600).make(episode_id, time.time())
+    host = "127.0.0.1" if a.api_host in ("0.0.0.0", "::", "") else a.api_host
+    query = urllib.parse.urlencode({"token": token, "by": by})
+    request = urllib.request.Request(
+        f"http://{host}:{a.api_port}/api/alerts/{episode_id}/close?{query}", method="POST")
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            answer = json.loads(response.read())
+    except urllib.error.HTTPError as exc:
+        print(f"alert {episode_id} not closed: {exc.read().decode(errors='replace')[:200]}")
+        return 1
+    except (urllib.error.URLError, OSError) as exc:
+        print(f"alert {episode_id} not closed: could not reach the server: {exc}")
+        return 1
+    print(f"alert {episode_id} closed by {answer.get('by')}")
+    return 0
 
 
 def _sms_received(settings: ServerSettings) -> int:

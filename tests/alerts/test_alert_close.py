@@ -7,10 +7,14 @@ The same running server as ``test_alert_api.py`` (the real ``AlertService`` and
 from __future__ import annotations
 
 import json
+from pathlib import Path
+
+import pytest
 
 # The running server's fixtures, found by name (the test parameters redefine them: F811).
 from test_alert_api import Running, ntfy, running, twilio_api, wait_sent  # noqa: F401
 
+from secadero.cli import main
 from secadero.contract import decode_alert
 from secadero.server.alerts.service import AlertService
 
@@ -54,3 +58,18 @@ def test_close_without_a_supervisor_name_is_the_supervisor(running: Running) -> 
     token = service.tokens.make(episode.id or 0, service.clock())
     assert running.request("POST", f"/api/alerts/{episode.id}/close?token={token}") == (
         200, {"closed": episode.id, "by": "supervisor"})
+
+
+def test_secadero_alerts_close(running: Running, tmp_path: Path,  # noqa: F811
+                               capsys: pytest.CaptureFixture[str]) -> None:
+    """``secadero alerts --close ID --by NAME`` posts to the running server."""
+    running.rain()
+    wait_sent(running, 2)
+    [episode] = running.service.store.active_episodes()
+    config = str(tmp_path / "server.toml")
+    assert main(["alerts", "--config", config, "--close", "99"]) == 1
+    assert "alert 99 not closed" in capsys.readouterr().out
+    assert main(["alerts", "--config", config, "--close", str(episode.id),
+                 "--by", "Ana"]) == 0
+    assert capsys.readouterr().out == f"alert {episode.id} closed by Ana\n"
+    assert running.service.current_alert("norte").state == "clear"
