@@ -15,6 +15,7 @@ from secadero.server.notifiers import CHANNELS, Outgoing, build_notifiers, notif
 from secadero.server.notifiers.gammu import GammuNotifier
 from secadero.server.notifiers.ntfy import NtfyNotifier
 from secadero.server.notifiers.twilio import TwilioNotifier
+from secadero.server.notifiers.twilio_voice import TwilioVoiceNotifier
 from secadero.server.notifiers.webhook import WebhookNotifier
 from secadero.settings import (
     PROVIDERS,
@@ -53,9 +54,10 @@ def write(tmp_path: Path, text: str) -> Path:
 
 
 def test_the_registry_names_each_notifier_by_its_own_name_and_channel() -> None:
-    assert CHANNELS == ("sms", "push", "webhook")
+    assert CHANNELS == ("sms", "push", "webhook", "voice")
     assert {name: (p.channel, notifier_class(p)) for name, p in PROVIDERS.items()} == {
         "ntfy": ("push", NtfyNotifier), "twilio": ("sms", TwilioNotifier),
+        "twilio_voice": ("voice", TwilioVoiceNotifier),
         "gammu": ("sms", GammuNotifier), "webhook": ("webhook", WebhookNotifier)}
     for provider in PROVIDERS.values():
         cls = notifier_class(provider)
@@ -111,7 +113,8 @@ name = "Rosa"
 channels = ["pigeon"]
 """)
     assert check_file(config, env={}) == [
-        f"{config}: yards[0].recipients[0].channels: 'pigeon' is not one of sms, push, webhook",
+        f"{config}: yards[0].recipients[0].channels: "
+        "'pigeon' is not one of sms, push, webhook, voice",
         f"{config}: notifiers.sms_route: 'fax' is not twilio or gammu",
         f"{config}: notifiers.telegram: unknown key",
     ]
@@ -181,4 +184,4 @@ def test_reading_a_config_with_every_notifier_never_imports_requests(repo_root: 
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
                             timeout=60)
     assert result.returncode == 0, result.stderr
-    assert result.stdout == "ntfy twilio gammu\n\n"
+    assert result.stdout == "ntfy twilio twilio_voice gammu\n\n"
