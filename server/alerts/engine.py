@@ -21,6 +21,13 @@ Borrowed from Alertmanager, PagerDuty and ThingsBoard (see docs/alerts.md):
   ``ack_pause_min``; nobody gets more than ``max_per_recipient_per_hour`` of
   an episode's reminders in any hour; an ``unknown`` switch is told to the
   technician once per episode (``trays_unknown``);
+- the next channel rides on those trays rounds: after one at the chain's
+  last level, SMS too to push-only recipients with a phone; after
+  ``voice_after_escalations`` of them, a voice call (once per episode) to
+  those with ``voice`` in their channels (``_next_channels``);
+- a supervisor's ``close`` silences a rain or humidity episode: no more
+  messages, the retained ``alert`` clear, no all-clear; it stays open (so the
+  same rain raises nothing new) and resolves when the rain ends;
 - ``trays_still_out``: a tray switch still ``extended`` ``trays_out_after_min``
   after the raise escalates, acknowledged or not, until the switches say the
   trays are in (which also acknowledges the episode);
