@@ -168,3 +168,68 @@ def test_defaults_that_follow_other_keys(tmp_path: Path) -> None:
         f"{path}: influxdb.org: is required",
         f"{path}: influxdb.bucket: is required",
     ]
+
+
+AREAS = """
+[[yards.areas]]
+name = "Norte"
+nodes = ["norte-1"]
+
+[[yards.areas]]
+name = "Sur"
+nodes = ["sur-1"]
+trays = ["norte-1/t3"]
+"""
+
+
+def test_yard_areas_load(tmp_path: Path) -> None:
+    settings = load_server_settings(write(tmp_path, SERVER + AREAS),
+                                    env={"TEST_MQTT_PASSWORD": "s3"})
+    (yard,) = settings.yards
+    assert [(a.name, a.nodes, a.trays) for a in yard.areas] == [
+        ("Norte", ("norte-1",), ()), ("Sur", ("sur-1",), ("norte-1/t3",))]
+    # A node's trays are in its area, unless a tray is listed in another by itself.
+    assert yard.area_of_tray("norte-1/t1") == "Norte"
+    assert yard.area_of_tray("norte-1/t3") == "Sur"
+    assert yard.place_names(trays=["sur-1/t1", "norte-1/t3", "norte-1/t2"]) == ("Norte", "Sur")
+    assert yard.place_names(nodes=["oeste-1"]) == ("oeste-1",)
+
+
+def test_a_yard_without_areas_names_no_places(tmp_path: Path) -> None:
+    settings = load_server_settings(write(tmp_path, SERVER), env={"TEST_MQTT_PASSWORD": "s3"})
+    assert settings.yards[0].areas == ()
+    assert settings.yards[0].place_names(trays=["norte-1/t1"]) == ()
+
+
+def test_check_config_refuses_a_node_or_tray_in_two_areas_or_in_none(tmp_path: Path) -> None:
+    text = SERVER + """
+[[yards.areas]]
+name = "Norte"
+nodes = ["norte-1", "sur-1"]
+trays = ["oeste-1/t1", "norte-1/t2"]
+
+[[yards.areas]]
+name = "Sur"
+nodes = ["sur-1"]
+trays = ["norte-1/t2"]
+
+[[yards.areas]]
+name = "Sur"
+nodes = ["Sur 2"]
+trays = ["t1"]
+
+[[yards.areas]]
+name = "Vacio"
+nodes = []
+"""
+    path = write(tmp_path, text)
+    assert check_file(path, env={"TEST_MQTT_PASSWORD": "s3"}) == [
+        f"{path}: yards[0].areas[2].nodes: 'Sur 2' is not a node id like 'sur-1'",
+        f"{path}: yards[0].areas[2].trays: 't1' is not a node/tray id like 'sur-1/t1'",
+        f"{path}: yards[0].areas[3].nodes: an area needs at least one node or tray",
+        f"{path}: yards[0].areas: two areas are named 'Sur'",
+        f"{path}: yards[0].areas: node 'sur-1' is in two areas: 'Norte' and 'Sur'",
+        f"{path}: yards[0].areas: tray 'norte-1/t2' is in two areas: 'Norte' and 'Sur'",
+        f"{path}: yards[0].areas: node 'oeste-1' (of tray 'oeste-1/t1') is in no area: "
+        "list it in the nodes of one",
+    ]

@@ -37,6 +37,7 @@ from secadero.settings._reader import REQUIRED, Defaults, Section
 from secadero.settings.common import (
     LANGUAGES,
     ROLES,
+    AreaSettings,
     InfluxSettings,
     MqttSettings,
     RecipientSettings,
@@ -76,6 +77,7 @@ __all__ = [
     "REQUIRED",
     "ROLES",
     "AlertSettings",
+    "AreaSettings",
     "BatchSettings",
     "Defaults",
     "ForecastSettings",

@@ -308,6 +308,8 @@ class AlertEngine:
             "start": start_hhmm,
             "nodes": ", ".join(raining.nodes) if raining else "",
             "trays": ", ".join(out_trays),
+            # A yard with areas names them instead ("las bandejas del sector Sur").
+            **_place_fields(yard, trays=out_trays, nodes=raining.nodes if raining else ()),
         }
         if not out_trays and rules.trays_all_in(view) and episode.state == "raised" \
                 and episode.notify_count:
@@ -377,7 +379,8 @@ class AlertEngine:
             # end it too: not built yet. The push -> SMS channel step and the voice call
             # would come before this, at the end of the escalations.)
             self._remind(episode, yard, "reminder", "trays_reminder", self._roles(episode.level),
-                         now, draft, {**fields, "trays": ", ".join(not_in)})
+                         now, draft, {**fields, "trays": ", ".join(not_in),
+                                      **_place_fields(yard, trays=not_in)})
 
     def _remind(self, episode: Episode, yard: YardSettings, event: str, kind: str,
                 roles: tuple[str, ...], now: float, draft: _Draft,
@@ -729,6 +732,17 @@ class AlertEngine:
 
 
 _FIELDS = tuple(f.name for f in fields(Episode) if f.name != "details")
+
+
+def _place_fields(yard: YardSettings, *, trays: Sequence[str] = (),
+                  nodes: Sequence[str] = ()) -> dict[str, str]:
+    """The message fields naming the areas of these trays (``areas_*``) and nodes
+    (``wet_*``); empty strings for a yard without areas (the plain templates)."""
+    tray_areas = yard.place_names(trays=trays)
+    node_areas = yard.place_names(nodes=nodes)
+    return {f"{field}_{language}": messages.areas_phrase(names, language)
+            for field, names in (("areas", tray_areas), ("wet", node_areas))
+            for language in ("es", "en")}
 
 
 def _fingerprint(episode: Episode) -> str:
