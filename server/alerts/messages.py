@@ -160,7 +160,7 @@ AREA_TEMPLATES: Final[Mapping[str, Mapping[str, str]]] = {
     "trays_reminder": {
         "es": "RECORDATORIO: sin confirmar adentro bandejas {areas_es}, tendal {yard}. "
               "Lluvia {rain_es}. Recogerlas y responder OK.",
-        "en": "REMINDER: trays not confirmed in {areas_en}, yard {yard}. Rain {rain_en}. "
+        "en": "REMINDER: trays {areas_en} not confirmed in, yard {yard}. Rain {rain_en}. "
               "Pull them in and reply OK.",
     },
 }

@@ -13,9 +13,11 @@ from __future__ import annotations
 from dataclasses import replace
 from pathlib import Path
 
+import pytest
 from alert_helpers import YARD, SimYard
 
 from secadero.server import gsm7
+from secadero.server.alerts import messages
 from secadero.settings import AreaSettings
 
 CHAZUTA = replace(YARD, name="Chazuta", areas=(
@@ -32,19 +34,30 @@ def bodies_by_time(yard: SimYard) -> dict[tuple[str, str], str]:
 
 
 def test_the_rain_and_the_escalation_name_the_sector_sur(tmp_path: Path) -> None:
+    # A shower forecast for 15:00 and 16:00; the south tray stays out all afternoon.
     yard = SimYard(tmp_path, yard_settings=CHAZUTA)
-    yard.prob_by_hour = {15: 80}
+    yard.prob_by_hour = {15: 80, 16: 80}
     yard.at("07:00", lambda: yard.nodes["n2"].trays.update(t3="extended"))
     yard.at("15:12", yard.rain("n2", True))
-    yard.at("15:30", lambda: yard.nodes["n2"].trays.update(t3="retracted"))
-    yard.run("15:40")
-    kinds = [(when, kind) for when, _, _, kind, _ in yard.sent]
-    assert ("13:31", "rain_forecast") in kinds
-    assert ("14:50", "trays_still_out") in kinds
-    assert ("15:12", "rain_now") in kinds
+    yard.run("16:30")
+    assert [(when, kind, event) for when, name, _, kind, event in yard.sent
+            if name == "Rosa"] == [
+        ("13:31", "rain_forecast", "raise"),
+        ("13:46", "rain_forecast", "repeat"),
+        ("14:01", "rain_forecast", "repeat"),
+        ("14:16", "rain_forecast", "repeat"),
+        ("14:50", "trays_still_out", "escalate"),
+        ("15:05", "trays_still_out", "escalate"),
+        ("15:12", "rain_now", "upgrade"),
+        ("15:27", "trays_still_out", "escalate"),
+        ("15:57", "trays_reminder", "reminder"),
+        ("16:27", "trays_reminder", "reminder"),
+    ]
     by_time = bodies_by_time(yard)
     assert by_time["13:31", "es"] == ("Lluvia en ~90 min (80%) hacia las 15:00. Recoger las "
                                       "bandejas del sector Sur, tendal Chazuta. Responda OK.")
+    assert by_time["14:01", "en"] == ("REMINDER: Rain in ~60 min (80%) around 15:00. Pull in "
+                                      "the trays in area Sur, yard Chazuta. Reply OK.")
     assert by_time["14:50", "es"] == ("URGENTE: siguen afuera bandejas del sector Sur, tendal "
                                       "Chazuta. Lluvia hacia las 15:00. Recogerlas ya y "
                                       "responder OK.")
@@ -54,6 +67,13 @@ def test_the_rain_and_the_escalation_name_the_sector_sur(tmp_path: Path) -> None
                                       "desde las 15:12. Recoger las bandejas YA. Responda OK.")
     assert by_time["15:12", "en"] == ("RAINING at yard Chazuta (sensor in area Sur) since "
                                       "15:12. Pull in the trays NOW. Reply OK.")
+    assert by_time["15:27", "es"] == ("URGENTE: siguen afuera bandejas del sector Sur, tendal "
+                                      "Chazuta. Lluvia ya. Recogerlas ya y responder OK.")
+    assert by_time["15:57", "es"] == ("RECORDATORIO: sin confirmar adentro bandejas del sector "
+                                      "Sur, tendal Chazuta. Lluvia ya. Recogerlas y responder "
+                                      "OK.")
+    assert by_time["15:57", "en"] == ("REMINDER: trays in area Sur not confirmed in, yard "
+                                      "Chazuta. Rain now. Pull them in and reply OK.")
     for body in yard.bodies:
         assert "n2" not in body
         assert gsm7.is_gsm7(body) and gsm7.septets(body) <= gsm7.SINGLE_SEGMENT
@@ -89,3 +109,34 @@ def test_a_tray_in_no_area_keeps_its_id(tmp_path: Path) -> None:
     assert bodies_by_time(yard)["14:50", "es"] == (
         "URGENTE: siguen afuera bandejas de los sectores Norte y n2/t3, tendal Chazuta. "
         "Lluvia hacia las 15:00. Recogerlas ya y responder OK.")
+
+
+LONG_AREAS = ["Sector Norte junto al almacen de la cooperativa", "Sector Sur del rio Huallaga",
+              "Patio central de fermentacion"]
+
+
+@pytest.mark.parametrize("kind", sorted(messages.AREA_TEMPLATES))
+@pytest.mark.parametrize("language", ["es", "en"])
+@pytest.mark.parametrize("repeat", [False, True])
+def test_area_messages_fit_one_gsm7_segment_even_with_long_names(
+        kind: str, language: str, repeat: bool) -> None:
+    fields = {"yard": "Tendal Cooperativa Agraria Cacaotera Acopagro Chazuta Numero Tres",
+              "when_es": "en ~90 min", "when_en": "in ~90 min", "rain_es": "hacia las 14:20",
+              "rain_en": "around 14:20", "amount": "100%", "start": "14:20",
+              "nodes": "n1", "trays": "n1/t1"}
+    for field in ("areas", "wet"):
+        for lang in ("es", "en"):
+            fields[f"{field}_{lang}"] = messages.areas_phrase(LONG_AREAS, lang)
+    text = messages.render(kind, language, fields, repeat=repeat)
+    assert gsm7.is_gsm7(text.body), text.body
+    assert gsm7.septets(text.body) <= gsm7.SINGLE_SEGMENT, text.body
+    # The area template, shortened to fit: not the plain one with ids.
+    assert "n1" not in text.body and "..." in text.body, text.body
+
+
+def test_areas_phrase() -> None:
+    assert messages.areas_phrase([], "es") == ""
+    assert messages.areas_phrase(["Sur"], "es") == "del sector Sur"
+    assert messages.areas_phrase(["Norte", "Centro", "Sur"], "es") == (
+        "de los sectores Norte, Centro y Sur")
+    assert messages.areas_phrase(["Norte", "Sur"], "en") == "in areas Norte and Sur"
