@@ -233,3 +233,25 @@ nodes = []
         f"{path}: yards[0].areas: node 'oeste-1' (of tray 'oeste-1/t1') is in no area: "
         "list it in the nodes of one",
     ]
+
+
+def test_check_config_refuses_a_node_file_whose_node_is_in_no_area(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TEST_MQTT_PASSWORD", "s3")
+    server = write(tmp_path, SERVER + AREAS, "server.toml")
+    placed = write(tmp_path, NODE, "norte-1.toml")
+    stray = write(tmp_path, NODE.replace('id = "norte-1"', 'id = "oeste-2"'), "oeste-2.toml")
+    assert main(["check-config", str(server), str(placed)]) == 0
+    capsys.readouterr()
+    assert main(["check-config", str(server), str(placed), str(stray)]) == 1
+    assert capsys.readouterr().out.splitlines() == [
+        f"{server}: ok",
+        f"{placed}: ok",
+        f"{stray}: node.id: node 'oeste-2' and its trays t1, t2 are in no area of yard "
+        "'chazuta': add the node to one of its [[yards.areas]]",
+    ]
+    # A node file checked alone, or with a yard without areas, is fine as before.
+    assert main(["check-config", str(stray)]) == 0
+    assert main(["check-config", "-q", str(write(tmp_path, SERVER, "plain.toml")),
+                 str(stray)]) == 0

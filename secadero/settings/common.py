@@ -170,6 +170,16 @@ class YardSettings:
                 return area.name
         return None
 
+    def unplaced(self, node: str, trays: Sequence[str]) -> str | None:
+        """Why a node of this yard is in none of its areas, for ``check-config``; None
+        when it is in one, or when the yard has no areas. (Its trays are then in none
+        either: ``read_yard`` refuses a listed tray whose node is in no area.)"""
+        if not self.areas or self.area_of_node(node) is not None:
+            return None
+        listed = f" and its trays {', '.join(trays)} are" if trays else " is"
+        return (f"node {node!r}{listed} in no area of yard {self.id!r}: add the node to "
+                "one of its [[yards.areas]]")
+
     def place_names(self, *, trays: Sequence[str] = (), nodes: Sequence[str] = ()
                     ) -> tuple[str, ...]:
         """The areas these trays and nodes are in, in the file's order, each once; a tray or
