@@ -193,11 +193,12 @@ class YardSettings:
         return tuple(sorted(unique, key=lambda name: order.get(name, len(order))))
 
 
-def _id_list(section: Section, name: str, *, tray: bool) -> tuple[tuple[str, ...], int]:
+def _id_list(section: Section, name: str, default: tuple[str, ...], *, tray: bool
+             ) -> tuple[tuple[str, ...], int]:
     """The valid ids of a list of nodes (``sur-1``) or trays (``sur-1/t1``), and how many
     entries the list had (the bad ones are reported)."""
     what, example = ("a node/tray id", "'sur-1/t1'") if tray else ("a node id", "'sur-1'")
-    values = section.list_of(name, [], f"a list of {what}s")
+    values = section.list_of(name, default, f"a list of {what}s")
     if not isinstance(values, list):
         return (), 0
     ids: list[str] = []
@@ -211,9 +212,10 @@ def _id_list(section: Section, name: str, *, tray: bool) -> tuple[tuple[str, ...
 
 
 def read_area(section: Section) -> AreaSettings:
-    name = section.string("name")
-    nodes, listed_nodes = _id_list(section, "nodes", tray=False)
-    trays, listed_trays = _id_list(section, "trays", tray=True)
+    d = Defaults(AreaSettings)
+    name = section.string("name", d.name)
+    nodes, listed_nodes = _id_list(section, "nodes", d.nodes, tray=False)
+    trays, listed_trays = _id_list(section, "trays", d.trays, tray=True)
     if listed_nodes + listed_trays == 0:
         section.problem("nodes", "an area needs at least one node or tray")
     settings = AreaSettings(name=name, nodes=nodes, trays=trays)
