@@ -255,3 +255,13 @@ def test_check_config_refuses_a_node_file_whose_node_is_in_no_area(
     assert main(["check-config", str(stray)]) == 0
     assert main(["check-config", "-q", str(write(tmp_path, SERVER, "plain.toml")),
                  str(stray)]) == 0
+
+
+def test_humidity_surge_can_be_switched_off_per_yard(tmp_path: Path) -> None:
+    env = {"TEST_MQTT_PASSWORD": "s3"}
+    assert load_server_settings(write(tmp_path, SERVER), env=env).yards[0].humidity_surge
+    off = SERVER.replace('longitude = -76.14\n', 'longitude = -76.14\nhumidity_surge = false\n')
+    assert not load_server_settings(write(tmp_path, off), env=env).yards[0].humidity_surge
+    bad = write(tmp_path, off.replace("= false", '= "no"'))
+    assert check_file(bad, env=env) == [
+        f"{bad}: yards[0].humidity_surge: must be true or false, got str 'no'"]

@@ -156,6 +156,8 @@ class YardSettings:
     recipients: tuple[RecipientSettings, ...] = ()
     # Without areas the messages name trays and sensors by their ids, as before.
     areas: tuple[AreaSettings, ...] = ()
+    # The humidity warning, off for a yard whose air makes it cry wolf.
+    humidity_surge: bool = True
 
     def area_of_tray(self, tray: str) -> str | None:
         """The area of ``node/tray``: the area listing the tray, else its node's area."""
@@ -262,6 +264,7 @@ def read_yard(section: Section) -> YardSettings:
         timezone=section.timezone("timezone", d.timezone),
         recipients=tuple(read_recipient(r) for r in section.tables("recipients")),
         areas=areas,
+        humidity_surge=section.boolean("humidity_surge", d.humidity_surge),
     )
     section.finish()
     return settings

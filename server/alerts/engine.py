@@ -435,6 +435,12 @@ class AlertEngine:
         if draft.get("rain") is not None:
             return  # inhibited: the rain alert already says it all
         episode = draft.get("humidity_surge")
+        if not yard.humidity_surge:
+            # Switched off for this yard (``humidity_surge = false``): nothing is raised,
+            # and a warning still open from before the change ends.
+            if episode is not None:
+                self._resolve(episode, now, draft, by="switched off for this yard")
+            return
         trays_in = rules.trays_all_in(view)
         surging = (rules.humidity_surge(view, now, self.settings) if drying and not trays_in
                    else ())
