@@ -13,13 +13,13 @@ import sys
 from collections.abc import Sequence
 
 from secadero import __version__
-from secadero.settings import check_file
+from secadero.settings import check_files
 
 
 def _check_config(args: argparse.Namespace) -> int:
     failed = False
-    for path in args.files:
-        problems = check_file(path)
+    # Together: a node file is also checked against the yard's areas in a server file.
+    for path, problems in check_files(args.files).items():
         for problem in problems:
             print(problem)
         if problems:

@@ -103,6 +103,10 @@ def write_configs(root: Path, *, mqtt_port: int, influx_url: str, metrics_port: 
         '[[yards.recipients]]\nname = "Rosa"\nrole = "worker"\nchannels = ["webhook"]\n\n'
         '[[yards.recipients]]\nname = "Ana"\nrole = "supervisor"\nchannels = ["webhook"]\n\n'
         '[[yards.recipients]]\nname = "Jorge"\nrole = "technician"\nchannels = ["webhook"]\n'
+        # The yard's layout: each demo node is its own area, named as the workers say it
+        # ("norte-1" is the sector Norte), so the alerts name places, not ids.
+        + "".join(f'\n[[yards.areas]]\nname = "{_area_name(node_id)}"\nnodes = ["{node_id}"]\n'
+                  for node_id in NODE_IDS[:nodes])
     )
     node_configs = []
     for index, node_id in enumerate(NODE_IDS[:nodes]):
@@ -247,6 +251,11 @@ def _tail(path: Path, lines: int = 15) -> str:
         return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
     except OSError:
         return ""
+
+
+def _area_name(node_id: str) -> str:
+    """The demo's area of a node: its id without the number, "norte-1" -> "Norte"."""
+    return node_id.rsplit("-", 1)[0].capitalize()
 
 
 def run_yard(root: Path, *, nodes: int, interval_s: float, speed: float,

@@ -168,3 +168,100 @@ def test_defaults_that_follow_other_keys(tmp_path: Path) -> None:
         f"{path}: influxdb.org: is required",
         f"{path}: influxdb.bucket: is required",
     ]
+
+
+AREAS = """
+[[yards.areas]]
+name = "Norte"
+nodes = ["norte-1"]
+
+[[yards.areas]]
+name = "Sur"
+nodes = ["sur-1"]
+trays = ["norte-1/t3"]
+"""
+
+
+def test_yard_areas_load(tmp_path: Path) -> None:
+    settings = load_server_settings(write(tmp_path, SERVER + AREAS),
+                                    env={"TEST_MQTT_PASSWORD": "s3"})
+    (yard,) = settings.yards
+    assert [(a.name, a.nodes, a.trays) for a in yard.areas] == [
+        ("Norte", ("norte-1",), ()), ("Sur", ("sur-1",), ("norte-1/t3",))]
+    # A node's trays are in its area, unless a tray is listed in another by itself.
+    assert yard.area_of_tray("norte-1/t1") == "Norte"
+    assert yard.area_of_tray("norte-1/t3") == "Sur"
+    assert yard.place_names(trays=["sur-1/t1", "norte-1/t3", "norte-1/t2"]) == ("Norte", "Sur")
+    assert yard.place_names(nodes=["oeste-1"]) == ("oeste-1",)
+
+
+def test_a_yard_without_areas_names_no_places(tmp_path: Path) -> None:
+    settings = load_server_settings(write(tmp_path, SERVER), env={"TEST_MQTT_PASSWORD": "s3"})
+    assert settings.yards[0].areas == ()
+    assert settings.yards[0].place_names(trays=["norte-1/t1"]) == ()
+
+
+def test_check_config_refuses_a_node_or_tray_in_two_areas_or_in_none(tmp_path: Path) -> None:
+    text = SERVER + """
+[[yards.areas]]
+name = "Norte"
+nodes = ["norte-1", "sur-1"]
+trays = ["oeste-1/t1", "norte-1/t2"]
+
+[[yards.areas]]
+name = "Sur"
+nodes = ["sur-1"]
+trays = ["norte-1/t2"]
+
+[[yards.areas]]
+name = "Sur"
+nodes = ["Sur 2"]
+trays = ["t1"]
+
+[[yards.areas]]
+name = "Vacio"
+nodes = []
+"""
+    path = write(tmp_path, text)
+    assert check_file(path, env={"TEST_MQTT_PASSWORD": "s3"}) == [
+        f"{path}: yards[0].areas[2].nodes: 'Sur 2' is not a node id like 'sur-1'",
+        f"{path}: yards[0].areas[2].trays: 't1' is not a node/tray id like 'sur-1/t1'",
+        f"{path}: yards[0].areas[3].nodes: an area needs at least one node or tray",
+        f"{path}: yards[0].areas: two areas are named 'Sur'",
+        f"{path}: yards[0].areas: node 'sur-1' is in two areas: 'Norte' and 'Sur'",
+        f"{path}: yards[0].areas: tray 'norte-1/t2' is in two areas: 'Norte' and 'Sur'",
+        f"{path}: yards[0].areas: node 'oeste-1' (of tray 'oeste-1/t1') is in no area: "
+        "list it in the nodes of one",
+    ]
+
+
+def test_check_config_refuses_a_node_file_whose_node_is_in_no_area(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TEST_MQTT_PASSWORD", "s3")
+    server = write(tmp_path, SERVER + AREAS, "server.toml")
+    placed = write(tmp_path, NODE, "norte-1.toml")
+    stray = write(tmp_path, NODE.replace('id = "norte-1"', 'id = "oeste-2"'), "oeste-2.toml")
+    assert main(["check-config", str(server), str(placed)]) == 0
+    capsys.readouterr()
+    assert main(["check-config", str(server), str(placed), str(stray)]) == 1
+    assert capsys.readouterr().out.splitlines() == [
+        f"{server}: ok",
+        f"{placed}: ok",
+        f"{stray}: node.id: node 'oeste-2' and its trays t1, t2 are in no area of yard "
+        "'chazuta': add the node to one of its [[yards.areas]]",
+    ]
+    # A node file checked alone, or with a yard without areas, is fine as before.
+    assert main(["check-config", str(stray)]) == 0
+    assert main(["check-config", "-q", str(write(tmp_path, SERVER, "plain.toml")),
+                 str(stray)]) == 0
+
+
+def test_humidity_surge_can_be_switched_off_per_yard(tmp_path: Path) -> None:
+    env = {"TEST_MQTT_PASSWORD": "s3"}
+    assert load_server_settings(write(tmp_path, SERVER), env=env).yards[0].humidity_surge
+    off = SERVER.replace('longitude = -76.14\n', 'longitude = -76.14\nhumidity_surge = false\n')
+    assert not load_server_settings(write(tmp_path, off), env=env).yards[0].humidity_surge
+    bad = write(tmp_path, off.replace("= false", '= "no"'))
+    assert check_file(bad, env=env) == [
+        f"{bad}: yards[0].humidity_surge: must be true or false, got str 'no'"]

@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import sys
 import tomllib
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TypeVar
 
@@ -37,6 +37,7 @@ from secadero.settings._reader import REQUIRED, Defaults, Section
 from secadero.settings.common import (
     LANGUAGES,
     ROLES,
+    AreaSettings,
     InfluxSettings,
     MqttSettings,
     RecipientSettings,
@@ -76,6 +77,7 @@ __all__ = [
     "REQUIRED",
     "ROLES",
     "AlertSettings",
+    "AreaSettings",
     "BatchSettings",
     "Defaults",
     "ForecastSettings",
@@ -96,6 +98,7 @@ __all__ = [
     "WebhookSettings",
     "YardSettings",
     "check_file",
+    "check_files",
     "detect_kind",
     "load_node_settings",
     "load_or_report",
@@ -135,3 +138,22 @@ def check_file(path: str | Path, env: Mapping[str, str] | None = None) -> list[s
     except ConfigError as exc:
         return exc.problems
     return []
+
+
+def check_files(paths: Sequence[str | Path], env: Mapping[str, str] | None = None
+                ) -> dict[str, list[str]]:
+    """``check_file`` for each path, and the yards' layout across them: a node file whose
+    yard has areas in a server file checked with it must have its node in an area."""
+    problems = {str(path): check_file(path, env) for path in paths}
+    valid = [path for path in paths if not problems[str(path)]]
+    yards = {yard.id: yard for path in valid if detect_kind(path) == "server"
+             for yard in load_server_settings(path, env).yards}
+    for path in valid:
+        if detect_kind(path) != "node":
+            continue
+        node = load_node_settings(path, env)
+        yard = yards.get(node.yard)
+        reason = yard.unplaced(node.node, node.trays) if yard is not None else None
+        if reason is not None:
+            problems[str(path)].append(f"{path}: node.id: {reason}")
+    return problems

@@ -3,9 +3,11 @@ recipients (the ingest, the alerts and the forecasts all work per yard)."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from secadero.contract import is_valid_id
 from secadero.settings._reader import REQUIRED, Defaults, Section
 from secadero.settings.notifiers import CHANNELS
 
@@ -136,6 +138,17 @@ def read_recipient(section: Section) -> RecipientSettings:
 
 
 @dataclass(frozen=True)
+class AreaSettings:
+    """A part of the yard the workers call by name ("Norte", "Sur"): the messages say
+    "las bandejas del sector Sur" rather than listing tray ids. A node's trays are in
+    its area unless a tray is listed in another area by itself (``node/tray``)."""
+
+    name: str
+    nodes: tuple[str, ...] = ()
+    trays: tuple[str, ...] = ()  # "node/tray", as the trays' topics name them
+
+
+@dataclass(frozen=True)
 class YardSettings:
     id: str
     name: str  # the file's default: the id
@@ -143,11 +156,108 @@ class YardSettings:
     longitude: float
     timezone: str = "America/Lima"
     recipients: tuple[RecipientSettings, ...] = ()
+    # Without areas the messages name trays and sensors by their ids, as before.
+    areas: tuple[AreaSettings, ...] = ()
+    # The humidity warning, off for a yard whose air makes it cry wolf.
+    humidity_surge: bool = True
+
+    def area_of_tray(self, tray: str) -> str | None:
+        """The area of ``node/tray``: the area listing the tray, else its node's area."""
+        for area in self.areas:
+            if tray in area.trays:
+                return area.name
+        return self.area_of_node(tray.split("/", 1)[0])
+
+    def area_of_node(self, node: str) -> str | None:
+        for area in self.areas:
+            if node in area.nodes:
+                return area.name
+        return None
+
+    def unplaced(self, node: str, trays: Sequence[str]) -> str | None:
+        """Why a node of this yard is in none of its areas, for ``check-config``; None
+        when it is in one, or when the yard has no areas. (Its trays are then in none
+        either: ``read_yard`` refuses a listed tray whose node is in no area.)"""
+        if not self.areas or self.area_of_node(node) is not None:
+            return None
+        listed = f" and its trays {', '.join(trays)} are" if trays else " is"
+        return (f"node {node!r}{listed} in no area of yard {self.id!r}: add the node to "
+                "one of its [[yards.areas]]")
+
+    def place_names(self, *, trays: Sequence[str] = (), nodes: Sequence[str] = ()
+                    ) -> tuple[str, ...]:
+        """The areas these trays and nodes are in, in the file's order, each once; a tray or
+        node in no area keeps its id (never dropped). Empty for a yard without areas."""
+        if not self.areas:
+            return ()
+        found = [self.area_of_tray(t) or t for t in trays]
+        found += [self.area_of_node(n) or n for n in nodes]
+        order = {area.name: index for index, area in enumerate(self.areas)}
+        unique = dict.fromkeys(found)
+        return tuple(sorted(unique, key=lambda name: order.get(name, len(order))))
+
+
+def _id_list(section: Section, name: str, default: tuple[str, ...], *, tray: bool
+             ) -> tuple[tuple[str, ...], int]:
+    """The valid ids of a list of nodes (``sur-1``) or trays (``sur-1/t1``), and how many
+    entries the list had (the bad ones are reported)."""
+    what, example = ("a node/tray id", "'sur-1/t1'") if tray else ("a node id", "'sur-1'")
+    values = section.list_of(name, default, f"a list of {what}s")
+    if not isinstance(values, list):
+        return (), 0
+    ids: list[str] = []
+    for value in values:
+        parts = value.split("/") if isinstance(value, str) else []
+        if len(parts) != (2 if tray else 1) or not all(is_valid_id(p) for p in parts):
+            section.problem(name, f"{value!r} is not {what} like {example}")
+            continue
+        ids.append(value)
+    return tuple(ids), len(values)
+
+
+def read_area(section: Section) -> AreaSettings:
+    d = Defaults(AreaSettings)
+    name = section.string("name", d.name)
+    nodes, listed_nodes = _id_list(section, "nodes", d.nodes, tray=False)
+    trays, listed_trays = _id_list(section, "trays", d.trays, tray=True)
+    if listed_nodes + listed_trays == 0:
+        section.problem("nodes", "an area needs at least one node or tray")
+    settings = AreaSettings(name=name, nodes=nodes, trays=trays)
+    section.finish()
+    return settings
+
+
+def _check_areas(section: Section, areas: Sequence[AreaSettings]) -> None:
+    """Each node and tray in exactly one area: a message must name one place for it."""
+    node_area: dict[str, str] = {}
+    tray_area: dict[str, str] = {}
+    for area in areas:
+        for node in area.nodes:
+            if node in node_area:
+                section.problem("areas", f"node {node!r} is in two areas: "
+                                         f"{node_area[node]!r} and {area.name!r}")
+            node_area.setdefault(node, area.name)
+        for tray in area.trays:
+            if tray in tray_area:
+                section.problem("areas", f"tray {tray!r} is in two areas: "
+                                         f"{tray_area[tray]!r} and {area.name!r}")
+            tray_area.setdefault(tray, area.name)
+    for tray in tray_area:
+        node = tray.split("/", 1)[0]
+        if node not in node_area:
+            # The node's other trays, its sensors and its silence would be in no area.
+            section.problem("areas", f"node {node!r} (of tray {tray!r}) is in no area: "
+                                     "list it in the nodes of one")
 
 
 def read_yard(section: Section) -> YardSettings:
     d = Defaults(YardSettings)
     yard_id = section.identifier("id", d.id)
+    areas = tuple(read_area(a) for a in section.tables("areas"))
+    names = [a.name for a in areas]
+    for name in sorted({n for n in names if names.count(n) > 1}):
+        section.problem("areas", f"two areas are named {name!r}")
+    _check_areas(section, areas)
     settings = YardSettings(
         id=yard_id,
         name=section.string("name", yard_id if isinstance(yard_id, str) else ""),
@@ -155,6 +265,8 @@ def read_yard(section: Section) -> YardSettings:
         longitude=section.number("longitude", d.longitude, minimum=-180, maximum=180),
         timezone=section.timezone("timezone", d.timezone),
         recipients=tuple(read_recipient(r) for r in section.tables("recipients")),
+        areas=areas,
+        humidity_surge=section.boolean("humidity_surge", d.humidity_surge),
     )
     section.finish()
     return settings

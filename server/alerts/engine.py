@@ -342,6 +342,8 @@ class AlertEngine:
             "start": start_hhmm,
             "nodes": ", ".join(raining.nodes) if raining else "",
             "trays": ", ".join(out_trays),
+            # A yard with areas names them instead ("las bandejas del sector Sur").
+            **_place_fields(yard, trays=out_trays, nodes=raining.nodes if raining else ()),
         }
         if not out_trays and rules.trays_all_in(view) and episode.state == "raised" \
                 and episode.notify_count:
@@ -411,7 +413,8 @@ class AlertEngine:
               # closes it (``close``). The next channel (SMS, then a call) rides on these.
               and self._remind(episode, yard, "reminder", "trays_reminder",
                                self._roles(episode.level), now, draft,
-                               {**fields, "trays": ", ".join(not_in)},
+                               {**fields, "trays": ", ".join(not_in),
+                                **_place_fields(yard, trays=not_in)},
                                channels=self._next_channels(episode, episode.level))):
             episode.details["reminders"] = episode.details.get("reminders", 0) + 1
 
@@ -488,6 +491,12 @@ class AlertEngine:
         if draft.get("rain") is not None:
             return  # inhibited: the rain alert already says it all
         episode = draft.get("humidity_surge")
+        if not yard.humidity_surge:
+            # Switched off for this yard (``humidity_surge = false``): nothing is raised,
+            # and a warning still open from before the change ends.
+            if episode is not None:
+                self._resolve(episode, now, draft, by="switched off for this yard")
+            return
         trays_in = rules.trays_all_in(view)
         surging = (rules.humidity_surge(view, now, self.settings) if drying and not trays_in
                    else ())
@@ -789,6 +798,17 @@ class AlertEngine:
 
 
 _FIELDS = tuple(f.name for f in fields(Episode) if f.name != "details")
+
+
+def _place_fields(yard: YardSettings, *, trays: Sequence[str] = (),
+                  nodes: Sequence[str] = ()) -> dict[str, str]:
+    """The message fields naming the areas of these trays (``areas_*``) and nodes
+    (``wet_*``); empty strings for a yard without areas (the plain templates)."""
+    tray_areas = yard.place_names(trays=trays)
+    node_areas = yard.place_names(nodes=nodes)
+    return {f"{field}_{language}": messages.areas_phrase(names, language)
+            for field, names in (("areas", tray_areas), ("wet", node_areas))
+            for language in ("es", "en")}
 
 
 def _fingerprint(episode: Episode) -> str:

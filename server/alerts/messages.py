@@ -9,8 +9,9 @@ names and checks the limit.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from string import Formatter
 from typing import Final
 
 from secadero.server import gsm7
@@ -133,6 +134,37 @@ TEMPLATES: Final[Mapping[str, Mapping[str, str]]] = {
     },
 }
 
+# The same alerts for a yard with areas (``[[yards.areas]]``): the places the workers
+# know ("las bandejas del sector Sur") instead of tray and sensor ids. ``render`` uses
+# one when every area field it names is filled ({areas_es}: ``areas_phrase``), else the
+# template above, so a yard without areas reads as before.
+AREA_TEMPLATES: Final[Mapping[str, Mapping[str, str]]] = {
+    "rain_forecast": {
+        "es": "Lluvia {when_es} ({amount}) hacia las {start}. Recoger las bandejas "
+              "{areas_es}, tendal {yard}. Responda OK.",
+        "en": "Rain {when_en} ({amount}) around {start}. Pull in the trays {areas_en}, "
+              "yard {yard}. Reply OK.",
+    },
+    "rain_now": {
+        "es": "LLUEVE en el tendal {yard} (sensor {wet_es}) desde las {start}. Recoger las "
+              "bandejas YA. Responda OK.",
+        "en": "RAINING at yard {yard} (sensor {wet_en}) since {start}. Pull in the trays "
+              "NOW. Reply OK.",
+    },
+    "trays_still_out": {
+        "es": "URGENTE: siguen afuera bandejas {areas_es}, tendal {yard}. Lluvia {rain_es}. "
+              "Recogerlas ya y responder OK.",
+        "en": "URGENT: trays still out {areas_en}, yard {yard}. Rain {rain_en}. Pull them "
+              "in now and reply OK.",
+    },
+    "trays_reminder": {
+        "es": "RECORDATORIO: sin confirmar adentro bandejas {areas_es}, tendal {yard}. "
+              "Lluvia {rain_es}. Recogerlas y responder OK.",
+        "en": "REMINDER: trays {areas_en} not confirmed in, yard {yard}. Rain {rain_en}. "
+              "Pull them in and reply OK.",
+    },
+}
+
 # A repeat says so, so nobody thinks it is a second rain.
 REPEAT_PREFIX: Final = {"es": "REPITO: ", "en": "REMINDER: "}
 
@@ -161,11 +193,12 @@ TITLES: Final[Mapping[str, Mapping[str, str]]] = {
     "batch_brittle": {"es": "Granos quebradizos", "en": "Brittle beans"},
 }
 
-_FLEXIBLE: Final = ("yard", "trays", "nodes", "error", "node", "provider", "batch")
+_FLEXIBLE: Final = ("yard", "trays", "nodes", "error", "node", "provider", "batch",
+                    "areas_es", "areas_en", "wet_es", "wet_en")
 # When a text is too long, each flexible field is first cut to this many characters,
 # so the yard's name and the trays both survive in a readable form.
 _CAPS: Final = {"yard": 24, "trays": 48, "nodes": 30, "error": 36, "node": 24, "provider": 16,
-                "batch": 24}
+                "batch": 24, "areas_es": 48, "areas_en": 48, "wet_es": 30, "wet_en": 30}
 
 
 class MessageError(ValueError):
@@ -202,6 +235,18 @@ def rain_phrase(observed: bool, start_hhmm: str, language: str) -> str:
     return f"hacia las {start_hhmm}" if language == "es" else f"around {start_hhmm}"
 
 
+def areas_phrase(names: Sequence[str], language: str) -> str:
+    """Where the trays are, as the workers say it: 'del sector Sur' / 'in area Sur',
+    'de los sectores Norte y Sur' / 'in areas Norte and Sur'; '' without names."""
+    if not names:
+        return ""
+    listed = names[0] if len(names) == 1 else ", ".join(names[:-1]) + (
+        " y " if language == "es" else " and ") + names[-1]
+    if language == "es":
+        return f"del sector {listed}" if len(names) == 1 else f"de los sectores {listed}"
+    return f"in area {listed}" if len(names) == 1 else f"in areas {listed}"
+
+
 def amount_phrase(prob_pct: float | None, precip_mm: float | None) -> str:
     if prob_pct is not None:
         return f"{prob_pct:.0f}%"
@@ -218,11 +263,21 @@ def moisture_phrase(moisture_pct: float | None, language: str) -> str:
             else f"last reading {moisture_pct:.1f}%")
 
 
+def _template(kind: str, language: str, fields: Mapping[str, object]) -> str:
+    """The area template when every area field it names is filled, else the plain one."""
+    with_areas = AREA_TEMPLATES.get(kind, {}).get(language)
+    if with_areas is not None:
+        names = [name for _, name, _, _ in Formatter().parse(with_areas) if name]
+        if all(fields.get(name) for name in names if name.startswith(("areas_", "wet_"))):
+            return with_areas
+    return TEMPLATES[kind][language]
+
+
 def render(kind: str, language: str, fields: Mapping[str, object], *,
            repeat: bool = False) -> Text:
     """The title and GSM-7 body for one alert message, at most 160 septets."""
     language = language if language in ("es", "en") else "es"
-    template = REPEAT_PREFIX[language] * repeat + TEMPLATES[kind][language]
+    template = REPEAT_PREFIX[language] * repeat + _template(kind, language, fields)
     values = {key: gsm7.fold(str(value)) for key, value in fields.items()}
     body = template.format_map(values)
     if gsm7.septets(body) > gsm7.SINGLE_SEGMENT:
