@@ -55,6 +55,22 @@ def valid_signature(auth_token: str, url: str, params: Iterable[tuple[str, str]]
                for candidate in candidates)
 
 
+def create(session: requests.Session, url: str, form: dict[str, str], *, account_sid: str,
+           auth_token: str | None, timeout_s: float) -> str:
+    """POST a Twilio resource (a Message, a Call) and return its ``sid``.
+
+    Twilio answers 201 with the resource as JSON; ``post`` has turned every
+    other answer into a ``NotifierError`` already.
+    """
+    response = post(session, url, data=form, auth=(account_sid, auth_token or ""),
+                    timeout_s=timeout_s)
+    try:
+        return str(response.json()["sid"])
+    except (ValueError, KeyError, TypeError) as exc:
+        raise NotifierError(f"unexpected answer: {response.text[:200]}",
+                            retryable=False) from exc
+
+
 class TwilioNotifier:
     """SMS through Twilio's REST API."""
 
@@ -78,14 +94,8 @@ class TwilioNotifier:
                 "Body": gsm7.fold(message.body)}
         if self.settings.callback_base_url:
             form["StatusCallback"] = self.settings.callback_base_url.rstrip("/") + STATUS_PATH
-        response = post(self.session, self.url, data=form,
-                        auth=(self.settings.account_sid, self.settings.auth_token or ""),
-                        timeout_s=self.settings.timeout_s)
-        try:
-            return str(response.json()["sid"])
-        except (ValueError, KeyError, TypeError) as exc:
-            raise NotifierError(f"unexpected answer: {response.text[:200]}",
-                                retryable=False) from exc
+        return create(self.session, self.url, form, account_sid=self.settings.account_sid,
+                      auth_token=self.settings.auth_token, timeout_s=self.settings.timeout_s)
 
     def close(self) -> None:
         self.session.close()

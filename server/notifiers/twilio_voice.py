@@ -18,7 +18,7 @@ from xml.sax.saxutils import escape, quoteattr
 import requests
 
 from secadero.server.notifiers import NotifierError, Outgoing
-from secadero.server.notifiers.http_errors import post
+from secadero.server.notifiers.twilio import create
 from secadero.settings.notifiers import TwilioVoiceSettings
 
 
@@ -50,14 +50,8 @@ class TwilioVoiceNotifier:
         text = f"{message.title}. {message.body}" if message.title else message.body
         form = {"To": message.address, "From": self.settings.from_number,
                 "Twiml": twiml(text, self.settings.language, self.settings.loop)}
-        response = post(self.session, self.url, data=form,
-                        auth=(self.settings.account_sid, self.settings.auth_token or ""),
-                        timeout_s=self.settings.timeout_s)
-        try:
-            return str(response.json()["sid"])
-        except (ValueError, KeyError, TypeError) as exc:
-            raise NotifierError(f"unexpected answer: {response.text[:200]}",
-                                retryable=False) from exc
+        return create(self.session, self.url, form, account_sid=self.settings.account_sid,
+                      auth_token=self.settings.auth_token, timeout_s=self.settings.timeout_s)
 
     def close(self) -> None:
         self.session.close()
