@@ -15,7 +15,7 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -65,6 +65,23 @@ def influx_query(url: str, database: str, query: str) -> list[dict[str, Any]]:
             for values in series["values"]:
                 rows.append({**tags, **dict(zip(series["columns"], values, strict=True))})
     return rows
+
+
+def wait_until(predicate: Callable[[], Any], timeout_s: float = 15.0,
+               what: str = "condition") -> Any:
+    """Poll ``predicate`` until truthy and return its value.
+
+    Only for state the code under test offers no event for: InfluxDB's
+    contents, another process's /metrics, a row's status, a thread's end.
+    """
+    deadline = time.monotonic() + timeout_s
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout_s:g} s waiting for {what}")
+        time.sleep(0.01)
 
 
 def create_database_and_write(url: str, database: str, body: bytes, *,

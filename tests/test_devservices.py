@@ -73,17 +73,19 @@ def test_mosquitto_carries_a_retained_message_and_stops_by_pid(tmp_path: Path) -
 def test_influxdb_answers_and_keeps_data_across_a_restart(tmp_path: Path) -> None:
     database = InfluxDB(workdir=tmp_path).start()
     first_pid = database.pid
-
-    create_database_and_write(database.url, "probe",
-                              b"climate,yard=y,node=n humidity_pct=60 1780000000")
-    database.kill()
-    assert first_pid is not None and not alive(first_pid)
-    database.restart()
-    with urllib.request.urlopen(f"{database.url}/query?db=probe&q=SELECT+*+FROM+climate",
-                                timeout=10) as response:
-        body = json.load(response)
-    assert body["results"][0]["series"][0]["values"] == [["2026-05-28T20:26:40Z", 60, "n", "y"]]
-    database.stop()
+    try:
+        create_database_and_write(database.url, "probe",
+                                  b"climate,yard=y,node=n humidity_pct=60 1780000000")
+        database.kill()
+        assert first_pid is not None and not alive(first_pid)
+        database.restart()
+        with urllib.request.urlopen(f"{database.url}/query?db=probe&q=SELECT+*+FROM+climate",
+                                    timeout=10) as response:
+            body = json.load(response)
+        assert body["results"][0]["series"][0]["values"] == [
+            ["2026-05-28T20:26:40Z", 60, "n", "y"]]
+    finally:
+        database.stop()  # a failed assertion must not leave influxd running
 
 
 def test_missing_binary_names_the_package() -> None:

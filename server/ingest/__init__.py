@@ -178,8 +178,6 @@ class Ingest:
         self.metrics.gauges["influx_up"] = lambda: 0 if self._writer.down_since else 1
         self.metrics.gauges["mqtt_handler_errors_total"] = lambda: self._link.handler_errors
         self.health_checks.watch_thread("ingest writer", lambda: self.running)
-        # Watched from start() on: before it there is no network thread to watch.
-        self._watching_network = False
         self.health_checks.add_check(self._unreachable)
 
     # -- the stages' hand-overs (writer thread)
@@ -213,9 +211,8 @@ class Ingest:
         self._writer.start()
         self._late.start()
         self._link.start()
-        if not self._watching_network:
-            self.health_checks.watch_thread("ingest MQTT network", lambda: self._link.network_alive)
-            self._watching_network = True
+        # Watched from here on, as the other parts do: before start there is no thread.
+        self.health_checks.watch_thread("ingest MQTT network", lambda: self._link.network_alive)
         log.info("ingest %s: broker %s:%d, InfluxDB %s (%s), batch %d / %g s",
                  s.mqtt.client_id, s.mqtt.host, s.mqtt.port, s.influxdb.url,
                  s.influxdb.database if s.influxdb.api == 1 else s.influxdb.bucket,

@@ -22,11 +22,11 @@ import sqlite3
 import subprocess
 import sys
 import threading
-import time
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 
 from alert_helpers import FakeService, Recorded, Reply, at, hhmm
+from conftest import wait_until
 
 from secadero.contract import Alert, Envelope, Event, Status, Telemetry
 from secadero.server.alerts import messages
@@ -401,15 +401,6 @@ class HalfwayDispatcher(Dispatcher):
             self.resubmit_fails = False
             raise sqlite3.OperationalError("database is locked")
         return super().resubmit_pending(now=now, max_age_s=max_age_s)
-
-
-def wait_until(predicate: Callable[[], bool], timeout_s: float = 10.0) -> None:
-    """Poll a condition the code offers no event for (a metric, a row's status)."""
-    deadline = time.monotonic() + timeout_s
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"not true after {timeout_s} s")
-        time.sleep(0.01)
 
 
 def run_rain_with_a_dispatch_failing_halfway(tmp_path: Path, *, evaluate_interval_s: float,

@@ -13,7 +13,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 
@@ -23,6 +23,7 @@ from alert_helpers import (
     service_fixture,  # noqa: F401 (fixtures, found by name)
     start_smsd,
 )
+from conftest import wait_until
 
 from secadero.devservices import free_port
 from secadero.server.alerts.store import AlertStore
@@ -327,14 +328,6 @@ def test_sms_falls_back_to_the_modem_when_twilio_is_unreachable(
 
 
 # ------------------------------------ dispatcher: log, metrics and health
-
-def wait_until(predicate: Callable[[], bool], timeout_s: float = 5.0) -> None:
-    """Poll a condition the code under test offers no event for (a gauge, a thread's end)."""
-    deadline = time.monotonic() + timeout_s
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"not true after {timeout_s} s")
-        time.sleep(0.01)
 
 
 class MemoryLog:

@@ -18,13 +18,14 @@ import sys
 import threading
 import time
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import paho.mqtt.client as mqtt
 import pytest
 from alert_helpers import FakeService
+from conftest import wait_until
 from paho.mqtt.enums import CallbackAPIVersion
 
 from secadero.contract import Envelope, Event, Status, Telemetry, encode, node_topic
@@ -98,15 +99,6 @@ def events_received(port: int) -> float:
     return scrape(port).get('secadero_ingest_messages_received_total{kind="event"}', 0.0)
 
 
-def wait_until(predicate: Callable[[], Any], what: str, timeout_s: float = 20.0) -> Any:
-    """Poll state that is only visible by asking for it (another process's /metrics)."""
-    deadline = time.monotonic() + timeout_s
-    while not (value := predicate()):
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.05)
-    return value
-
-
 class Node:
     """A plain paho client (not our code) publishing as the yard's node n1."""
 
@@ -160,9 +152,9 @@ def test_a_rain_started_in_the_ingest_only_share_raises_one_alert_once(
     try:
         for role, port in ports.items():
             wait_until(lambda p=port: scrape(p).get("secadero_ingest_mqtt_connected") == 1,
-                       f"{role} subscribed\n{server_log()}")
+                       timeout_s=20.0, what=f"{role} subscribed\n{server_log()}")
         wait_until(lambda: scrape(ports["run"]).get("secadero_alert_feed_mqtt_connected") == 1,
-                   f"the alerts' feed subscribed\n{server_log()}")
+                   timeout_s=20.0, what=f"the alerts' feed subscribed\n{server_log()}")
         assert "secadero_alert_feed_mqtt_connected" not in scrape(ports["ingest"])
         # The feed's thread and subscription are part of the `run` process's health.
         with urllib.request.urlopen(f"http://127.0.0.1:{ports['run']}/healthz",
@@ -180,7 +172,7 @@ def test_a_rain_started_in_the_ingest_only_share_raises_one_alert_once(
             run_now, ingest_now = wait_until(
                 lambda n=sent: (lambda c: c if sum(c) == n else None)(
                     (events_received(ports["run"]), events_received(ports["ingest"]))),
-                f"event {sent} received")
+                timeout_s=20.0, what=f"event {sent} received")
             went_to_run = run_now > run_before
             run_before, ingest_before = run_now, ingest_now
             if went_to_run:

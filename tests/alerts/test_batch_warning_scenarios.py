@@ -19,6 +19,7 @@ from pathlib import Path
 
 import pytest
 from alert_helpers import YARD, FakeService, SimYard, at
+from conftest import wait_until
 
 from secadero import contract
 from secadero.contract import Alert
@@ -67,14 +68,6 @@ class Batches:
         return [open_batch(b, self.readings) for b in self.records.values()
                 if b.yard == yard and b.open]
 
-
-def wait_until(predicate: Callable[[], bool], timeout_s: float = 10.0) -> None:
-    """Poll a condition the code offers no event for (a notification's stored status)."""
-    deadline = time.monotonic() + timeout_s
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"not true after {timeout_s} s")
-        time.sleep(0.01)
 
 
 def quality_yard(tmp_path: Path, **overrides: object) -> tuple[SimYard, Batches]:

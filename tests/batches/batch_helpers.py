@@ -2,15 +2,12 @@
 
 Imported by name (no conftest.py here, so nothing shadows tests/conftest.py).
 
-The stand-ins replace the modules other engineers write at the same time as
-these tests (``series``, ``metrics``, ``estimate``, ``report``): they are
-small, deterministic and say what they were asked, so the tests check what
-the service hands over and what it does with the answers.
-TODO(issue 8, lead): once series.py, metrics.py, estimate.py and report.py are
-on main, switch ``test_cli.py`` / ``test_api.py`` show/report/export tests to
-the real modules (``Analysis.real()`` and ``SeriesReader``: drop the
-``analysis=`` and ``series=`` arguments) and keep the stand-ins only for the
-refusal tests that need InfluxDB to fail.
+The stand-ins replace the analysis modules (``series``, ``metrics``,
+``estimate``, ``report``) behind the service's ``Analysis`` seam: they are
+small, deterministic and say what they were asked, so these tests check what
+the service hands over and what it does with the answers (and can make
+InfluxDB "fail" on demand). The real modules have tests of their own, and
+``test_end_to_end.py`` runs the service with all of them.
 """
 
 from __future__ import annotations

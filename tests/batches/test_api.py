@@ -3,7 +3,8 @@
 The real ``ApiServer`` (with an alert service that is built but not started)
 and the real ``BatchService`` over SQLite and the fixture's InfluxDB (the
 trays a node reported). The series, metrics, estimate and report modules are
-stand-ins (batch_helpers.py; see its TODO) until their code lands.
+stand-ins behind the service's ``Analysis`` seam (batch_helpers.py);
+test_end_to_end.py runs the real ones.
 """
 
 from __future__ import annotations

@@ -4,7 +4,8 @@ Against the real InfluxDB of tests/conftest.py: which trays exist is its tag
 index (``tray`` points written here the way the ingest writes them), and the
 ``batch`` points go through the real ``PointWriter`` and are read back with
 InfluxQL. The series, metrics, estimate and report modules are stand-ins
-(batch_helpers.py; see its TODO) until their own engineers' code lands.
+behind the service's ``Analysis`` seam (batch_helpers.py); test_end_to_end.py
+runs the real ones.
 """
 
 from __future__ import annotations

@@ -14,12 +14,13 @@ import json
 import threading
 import time
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import paho.mqtt.client as mqtt
 import pytest
+from conftest import wait_until  # noqa: F401 (the ingest tests import it from here)
 from paho.mqtt.enums import CallbackAPIVersion
 
 from secadero.contract import Telemetry, encode, node_topic
@@ -122,19 +123,6 @@ def node_side_fixture(mosquitto: Any, unique_name: str) -> Iterator[NodeSide]:
     side = NodeSide(mosquitto.port, unique_name)
     yield side
     side.close()
-
-
-def wait_until(predicate: Callable[[], Any], timeout_s: float = 15.0,
-               what: str = "condition") -> Any:
-    """Poll ``predicate`` until truthy (for state only visible by querying, e.g. InfluxDB)."""
-    deadline = time.monotonic() + timeout_s
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.05)
 
 
 class TcpProxy:

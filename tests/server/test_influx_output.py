@@ -143,15 +143,17 @@ def secured_influxdb(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Influ
         with urllib.request.urlopen(request, timeout=10):
             pass
 
-    # The first user may be created without credentials; it must be an admin.
-    query("CREATE USER admin WITH PASSWORD 'admin-pw' WITH ALL PRIVILEGES", None)
-    for statement in ("CREATE DATABASE yard WITH NAME raw",
-                      "CREATE USER writer WITH PASSWORD 'writer-pw'",
-                      "GRANT WRITE ON yard TO writer",
-                      "CREATE USER outsider WITH PASSWORD 'outsider-pw'"):
-        query(statement, "admin:admin-pw")
-    yield server
-    server.stop()
+    try:
+        # The first user may be created without credentials; it must be an admin.
+        query("CREATE USER admin WITH PASSWORD 'admin-pw' WITH ALL PRIVILEGES", None)
+        for statement in ("CREATE DATABASE yard WITH NAME raw",
+                          "CREATE USER writer WITH PASSWORD 'writer-pw'",
+                          "GRANT WRITE ON yard TO writer",
+                          "CREATE USER outsider WITH PASSWORD 'outsider-pw'"):
+            query(statement, "admin:admin-pw")
+        yield server
+    finally:
+        server.stop()  # also when the set-up failed: never leave influxd running
 
 
 def admin_query(server: InfluxDB, statement: str) -> list[dict[str, Any]]:
