@@ -110,7 +110,9 @@ class NodeProcess:
     def pid(self) -> int:
         return self.process.pid
 
-    def terminate(self, timeout_s: float = 15.0) -> tuple[int, bytes]:
+    def terminate(self, timeout_s: float = 30.0) -> tuple[int, bytes]:
+        # systemd's TimeoutStopSec for the node (firmware/provisioning/secadero-node.service):
+        # its shutdown may wait up to 15 s for the sampler alone, then for the broker.
         self.process.send_signal(signal.SIGTERM)
         return self.wait(timeout_s)
 
