@@ -51,12 +51,14 @@ def build_parser() -> argparse.ArgumentParser:
     from secadero.server import commands as server_commands
     from secadero.server.alerts import cli as alerts_cli
     from secadero.server.batches import cli as batches_cli
+    from secadero.server.broker import cli as broker_cli
 
     edge_commands.register(commands)
     server_commands.register(commands)
     yard.register(commands)
     alerts_cli.register(commands)
     batches_cli.register(commands)
+    broker_cli.register(commands)
     return parser
 
 

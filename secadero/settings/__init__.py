@@ -14,7 +14,8 @@ The modules, by role:
 - ``common``: ``[mqtt]``, ``[influxdb]``, ``[[yards]]`` and their recipients;
 - ``server``: ``[ingest]``, ``[alerts]``, ``[forecast]`` and the server's root;
 - ``notifiers``: the notifier registry and each provider's ``[notifiers.<name>]``;
-- ``edge``: ``[node]``, ``[outbox]``, ``[hardware]``.
+- ``edge``: ``[node]``, ``[outbox]``, ``[hardware]``;
+- ``broker``: the server's ``[broker]`` (Mosquitto's configuration and users).
 
 Nothing in this package imports ``secadero.server`` or the server's libraries, so a
 node loads its settings with only the core installed.
@@ -34,6 +35,7 @@ from typing import TypeVar
 
 from secadero.errors import ConfigError
 from secadero.settings._reader import REQUIRED, Defaults, Section
+from secadero.settings.broker import BrokerSettings
 from secadero.settings.common import (
     LANGUAGES,
     ROLES,
@@ -79,6 +81,7 @@ __all__ = [
     "AlertSettings",
     "AreaSettings",
     "BatchSettings",
+    "BrokerSettings",
     "Defaults",
     "ForecastSettings",
     "GammuSettings",

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from secadero.settings._reader import Defaults, Section, load
+from secadero.settings.broker import BrokerSettings, read_broker
 from secadero.settings.common import (
     ROLES,
     InfluxSettings,
@@ -321,6 +322,7 @@ class ServerSettings:
     forecast: ForecastSettings = field(default_factory=ForecastSettings)
     notifiers: NotifierSettings = field(default_factory=NotifierSettings)
     batches: BatchSettings = field(default_factory=BatchSettings)
+    broker: BrokerSettings = field(default_factory=BrokerSettings)
 
 
 def read_server(root: Section) -> ServerSettings:
@@ -342,6 +344,7 @@ def read_server(root: Section) -> ServerSettings:
                   else ForecastSettings(providers=())),
         notifiers=read_notifiers(root.table("notifiers")),
         batches=read_batches(root.table("batches")),
+        broker=read_broker(root.table("broker")),
     )
 
 
