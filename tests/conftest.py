@@ -11,6 +11,7 @@ from __future__ import annotations
 import itertools
 import json
 import os
+import subprocess
 import time
 import urllib.error
 import urllib.parse
@@ -113,6 +114,25 @@ def create_database_and_write(url: str, database: str, body: bytes, *,
             if exc.code != 404 or time.monotonic() > deadline:
                 raise AssertionError(f"/write answered {exc.code}: {detail}") from exc
         time.sleep(0.1)  # InfluxDB's metadata is only visible by asking again
+
+
+def make_certificates(directory: Path, *, host_ip: str = "127.0.0.1") -> None:
+    """A throw-away CA (``ca.crt``, ``ca.key``) and a server certificate for ``host_ip``
+    (``server.crt``, ``server.key``) made by the ``openssl`` command, the way
+    docs/security.md tells a technician to make the yard's own CA."""
+    def run(*argv: str) -> None:
+        subprocess.run(argv, cwd=directory, check=True, capture_output=True, timeout=60)
+
+    run("openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "ca.key",
+        "-out", "ca.crt", "-days", "2", "-subj", "/CN=secadero test CA")
+    run("openssl", "req", "-newkey", "rsa:2048", "-nodes", "-keyout", "server.key", "-out",
+        "server.csr", "-subj", f"/CN={host_ip}")
+    (directory / "san.ext").write_text(f"subjectAltName=IP:{host_ip}\n"
+                                       "extendedKeyUsage=serverAuth\n")
+    run("openssl", "x509", "-req", "-in", "server.csr", "-CA", "ca.crt", "-CAkey", "ca.key",
+        "-CAcreateserial", "-out", "server.crt", "-days", "2", "-sha256", "-extfile", "san.ext")
+    for name in ("server.key", "server.crt", "ca.crt"):
+        (directory / name).chmod(0o644)
 
 
 @pytest.fixture

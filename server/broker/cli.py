@@ -155,6 +155,9 @@ def _node_secret(args: argparse.Namespace, settings: BrokerSettings, verb: str) 
         secret_file.unlink(missing_ok=True)
         raise
     print(f"Node {args.yard}/{args.node} {verb}: broker user {username!r}.")
+    if verb == "rotated":
+        print("Its connection made with the old secret is closed at the reload: the node "
+              "stays offline (its readings wait in its outbox) until it has the new one.")
     status = 0
     try:
         print(_reload(args, settings) + ".")
@@ -193,9 +196,10 @@ def _remove(args: argparse.Namespace) -> int:
         files.remove(username)
         print(f"Node {args.yard}/{args.node} removed: broker user {username!r} deleted.")
         print(_reload(args, settings) + ".")
-        print("Its next connection is refused. A connection open now stays open until it "
-              "drops (Mosquitto 2.0.11 cannot close it): restart the broker to close it at "
-              "once (sudo systemctl restart mosquitto; sessions are kept on disk).")
+        if not args.no_reload:
+            # Mosquitto 2.0.11 checks its connected clients again at the reload.
+            print("Its open connection (if any) was closed at the reload; its next one is "
+                  "refused.")
         return 0
 
     return _run(args, remove)

@@ -18,9 +18,9 @@ merged into the password file, which keeps everyone else's hashes.
 Every file is replaced whole (write to a temporary file beside it, fsync,
 rename): a broker reloading at the wrong moment, or a crash, sees the old file
 or the new one, never half of one. Mosquitto reads both files again on SIGHUP
-(``reload``) and keeps its connected clients (Mosquitto 2.0.11: a client
-connected before the reload keeps its connection, even when its user was
-removed; its next connection is refused. docs/security.md).
+(``reload``) and keeps its connected clients and their sessions, but checks them
+again: Mosquitto 2.0.11 closes at once the connection of a user that was removed
+or whose secret changed (tests/server/test_broker_acl.py; docs/security.md).
 """
 
 from __future__ import annotations
