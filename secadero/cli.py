@@ -49,6 +49,7 @@ def build_parser() -> argparse.ArgumentParser:
     from secadero import yard
     from secadero.edge import commands as edge_commands
     from secadero.server import commands as server_commands
+    from secadero.server import influx_setup
     from secadero.server.alerts import cli as alerts_cli
     from secadero.server.batches import cli as batches_cli
     from secadero.server.broker import cli as broker_cli
@@ -59,6 +60,7 @@ def build_parser() -> argparse.ArgumentParser:
     alerts_cli.register(commands)
     batches_cli.register(commands)
     broker_cli.register(commands)
+    influx_setup.register(commands)
     return parser
 
 

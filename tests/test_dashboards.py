@@ -16,6 +16,8 @@ from pathlib import Path
 import pytest
 from conftest import create_database_and_write, influx_query
 
+from secadero.devservices import INFLUX_READER, InfluxDB
+
 pytestmark = pytest.mark.integration
 
 DASHBOARDS = Path(__file__).resolve().parent.parent / "dashboards"
@@ -60,6 +62,7 @@ def dashboards() -> list[Path]:
 def test_provisioning_points_at_the_dashboards_datasource() -> None:
     datasource = (DASHBOARDS / "provisioning" / "datasources" / "secadero.yaml").read_text()
     assert "uid: secadero-influx" in datasource
+    assert f"user: {INFLUX_READER}\n" in datasource  # the read-only user tested below
     assert "dbName: secadero" in datasource
     for path in dashboards():
         dashboard = json.loads(path.read_text())
@@ -68,17 +71,21 @@ def test_provisioning_points_at_the_dashboards_datasource() -> None:
 
 
 @pytest.mark.parametrize("path", dashboards(), ids=lambda p: p.name)
-def test_every_panel_query_returns_data(path: Path, influxdb: object, unique_name: str) -> None:
+def test_every_panel_query_returns_data(path: Path, influxdb: InfluxDB, unique_name: str) -> None:
+    """As Grafana's read-only user (the datasource's ``user``), with READ on the database."""
     yard = unique_name
     database = unique_name
     write_lines(influxdb.url, database, sample_points(yard, int(time.time())))
+    influxdb.grant(database, INFLUX_READER, "READ")
+    grafana = influxdb.credentials(INFLUX_READER)
     dashboard = json.loads(path.read_text())
 
     for variable in dashboard["templating"]["list"]:
-        values = influx_query(influxdb.url, database, variable["query"])
+        values = influx_query(influxdb.url, database, variable["query"], auth=grafana)
         assert {"key": "yard", "value": yard} in values
 
     for panel in dashboard["panels"]:
         for target in panel["targets"]:
-            rows = influx_query(influxdb.url, database, expand(target["query"], yard))
+            rows = influx_query(influxdb.url, database, expand(target["query"], yard),
+                                auth=grafana)
             assert rows, f"panel {panel['title']!r} shows nothing: {target['query']}"
