@@ -261,13 +261,22 @@ class Mosquitto(_Service):
 
         if self.process is None or self.process.poll() is not None:
             return
-        log = self.workdir / "mosquitto.log"
-        seen = log.stat().st_size if log.exists() else 0
+        mark = self.log_mark()
         reload_broker(pid=self.process.pid)
+        self.wait_reloaded(mark, timeout_s)
+
+    def log_mark(self) -> int:
+        """Where the broker's log ends now (for ``wait_reloaded``)."""
+        log = self.workdir / "mosquitto.log"
+        return log.stat().st_size if log.exists() else 0
+
+    def wait_reloaded(self, mark: int, timeout_s: float = 10.0) -> None:
+        """Until the log says "Reloading config." after ``mark`` (someone sent SIGHUP)."""
+        log = self.workdir / "mosquitto.log"
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             with contextlib.suppress(OSError), log.open("rb") as handle:
-                handle.seek(seen)
+                handle.seek(mark)
                 if b"Reloading config." in handle.read():
                     return
             time.sleep(0.01)

@@ -13,7 +13,9 @@ from __future__ import annotations
 
 import queue
 import threading
+import tomllib
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import paho.mqtt.client as mqtt
@@ -25,7 +27,7 @@ from secadero.devservices import READONLY_USER, SERVER_USER, Mosquitto
 pytestmark = pytest.mark.integration
 
 WAIT_S = 10.0
-OK = "Success"
+OK = "Success"  # with a subscriber; Mosquitto answers 0x10 "No matching subscribers" without
 DENIED = "Not authorized"
 
 
@@ -279,3 +281,34 @@ def test_a_rotated_secret_replaces_the_old_one(mosquitto: Mosquitto, yards: tupl
         == DENIED
     assert open_session(sessions, mosquitto, (username, new), f"{yard}-new").connect_reason \
         == OK
+
+
+def test_the_nodes_command_changes_the_running_broker(
+        mosquitto: Mosquitto, yards: tuple[str, str], sessions: list[Session],
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """`secadero nodes add` / `remove` as the technician runs them, on the broker's files,
+    with its PID: the printed settings log in, the removal cuts the node off."""
+    from secadero.cli import main
+
+    yard, _ = yards
+    secret_file = tmp_path / "secret"
+    common = ["--users-dir", str(mosquitto.users_dir), "--pid", str(mosquitto.pid)]
+    mark = mosquitto.log_mark()
+    assert main(["nodes", "add", yard, "n1", *common, "--secret-file", str(secret_file)]) == 0
+    mosquitto.wait_reloaded(mark)
+    block = tomllib.loads(capsys.readouterr().out.split("(edge/node.example.toml):\n", 1)[1])
+    credentials = (block["mqtt"]["username"], secret_file.read_text().strip())
+    node = open_session(sessions, mosquitto, credentials, f"{yard}-n1")
+    assert node.connect_reason == OK
+    watcher = open_session(sessions, mosquitto, mosquitto.client_credentials(), f"{yard}-w")
+    watcher.subscribe(f"secadero/v1/{yard}/#")
+    assert node.publish(f"secadero/v1/{yard}/n2/telemetry") == DENIED
+    assert node.publish(f"secadero/v1/{yard}/n1/telemetry") == OK
+    assert watcher.received_until(f"secadero/v1/{yard}/n1/telemetry") == [
+        f"secadero/v1/{yard}/n1/telemetry"]
+    mark = mosquitto.log_mark()
+    assert main(["nodes", "remove", yard, "n1", *common]) == 0
+    mosquitto.wait_reloaded(mark)
+    assert node.disconnected.wait(WAIT_S)
+    assert open_session(sessions, mosquitto, credentials, f"{yard}-n1-again").connect_reason \
+        == DENIED

@@ -214,3 +214,31 @@ def test_a_change_sends_sighup_to_the_pid_in_the_pid_file(
         if child.poll() is None:
             os.kill(child.pid, signal.SIGKILL)
             child.wait()
+
+
+def test_the_printed_block_is_a_node_config_the_node_accepts(
+        monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """The block pasted into a node's file (with its outbox and hardware) loads, and the
+    node would log in as its user with the secret the command wrote."""
+    from secadero.settings import load_node_settings
+
+    ca = tmp_path / "ca.crt"
+    ca.write_text("a certificate\n")
+    secret_file = tmp_path / "on-the-pi" / "mqtt-password"
+    config = tmp_path / "server.toml"
+    config.write_text(f'[broker]\nusers_dir = "users"\nnode_ca_file = "{ca}"\n'
+                      f'node_password_file = "{secret_file}"\n')
+    monkeypatch.chdir(tmp_path)
+    assert main(["nodes", "add", "norte", "n1", "--config", str(config), "--no-reload",
+                 "--secret-file", str(secret_file)]) == 0
+    block = capsys.readouterr().out.split("(edge/node.example.toml):\n", 1)[1]
+    node_file = tmp_path / "node.toml"
+    node_file.write_text(block.replace("[mqtt]", 'trays = ["t1"]\nhardware = "simulated"\n\n'
+                                                 "[mqtt]")
+                         + f'\n[outbox]\npath = "{tmp_path / "outbox.sqlite3"}"\n')
+    settings = load_node_settings(node_file)
+    assert (settings.yard, settings.node) == ("norte", "n1")
+    assert (settings.mqtt.username, settings.mqtt.password, settings.mqtt.tls,
+            settings.mqtt.port, settings.mqtt.ca_file) == (
+        "norte.n1", secret_file.read_text().strip(), True, 8883, ca)

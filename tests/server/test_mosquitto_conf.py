@@ -174,3 +174,18 @@ def test_the_generated_config_refuses_strangers_and_lets_a_node_in_over_tls(
     finally:
         broker.terminate()
         broker.wait(10)
+
+
+def test_broker_config_prints_or_writes_the_file(tmp_path: Path,
+                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    from secadero.cli import main
+
+    config = tmp_path / "server.toml"
+    config.write_text(f'[broker]\nconf_file = "{tmp_path}/conf.d/secadero.conf"\n'
+                      'max_queued_messages = 250000\n')
+    expected = render_mosquitto_conf(load_broker_settings(config))
+    assert main(["broker", "config", "--config", str(config)]) == 0
+    assert capsys.readouterr().out == expected
+    assert main(["broker", "config", "--config", str(config), "--write", "--no-reload"]) == 0
+    assert (tmp_path / "conf.d" / "secadero.conf").read_text() == expected
+    assert "max_queued_messages 250000\n" in expected
