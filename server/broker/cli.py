@@ -103,6 +103,11 @@ def _run(args: argparse.Namespace, action: object) -> int:
         print(f"secadero {args.command}: the files are written, but {exc}: reload the broker "
               "yourself (sudo systemctl reload mosquitto)", file=sys.stderr)
         return 1
+    except OSError as exc:  # each file is written whole or not at all
+        hint = (" (the broker's files belong to root: run it with sudo)"
+                if isinstance(exc, PermissionError) else "")
+        print(f"secadero {args.command}: {exc.filename}: {exc.strerror}{hint}", file=sys.stderr)
+        return 1
 
 
 def _reload(args: argparse.Namespace, settings: BrokerSettings) -> str:

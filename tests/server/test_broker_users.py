@@ -242,3 +242,17 @@ def test_the_printed_block_is_a_node_config_the_node_accepts(
     assert (settings.mqtt.username, settings.mqtt.password, settings.mqtt.tls,
             settings.mqtt.port, settings.mqtt.ca_file) == (
         "norte.n1", secret_file.read_text().strip(), True, 8883, ca)
+
+
+def test_a_file_that_cannot_be_written_is_told_not_a_traceback(
+        monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """(As root no permission can be refused: a folder where the password file should be
+    stands in for a file Mosquitto's technician cannot write.)"""
+    users = tmp_path / "users"
+    (users / "passwd").mkdir(parents=True)
+    monkeypatch.chdir(tmp_path)
+    assert main(["nodes", "add", "norte", "n1", "--users-dir", str(users), "--no-reload"]) == 1
+    assert capsys.readouterr().err == f"secadero nodes: {users / 'passwd'}: Is a directory\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["users"]  # no secret file left
+    assert [p.name for p in users.iterdir()] == ["passwd"]  # no registry, no ACL
