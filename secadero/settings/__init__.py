@@ -41,6 +41,7 @@ from secadero.settings.common import (
     InfluxSettings,
     MqttSettings,
     RecipientSettings,
+    YardRules,
     YardSettings,
 )
 from secadero.settings.edge import (
@@ -61,6 +62,8 @@ from secadero.settings.notifiers import (
     WebhookSettings,
 )
 from secadero.settings.server import (
+    RULE_THRESHOLDS,
+    SWITCHABLE_RULES,
     AlertSettings,
     BatchSettings,
     ForecastSettings,
@@ -76,6 +79,8 @@ __all__ = [
     "PROVIDERS",
     "REQUIRED",
     "ROLES",
+    "RULE_THRESHOLDS",
+    "SWITCHABLE_RULES",
     "AlertSettings",
     "AreaSettings",
     "BatchSettings",
@@ -96,6 +101,7 @@ __all__ = [
     "ServerSettings",
     "TwilioSettings",
     "WebhookSettings",
+    "YardRules",
     "YardSettings",
     "check_file",
     "check_files",

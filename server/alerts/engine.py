@@ -168,7 +168,10 @@ class AlertEngine:
                  started_at: float, forecast_enabled: bool = True,
                  render: Render = messages.render,
                  batches: BatchSettings | None = None) -> None:
+        yards = list(yards)
         self.settings = settings
+        # Each yard's rules: [alerts] with the yard's own thresholds laid over it.
+        self._yard_settings = {y.id: replace(settings, **dict(y.rules.tuned)) for y in yards}
         self.batch_settings = batches if batches is not None else BatchSettings()
         self.yards: dict[str, YardSettings] = {y.id: y for y in yards}
         self.started_at = started_at
@@ -195,14 +198,20 @@ class AlertEngine:
         yard = self.yards.get(view.yard)
         if yard is None:
             return Decision(view.yard)
-        drying = rules.in_drying_hours(now, yard.timezone, self.settings)
+        drying = rules.in_drying_hours(now, yard.timezone, self.rules_of(yard))
         draft = _Draft(yard.id, episodes)
-        self._rain(yard, view, forecast.forecast, now, drying, draft)
-        self._humidity(yard, view, now, drying, draft)
-        self._nodes(yard, view, now, drying, draft)
+        if yard.rule_on("rain_forecast") or self._running(yard, "rain_now", now, draft,
+                                                          kind="rain"):
+            self._rain(yard, view, forecast.forecast, now, drying, draft)
+        if self._running(yard, "humidity_surge", now, draft):
+            self._humidity(yard, view, now, drying, draft)
+        if self._running(yard, "node_offline", now, draft):
+            self._nodes(yard, view, now, drying, draft)
         if self.forecast_enabled:
-            self._forecast_stale(yard, forecast, now, drying, draft)
-            self._providers(yard, forecast, now, drying, draft)
+            if self._running(yard, "forecast_stale", now, draft):
+                self._forecast_stale(yard, forecast, now, drying, draft)
+            if self._running(yard, "provider_failing", now, draft):
+                self._providers(yard, forecast, now, drying, draft)
         self._delivery(yard, delivery_error, now, drying, draft)
         self._modem(yard, modem_error, now, drying, draft)
         if batches is not None:
@@ -254,16 +263,39 @@ class AlertEngine:
         log.info("episode %s closed by %s", episode.id, by)
         return draft.decision()
 
+    def rules_of(self, yard: YardSettings) -> AlertSettings:
+        """The thresholds ``yard`` runs with: ``[alerts]`` and its ``[yards.rules]``."""
+        return self._yard_settings.get(yard.id, self.settings)
+
     def yards_of_phone(self, phone: str) -> list[str]:
         """The yards where ``phone`` is a recipient (an SMS reply acknowledges those)."""
         return [y.id for y in self.yards.values() if any(r.phone == phone for r in y.recipients)]
 
     # ------------------------------------------------------------ the rules
 
+    def _running(self, yard: YardSettings, rule: str, now: float, draft: _Draft, *,
+                 kind: str | None = None) -> bool:
+        """Whether ``rule`` runs for this yard. Switched off (``[yards.rules.<rule>]
+        enabled = false``) it raises nothing, and the episodes of ``kind`` (the rule's
+        name unless given) still open from before the change end without a message."""
+        if yard.rule_on(rule):
+            return True
+        for (open_kind, _), episode in sorted(draft.open.items()):
+            if open_kind == (kind or rule):
+                self._resolve(episode, now, draft, by="switched off for this yard")
+        return False
+
     def _rain(self, yard: YardSettings, view: YardView, forecast: Forecast | None, now: float,
               drying: bool, draft: _Draft) -> None:
-        s = self.settings
+        s = self.rules_of(yard)
         episode = draft.get("rain")
+        # A rule switched off for this yard is as if it had no evidence: no forecast (the
+        # plates alone raise, and end, the rain), or no plates and gauges (the forecast alone).
+        if not yard.rule_on("rain_forecast"):
+            forecast = None
+        if not yard.rule_on("rain_now"):
+            view = rules.without_rain_sensors(view)
+        trays_rule = yard.rule_on("trays_out")
         # Two answers (rules.ForecastAnswer): whether the forecast keeps the episode
         # raised, and when the rain is expected; the messages and deadlines use only the latter.
         answer = rules.rain_forecast(forecast, now, s, active=episode is not None)
@@ -366,7 +398,7 @@ class AlertEngine:
         # A switch that says "unknown" is neither in nor out: the technician hears of it
         # once per episode, and the tray keeps the reminders going (it is not "in").
         unknown = rules.trays_unknown(view)
-        if unknown and "unknown_told" not in episode.details:
+        if trays_rule and unknown and "unknown_told" not in episode.details:
             episode.details["unknown_told"] = list(unknown)
             self._notify(episode, yard, "notice", "trays_unknown", (TECHNICIAN,), now, draft,
                          {"trays": ", ".join(unknown)}, count=False)
@@ -389,16 +421,17 @@ class AlertEngine:
             if episode.state == "raised" or out_trays:
                 self._remind(episode, yard, "upgrade", episode.cause,
                              self._roles(episode.level), now, draft, fields, capped=False)
-        elif (out_trays and now >= trays_deadline
+        elif (trays_rule and out_trays and now >= trays_deadline
               and since_last >= s.repeat_interval_min * 60
               and episode.escalations < s.max_repeats):
             level = min(episode.level + 1, chain_end)
             if self._remind(episode, yard, "escalate", "trays_still_out", self._roles(level),
-                            now, draft, fields, channels=self._next_channels(episode, level)):
+                            now, draft, fields, channels=self._next_channels(yard, episode, level)):
                 episode.escalations += 1
                 episode.level = level
                 episode.severity = "critical"
-        elif (episode.state == "raised" and not (out_trays and now >= trays_deadline)
+        elif (episode.state == "raised" and not (trays_rule and out_trays
+                                                 and now >= trays_deadline)
               and since_last >= s.repeat_interval_min * 60
               and episode.repeats < s.max_repeats):
             level = min(episode.level + 1, chain_end)
@@ -406,7 +439,7 @@ class AlertEngine:
                             draft, fields, repeat=True):
                 episode.repeats += 1
                 episode.level = level
-        elif (not_in and now >= trays_deadline and not paused and ladder_done
+        elif (trays_rule and not_in and now >= trays_deadline and not paused and ladder_done
               and since_last >= s.slow_reminder_min * 60
               # After the ladder: slower, to everyone the ladder reached, until the
               # switches say every tray is in, the rain episode ends or a supervisor
@@ -415,10 +448,11 @@ class AlertEngine:
                                self._roles(episode.level), now, draft,
                                {**fields, "trays": ", ".join(not_in),
                                 **_place_fields(yard, trays=not_in)},
-                               channels=self._next_channels(episode, episode.level))):
+                               channels=self._next_channels(yard, episode, episode.level))):
             episode.details["reminders"] = episode.details.get("reminders", 0) + 1
 
-    def _next_channels(self, episode: Episode, level: int) -> frozenset[str]:
+    def _next_channels(self, yard: YardSettings, episode: Episode, level: int
+                       ) -> frozenset[str]:
         """The channels a trays round adds beyond each recipient's own, and notes it.
 
         The ladder's next channel: once a round has gone at the chain's last level,
@@ -431,7 +465,7 @@ class AlertEngine:
         if episode.level == chain_end and level == chain_end and episode.escalations:
             extra.add("sms")
         rounds = episode.escalations + episode.details.get("reminders", 0)
-        after = self.settings.voice_after_escalations
+        after = self.rules_of(yard).voice_after_escalations
         if after and rounds >= after and "voice_at" not in episode.details:
             extra.add("voice")
         return frozenset(extra)
@@ -446,7 +480,7 @@ class AlertEngine:
         changes nothing) and goes when the hour allows. A round that goes without
         someone the cap held back says so in the log and counts them
         (``details["capped"]``): they miss that round, not the next one."""
-        limit = self.settings.max_per_recipient_per_hour
+        limit = self.rules_of(yard).max_per_recipient_per_hour
         sent_at = {name: [t for t in times if t > now - 3600]
                    for name, times in episode.details.get("sent_at", {}).items()}
         names = [r.name for r in yard.recipients if r.role in roles]
@@ -491,14 +525,8 @@ class AlertEngine:
         if draft.get("rain") is not None:
             return  # inhibited: the rain alert already says it all
         episode = draft.get("humidity_surge")
-        if not yard.humidity_surge:
-            # Switched off for this yard (``humidity_surge = false``): nothing is raised,
-            # and a warning still open from before the change ends.
-            if episode is not None:
-                self._resolve(episode, now, draft, by="switched off for this yard")
-            return
         trays_in = rules.trays_all_in(view)
-        surging = (rules.humidity_surge(view, now, self.settings) if drying and not trays_in
+        surging = (rules.humidity_surge(view, now, self.rules_of(yard)) if drying and not trays_in
                    else ())
         if not surging:
             if episode is None:
@@ -506,7 +534,7 @@ class AlertEngine:
             if not drying or trays_in:
                 self._resolve(episode, now, draft,
                               by="trays in" if trays_in else "drying hours over")
-            elif now - episode.raised_at >= self.settings.min_hold_min * 60:
+            elif now - episode.raised_at >= self.rules_of(yard).min_hold_min * 60:
                 self._resolve(episode, now, draft, by="humidity normal")
             return
         if episode is None:
@@ -521,7 +549,7 @@ class AlertEngine:
 
     def _nodes(self, yard: YardSettings, view: YardView, now: float, drying: bool,
                draft: _Draft) -> None:
-        silent = set(rules.silent_nodes(view, now, self.settings))
+        silent = set(rules.silent_nodes(view, now, self.rules_of(yard)))
         last_seen = {n.node: n.last_seen_ts for n in view.nodes}
         for node in silent:
             episode = draft.get("node_offline", node)
@@ -548,7 +576,7 @@ class AlertEngine:
                         drying: bool, draft: _Draft) -> None:
         last_good = status.forecast.fetched_at if status.forecast else None
         age_s = rules.forecast_age_s(last_good, self.started_at, now)
-        stale = age_s > self.settings.forecast_stale_min * 60
+        stale = age_s > self.rules_of(yard).forecast_stale_min * 60
         episode = draft.get("forecast_stale")
         if stale:
             if episode is None:
@@ -609,7 +637,7 @@ class AlertEngine:
                     self._resolve(episode, now, draft, by="provider answers")
                 continue
             if episode is None:
-                if now - state.failing_since < self.settings.provider_failing_min * 60:
+                if now - state.failing_since < self.rules_of(yard).provider_failing_min * 60:
                     continue
                 episode = self._raise("provider_failing", provider, cause="provider_failing",
                                       severity="warning", now=now, draft=draft)
@@ -681,7 +709,7 @@ class AlertEngine:
                 # Held like the all-clear: humidity flapping around the threshold, or the
                 # trays in for ten minutes and out again, is still the same night.
                 clear_since = episode.details.setdefault("clear_since", now)
-                if now - clear_since >= self.settings.min_hold_min * 60:
+                if now - clear_since >= self.rules_of(yard).min_hold_min * 60:
                     self._resolve(episode, now, draft, by="trays in, air drier or day")
                 draft.touch(episode)
             return

@@ -352,10 +352,13 @@ class AlertService:
         self.publish = publish
         self.health = health if health is not None else Health()
         self.store = AlertStore(s.database)
-        self.tracker = YardTracker(settings.yards, humidity_window_s=s.humidity_window_min * 60)
         engine = AlertEngine(s, settings.yards, started_at=clock(),
                              forecast_enabled=bool(settings.forecast.providers), render=render,
                              batches=settings.batches)
+        # The humidity history the longest window of any yard needs ([yards.rules]).
+        window_min = max((engine.rules_of(y).humidity_window_min for y in settings.yards),
+                         default=s.humidity_window_min)
+        self.tracker = YardTracker(settings.yards, humidity_window_s=window_min * 60)
         secret = s.ack_secret or load_or_create_secret(s.database.with_suffix(".secret"))
         self.tokens = AckTokens(secret, s.ack_token_ttl_h * 3600)
         self.poller = poller
