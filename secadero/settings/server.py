@@ -121,6 +121,9 @@ class AlertSettings:
     # slower reminders) a voice call, once per episode, to recipients with "voice" in their
     # channels (needs [notifiers.twilio_voice]). 0: no call.
     voice_after_escalations: int = 3
+    # A call nobody answered (busy, no answer, failed, a voicemail when Twilio can tell)
+    # is placed again at the next trays round, up to this many calls per episode.
+    voice_max_calls: int = 3
     # humidity_surge: a change against the recent past, never a level (an Amazon dawn
     # reaches 94-97 % RH, the dew point within 1 °C, every morning): humidity up this
     # many points within the window, or up dew_point_rise_pct points with the dew point
@@ -168,7 +171,7 @@ RULE_THRESHOLDS: dict[str, tuple[str, ...]] = {
     "all_clear": ("min_hold_min", "all_clear_hours", "all_clear_dry_min"),
     "repeats": ("repeat_interval_min", "max_repeats", "max_per_recipient_per_hour"),
     "trays_out": ("trays_out_after_min", "slow_reminder_min", "ack_pause_min",
-                  "voice_after_escalations"),
+                  "voice_after_escalations", "voice_max_calls"),
     "humidity_surge": ("humidity_rise_pct", "humidity_window_min", "dew_point_spread_c",
                        "dew_point_rise_pct", "humidity_min_nodes"),
     "node_offline": ("node_silent_min",),
@@ -190,7 +193,7 @@ _BOUNDS: dict[str, tuple[float, float | None]] = {
     "repeat_interval_min": (1, None), "max_repeats": (0, 50),
     "max_per_recipient_per_hour": (1, 60),
     "trays_out_after_min": (0, None), "slow_reminder_min": (5, None), "ack_pause_min": (0, None),
-    "voice_after_escalations": (0, 50),
+    "voice_after_escalations": (0, 50), "voice_max_calls": (1, 10),
     "humidity_rise_pct": (1, None), "humidity_window_min": (1, None),
     "dew_point_spread_c": (0, None), "dew_point_rise_pct": (1, None),
     "humidity_min_nodes": (1, None),

@@ -267,6 +267,38 @@ class AlertEngine:
         """The thresholds ``yard`` runs with: ``[alerts]`` and its ``[yards.rules]``."""
         return self._yard_settings.get(yard.id, self.settings)
 
+    def call_outcome(self, episode: Episode, recipient: str, *, answered: bool, status: str,
+                     now: float) -> Decision:
+        """Twilio told how a call of this episode ended (its status callback).
+
+        Answered: no more calls in this episode. Not answered (busy, no answer,
+        failed, canceled, or a voicemail where Twilio could tell): counted, and,
+        unless somebody answered an earlier call, the next trays round calls again,
+        up to ``voice_max_calls`` calls per episode; that round goes by SMS too to
+        everyone with a phone (``_next_channels``). Empty for an episode that no
+        longer calls anyone (closed, or not a rain episode)."""
+        if episode.kind != "rain" or "closed_at" in episode.details:
+            return Decision(episode.yard)
+        draft = _Draft(episode.yard, {(episode.kind, episode.key): episode})
+        again = draft.get(episode.kind, episode.key)
+        assert again is not None
+        outcomes = dict(again.details.get("call_outcomes", {}))
+        outcomes[recipient] = [*outcomes.get(recipient, []), status]
+        again.details["call_outcomes"] = outcomes
+        if answered:
+            again.details["call_answered_by"] = recipient
+        else:
+            again.details["calls_unanswered"] = again.details.get("calls_unanswered", 0) + 1
+            yard = self.yards.get(episode.yard)
+            limit = (self.rules_of(yard) if yard is not None else self.settings).voice_max_calls
+            if ("call_answered_by" not in again.details
+                    and again.details.get("calls", 1) < limit):
+                # Armed again: the next trays round places the call once more.
+                again.details.pop("voice_at", None)
+        draft.touch(again)
+        log.info("episode %s: call to %s %s", episode.id, recipient, status)
+        return draft.decision()
+
     def yards_of_phone(self, phone: str) -> list[str]:
         """The yards where ``phone`` is a recipient (an SMS reply acknowledges those)."""
         return [y.id for y in self.yards.values() if any(r.phone == phone for r in y.recipients)]
@@ -499,6 +531,7 @@ class AlertEngine:
                      exclude=held, channels=channels)
         if "voice" in channels:
             episode.details["voice_at"] = now
+            episode.details["calls"] = episode.details.get("calls", 0) + 1
         return True
 
     def _rain_takes_over(self, warning: Episode, rain: Episode, now: float,
