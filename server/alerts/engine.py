@@ -336,18 +336,22 @@ class AlertEngine:
         if episode is None:
             if raining is None and not answer.holds:
                 return
-            episode = self._raise("rain", "",
-                                  cause="rain_now" if raining else "rain_forecast",
-                                  severity="critical" if raining else "warning", now=now,
-                                  draft=draft)
-            # For the forecast's skill (skill.py): what raised it, as the cause changes.
-            episode.details["raised_by"] = episode.cause
-            humidity = draft.get("humidity_surge")
-            if humidity is not None:
-                self._rain_takes_over(humidity, episode, now, draft)
+            cause = "rain_now" if raining else "rain_forecast"
+            severity = "critical" if raining else "warning"
+            warning = draft.get("humidity_surge")
+            if warning is not None:
+                episode = self._warning_becomes_rain(warning, cause, severity, now, draft)
+            else:
+                episode = self._raise("rain", "", cause=cause, severity=severity, now=now,
+                                      draft=draft)
+                # For the forecast's skill (skill.py): what raised it, as the cause changes.
+                episode.details["raised_by"] = episode.cause
+                episode.details["raises"] = [_raise_entry(now, cause, severity)]
         elif raining is not None and episode.cause == "rain_forecast":
             episode.cause, episode.severity = "rain_now", "critical"
             episode.upgrade_pending = episode.notify_count > 0
+            episode.details["raises"] = [*episode.details.get("raises", []),
+                                         _raise_entry(now, "rain_now", "critical")]
             draft.transition(episode, "rain_forecast", "resolved", now)
             draft.transition(episode, "rain_now", episode.state, now)
         if raining is None and not answer.holds and rules.all_clear(view, forecast, now, s):
@@ -534,19 +538,33 @@ class AlertEngine:
             episode.details["calls"] = episode.details.get("calls", 0) + 1
         return True
 
-    def _rain_takes_over(self, warning: Episode, rain: Episode, now: float,
-                         draft: _Draft) -> None:
-        """Rain after a humidity warning is the same story: the rain's episode carries on
-        from the warning (its start, who was told, how far up the chain), so the workers'
-        next message is the warning raised to rain (an ``upgrade``), not a second new
-        alert, and the beacons' topic keeps the warning's start. The warning ends."""
-        rain.raised_at, rain.level = warning.raised_at, warning.level
-        rain.notify_count, rain.last_notified_at = warning.notify_count, warning.last_notified_at
-        rain.message = warning.message
-        rain.upgrade_pending = warning.notify_count > 0
+    def _warning_becomes_rain(self, warning: Episode, cause: str, severity: str, now: float,
+                              draft: _Draft) -> Episode:
+        """Rain after a humidity warning is the same story, and the same episode: the
+        warning's row becomes the rain's (its kind, cause and severity raised), keeping
+        its start, who was told and how far up the chain, and the history of its raises
+        (``details["raises"]``). The workers' next message is an ``upgrade``, not a
+        second new alert; the beacons' topic keeps the warning's start. An "OK" to the
+        warning does not answer the rain: the episode is ``raised`` again."""
+        del draft.open[warning.kind, warning.key]
+        raises = warning.details.get("raises") or [
+            _raise_entry(warning.raised_at, warning.cause, warning.severity)]
+        if warning.acked_at is not None:
+            raises[-1] = {**raises[-1], "acked_at": warning.acked_at,
+                          "acked_by": warning.acked_by}
+        draft.transition(warning, warning.cause, "resolved", now)
+        warning.kind, warning.cause, warning.severity = "rain", cause, severity
+        warning.state, warning.acked_at, warning.acked_by = "raised", None, None
+        warning.upgrade_pending = warning.notify_count > 0
+        # The warning's nodes are not the wet ones.
+        warning.details["humidity_nodes"] = warning.details.pop("nodes", [])
         # The forecast did not raise it (skill.py counts it as the forecast's miss).
-        rain.details.update(raised_by="humidity_surge", warning_episode=warning.id)
-        self._resolve(warning, now, draft, by="became the rain's episode")
+        warning.details.update(raised_by="humidity_surge",
+                               raises=[*raises, _raise_entry(now, cause, severity)])
+        draft.open[warning.kind, warning.key] = warning
+        draft.touch(warning)
+        draft.transition(warning, cause, "raised", now)
+        return warning
 
     def _humidity(self, yard: YardSettings, view: YardView, now: float, drying: bool,
                   draft: _Draft) -> None:
@@ -872,6 +890,11 @@ def _place_fields(yard: YardSettings, *, trays: Sequence[str] = (),
             for language in ("es", "en")}
 
 
+def _raise_entry(ts: float, cause: str, severity: str) -> dict[str, object]:
+    """One step of an episode's history of raises (``details["raises"]``)."""
+    return {"ts": ts, "cause": cause, "severity": severity}
+
+
 def _fingerprint(episode: Episode) -> str:
     """A cheap snapshot of an episode's stored form (dataclasses.asdict deep-copies)."""
     return repr(tuple(getattr(episode, name) for name in _FIELDS)) + json.dumps(
@@ -915,7 +938,8 @@ class _Draft:
 
     def __init__(self, yard: str, episodes: YardEpisodes) -> None:
         self.yard = yard
-        self._before = episodes
+        # By id: an episode may change its kind (a humidity warning that becomes rain).
+        self._before = {e.id: e for e in episodes.values()}
         self.open: dict[tuple[str, str], Episode] = {
             key: _copy(e) for key, e in episodes.items()}
         self._touched: dict[int, Episode] = {}
@@ -934,8 +958,7 @@ class _Draft:
     def decision(self) -> Decision:
         changed = [episode for episode in self._touched.values()
                    if episode.id is None
-                   or _fingerprint(self._before[episode.kind, episode.key])
-                   != _fingerprint(episode)]
+                   or _fingerprint(self._before[episode.id]) != _fingerprint(episode)]
         if not changed:
             # A notification or a transition always changes its episode (notify_count,
             # state), so nothing is lost here.

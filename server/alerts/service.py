@@ -313,6 +313,10 @@ class AlertCore:
         for decision in decisions:
             episodes = dict(self._open.get(decision.yard, {}))
             for episode in decision.episodes:
+                # An episode whose kind changed (a humidity warning become rain) leaves
+                # its old place.
+                for key in [k for k, e in episodes.items() if e.id == episode.id]:
+                    del episodes[key]
                 if episode.active:
                     episodes[episode.kind, episode.key] = episode
                 else:
