@@ -16,7 +16,10 @@ from pathlib import Path
 
 from alert_helpers import YARD, SimYard, at
 
-from secadero.settings import RecipientSettings, YardRules, YardSettings
+from secadero.server.alerts.engine import AlertEngine
+from secadero.server.alerts.rules import YardView
+from secadero.server.forecast import Forecast, ForecastStatus, ProviderStatus
+from secadero.settings import AlertSettings, RecipientSettings, YardRules, YardSettings
 
 SUR = YardSettings(id="sur", name="Sur", latitude=-6.57, longitude=-76.14, recipients=(
     RecipientSettings(name="Rita", role="worker", language="es", phone="+51900000011"),
@@ -197,3 +200,37 @@ def test_a_tuned_node_silence_waits_that_long(tmp_path: Path) -> None:
     # Last heard at 08:59: Sur's technician after 10 min, Norte's after 30.
     assert yard.sent == [("09:10", "Tono", "twilio", "node_offline", "raise"),
                          ("09:30", "Tito", "twilio", "node_offline", "raise")]
+
+
+def test_forecast_stale_off_tells_only_the_other_yards_technician(tmp_path: Path) -> None:
+    yard = two_yards(tmp_path, off=("forecast_stale",))
+    yard.at("11:50", lambda: setattr(yard, "forecast_up", False))
+    yard.run("14:00")
+    # Last good forecast 11:45: stale after 90 min, at Sur only.
+    assert yard.sent == [("13:16", "Tono", "twilio", "forecast_stale", "raise")]
+    assert open_kinds(yard, "norte") == []
+
+
+def test_provider_failing_off_and_tuned(tmp_path: Path) -> None:
+    """Open-Meteo failing since 08:00 while MET Norway covers: at 08:30 a yard that tuned
+    provider_failing_min to 30 hears of it, a yard with the rule off does not, and at
+    08:59 a yard on [alerts]'s 60 min not yet."""
+    tuned = replace(YARD, rules=YardRules(tuned=(("provider_failing_min", 30.0),)))
+    off = replace(SUR, rules=YardRules(off=frozenset({"provider_failing"})))
+    plain = replace(SUR, id="oeste", name="Oeste")
+    engine = AlertEngine(AlertSettings(), [tuned, off, plain], started_at=at("08:00"))
+
+    def told(yard: YardSettings, when: str) -> list[tuple[str, str]]:
+        # MET Norway's forecast is fresh at every poll.
+        status = ForecastStatus(Forecast("met-norway", at(when), ()), None, (
+            ProviderStatus("open-meteo", failing_since=at("08:00"), error="http_429"),
+            ProviderStatus("met-norway", last_ok_at=at(when))))
+        view = YardView(yard=yard.id, name=yard.name, timezone="America/Lima", nodes=())
+        decision = engine.decide(view, status, {}, at(when))
+        return [(n.recipient, n.kind) for n in decision.notifications]
+
+    assert told(tuned, "08:29") == []
+    assert told(tuned, "08:30") == [("Tito", "provider_failing")]
+    assert told(off, "11:00") == []
+    assert told(plain, "08:59") == []
+    assert told(plain, "09:00") == [("Tono", "provider_failing")]
