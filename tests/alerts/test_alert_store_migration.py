@@ -11,13 +11,17 @@ from __future__ import annotations
 
 import json
 import sqlite3
+import urllib.request
 from pathlib import Path
 
 import pytest
 from alert_helpers import at
 
 from secadero.cli import main
+from secadero.server.alerts.service import AlertService
 from secadero.server.alerts.store import SCHEMA, SCHEMA_VERSION, AlertStore, NewerSchema
+from secadero.server.api import ApiServer
+from secadero.settings import load_server_settings
 
 NOTE_COLUMNS = ("episode_id, yard, created_at, event, kind, recipient, role, channel, "
                 "language, address, title, body, severity, status, provider")
@@ -108,6 +112,30 @@ def test_secadero_alerts_history_shows_one_story(tmp_path: Path,
         "    nodo n2",
         "    09:10 raise     Tito (technician, sms) sent via twilio",
     ]
+
+
+def test_the_api_history_shows_one_story(tmp_path: Path) -> None:
+    """The server opens (and migrates) the old file; its HTTP API lists one episode."""
+    version_1_file(tmp_path / "alerts.sqlite3")
+    config = tmp_path / "server.toml"
+    config.write_text('[alerts]\ndatabase = "alerts.sqlite3"\n\n[[yards]]\nid = "norte"\n'
+                      'latitude = -6.57\nlongitude = -76.14\n')
+    service = AlertService(load_server_settings(config, env={}), notifiers=(), poller=None)
+    api = ApiServer(service, host="127.0.0.1", port=0).start()
+    try:
+        url = f"http://127.0.0.1:{api.port}/api/alerts/history?yard=norte"
+        with urllib.request.urlopen(url, timeout=5) as response:
+            history = json.loads(response.read())
+    finally:
+        api.stop()
+        service.store.close()
+    assert [(e["id"], e["kind"], e["cause"]) for e in history] == [
+        (2, "rain", "rain_now"), (3, "node_offline", "node_offline")]
+    rain = history[0]
+    assert [(r["cause"], r["severity"]) for r in rain["details"]["raises"]] == [
+        ("humidity_surge", "warning"), ("rain_now", "critical")]
+    assert [(n["event"], n["kind"]) for n in rain["notifications"]] == [
+        ("raise", "humidity_surge"), ("upgrade", "rain_now"), ("all_clear", "all_clear")]
 
 
 def test_a_fresh_store_is_at_the_latest_version(tmp_path: Path) -> None:
