@@ -9,8 +9,9 @@ Borrowed from Alertmanager, PagerDuty and ThingsBoard (see docs/alerts.md):
   sensors (``rain_now``); ``rain_now`` supersedes the forecast (inhibition):
   an upgrade is sent only if nobody acknowledged yet or a tray is still out;
 - ``humidity_surge`` warns the workers only in drying hours with a tray out;
-  rain after it carries its episode on (``_rain_takes_over``): one story,
-  its next message an upgrade;
+  rain after it is the same episode (``_warning_becomes_rain``: its kind,
+  cause and severity raised, ``details["raises"]`` the history): one story,
+  one row, its next message an upgrade;
 - unacknowledged: repeat every ``repeat_interval_min`` (at most
   ``max_repeats``), each repeat one step further along the escalation chain
   (worker -> supervisor -> quality); once trays are overdue, the
@@ -23,8 +24,13 @@ Borrowed from Alertmanager, PagerDuty and ThingsBoard (see docs/alerts.md):
   technician once per episode (``trays_unknown``);
 - the next channel rides on those trays rounds: after one at the chain's
   last level, SMS too to push-only recipients with a phone; after
-  ``voice_after_escalations`` of them, a voice call (once per episode) to
-  those with ``voice`` in their channels (``_next_channels``);
+  ``voice_after_escalations`` of them, a voice call to those with ``voice``
+  in their channels (``_next_channels``), placed again at the next round
+  while Twilio says nobody answered, up to ``voice_max_calls``
+  (``call_outcome``);
+- each yard runs ``[alerts]`` with its own ``[yards.rules]`` laid over it
+  (``rules_of``); a rule it switched off raises nothing there and its open
+  episodes end silently (``_running``);
 - a supervisor's ``close`` silences a rain or humidity episode: no more
   messages, the retained ``alert`` clear, no all-clear; it stays open (so the
   same rain raises nothing new) and resolves when the rain ends;
