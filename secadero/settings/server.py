@@ -118,8 +118,8 @@ class AlertSettings:
     # switch floods nobody); the raise and the upgrade to "raining" always go.
     max_per_recipient_per_hour: int = 6
     # The ladder's last step: after this many trays rounds (trays_still_out escalations and
-    # slower reminders) a voice call, once per episode, to recipients with "voice" in their
-    # channels (needs [notifiers.twilio_voice]). 0: no call.
+    # slower reminders) a voice call to recipients with "voice" in their channels (needs
+    # [notifiers.twilio_voice]); again only if nobody answered it. 0: no call.
     voice_after_escalations: int = 3
     # A call nobody answered (busy, no answer, failed, a voicemail when Twilio can tell)
     # is placed again at the next trays round, up to this many calls per episode.

@@ -500,8 +500,9 @@ class AlertEngine:
         The ladder's next channel: once a round has gone at the chain's last level,
         the following rounds also go by SMS to those with a phone who get only push;
         after ``voice_after_escalations`` trays rounds (escalations and slower
-        reminders) a voice call goes, once per episode, to those who opted in
-        (``channels = [..., "voice"]``). 0 turns the call off."""
+        reminders) a voice call goes to those who opted in (``channels = [...,
+        "voice"]``), once per episode unless Twilio says nobody answered it
+        (``call_outcome`` arms it again). 0 turns the call off."""
         chain_end = max(len(self.settings.escalation) - 1, 0)
         extra: set[str] = set()
         if episode.level == chain_end and level == chain_end and episode.escalations:
