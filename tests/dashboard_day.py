@@ -15,6 +15,7 @@ import urllib.error
 import urllib.parse
 import urllib.request
 from dataclasses import dataclass
+from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
@@ -24,6 +25,7 @@ from secadero.server.forecast.types import Forecast, ForecastHour
 from secadero.server.influx_points import alert_line, forecast_lines
 from secadero.server.points import node_point, points_for, to_lines
 
+DASHBOARDS = Path(__file__).resolve().parent.parent / "dashboards" / "json"
 STEP_S = 300
 DAY_S = 24 * 3600
 NODES = {"norte-1": ("t1", "t2"), "sur-1": ("t3",)}
@@ -221,6 +223,20 @@ def run_query(url: str, database: str, query: str) -> list[Series]:
             found.append(Series(series["name"], series.get("tags", {}), series["columns"],
                                 series["values"]))
     return found
+
+
+def by_tag(series: list[Series], *tags: str) -> dict[tuple[str, ...], Any]:
+    """The last non-null value of each series, keyed by the given tags."""
+    found = {}
+    for one in series:
+        values = [row[1] for row in one.values if row[1] is not None]
+        found[tuple(one.tags.get(tag, "") for tag in tags)] = values[-1] if values else None
+    return found
+
+
+def load(name: str) -> dict[str, Any]:
+    """A dashboard of dashboards/json/."""
+    return json.loads((DASHBOARDS / name).read_text(encoding="utf-8"))
 
 
 def shows_data(series: list[Series]) -> bool:

@@ -12,10 +12,8 @@ A query that InfluxDB refuses, or that returns nothing on this working yard
 
 from __future__ import annotations
 
-import json
 import re
 import time
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -26,20 +24,15 @@ from dashboard_day import (
     SEQ_GAP_NORTE,
     QueryFailed,
     Series,
+    by_tag,
     expand,
+    load,
     run_query,
     shows_data,
     simulated_day,
 )
 
 pytestmark = pytest.mark.integration
-
-DASHBOARDS = Path(__file__).resolve().parent.parent / "dashboards" / "json"
-
-
-def load(name: str) -> dict[str, Any]:
-    return json.loads((DASHBOARDS / name).read_text(encoding="utf-8"))
-
 
 @pytest.fixture(scope="module")
 def yard_day(influxdb: Any, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
@@ -68,15 +61,6 @@ def panel_results(day: dict[str, Any], dashboard: dict[str, Any]) -> dict[str, l
             series += run_query(day["url"], day["db"], text)
         results[panel["title"]] = series
     return results
-
-
-def by_tag(series: list[Series], *tags: str) -> dict[tuple[str, ...], Any]:
-    """The last non-null value of each series, keyed by the given tags."""
-    found = {}
-    for one in series:
-        values = [row[1] for row in one.values if row[1] is not None]
-        found[tuple(one.tags.get(tag, "") for tag in tags)] = values[-1] if values else None
-    return found
 
 
 @pytest.mark.parametrize("name", ["wall.json", "yard.json", "batch.json", "nodes.json"])
