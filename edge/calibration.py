@@ -120,7 +120,8 @@ class HumidityCorrection:
                    calibrated_ts=calibrated_ts, points=(low, high))
 
     def apply(self, raw_pct: float) -> float:
-        return round(min(100.0, max(0.0, self.gain * raw_pct + self.offset_pct)), 2)
+        # To 0.1 % RH, the resolution of the DHT22 and SHT31 readings it corrects.
+        return round(min(100.0, max(0.0, self.gain * raw_pct + self.offset_pct)), 1)
 
     # -- the file beside node.toml ---------------------------------------------
 

@@ -239,6 +239,29 @@ def _status(args: argparse.Namespace) -> int:
     return 0
 
 
+def _health_line(health: dict[str, Any]) -> str:
+    """The node's self-report in one line; "unknown" where it cannot tell (not a Pi, no Wi-Fi)."""
+    mask = health.get("throttled")
+    if mask is None:
+        supply = "supply unknown (no Pi firmware)"
+    elif mask & 0x1:
+        supply = "UNDER-VOLTAGE NOW"
+    elif mask & 0x10000:
+        supply = "under-voltage since boot"
+    else:
+        supply = "supply ok"
+    if mask is not None and mask & 0x4:
+        supply += ", THROTTLED NOW"
+    rssi = health.get("wifi_rssi_dbm")
+    disk = health.get("disk_free_bytes")
+    calibrated = health.get("calibrated_ts")
+    when = (time.strftime("%Y-%m-%d", time.localtime(calibrated)) if calibrated is not None
+            else "never")
+    return (f"{supply}; wifi {'unknown' if rssi is None else f'{rssi:g} dBm'}; disk free "
+            f"{'unknown' if disk is None else f'{disk / 1e9:.1f} GB'}; humidity calibrated "
+            f"{when}")
+
+
 def _format(report: dict[str, Any]) -> str:
     lines = [f"node {report['yard']}/{report['node']}"]
     if "updated_ts" in report:
@@ -254,6 +277,9 @@ def _format(report: dict[str, Any]) -> str:
         clock = report.get("clock", {})
         lines.append(f"  clock: {clock.get('state')} (source {clock.get('source')}, "
                      f"jumps {clock.get('jumps')})")
+        health = report.get("health") or {}
+        if health:
+            lines.append("  health: " + _health_line(health))
         sensors = report.get("sensors", {})
         climate = sensors.get("climate", {})
         last = sensors.get("last_sample", {})
