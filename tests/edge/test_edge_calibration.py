@@ -215,3 +215,48 @@ def test_uncalibrated_node_sends_no_raw_field_and_a_damaged_file_does_not_stop_i
         payload = json.loads(db.execute("SELECT payload FROM outbox").fetchone()[0])
     assert payload["humidity_pct"] == 61.0
     assert "humidity_raw_pct" not in payload
+
+
+@pytest.mark.slow
+def test_the_command_runs_the_salt_test_on_a_simulated_node(tmp_path: Path) -> None:
+    """``secadero edge calibrate`` as a technician runs it: Enter twice, then the file."""
+    import subprocess
+    import sys
+
+    # x2000: about 3 simulated hours in 5 s; the 3-hour limit per jar leaves 5 s of slack
+    # for a loaded machine (a stall moves the jar's clock too, so it only settles sooner).
+    config = write_node_config(tmp_path, yard="calib", port=free_port(), speed=2000)
+    result = subprocess.run([sys.executable, "-m", "secadero.cli", "edge", "calibrate",
+                             "--config", str(config)], input="\n\n", capture_output=True,
+                            text=True, timeout=120)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert result.stdout.count("Estable / settled: ") == 2
+    saved = HumidityCorrection.load(tmp_path / "humidity-calibration.json")
+    assert saved is not None
+    # The simulated jar's sensor reads x1.06 - 3.5 %: the fit undoes it.
+    assert saved.gain == pytest.approx(1 / 1.06, abs=0.02)
+    for point in saved.points:
+        assert abs(saved.apply(point.raw_humidity_pct) - point.reference_pct) < 0.5
+    assert f"saved to {tmp_path / 'humidity-calibration.json'}" in result.stdout
+
+
+def test_the_command_refuses_while_the_agent_runs(tmp_path: Path) -> None:
+    import os
+    import subprocess
+    import sys
+    import time
+
+    from secadero.edge.agent import status_path_for
+
+    config = write_node_config(tmp_path, yard="calib", port=free_port())
+    settings = load_node_settings(config)
+    # What a running agent writes every 2 s: its pid (this live process) and the time.
+    status_path_for(settings.outbox.path).write_text(
+        json.dumps({"pid": os.getpid(), "updated_ts": time.time()}))
+    result = subprocess.run([sys.executable, "-m", "secadero.cli", "edge", "calibrate",
+                             "--config", str(config)], input="", capture_output=True,
+                            text=True, timeout=60)
+    assert result.returncode == 1
+    assert f"corriendo (pid {os.getpid()})" in result.stdout
+    assert "sudo systemctl stop secadero-node" in result.stdout
+    assert not settings.calibration_file.exists()
