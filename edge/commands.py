@@ -141,7 +141,12 @@ def _calibrate(args: argparse.Namespace) -> int:
         print(f"{args.config}: climate_sensor = \"none\": no humidity sensor to calibrate")
         return 2
 
-    now, wait, sensor, jar_changed = _calibration_parts(settings)
+    try:
+        now, wait, sensor, jar_changed = _calibration_parts(settings)
+    except (SecaderoError, OSError, ImportError) as exc:
+        print(f"No se puede abrir el sensor / cannot open the sensor "
+              f"({settings.pins.climate_sensor}): {exc}")
+        return 1
     test = SaltTest(
         sensor.read, wait=wait, now=now, say=print, ask=input, interval_s=args.interval,
         make_watch=lambda: StabilityWatch(window_s=args.settle_minutes * 60,
