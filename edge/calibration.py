@@ -71,7 +71,9 @@ def reference_humidity_pct(salt: str, temperature_c: float) -> float:
     temperatures = sorted(table)
     if not temperatures[0] <= temperature_c <= temperatures[-1]:
         raise CalibrationError(
-            f"the jar is at {temperature_c:.1f} °C; the salt table covers "
+            f"el frasco está a {temperature_c:.1f} °C: haga la prueba en un cuarto entre "
+            f"{temperatures[0]:g} y {temperatures[-1]:g} °C / the jar is at "
+            f"{temperature_c:.1f} °C; the salt table covers "
             f"{temperatures[0]:g}-{temperatures[-1]:g} °C: do the test in a room within it")
     for low, high in itertools.pairwise(temperatures):
         if low <= temperature_c <= high:
@@ -107,6 +109,8 @@ class HumidityCorrection:
         spread = high.raw_humidity_pct - low.raw_humidity_pct
         if spread < 20.0:
             raise CalibrationError(
+                f"el sensor leyó {low.raw_humidity_pct:.1f} % y {high.raw_humidity_pct:.1f} % "
+                "en los dos frascos; ¿sal saturada (cristales sin disolver) y tapa cerrada? / "
                 f"the sensor read {low.raw_humidity_pct:.1f} % and {high.raw_humidity_pct:.1f} % "
                 "in the two jars: they should differ by about 40 %. Is the salt saturated "
                 "(undissolved crystals at the bottom) and the lid closed?")
@@ -114,8 +118,9 @@ class HumidityCorrection:
         offset = low.reference_pct - gain * low.raw_humidity_pct
         if not GAIN_RANGE[0] <= gain <= GAIN_RANGE[1] or abs(offset) > MAX_OFFSET_PCT:
             raise CalibrationError(
-                f"the correction would be x{gain:.3f} {offset:+.1f} %: far beyond a DHT22's "
-                "spread. Replace the sensor, or check the jars and do the test again")
+                f"la corrección sería x{gain:.3f} {offset:+.1f} %: cambie el sensor o revise "
+                f"los frascos / the correction would be x{gain:.3f} {offset:+.1f} %: far beyond "
+                "a DHT22's spread. Replace the sensor, or check the jars and do the test again")
         return cls(gain=round(gain, 5), offset_pct=round(offset, 3),
                    calibrated_ts=calibrated_ts, points=(low, high))
 
@@ -284,8 +289,10 @@ class SaltTest:
             at_s = self.now()
             if at_s - started_s > self.timeout_s:
                 raise CalibrationError(
-                    f"the reading did not settle in {self.timeout_s / 3600:g} h in the {salt} "
-                    "jar: check the lid and that the salt is wet with crystals left")
+                    f"la lectura no se estabilizó en {self.timeout_s / 3600:g} h: revise la "
+                    "tapa y que la sal esté húmeda y con cristales / the reading did not "
+                    f"settle in {self.timeout_s / 3600:g} h in the {salt} jar: check the lid "
+                    "and that the salt is wet with crystals left")
             try:
                 reading = self.read()
             except SensorError as exc:
