@@ -9,6 +9,8 @@ from __future__ import annotations
 import json
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from secadero import contract
 from secadero.errors import ProtocolError
@@ -81,3 +83,25 @@ def test_raw_humidity_is_optional_checked_and_stored_beside_the_corrected() -> N
     with pytest.raises(ProtocolError) as info:
         contract.decode(TELEMETRY_TOPIC, old.replace(b"}", b',"humidity_raw_pct":101}'))
     assert (info.value.reason, info.value.field) == ("out_of_range", "humidity_raw_pct")
+
+
+# JSON values (json.dumps would write NaN and Infinity, which are not JSON).
+_json = st.recursive(st.none() | st.booleans() | st.integers()
+                     | st.floats(allow_nan=False, allow_infinity=False) | st.text(max_size=8),
+                     lambda inner: st.lists(inner, max_size=3)
+                     | st.dictionaries(st.text(max_size=8), inner, max_size=3), max_leaves=8)
+_health_keys = st.sampled_from(["throttled", "wifi_rssi_dbm", "disk_free_bytes", "clock",
+                                "calibrated_ts", "other"])
+
+
+@settings(max_examples=300, deadline=None)
+@given(health=_json | st.dictionaries(_health_keys, _json, max_size=5))
+def test_any_health_value_decodes_or_is_refused_naming_health(health: object) -> None:
+    payload = json.dumps({"state": "online", "ts": 1780000000.0, "health": health}).encode()
+    try:
+        decoded = contract.decode(STATUS_TOPIC, payload).message.health
+    except ProtocolError as exc:
+        assert exc.field is not None and exc.field.startswith("health"), exc
+    else:
+        assert decoded is None or isinstance(decoded, contract.NodeHealth)
+        assert (decoded is None) == (health is None)
