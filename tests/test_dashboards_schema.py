@@ -81,10 +81,21 @@ def lint(dashboard: dict[str, Any], datasource_uid: str) -> list[str]:
         for name in re.findall(r"\$(\w+)", BUILTIN.sub("", text)):
             if name not in declared:
                 problems.append(f"${name} is not a declared variable: {text[:80]}")
+    cells: dict[tuple[int, int], str] = {}
     for panel in dashboard["panels"]:
         position = panel["gridPos"]
         if position["x"] < 0 or position["w"] < 1 or position["x"] + position["w"] > 24:
             problems.append(f"panel {panel['title']!r} is outside the 24 columns: {position}")
+        # Overlapping panels: Grafana pushes one down, and the wall's layout is lost.
+        for x in range(position["x"], position["x"] + position["w"]):
+            for y in range(position["y"], position["y"] + position["h"]):
+                other = cells.setdefault((x, y), panel["title"])
+                if other != panel["title"]:
+                    problems.append(f"panel {panel['title']!r} overlaps {other!r}")
+                    break
+            else:
+                continue
+            break
     return problems
 
 
@@ -117,11 +128,13 @@ def test_the_lint_rules_catch_each_mistake() -> None:
     broken["uid"] = "x" * 41
     broken["panels"][1]["id"] = broken["panels"][0]["id"]
     broken["panels"][2]["targets"][0]["query"] += " AND $tray"
-    broken["panels"][3]["gridPos"].update(x=20, w=6)
+    broken["panels"][3]["gridPos"].update(x=20, w=6, y=100)  # off the grid, alone
     broken["panels"][4]["datasource"] = {"type": "influxdb", "uid": "other"}
+    broken["panels"][6]["gridPos"] = dict(broken["panels"][5]["gridPos"])
     problems = lint(broken, provisioned_datasource_uid())
     assert [problem.split(" ")[0] for problem in problems] == [
-        "uid", "panel", "datasource", "$tray", "panel"]
+        "uid", "panel", "datasource", "$tray", "panel", "panel"]
+    assert problems[-1].endswith(f"overlaps {broken['panels'][5]['title']!r}")
 
 
 def test_files_are_what_the_generator_writes() -> None:
