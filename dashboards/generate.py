@@ -159,13 +159,14 @@ def wall() -> dict[str, Any]:
     panels = [
         panel("stat", "Alerta / Alert",
               "La alerta más reciente del tendal, en su propio texto (el mismo que recibió el "
-              "personal). Rojo: alerta activa; verde: todo despejado.",
+              "personal). Si sigue activa lo dice la ficha de la derecha (ALERTA en rojo).",
               grid(0, 0, 18, 5),
               [query(f'SELECT last("message") AS "mensaje", last("state") AS "estado" '
                      f'FROM "alert" WHERE {YARD} AND {ALERT_WINDOW}', fmt="table")],
+              # Neutral: the text may be the all-clear; the state tile beside it is the colour.
               options=stat_options(value_size=40, title_size=title, text_mode="value",
-                                   fields="/^mensaje$/"),
-              color={"mode": "fixed", "fixedColor": "red"}, no_value="Sin alertas / No alerts"),
+                                   fields="/^mensaje$/", color_mode="none"),
+              no_value="Sin alertas / No alerts"),
         panel("stat", "Estado de alerta",
               "ALERTA (rojo) mientras la última alerta del tendal está levantada; SIN ALERTA "
               "(verde) cuando se despejó.",
