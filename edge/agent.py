@@ -115,6 +115,7 @@ class NodeAgent:
         # Read once at start: `secadero edge calibrate` runs with the agent stopped.
         self.calibration = self._load_calibration(settings.calibration_file)
         self.disk_free = DiskFree(settings.outbox.path)
+        self._last_health: contract.NodeHealth | None = None
         if clock_synced is None:
             clock_synced = kernel_clock_synced if settings.clock == "ntp" else always_synced
         self.clock = ClockGuard(synced=clock_synced, wall=wall, monotonic=monotonic,
@@ -448,7 +449,11 @@ class NodeAgent:
         return contract.Status(state="online", ts=round(self._wall(), 3), version=__version__,
                                buffered=self.outbox.buffered,
                                uptime_s=round(self._monotonic() - self._started_mono, 1),
-                               health=self.health())
+                               health=self._refresh_health())
+
+    def _refresh_health(self) -> contract.NodeHealth:
+        self._last_health = self.health()
+        return self._last_health
 
     def health(self) -> contract.NodeHealth:
         """What the node knows of its own condition (``None`` where it cannot know)."""
@@ -487,7 +492,9 @@ class NodeAgent:
                      "broker": f"{self.settings.mqtt.host}:{self.settings.mqtt.port}"},
             "clock": {"state": self.clock.state, "trusted": self.clock.trusted,
                       "jumps": self.clock.jumps, "source": self.settings.clock},
-            "health": dataclasses.asdict(self.health()),
+            # As last sent: the status file is written every 2 s, and on an older Pi
+            # image each fresh reading runs `vcgencmd`.
+            "health": dataclasses.asdict(self._last_health or self._refresh_health()),
             "calibration": (None if self.calibration is None else
                             {"gain": self.calibration.gain,
                              "offset_pct": self.calibration.offset_pct,
