@@ -168,12 +168,14 @@ def wall() -> dict[str, Any]:
                                    fields="/^mensaje$/", color_mode="none"),
               no_value="Sin alertas / No alerts"),
         panel("stat", "Estado de alerta",
-              "ALERTA (rojo) mientras la última alerta del tendal está levantada; SIN ALERTA "
-              "(verde) cuando se despejó.",
+              "ALERTA (rojo) mientras la alerta del tendal está levantada; RECIBIDA (naranja) "
+              "cuando alguien respondió OK o las bandejas entraron, y sigue vigente; SIN "
+              "ALERTA (verde) cuando terminó.",
               grid(18, 0, 6, 5),
               [query(f'SELECT last("state") AS "estado" FROM "alert" WHERE {YARD} '
                      f'AND {ALERT_WINDOW}', fmt="table")],
-              mappings=mapping({"raised": ("ALERTA", "red"), "clear": ("SIN ALERTA", "green")}),
+              mappings=mapping({"raised": ("ALERTA", "red"), "acknowledged": ("RECIBIDA", "orange"),
+                                "resolved": ("SIN ALERTA", "green")}),
               no_value="SIN ALERTA",
               options=stat_options(value_size=big, title_size=title, text_mode="value")),
         panel("stat", "Bandejas / Trays",

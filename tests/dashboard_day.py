@@ -129,7 +129,9 @@ def simulated_day(yard: str, now: float) -> tuple[list[str], dict[str, Any]]:
     text += [
         alert_line(Transition(shower[0] - 900, yard, "rain_forecast", "raised", "warning",
                               "Lluvia en ~15 min (85%). Recoger bandejas.", 1)),
-        alert_line(Transition(trays_in[1], yard, "rain_forecast", "clear", "info",
+        alert_line(Transition(trays_in[0] + 60, yard, "rain_forecast", "acknowledged", "warning",
+                              "Lluvia en ~15 min (85%). Recoger bandejas.", 1)),
+        alert_line(Transition(trays_in[1], yard, "rain_forecast", "resolved", "info",
                               "Pasó la lluvia. Pueden sacar las bandejas.", 1)),
         alert_line(Transition(now - 1200, yard, "rain_forecast", "raised", "warning",
                               ACTIVE_ALERT, 2)),

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import re
 import time
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -93,8 +94,9 @@ def test_every_batch_annotation_finds_its_marks(yard_day: dict[str, Any]) -> Non
         series = run_query(yard_day["url"], yard_day["db"], text)
         counts[annotation["name"]] = sum(len(one.values) for one in series)
         assert all("text" in one.columns for one in series), annotation["name"]
-    # Batch start + 2 moisture; 2 rain events per node; 2 tray events per tray; 3 alerts.
-    assert counts == {"Lote": 3, "Lluvia": 4, "Bandejas": 6, "Alertas": 3}
+    # Batch start + 2 moisture; 2 rain events per node; 2 tray events per tray; 4 alert
+    # transitions (raised, acknowledged, resolved; raised again).
+    assert counts == {"Lote": 3, "Lluvia": 4, "Bandejas": 6, "Alertas": 4}
 
 
 def test_wall_display_tells_trays_rain_forecast_alert_and_nodes(
@@ -160,3 +162,15 @@ def test_a_broken_query_or_an_empty_one_fails(yard_day: dict[str, Any]) -> None:
                          yard_day["now"], values))
     misspelt = expand(query.replace('"tray"', '"trays"', 1), dashboard, yard_day["now"], values)
     assert not shows_data(run_query(yard_day["url"], yard_day["db"], misspelt))
+
+
+def test_the_alert_state_tile_names_every_state_the_alert_engine_writes() -> None:
+    """A state without a mapping would show as a bare English word on the wall."""
+    engine = (Path(__file__).resolve().parent.parent / "server" / "alerts" /
+              "engine.py").read_text()
+    written = set(re.findall(r'\.transition\([^,]+,[^,]+,\s*"(\w+)"', engine))
+    assert written == {"raised", "acknowledged", "resolved"}
+    [tile] = [panel for panel in load("wall.json")["panels"]
+              if panel["title"] == "Estado de alerta"]
+    [mapping] = tile["fieldConfig"]["defaults"]["mappings"]
+    assert set(mapping["options"]) == written
