@@ -194,10 +194,12 @@ def wall() -> dict[str, Any]:
               mappings=mapping({"true": ("LLUEVE", "red"), "false": ("SECO", "green")}),
               options=stat_options(value_size=big, title_size=title)),
         panel("stat", "Lluvia próximas 3 h",
-              "La mayor probabilidad de lluvia del pronóstico en las próximas tres horas.",
+              "La mayor probabilidad de lluvia del pronóstico en la hora en curso y las tres "
+              "siguientes.",
               grid(8, 12, 6, 7),
+              # Forecast points carry their hour's start: "> now() - 1h" keeps the hour in course.
               [query(f'SELECT max("precip_prob_pct") FROM "forecast" WHERE {YARD} '
-                     f'AND time >= now() AND time <= now() + 3h')],
+                     f'AND time > now() - 1h AND time <= now() + 3h')],
               unit="percent", decimals=0,
               steps=thresholds((None, "green"), (40, "yellow"), (70, "red")),
               options=stat_options(value_size=big, title_size=title, text_mode="value")),
