@@ -37,6 +37,7 @@ HEALTH = {"norte-1": dict(throttled=0x50000, wifi_rssi_dbm=-63.0, disk_free_byte
           "sur-1": dict(throttled=0, wifi_rssi_dbm=-71.0, disk_free_bytes=900_000_000,
                         clock="synced", calibrated_ts=None)}
 SEQ_GAP_NORTE = 3
+CURRENT_HOUR_PROB = 90.0
 
 
 @dataclass(frozen=True)
@@ -113,12 +114,15 @@ def simulated_day(yard: str, now: float) -> tuple[list[str], dict[str, Any]]:
     text += to_lines_str([node_point(yard, "norte-1", now - 6 * 3600, seq_gap=SEQ_GAP_NORTE)])
 
     first_hour = int(start // 3600) * 3600
+    this_hour = int(now // 3600) * 3600
     hours = []
     for hour_start in range(first_hour, int(now) + 12 * 3600, 3600):
-        if shower[0] - 3600 <= hour_start < shower[1]:
-            probability = 85.0
-        elif now - 3600 <= hour_start < now + 2 * 3600:
+        if hour_start == this_hour:
+            probability = CURRENT_HOUR_PROB  # the hour in course: rain is close
+        elif this_hour < hour_start <= this_hour + 2 * 3600:
             probability = 80.0
+        elif shower[0] - 3600 <= hour_start < shower[1]:
+            probability = 85.0
         else:
             probability = 10.0
         hours.append(ForecastHour(start_ts=hour_start, end_ts=hour_start + 3600,

@@ -21,6 +21,7 @@ import pytest
 from conftest import create_database_and_write
 from dashboard_day import (
     ACTIVE_ALERT,
+    CURRENT_HOUR_PROB,
     NODES,
     SEQ_GAP_NORTE,
     QueryFailed,
@@ -107,7 +108,7 @@ def test_wall_display_tells_trays_rain_forecast_alert_and_nodes(
     assert by_tag(results["Lluvia ahora / Rain now"], "node") == {
         ("norte-1",): False, ("sur-1",): False}
     [next_hours] = results["Lluvia próximas 3 h"]
-    assert next_hours.values[0][1] == 80.0
+    assert next_hours.values[0][1] == CURRENT_HOUR_PROB  # the hour in course counts
     [alert] = results["Alerta / Alert"]
     assert dict(zip(alert.columns, alert.values[0], strict=True))["mensaje"] == ACTIVE_ALERT
     [state] = results["Estado de alerta"]
