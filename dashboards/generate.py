@@ -401,7 +401,9 @@ def nodes() -> dict[str, Any]:
         stat_row("Visto por última vez / Last seen",
                  "Hace cuánto llegó el último mensaje de estado de cada nodo (cada minuto "
                  "mientras está en línea). Más de 5 min: revisar la red o la energía.",
-                 grid(0, 0, 12, 5), per_node('last("online") AS "visto"'),
+                 # uptime_s comes only in the node's own online status: the server's
+                 # "silent" mark (online = 0, no uptime) is not the node being seen.
+                 grid(0, 0, 12, 5), per_node('last("uptime_s") AS "visto"', '"online" = 1'),
                  unit="dateTimeFromNow", steps=thresholds((None, "green"))),
         stat_row("En línea", "EN LÍNEA o SIN SEÑAL según el último estado de cada nodo.",
                  grid(12, 0, 12, 5), per_node('last("online")'),
