@@ -35,6 +35,7 @@ TIMEZONE = "America/Lima"
 # The wall shows the latest alert even when it was raised before the 6 h on screen:
 # an episode can last a whole rainy afternoon.
 ALERT_WINDOW = "time > now() - 7d"
+NODE_WINDOW = "time > now() - 7d"
 
 
 # --------------------------------------------------------------------------
@@ -223,7 +224,9 @@ def wall() -> dict[str, Any]:
               "EN LÍNEA (verde) o SIN SEÑAL (rojo): el servidor marca un nodo sin señal cuando "
               "calla más de lo permitido o su conexión se cae.",
               grid(0, 19, 24, 5),
-              [query(f'SELECT last("online") FROM "node" WHERE {YARD} AND $timeFilter '
+              # 7 days, not the 6 h on screen: a node that died this morning must stay
+              # on the wall as SIN SEÑAL, not vanish from it.
+              [query(f'SELECT last("online") FROM "node" WHERE {YARD} AND {NODE_WINDOW} '
                      f'GROUP BY "node"', alias="$tag_node")],
               mappings=mapping({"1": ("EN LÍNEA", "green"), "0": ("SIN SEÑAL", "red")}),
               options=stat_options(value_size=48, title_size=title)),
