@@ -43,6 +43,7 @@ from secadero.settings.common import (
     InfluxSettings,
     MqttSettings,
     RecipientSettings,
+    YardRules,
     YardSettings,
 )
 from secadero.settings.edge import (
@@ -63,6 +64,8 @@ from secadero.settings.notifiers import (
     WebhookSettings,
 )
 from secadero.settings.server import (
+    RULE_THRESHOLDS,
+    SWITCHABLE_RULES,
     AlertSettings,
     BatchSettings,
     ForecastSettings,
@@ -78,6 +81,8 @@ __all__ = [
     "PROVIDERS",
     "REQUIRED",
     "ROLES",
+    "RULE_THRESHOLDS",
+    "SWITCHABLE_RULES",
     "AlertSettings",
     "AreaSettings",
     "BatchSettings",
@@ -99,6 +104,7 @@ __all__ = [
     "ServerSettings",
     "TwilioSettings",
     "WebhookSettings",
+    "YardRules",
     "YardSettings",
     "check_file",
     "check_files",
