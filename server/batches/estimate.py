@@ -10,21 +10,24 @@ the batch's drying periods (trays out, plate dry, air dry enough), each
 weighted by its mean vapour-pressure deficit (kPa·h). Nights, rain and humid
 mornings add nothing to ``tau``, so they need no special case.
 
-``ln(X - Xe)`` is then a straight line in ``tau``: its slope ``-k`` is fitted
-by weighted least squares over the readings, starting from a prior on ``k``
-(Puello-Mendez et al. 2017: 58 % -> 7 % in 6 days open air, k = 0.76/day),
-so one reading already gives a (wide) estimate and each further reading
-narrows it. Each reading's weight comes from the meter's noise seen through
-the logarithm: near the target a 0.3-point error in ``w`` is a large error in
-``ln(X - Xe)``, so the late readings count less for the slope.
+``ln(X - Xe)`` is then a straight line in ``tau``, of slope ``-k``. ``k`` is
+learnt by Bayes' rule: the prior is lognormal around the published open-air
+speed (Puello-Mendez et al. 2017: 58 % -> 7 % in 6 days, k = 0.76/day, over
+the yard's typical day) with the spread of the published durations; the
+likelihood is the readings' through the meter's noise, each segment's level
+free. One reading already gives a (wide) estimate and each further reading
+narrows it. Each reading's weight is the meter's noise seen through the
+logarithm at the fitted curve: near the target a 0.3-point error in ``w`` is a
+large error in ``ln(X - Xe)``, so the late readings count less for the slope.
 
 Into the future the batch receives the yard's usual open-tray window
-(``DryingSchedule``, local time) times the drying power per open hour this
-batch has had so far, times a random weather factor for each day. The range
-(P20, P50, P80) comes from drawing, many times, the fitted curve from its
-uncertainty and each future day's weather, and reading the quantiles of the
-instants at which the curve crosses the target. The draws use a fixed seed:
-the same input gives the same estimate.
+(``DryingSchedule``, local time), hour by hour as its past days dried, at the
+level of its past days (in logs, pulled towards the typical day), times a
+random weather factor for each day; the rest of today at today's factor as
+its drying so far shows it. The range (P20, P50, P80) comes from drawing,
+many times, the curve from its posterior and the weather ahead, and reading
+the quantiles of the instants at which the curve crosses the target. The
+draws use a fixed seed: the same input gives the same estimate.
 """
 
 from __future__ import annotations
@@ -66,8 +69,9 @@ TYPICAL_VPD_KPA = 1.5
 # typical day (``typical_day_kpa_h``: the published days were typical days), its
 # spread that of the published sun-drying durations (Dzelagha et al. 2020, Table 1: 2
 # to 10 days; their median is 6 days too): the standard deviation of their logarithms,
-# 0.48. A batch twice or half as fast as the published one is then well
-# within the prior, which a normal prior on k (symmetric, and crossing zero) was not.
+# 0.48. A 2-day batch (k three times the published) is then 2.3 standard deviations
+# out, unlikely but believable; a normal prior on k (0.76 ± 0.46 per day) put it 2.8
+# out, and gave weight to k below zero.
 PUBLISHED_DRYING_DAYS = (6.0, 7.0, 8.0, 10.0, 2.0, 5.0, 5.0, 7.0, 9.0)
 PRIOR_K_PER_DAY = 0.76
 PRIOR_K_PER_KPA_H = PRIOR_K_PER_DAY / TYPICAL_DAY_KPA_H  # on the built-in typical day
@@ -90,8 +94,8 @@ MODEL_SD_LN = 0.05
 # trays out), not the meter's noise: the curve starts again from it, with the same k.
 REWETTING_RISE_PCT = 1.0
 
-# Day-to-day weather: each future day's drying power is the expected one times a
-# lognormal factor of mean 1 and sigma 0.35, the day's weather factor of the reference
+# Day-to-day weather: each future day's drying power is the yard's median day's times a
+# lognormal factor of sigma 0.35 (median 1), the day's weather factor of the reference
 # simulation (docs/batches.md). The drying hours are VPD-weighted, so this is the
 # spread of a day's VPD-weighted drying: in the bench's harsher yard, showers and humid
 # mornings included, it is 0.37.
