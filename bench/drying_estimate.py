@@ -1,30 +1,31 @@
-"""How good is the drying estimate? Replays of published drying curves in a simulated yard.
+"""How good is the drying estimate? Replays of published drying curves in simulated yards.
 
 Run by hand:  .venv/bin/python bench/drying_estimate.py [--replays 2000] [--seed 1]
 
 Each replay is one batch. Its beans follow a Lewis curve on the dry-basis
-moisture ratio (the estimator's own model family) calibrated to one of the
-published durations below, in a yard where
+moisture ratio (the estimator's own model family) calibrated to a published
+duration. Two yards:
 
-- trays are out 07:00-18:00 America/Lima and in at night;
-- each day's weather is a factor drawn lognormal (sigma 0.35, as in the
-  reference simulation): it scales that day's VPD and so its drying;
-- a further factor per day (lognormal sigma 0.1) that the VPD does not show
-  (wind, cloud on the beans): what a VPD-weighted model cannot see;
-- mornings stay above the drying humidity for 0-2 h after the trays go out,
-  and on 35 % of days a 0.5-3 h shower closes the trays (plus half an hour of
-  wet air after it): no drying in either;
-- the moisture meter is read at 08:00 and 17:00, ±0.5 points (uniform),
-  shown to one decimal.
+- the reference file's own simulation (``REFERENCE``, ``run_reference``):
+  58 % -> 7 % in 6 days, trays out 07:00-18:00 America/Lima, each day's
+  weather a factor drawn lognormal (sigma 0.35) that scales every open hour of
+  the day and shows in its VPD, the meter read at 08:00 and 17:00 ±0.5 points;
+- a harsher yard (``Weather()``): the same, plus each day's drying the VPD does
+  not show (lognormal sigma 0.1), a VPD shaped over the day, mornings above the
+  drying humidity for 0-2 h, on 35 % of days a 0.5-3 h shower that closes the
+  trays (plus half an hour of wet air), and nine published curves.
 
 The estimate is asked once half, and once three quarters, of the batch's
 open-tray hours to the true crossing of 7.5 % have passed, with the readings
 and drying periods up to then. Its P50 is compared with the true crossing in
 drying days (local days of the schedule) and in open-tray hours (the
-schedule's hours between the two instants). Prints the tables in
+schedule's hours between the two instants); so is the crossing of its fitted
+curve had the weather ahead been known (``Score.known_*``), and the answer of
+the best possible estimator (``score_oracle``: the true curve, the rest of
+today, the days after drawn from the yard's true weather). Prints the tables in
 docs/batches.md and docs/performance.md. Seeded: the same seed gives the same
-figures. ``tests/batches/test_estimate.py`` runs 200 of these replays against
-the issue's bar.
+figures. ``tests/batches/test_estimate.py`` runs 200 of these replays per yard
+against the figures docs/batches.md reports.
 """
 
 from __future__ import annotations
@@ -83,7 +84,7 @@ PUBLISHED = (
 
 @dataclass(frozen=True, slots=True)
 class Weather:
-    """How the simulated yard's days are drawn (the defaults: the bar's conditions)."""
+    """How the simulated yard's days are drawn (the defaults: the harsher yard)."""
 
     sigma: float = 0.35  # each day's weather factor (lognormal), seen in the VPD
     hidden_sigma: float = 0.10  # each day's drying the VPD does not show
