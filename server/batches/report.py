@@ -636,10 +636,22 @@ class _Page:
                        fontweight="bold" if bold else "normal", transform=ax.transAxes)
         renderer = ax.figure.canvas.get_renderer()
         limit = ax.transAxes.transform((right, y))[0]
-        kept = len(value)
-        while kept > 1 and text.get_window_extent(renderer).x1 > limit:
-            kept -= 1
-            text.set_text(value[:kept].rstrip(" -_.,/") + "…")
+
+        def fits(kept: int) -> bool:
+            text.set_text(value if kept == len(value)
+                          else value[:kept].rstrip(" -_.,/") + "…")
+            return text.get_window_extent(renderer).x1 <= limit
+
+        if fits(len(value)):
+            return
+        low, high = 1, len(value) - 1  # the longest cut that fits: a few measurements
+        while low < high:
+            middle = (low + high + 1) // 2
+            if fits(middle):
+                low = middle
+            else:
+                high = middle - 1
+        fits(low)
 
     def draw_climate(self, humidity: Axes, temperature: Axes) -> None:
         # One pass over the samples (numpy turns None into NaN for a float array).

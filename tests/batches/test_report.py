@@ -249,7 +249,8 @@ def test_a_long_yard_id_is_cut_in_its_column_and_overlaps_nothing(yard: str) -> 
     batch, series, metrics, readings, estimate = ten_day_batch()
     batch = dataclasses.replace(batch, yard=yard,
                                 member="Asociación de Productores Agropecuarios del Alto Mayo",
-                                trays=(T1, T2, T3, TrayRef("norte-2", "t2")))
+                                trays=(T1, T2, T3, TrayRef("norte-2", "t2")),
+                                notes="Trinitario, cajón 3, volteo cada 2 h. " * 40)
 
     figure = report.page(batch, series, metrics, readings, estimate, language="es",
                          timezone="America/Lima")
@@ -264,7 +265,10 @@ def test_a_long_yard_id_is_cut_in_its_column_and_overlaps_nothing(yard: str) -> 
     # they reach the next column or the page's margin.
     assert {"B-2026-031", "L-0412", "Bandejas:"} <= set(by_text)
     cut = [t for t in by_text if t.endswith("…")]
-    assert sorted(c[:8] for c in cut) == sorted(["(4) nort", "Asociaci", yard[:8]])
+    assert sorted(c[:8] for c in cut) == sorted(["(4) nort", "Asociaci", "Trinitar",
+                                                 yard[:8]])
+    notes = next(t for t in head.texts if t.get_text().startswith("Trinitario"))
+    assert head.bbox.x1 - 20 < notes.get_window_extent().x1 <= head.bbox.x1
 
 
 def test_a_batch_minutes_old_has_its_p50_on_the_page() -> None:
