@@ -106,6 +106,9 @@ WEATHER_SIGMA = 0.35
 # two open hours of a morning (dew on the beans, air still near the drying limit in an
 # Amazon yard) say half of what the day will be, six hours three quarters.
 TODAY_PRIOR_OPEN_HOURS = 2.0
+# ... a prior worth this many past days: the batch's own days show how well its
+# mornings foretell its afternoons (``_today_noise``).
+TODAY_NOISE_PRIOR_DAYS = 1.0
 
 # 400 draws put P20 and P80 within about 2 % of their probability; a fixed seed makes
 # the estimate a function of its input (the same readings, the same answer).
@@ -353,6 +356,7 @@ def _outlook(clock: _DryingClock, windows: _Windows, first_ts: float, now: float
     elapsed_today = now - today_start  # the same span of each past window
     day_logs: list[tuple[float, float]] = []  # (share of a window, ln of drying / typical)
     same_hours: list[float] = []  # each full past day's drying over today's hours so far
+    rest_of_day: list[float] = []  # ... and over the rest of its window
     for start, end in windows.between(first_ts, min(now, today_start)):
         base = windows.window_start(start)
         for i in range(hours):
@@ -366,6 +370,7 @@ def _outlook(clock: _DryingClock, windows: _Windows, first_ts: float, now: float
                          math.log(max(drying / (typical_rate * open_h), 0.1))))
         if start == base:  # a whole window: comparable with today's morning
             same_hours.append(clock.at(min(base + elapsed_today, end)) - clock.at(base))
+            rest_of_day.append(drying - same_hours[-1])
     prior_days = TYPICAL_DAY_WEIGHT_OPEN_HOURS / windows.hours_per_day
     days_seen = sum(share for share, _ in day_logs)
     level = ((prior_days * -WEATHER_SIGMA**2 / 2 + sum(share * log for share, log in day_logs))
@@ -398,11 +403,38 @@ def _outlook(clock: _DryingClock, windows: _Windows, first_ts: float, now: float
     if first_ts > today_start or not same_hours or min(same_hours) <= 0 or today_so_far <= 0:
         return outlook  # the first day, no comparable morning, or nothing dried yet today
     usual = math.exp(sum(math.log(d) for d in same_hours) / len(same_hours))
-    seen = usual / (typical_rate * math.exp(past_level))  # open hours of usual drying
-    share = seen / (seen + TODAY_PRIOR_OPEN_HOURS)
+    rate = typical_rate * math.exp(past_level)
+    seen = usual / rate  # open hours of usual drying
+    share = seen / (seen + _today_noise(same_hours, rest_of_day, seen, rate))
     observed = past_level + math.log(today_so_far / usual)
     return replace(outlook, today_mu=level + share * (observed - level),
                    today_sigma=WEATHER_SIGMA * math.sqrt(1.0 - share))
+
+
+def _today_noise(mornings: Sequence[float], rests: Sequence[float], seen: float,
+                 rate: float) -> float:
+    """How far a morning's drying strays from its day's weather, in open hours of prior.
+
+    Each open hour's drying is the day's factor times the hour's own noise (variance c
+    per open hour of usual drying), so on a past day ln(morning) - ln(rest) has variance
+    c (1/e + 1/r), the day's factor cancelling. Its spread over the batch's past days
+    (those with drying in both parts) updates the prior c = TODAY_PRIOR_OPEN_HOURS s²,
+    worth ``TODAY_NOISE_PRIOR_DAYS`` days (a scaled inverse chi-squared). The answer,
+    c / s², is what today's ``e`` hours are weighed against: a yard whose mornings have
+    foretold its afternoons (the reference's) soon trusts today's; one with humid
+    mornings and afternoon showers keeps to the prior or below it.
+    """
+    pairs = [(m, r) for m, r in zip(mornings, rests, strict=True) if m > 0 and r > 0]
+    if len(pairs) < 2:
+        return TODAY_PRIOR_OPEN_HOURS
+    rest_h = sum(r for _, r in pairs) / len(pairs) / rate
+    gaps = [math.log(m) - math.log(r) for m, r in pairs]
+    mean = sum(gaps) / len(gaps)
+    per_hour = sum((g - mean) ** 2 for g in gaps) / (1.0 / seen + 1.0 / rest_h)
+    prior = TODAY_PRIOR_OPEN_HOURS * WEATHER_SIGMA**2
+    noise = ((TODAY_NOISE_PRIOR_DAYS * prior + per_hour)
+             / (TODAY_NOISE_PRIOR_DAYS + len(pairs) - 1))
+    return noise / WEATHER_SIGMA**2
 
 
 # ------------------------------------------------------------------ the fit

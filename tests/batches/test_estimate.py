@@ -190,7 +190,12 @@ def test_a_bright_morning_is_a_bright_day_and_brings_the_crossing_earlier():
     readings = [r for r in CURVE_READINGS if r.ts <= at(2, "10:00")]
     usual = run(readings, _day_of(1.0), at(2, "10:00"))
     bright = run(readings, _day_of(2.0), at(2, "10:00"))
-    s, share = drying.WEATHER_SIGMA, 3.0 / (3.0 + drying.TODAY_PRIOR_OPEN_HOURS)
+    # The two past days' mornings foretold their afternoons exactly (the same share of
+    # the day each time): the prior's noise, worth TODAY_NOISE_PRIOR_DAYS, is pooled with
+    # one degree of freedom of none.
+    prior_days = drying.TODAY_NOISE_PRIOR_DAYS
+    noise_h = drying.TODAY_PRIOR_OPEN_HOURS * prior_days / (prior_days + 1)
+    s, share = drying.WEATHER_SIGMA, 3.0 / (3.0 + noise_h)
     for result, ratio in ((usual, 1.0), (bright, 2.0)):
         # Today in logs: the level, moved the share of the way to the past days' level
         # (0: they were typical) plus ln(today's drying / the same hours of the past days).
@@ -200,6 +205,20 @@ def test_a_bright_morning_is_a_bright_day_and_brings_the_crossing_earlier():
             math.exp(mu + (1 - share) * s**2 / 2))
     assert bright.details["today_factor"] > 1.5 > usual.details["today_factor"]
     assert bright.p50_ts < usual.p50_ts
+
+
+def test_mornings_that_did_not_foretell_their_afternoons_make_today_count_less():
+    # Three past days: on one the morning dried at 0.5 kPa and the afternoon at 1.5 (a
+    # humid morning), on the others evenly; today's bright morning then says less.
+    readings = [r for r in CURVE_READINGS if r.ts <= at(2, "10:00")]
+    even = run(readings, _day_of(2.0), at(2, "10:00"))
+    uneven_day = [DryingPeriod(at(1, "07:00"), at(1, "10:00"), 0.5),
+                  DryingPeriod(at(1, "10:00"), at(1, "18:00"), 1.5)]
+    periods = [*windows(1), *uneven_day, DryingPeriod(at(2, "07:00"), at(2, "10:00"), 2.0)]
+    uneven = run(readings, periods, at(2, "10:00"))
+    # Relative to its own level, today's factor moved less of the way to what it showed.
+    assert (math.log(uneven.details["today_factor"]) - uneven.details["level_ln"]
+            < math.log(even.details["today_factor"]) - even.details["level_ln"])
 
 
 def test_on_the_first_day_today_is_drawn_as_any_day():
