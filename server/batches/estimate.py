@@ -102,9 +102,10 @@ REWETTING_RISE_PCT = 1.0
 WEATHER_SIGMA = 0.35
 
 # Today's weather shows in today's drying so far: a bright morning is a bright day. Its
-# hours so far count against this many open hours of the day-to-day prior: the first
-# two open hours of a morning (dew on the beans, air still near the drying limit in an
-# Amazon yard) say half of what the day will be, six hours three quarters.
+# hours so far count against this many open hours of the day-to-day prior, before the
+# batch's own days say better: the first two open hours of a morning (dew on the beans,
+# air still near the drying limit in an Amazon yard) say half of what the day will be,
+# six hours three quarters.
 TODAY_PRIOR_OPEN_HOURS = 2.0
 # ... a prior worth this many past days: the batch's own days show how well its
 # mornings foretell its afternoons (``_today_noise``).
