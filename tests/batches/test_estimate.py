@@ -368,7 +368,7 @@ bench = _bench()
 def test_each_published_curve_replayed_alone_is_predicted_on_its_day(curve):
     """Median weather every day, exact readings: the published duration is found within
     3 open-tray hours (a crossing early in a morning predicted the evening before is a
-    drying day early: three of the nine curves, by 1.3-2.4 h)."""
+    drying day early: five of the nine curves, by 1.1-2.0 h)."""
     summary = bench.run(1, 1, bench.Weather(constant=True, meter_noise_pct=0.0), (curve,))
     for fraction in (0.5, 0.75):
         (scored,) = summary.scores[fraction]
@@ -381,24 +381,24 @@ def test_200_replays_of_the_reference_simulation_keep_the_accuracy_docs_batches_
     in 6 days, each day's weather factor lognormal 0.35 and seen in the VPD, the meter
     twice a day ±0.5 %): the figures this version measures with this seed, a point below.
     On 2,000 replays (docs/batches.md) the estimate told the yard's typical day gets
-    96.6 %, 77.6 %, 79.8 % against the issue's bar of 95 %, 80 %, 80 %; the best possible
+    96.9 %, 77.8 %, 81.6 % against the issue's bar of 95 %, 80 %, 80 %; the best possible
     estimator meets the bar (98.2 %, 84.2 %, 85.5 %)."""
     known = bench.run_reference(200, 1, yard_history=True)
-    assert known.within_days(0.5, 1) >= 0.975  # measured 98.5 %
+    assert known.within_days(0.5, 1) >= 0.98  # measured 99.0 %
     assert known.within_hours(0.5, 8) >= 0.81  # 82.0 %
-    assert known.within_hours(0.75, 5) >= 0.795  # 80.5 %
+    assert known.within_hours(0.75, 5) >= 0.815  # 82.5 %
     # With its built-in typical day (15 kPa·h, the simulated yard's mean day is 17.4).
     built_in = bench.run_reference(200, 1)
     assert built_in.within_days(0.5, 1) >= 0.95  # 96.0 %
-    assert built_in.within_hours(0.5, 8) >= 0.74  # 75.0 %
-    assert built_in.within_hours(0.75, 5) >= 0.745  # 75.5 %
+    assert built_in.within_hours(0.5, 8) >= 0.75  # 76.0 %
+    assert built_in.within_hours(0.75, 5) >= 0.76  # 77.0 %
     # The weather ahead known (the coming days' VPD), the fitted curve alone is right
     # within ±5 open-tray hours every time: what is missed is the weather's.
     assert built_in.known_within_hours(0.5, 5) == 1.0
     assert built_in.known_within_hours(0.75, 5) == 1.0
     # The range is honest: P20-P80 holds the truth about 60 % of the time.
-    assert 0.55 <= known.coverage(0.5) <= 0.72  # 66 %
-    assert 0.55 <= known.coverage(0.75) <= 0.72  # 59 %
+    assert 0.55 <= known.coverage(0.5) <= 0.72  # 64 %
+    assert 0.55 <= known.coverage(0.75) <= 0.72  # 60 %
     best = bench.run_reference(200, 1, oracle=True)  # 100 %, 85.5 %, 86.5 %
     assert best.within_days(0.5, 1) >= 0.95
     assert best.within_hours(0.5, 8) >= 0.80
@@ -411,11 +411,11 @@ def test_200_replays_in_the_harsher_yard_keep_the_accuracy_docs_batches_md_repor
     point below (docs/batches.md). They fall short of the issue's bar, and so does the
     best possible estimator, which knows each batch's curve and the rest of its day."""
     summary = bench.run(200, 1)
-    assert summary.within_days(0.5, 1) >= 0.865  # measured 87.5 %; the bar: 95 %
-    assert summary.within_hours(0.5, 8) >= 0.59  # 60.0 %; the bar: 80 %
+    assert summary.within_days(0.5, 1) >= 0.85  # measured 86.0 %; the bar: 95 %
+    assert summary.within_hours(0.5, 8) >= 0.595  # 60.5 %; the bar: 80 %
     assert summary.within_hours(0.75, 5) >= 0.64  # 65.0 %; the bar: 80 %
     assert summary.within_days(0.75, 1) >= 0.955  # 96.5 %
-    assert 0.45 <= summary.coverage(0.5) <= 0.70  # 55 %
+    assert 0.45 <= summary.coverage(0.5) <= 0.70  # 56 %
     assert 0.45 <= summary.coverage(0.75) <= 0.70  # 56 %
     best = bench.run(200, 1, oracle=True)  # 95.5 %, 78.5 %, 79.0 %
     assert best.within_days(0.5, 1) >= 0.95
