@@ -43,6 +43,7 @@ from datetime import datetime
 from zoneinfo import ZoneInfo
 
 from secadero.server.batches import estimate as drying
+from secadero.server.batches import typical
 from secadero.server.batches.model import DryingPeriod, DryingSchedule, MoistureReading
 
 TIMEZONE = "America/Lima"
@@ -258,14 +259,16 @@ def _asked_at(replay: Replay, fraction: float) -> float:
 
 
 def score(replay: Replay, fraction: float,
-          typical_day_kpa_h: float = drying.TYPICAL_DAY_KPA_H) -> Score:
+          typical_day_kpa_h: float = drying.TYPICAL_DAY_KPA_H,
+          weather_sigma: float = drying.WEATHER_SIGMA) -> Score:
     """Ask the estimate after ``fraction`` of the batch's open-tray hours to the truth."""
     now = _asked_at(replay, fraction)
     readings = [r for r in replay.readings if r.ts <= now]
     periods = [p if p.end <= now else replace(p, end=now)
                for p in replay.periods if p.start < now]
     result = drying.estimate(readings, periods, now=now, target_pct=TARGET_PCT,
-                             schedule=SCHEDULE, typical_day_kpa_h=typical_day_kpa_h)
+                             schedule=SCHEDULE, typical_day_kpa_h=typical_day_kpa_h,
+                             weather_sigma=weather_sigma)
     if result.p50_ts is None:  # reached already (a low noisy reading) or no estimate
         predicted = result.reached_at if result.reached_at is not None else math.inf
         low = high = known = predicted
@@ -410,13 +413,28 @@ class Summary:
         return statistics.median(s.error_open_h for s in self.scores[fraction])
 
 
+def learnt_typical_day(weather: Weather, days: int, rng: random.Random) -> typical.TypicalDay:
+    """What the server learns before a batch (server/batches/typical.py): the ``days``
+    days before it drawn from the same yard, each day's VPD-weighted drying as its
+    drying periods report it (what ``typical.daily_drying`` sums from the climate)."""
+    values = []
+    for index in range(-days, 0):
+        day = simulate_day(index, weather, rng)
+        values.append(sum((p.vpd_kpa or 0.0) * p.hours for p in day.periods))
+    return typical.typical_from_days(values)
+
+
 def run(replays: int, seed: int, weather: Weather = Weather(),
         curves: Sequence[PublishedCurve] = PUBLISHED,
         fractions: Sequence[float] = (0.5, 0.75), *, oracle: bool = False,
-        yard_history: bool = False, calibrated_on: Weather | None = None) -> Summary:
+        yard_history: bool = False, learn_days: int = 0, learn_sigma: bool = False,
+        calibrated_on: Weather | None = None) -> Summary:
     """``replays`` batches, each on a curve drawn from ``curves``; scored at each fraction
     by the estimate (or, ``oracle``, by the best possible estimator). ``yard_history``:
     the estimate is given the yard's true typical day instead of its built-in one.
+    ``learn_days``: the estimate is given the typical day learnt from that many days of
+    the yard before each batch (drawn from their own seeded stream, so the batches are
+    the same as without); ``learn_sigma``: and their day-to-day spread for its range.
     ``calibrated_on``: the weather on whose mean day each curve takes its published time
     (the bar's yard unless given; a duller or brighter yard makes it take longer or
     shorter). The same seed gives the same batches with or without ``oracle``."""
@@ -425,23 +443,31 @@ def run(replays: int, seed: int, weather: Weather = Weather(),
     if weather.constant:  # each curve replayed alone, on its constant day
         calibrated_on = weather
     calibration = mean_day_kpa_h(calibrated_on or Weather())
-    typical = mean_day_kpa_h(weather) if yard_history else drying.TYPICAL_DAY_KPA_H
+    history_rng = random.Random(seed + 2_000_003)
+    day_kpa_h = mean_day_kpa_h(weather) if yard_history else drying.TYPICAL_DAY_KPA_H
+    sigma = drying.WEATHER_SIGMA
     summary = Summary(replays, {f: [] for f in fractions})
     for _ in range(replays):
         replay = simulate_batch(rng.choice(curves), weather, rng, calibration)
+        if learn_days:
+            learnt = learnt_typical_day(weather, learn_days, history_rng)
+            day_kpa_h = learnt.kpa_h
+            sigma = learnt.sigma if learn_sigma and learnt.source == "learnt" else sigma
         for fraction in fractions:
             summary.scores[fraction].append(
                 score_oracle(replay, fraction, weather, oracle_rng) if oracle
-                else score(replay, fraction, typical))
+                else score(replay, fraction, day_kpa_h, sigma))
     return summary
 
 
 def run_reference(replays: int, seed: int, *, oracle: bool = False,
-                  yard_history: bool = False) -> Summary:
+                  yard_history: bool = False, learn_days: int = 0,
+                  learn_sigma: bool = False) -> Summary:
     """The reference file's simulation: its one curve (Puello-Mendez, 58 % -> 7 % in 6
     days on its yard's mean day) in its yard (``REFERENCE``)."""
     return run(replays, seed, REFERENCE, PUBLISHED[:1], oracle=oracle,
-               yard_history=yard_history, calibrated_on=REFERENCE)
+               yard_history=yard_history, learn_days=learn_days, learn_sigma=learn_sigma,
+               calibrated_on=REFERENCE)
 
 
 # ------------------------------------------------------------------ the report

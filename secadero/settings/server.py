@@ -361,6 +361,9 @@ class BatchSettings:
     mould_moisture_pct: float = 8.0
     # and a reading below this (brittle beans).
     brittle_moisture_pct: float = 5.0
+    # The estimate's typical drying day is learnt from the yard's climate over this many
+    # local days before a batch's start (server/batches/typical.py); 0: the built-in day.
+    typical_day_days: int = 14
 
 
 def read_batches(section: Section) -> BatchSettings:
@@ -379,6 +382,8 @@ def read_batches(section: Section) -> BatchSettings:
                                           minimum=1, maximum=60),
         brittle_moisture_pct=section.number("brittle_moisture_pct", d.brittle_moisture_pct,
                                             minimum=0, maximum=60),
+        typical_day_days=section.integer("typical_day_days", d.typical_day_days, minimum=0,
+                                         maximum=60),
     )
     if (isinstance(settings.drying_max_humidity_pct, float)
             and isinstance(settings.rewetting_humidity_pct, float)

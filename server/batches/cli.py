@@ -312,6 +312,13 @@ def describe(view: BatchView, settings: ServerSettings) -> list[str]:
                      f"(most likely {at(e.p50_ts)})")
     else:
         lines.append(f"estimate: none ({e.reason or 'no reason given'})")
+    t = view.typical_day
+    if t is not None and e.reached_at is None:
+        if t.source == "learnt":
+            lines.append(f"  typical day  {t.kpa_h:.1f} kPa·h (±{t.sigma:.0%} a day), learnt "
+                         f"from the yard's last {t.days} days before the batch")
+        else:
+            lines.append(f"  typical day  {t.kpa_h:.1f} kPa·h, built-in ({t.reason})")
     return lines
 
 

@@ -130,6 +130,7 @@ def estimate(
     target_pct: float,
     schedule: DryingSchedule,
     typical_day_kpa_h: float = TYPICAL_DAY_KPA_H,
+    weather_sigma: float = WEATHER_SIGMA,
 ) -> Estimate:
     """When the batch's beans reach ``target_pct`` (wet basis): P20, P50, P80 instants.
 
@@ -141,7 +142,9 @@ def estimate(
 
     ``typical_day_kpa_h``: the yard's drying power on a typical day of the schedule
     (VPD-weighted drying hours, kPa·h), for the days ahead; pass the yard's own (the
-    mean of its recent days' drying periods) when it is known.
+    mean of its recent days' drying periods) when it is known (server/batches/typical.py).
+    ``weather_sigma``: the spread of a day's drying around the yard's level, in logs
+    (the day-to-day weather of the days ahead).
 
     Already at the target (the latest readings at or below it): ``reached_at`` is
     the first reading of that final run and no range is given. No reading at all:
@@ -150,7 +153,9 @@ def estimate(
     _check(readings, periods, now=now, target_pct=target_pct)
     if typical_day_kpa_h <= 0:
         raise BatchError("typical_day_kpa_h", f"must be above 0, got {typical_day_kpa_h!r}")
-    windows = _Windows(schedule)
+    if not weather_sigma > 0:
+        raise BatchError("weather_sigma", f"must be above 0, got {weather_sigma!r}")
+    windows = Windows(schedule)
     ordered = sorted(readings, key=lambda r: r.ts)
     if not ordered:
         return Estimate(target_pct, reason="needs at least one moisture reading")
@@ -176,7 +181,7 @@ def estimate(
     first_ts = min(ordered[0].ts, clock.first_start if clock.first_start is not None else now)
     target_y = math.log(target_x - EQUILIBRIUM_X)
     typical_rate = typical_day_kpa_h / windows.hours_per_day
-    outlook = _outlook(clock, windows, first_ts, now, typical_rate)
+    outlook = _outlook(clock, windows, first_ts, now, typical_rate, weather_sigma)
     efficiency = typical_rate * outlook.expected_factor
     instants = _crossings(fit, clock, outlook, target_y)
     p20, p50, p80 = (_quantile(instants, q) for q in (0.2, 0.5, 0.8))
@@ -310,12 +315,14 @@ class _Outlook:
     ``now`` is outside the windows). A coming day's drying is that times
     ``exp(level + day)``: ``level``, the log of this yard's days against the typical
     day, is known to ``level_sd``; ``day`` is the day's own weather, N(0, s²) (s:
-    ``WEATHER_SIGMA``). Today's rest: ``exp(today_mu + N(0, today_sigma²))``.
+    ``sigma``, the estimate's ``weather_sigma``). Today's rest:
+    ``exp(today_mu + N(0, today_sigma²))``.
     """
 
     days: tuple[_Day, ...]
     level: float
     level_sd: float
+    sigma: float
     today: _Day | None = None
     today_mu: float = 0.0
     today_sigma: float = WEATHER_SIGMA
@@ -323,11 +330,11 @@ class _Outlook:
     @property
     def expected_factor(self) -> float:
         """A coming day's mean drying against the typical day's."""
-        return math.exp(self.level + (self.level_sd**2 + WEATHER_SIGMA**2) / 2)
+        return math.exp(self.level + (self.level_sd**2 + self.sigma**2) / 2)
 
 
-def _outlook(clock: _DryingClock, windows: _Windows, first_ts: float, now: float,
-             typical_rate: float) -> _Outlook:
+def _outlook(clock: _DryingClock, windows: Windows, first_ts: float, now: float,
+             typical_rate: float, sigma: float) -> _Outlook:
     """The outlook from the batch's drying so far (``typical_rate``: kPa·h per open hour
     of the typical day, its mean day).
 
@@ -374,9 +381,9 @@ def _outlook(clock: _DryingClock, windows: _Windows, first_ts: float, now: float
             rest_of_day.append(drying - same_hours[-1])
     prior_days = TYPICAL_DAY_WEIGHT_OPEN_HOURS / windows.hours_per_day
     days_seen = sum(share for share, _ in day_logs)
-    level = ((prior_days * -WEATHER_SIGMA**2 / 2 + sum(share * log for share, log in day_logs))
+    level = ((prior_days * -sigma**2 / 2 + sum(share * log for share, log in day_logs))
              / (prior_days + days_seen))
-    level_sd = WEATHER_SIGMA / math.sqrt(prior_days + days_seen)
+    level_sd = sigma / math.sqrt(prior_days + days_seen)
     past_level = (sum(share * log for share, log in day_logs) / days_seen
                   if days_seen else level)
     rates = [(received[i] + typical_rate * prior_days) / (seen_h[i] + prior_days)
@@ -396,7 +403,7 @@ def _outlook(clock: _DryingClock, windows: _Windows, first_ts: float, now: float
     ahead = list(windows.between(now, now + HORIZON_DAYS * 86400.0))
     inside = bool(ahead) and ahead[0][0] == now > today_start  # today's window, begun
     outlook = _Outlook(tuple(split(a, b) for a, b in ahead[1 if inside else 0:]),
-                       level, level_sd)
+                       level, level_sd, sigma, today_sigma=sigma)
     if not inside:
         return outlook  # outside the windows: today's drying is over or not begun
     outlook = replace(outlook, today=split(*ahead[0]), today_mu=level)
@@ -406,14 +413,14 @@ def _outlook(clock: _DryingClock, windows: _Windows, first_ts: float, now: float
     usual = math.exp(sum(math.log(d) for d in same_hours) / len(same_hours))
     rate = typical_rate * math.exp(past_level)
     seen = usual / rate  # open hours of usual drying
-    share = seen / (seen + _today_noise(same_hours, rest_of_day, seen, rate))
+    share = seen / (seen + _today_noise(same_hours, rest_of_day, seen, rate, sigma))
     observed = past_level + math.log(today_so_far / usual)
     return replace(outlook, today_mu=level + share * (observed - level),
-                   today_sigma=WEATHER_SIGMA * math.sqrt(1.0 - share))
+                   today_sigma=sigma * math.sqrt(1.0 - share))
 
 
 def _today_noise(mornings: Sequence[float], rests: Sequence[float], seen: float,
-                 rate: float) -> float:
+                 rate: float, sigma: float) -> float:
     """How far a morning's drying strays from its day's weather, in open hours of prior.
 
     Each open hour's drying is the day's factor times the hour's own noise (variance c
@@ -432,10 +439,10 @@ def _today_noise(mornings: Sequence[float], rests: Sequence[float], seen: float,
     gaps = [math.log(m) - math.log(r) for m, r in pairs]
     mean = sum(gaps) / len(gaps)
     per_hour = sum((g - mean) ** 2 for g in gaps) / (1.0 / seen + 1.0 / rest_h)
-    prior = TODAY_PRIOR_OPEN_HOURS * WEATHER_SIGMA**2
+    prior = TODAY_PRIOR_OPEN_HOURS * sigma**2
     noise = ((TODAY_NOISE_PRIOR_DAYS * prior + per_hour)
              / (TODAY_NOISE_PRIOR_DAYS + len(pairs) - 1))
-    return noise / WEATHER_SIGMA**2
+    return noise / sigma**2
 
 
 # ------------------------------------------------------------------ the fit
@@ -615,7 +622,7 @@ def _walk(needed_kpa_h: float, outlook: _Outlook, rng: random.Random) -> float:
         if day is outlook.today:
             factor = math.exp(rng.gauss(outlook.today_mu, outlook.today_sigma))
         else:
-            factor = math.exp(level + rng.gauss(0.0, WEATHER_SIGMA))
+            factor = math.exp(level + rng.gauss(0.0, outlook.sigma))
         for start, end, rate in day:
             gain = rate * factor * (end - start) / 3600.0
             if gain >= needed:
@@ -638,7 +645,7 @@ def _quantile(ordered: Sequence[float], q: float) -> float | None:
 # ------------------------------------------------------------------ the schedule
 
 
-class _Windows:
+class Windows:
     """The schedule's open-tray windows as UTC spans, one per local day."""
 
     def __init__(self, schedule: DryingSchedule) -> None:
@@ -695,7 +702,7 @@ def open_hours(schedule: DryingSchedule, start: float, end: float) -> float:
 
     The unit in which the estimate's error is measured (docs/batches.md).
     """
-    windows = _Windows(schedule)
+    windows = Windows(schedule)
     if end < start:
         return -windows.open_hours(end, start)
     return windows.open_hours(start, end)

@@ -40,6 +40,7 @@ import threading
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 
 from secadero.errors import SecaderoError
 from secadero.server.air import vpd_kpa
@@ -81,6 +82,15 @@ def _ns(ts: float) -> int:
 
 def _any(conditions: Iterable[str]) -> str:
     return "(" + " OR ".join(conditions) + ")"
+
+
+@dataclass(frozen=True, slots=True)
+class YardClimate:
+    """A yard's climate over a span: every node's bucket means, and the wet buckets."""
+
+    samples: tuple[ClimateSample, ...]
+    wet: tuple[Interval, ...]
+    bucket_s: float
 
 
 class SeriesReader:
@@ -148,6 +158,27 @@ class SeriesReader:
             alerts=_alerts(results[4]),
             gaps=_gaps(climate, start, end, climate_s, self.gap_after_s),
         )
+
+    def read_yard_climate(self, yard: str, start: float, end: float) -> YardClimate:
+        """Every node's climate in ``yard`` over ``[start, end)``, in buckets, and the
+        buckets in which any node's rain plate was wet (server/batches/typical.py learns
+        the yard's typical drying day from them). Two statements, one request."""
+        bucket_s = max(self.resolution_s, math.ceil((end - start) / MAX_BUCKETS))
+        q = quote_identifier
+        where = (f"{q('yard')} = {quote_string(yard)} AND time >= {_ns(start)} "
+                 f"AND time < {_ns(end)}")
+        statements = [
+            f"SELECT mean({q('temperature_c')}) AS {q('temperature_c')}, "
+            f"mean({q('humidity_pct')}) AS {q('humidity_pct')} FROM {q('climate')} "
+            f"WHERE {where} GROUP BY time({bucket_s}s), {q('node')} fill(none)",
+            f"SELECT count({q('wet')}) AS {q('wet')} FROM {q('rain')} "
+            f"WHERE {where} AND {q('wet')} = true GROUP BY time({bucket_s}s) fill(none)",
+        ]
+        with self._lock:
+            climate, wet = self._query(self._influx, statements)
+        wet_buckets = _merged((_seconds(row), _seconds(row) + bucket_s)
+                              for _tags, row in _rows(wet))
+        return YardClimate(_climate(climate, start), wet_buckets, bucket_s)
 
     # -- InfluxQL
 

@@ -31,10 +31,10 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from datetime import UTC, date, datetime
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from secadero.contract import ID_PATTERN
 from secadero.errors import StorageError
@@ -54,6 +54,10 @@ from secadero.server.batches.store import BatchStore
 from secadero.server.influx import InfluxV1Writer
 from secadero.server.metrics import Health, Help, Registry
 from secadero.settings import InfluxSettings, ServerSettings, YardSettings
+
+if TYPE_CHECKING:
+    from secadero.server.batches.series import YardClimate
+    from secadero.server.batches.typical import TypicalDay
 
 log = logging.getLogger(__name__)
 
@@ -81,6 +85,8 @@ class PointSink(Protocol):
 
 class SeriesSource(Protocol):
     def read(self, batch: Batch, until: float) -> BatchSeries: ...
+
+    def read_yard_climate(self, yard: str, start: float, end: float) -> YardClimate: ...
 
 
 class TrayDirectory(Protocol):
@@ -161,6 +167,7 @@ class BatchView:
     periods: tuple[DryingPeriod, ...]
     estimate: Estimate
     until: float
+    typical_day: TypicalDay | None = None  # the one the estimate was given
 
 
 @dataclass(frozen=True)
@@ -189,7 +196,8 @@ def view_json(view: BatchView) -> dict[str, Any]:
     return {"batch": batch_json(view.batch),
             "readings": [reading_json(r) for r in view.readings],
             "until": view.until, "metrics": asdict(view.metrics),
-            "estimate": asdict(view.estimate)}
+            "estimate": asdict(view.estimate),
+            "typical_day": None if view.typical_day is None else asdict(view.typical_day)}
 
 
 # ---------------------------------------------------------------- the service
@@ -442,10 +450,41 @@ class BatchService:
         batches = self.settings.batches
         periods = self.analysis.drying_periods(batch, series, batches)
         metrics = self.analysis.compute(batch, series, readings, batches, yard)
+        schedule = DryingSchedule(timezone=yard.timezone)
+        typical = self._typical_day(batch, schedule)
         estimate = self.analysis.estimate(
             readings, periods, now=end, target_pct=batches.target_moisture_pct,
-            schedule=DryingSchedule(timezone=yard.timezone))
-        return BatchView(batch, readings, series, metrics, periods, estimate, end)
+            schedule=schedule, typical_day_kpa_h=typical.kpa_h)
+        # Which typical day it was, in the estimate's details (JSON, CSV and the report).
+        estimate = replace(estimate, details={
+            **estimate.details, "typical_day_kpa_h": typical.kpa_h,
+            "typical_day_sigma": typical.sigma,
+            "typical_day_learnt_days": float(typical.days if typical.source == "learnt"
+                                             else 0)})
+        return BatchView(batch, readings, series, metrics, periods, estimate, end, typical)
+
+    def _typical_day(self, batch: Batch, schedule: DryingSchedule) -> TypicalDay:
+        """The yard's typical drying day over the ``typical_day_days`` local days before the
+        batch's start (server/batches/typical.py); the built-in one, saying why, when they
+        are too few or InfluxDB cannot give them. The batch's own days are left out: the
+        estimate weighs those itself."""
+        from secadero.server.batches import typical
+
+        settings = self.settings.batches
+        if settings.typical_day_days == 0:
+            return typical.built_in("[batches] typical_day_days = 0")
+        since, until = typical.window_days(batch.started_at, schedule,
+                                           settings.typical_day_days)
+        try:
+            climate = self.series.read_yard_climate(batch.yard, since, until)
+        except (SeriesUnavailable, StorageError) as exc:
+            log.warning("typical day of yard %s: %s", batch.yard, exc)
+            return typical.built_in(f"InfluxDB could not give the yard's climate: {exc}",
+                                    since=since, until=until)
+        return typical.learn(climate.samples, climate.wet, now=batch.started_at,
+                             schedule=schedule, days=settings.typical_day_days,
+                             bucket_s=climate.bucket_s,
+                             max_humidity_pct=settings.drying_max_humidity_pct)
 
     # ------------------------------------------------------------ checks
 

@@ -30,6 +30,7 @@ from secadero.server.batches.model import (
     DryingPeriod,
     Estimate,
 )
+from secadero.server.batches.series import YardClimate
 from secadero.server.batches.service import Analysis
 from secadero.server.influx import InfluxV1Writer, PointWriter
 from secadero.settings import ServerSettings
@@ -132,6 +133,12 @@ class StandInSeries:
             raise RetryableStorageError("InfluxDB at http://127.0.0.1:9: connection refused")
         return BatchSeries(start=batch.started_at, end=until)
 
+    def read_yard_climate(self, yard: str, start: float, end: float) -> YardClimate:
+        """No climate before the batch: the service falls back on the built-in day."""
+        if self.down:
+            raise RetryableStorageError("InfluxDB at http://127.0.0.1:9: connection refused")
+        return YardClimate((), (), 300.0)
+
 
 def standin_metrics(batch: Batch, series: BatchSeries, readings: Any, settings: Any,
                     yard: Any) -> BatchMetrics:
@@ -151,7 +158,7 @@ def standin_periods(batch: Batch, series: BatchSeries, settings: Any
 
 
 def standin_estimate(readings: Any, periods: Any, *, now: float, target_pct: float,
-                     schedule: Any) -> Estimate:
+                     schedule: Any, typical_day_kpa_h: float) -> Estimate:
     """Always one, two and three days after ``now``."""
     return Estimate(target_pct=target_pct, p20_ts=now + DAY, p50_ts=now + 2 * DAY,
                     p80_ts=now + 3 * DAY, details={"readings": float(len(readings)),
