@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import sqlite3
 import time
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -38,6 +38,7 @@ LIMA = ZoneInfo("America/Lima")
 START = datetime.fromtimestamp(time.time() - 2 * DAY, LIMA).replace(hour=8, minute=0,
                                                                        second=0, microsecond=0)
 T0 = START.timestamp()
+DAY_DELTA = timedelta(days=1)
 
 
 def iso(ts: float) -> str:
@@ -204,3 +205,45 @@ def test_show_report_and_export_with_the_real_modules(config: Path, tmp_path: Pa
     assert out.err == (f"[1/1] lote-7: {tmp_path / 'out' / 'lote-7.csv'}, "
                        f"{tmp_path / 'out' / 'lote-7.json'}\n")
     assert out.out == f"exported 1 of 1 batches to {tmp_path / 'out'}\n"
+
+
+def test_show_gives_the_estimate_the_typical_day_learnt_from_the_yards_climate(
+        config: Path, capsys: pytest.CaptureFixture) -> None:
+    """The 8 local days before the batch, as the ingest stores them in the real InfluxDB:
+    trays-out window 07:00-18:00 with the air too humid to dry until 09:00 (85 % RH),
+    then 30 °C at 60 % RH. The service reads them (series.py), learns 9 drying hours a
+    day at that VPD, and the estimate is given that day, and says so."""
+    real_modules()
+    from secadero.server.air import vpd_kpa
+
+    config.write_text(config.read_text().replace("[batches]\n",
+                                                 "[batches]\ntypical_day_days = 8\n"))
+    database = load_server_settings(config).influxdb
+    day = START.replace(hour=0)
+    for back in range(1, 9):
+        morning = (day - back * DAY_DELTA).replace(hour=7).timestamp()
+        write_climate(database.url, database.database, "norte", "norte-1", morning,
+                      morning + 2 * HOUR, humidity_pct=85.0)
+        write_climate(database.url, database.database, "norte", "norte-1", morning + 2 * HOUR,
+                      morning + 11 * HOUR, humidity_pct=60.0)
+    write_climate(database.url, database.database, "norte", "norte-1", T0, T0 + DAY)
+    assert batch(config, "start", "lote-9", "--yard", "norte", "--trays", "norte-1/t1",
+                 "--at", START.isoformat()) == 0
+    assert batch(config, "moisture", "lote-9", "--pct", "50", "--at", iso(T0 + HOUR)) == 0
+    capsys.readouterr()
+    assert batch(config, "show", "lote-9", "--json") == 0
+    shown = json.loads(capsys.readouterr().out)
+    expected = 9 * vpd_kpa(30.0, 60.0)
+    learnt = shown["typical_day"]
+    assert (learnt["source"], learnt["days"]) == ("learnt", 8)
+    assert learnt["kpa_h"] == pytest.approx(expected)
+    assert learnt["sigma"] == pytest.approx(0.0, abs=1e-9)
+    details = shown["estimate"]["details"]
+    assert details["typical_day_kpa_h"] == pytest.approx(expected)
+    assert details["typical_day_learnt_days"] == 8
+    # A prior-only estimate (one reading): k's prior is the published 0.76/day over
+    # the yard's typical day.
+    assert details["k_per_kpa_h"] == pytest.approx(0.76 / expected, rel=0.05)
+    assert batch(config, "show", "lote-9") == 0
+    assert (f"  typical day  {expected:.1f} kPa·h (±0% a day), learnt from the yard's last "
+            "8 days before the batch\n") in capsys.readouterr().out
