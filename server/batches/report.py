@@ -849,6 +849,12 @@ class _Page:
             estimate = [(w["estimate"].format(target=target), self.when(e.p50_ts)),
                         (w["estimate_range_row"], w["estimate_range_value"].format(
                             p20=self.when(e.p20_ts), p80=self.when(e.p80_ts)))]
+            if "typical_day_kpa_h" in e.details:  # which typical day the range assumed
+                learnt = int(e.details.get("typical_day_learnt_days", 0))
+                kpa_h = f"{e.details['typical_day_kpa_h']:.1f}"
+                estimate.append((w["typical_day"], w["typical_day_learnt"].format(
+                    kpa_h=kpa_h, days=learnt) if learnt else
+                    w["typical_day_built_in"].format(kpa_h=kpa_h)))
         else:
             estimate = [(w["estimate"].format(target=target),
                          w["no_estimate"].format(reason=e.reason or w["none"]))]

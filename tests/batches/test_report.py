@@ -11,6 +11,7 @@ import json
 import math
 import re
 from datetime import UTC, datetime
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -183,6 +184,23 @@ def test_render_an_open_batch_shows_the_estimate_range(tmp_path: Path) -> None:
     assert "Rango del estimado (P20–P80) lun 30/11 12:00 – mar 01/12 14:00" in text
     assert "Fin: en curso" in text
     assert "55.6" in text  # the first moisture reading, labelled on its point
+
+
+def test_the_page_says_which_typical_day_the_range_assumed(tmp_path: Path) -> None:
+    batch, series, metrics, readings, estimate = ten_day_batch()
+    learnt = replace(estimate, details={**estimate.details, "typical_day_kpa_h": 17.43,
+                                        "typical_day_learnt_days": 14.0})
+    built_in = replace(estimate, details={**estimate.details, "typical_day_kpa_h": 15.0,
+                                          "typical_day_learnt_days": 0.0})
+    pages = {}
+    for name, shown, language in (("learnt", learnt, "es"), ("built-in", built_in, "en")):
+        pages[name] = tmp_path / f"{name}.pdf"
+        report.render(batch, series, metrics, readings, shown, language=language,
+                      timezone="America/Lima", pdf_path=pages[name],
+                      png_path=tmp_path / f"{name}.png")
+    assert "Día típico del patio 17.4 kPa·h, de sus últimos 14 días" in pdf_text(
+        pages["learnt"])
+    assert "The yard's typical day 15.0 kPa·h, built-in" in pdf_text(pages["built-in"])
 
 
 def test_render_without_data_says_so_and_still_writes_the_page(tmp_path: Path) -> None:
