@@ -119,7 +119,11 @@ def test_a_batch_through_the_api(api: Api) -> None:
     assert shown["batch"] == batch
     assert shown["readings"] == [reading]
     assert shown["metrics"]["drying_h"] == pytest.approx((NOW - START) / HOUR / 2, abs=0.1)
-    assert shown["estimate"]["details"] == {"readings": 1.0, "periods": 1.0}
+    assert shown["estimate"]["details"] == {"readings": 1.0, "periods": 1.0,
+                                            "typical_day_kpa_h": 15.0,
+                                            "typical_day_sigma": 0.35,
+                                            "typical_day_learnt_days": 0.0}
+    assert shown["typical_day"]["source"] == "built-in"
 
     status, pdf, headers = api.call("GET", "/api/batches/lote-1/report.pdf?language=en")
     assert (status, headers["Content-Type"]) == (200, "application/pdf")

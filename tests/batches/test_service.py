@@ -246,7 +246,14 @@ def test_show_hands_the_batch_and_its_span_to_the_analysis(service: BatchService
     assert view.until == NOW
     assert view.metrics.drying_h == pytest.approx(36.0)  # 3 days / 2, the stand-in's rule
     assert view.estimate.p50_ts == NOW + 2 * DAY
-    assert view.estimate.details == {"readings": 2.0, "periods": 1.0}
+    # The stand-in series has no climate before the batch: the built-in typical day,
+    # said in the estimate's details and the view.
+    assert view.estimate.details == {"readings": 2.0, "periods": 1.0,
+                                     "typical_day_kpa_h": 15.0, "typical_day_sigma": 0.35,
+                                     "typical_day_learnt_days": 0.0}
+    assert view.typical_day is not None
+    assert (view.typical_day.source, view.typical_day.reason) == (
+        "built-in", "0 day(s) of the yard's climate; 7 needed")
     assert [r.moisture_pct for r in view.readings] == [50, 30]
     service.end("lote-1", at=START + 2 * DAY)
     assert service.show("lote-1").until == START + 2 * DAY
