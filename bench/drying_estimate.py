@@ -424,6 +424,11 @@ def learnt_typical_day(weather: Weather, days: int, rng: random.Random) -> typic
     return typical.typical_from_days(values)
 
 
+# The server's default ([batches] typical_day_days): the days before each batch it learns from.
+LEARN_DAYS = 14
+LEARNT = f"the typical day learnt from its {LEARN_DAYS} days before"
+
+
 def run(replays: int, seed: int, weather: Weather = Weather(),
         curves: Sequence[PublishedCurve] = PUBLISHED,
         fractions: Sequence[float] = (0.5, 0.75), *, oracle: bool = False,
@@ -521,7 +526,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     for label, summary in (
             ("the reference's simulation", run_reference(args.replays, args.seed)),
             ("the reference's simulation: the yard's typical day known",
-             run_reference(args.replays, args.seed, yard_history=True))):
+             run_reference(args.replays, args.seed, yard_history=True)),
+            (f"the reference's simulation: {LEARNT}",
+             run_reference(args.replays, args.seed, learn_days=LEARN_DAYS)),
+            (f"the reference's simulation: {LEARNT}, and its spread",
+             run_reference(args.replays, args.seed, learn_days=LEARN_DAYS,
+                           learn_sigma=True))):
         print(_row(label, summary), flush=True)
     print(_row("the reference's simulation: best possible (knows the curve)",
                run_reference(args.replays, args.seed, oracle=True), coverage=False),
@@ -547,6 +557,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         if weather in (Weather(), Weather(vpd_scale=0.75)):
             known = run(args.replays, args.seed, weather, yard_history=True)
             print(_row(f"{label}: the yard's typical day known", known), flush=True)
+            learnt = run(args.replays, args.seed, weather, learn_days=LEARN_DAYS)
+            print(_row(f"{label}: {LEARNT}", learnt), flush=True)
+            spread = run(args.replays, args.seed, weather, learn_days=LEARN_DAYS,
+                         learn_sigma=True)
+            print(_row(f"{label}: {LEARNT}, and its spread", spread), flush=True)
         if weather in (Weather(), Weather(shower_chance=0.0, hidden_sigma=0.0),
                        Weather(sigma=0.2), Weather(sigma=0.5)):
             best = run(args.replays, args.seed, weather, oracle=True)

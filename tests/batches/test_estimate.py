@@ -399,6 +399,14 @@ def test_200_replays_of_the_reference_simulation_keep_the_accuracy_docs_batches_
     # The range is honest: P20-P80 holds the truth about 60 % of the time.
     assert 0.55 <= known.coverage(0.5) <= 0.72  # 64 %
     assert 0.55 <= known.coverage(0.75) <= 0.72  # 60 %
+    # As the server runs it: the typical day learnt from the yard's 14 days before each
+    # batch (server/batches/typical.py on the simulated yard's drying periods).
+    learnt = bench.run_reference(200, 1, learn_days=14)
+    assert learnt.within_days(0.5, 1) >= 0.965  # 97.5 %
+    assert learnt.within_hours(0.5, 8) >= 0.80  # 81.0 %
+    assert learnt.within_hours(0.75, 5) >= 0.81  # 82.0 %
+    assert 0.55 <= learnt.coverage(0.5) <= 0.72  # 63.5 %
+    assert 0.50 <= learnt.coverage(0.75) <= 0.72  # 56 %
     best = bench.run_reference(200, 1, oracle=True)  # 100 %, 85.5 %, 86.5 %
     assert best.within_days(0.5, 1) >= 0.95
     assert best.within_hours(0.5, 8) >= 0.80
@@ -417,6 +425,11 @@ def test_200_replays_in_the_harsher_yard_keep_the_accuracy_docs_batches_md_repor
     assert summary.within_days(0.75, 1) >= 0.955  # 96.5 %
     assert 0.45 <= summary.coverage(0.5) <= 0.70  # 56 %
     assert 0.45 <= summary.coverage(0.75) <= 0.70  # 56 %
+    learnt = bench.run(200, 1, learn_days=14)  # the typical day learnt, as the server does
+    assert learnt.within_days(0.5, 1) >= 0.845  # 85.5 %
+    assert learnt.within_hours(0.5, 8) >= 0.595  # 60.5 %
+    assert learnt.within_hours(0.75, 5) >= 0.665  # 67.5 %
+    assert 0.45 <= learnt.coverage(0.5) <= 0.70  # 56.5 %
     best = bench.run(200, 1, oracle=True)  # 95.5 %, 78.5 %, 79.0 %
     assert best.within_days(0.5, 1) >= 0.95
     assert best.within_hours(0.5, 8) < 0.80
