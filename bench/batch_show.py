@@ -38,8 +38,8 @@ from zoneinfo import ZoneInfo
 
 from secadero.contract import Event, Telemetry
 from secadero.devservices import InfluxDB, influx_request
-from secadero.server.batches import metrics
-from secadero.server.batches.model import Batch, TrayRef
+from secadero.server.batches import metrics, typical
+from secadero.server.batches.model import Batch, DryingSchedule, TrayRef
 from secadero.server.batches.series import SeriesReader
 from secadero.server.influx import InfluxV1Writer
 from secadero.server.influx_points import alert_line
@@ -121,6 +121,18 @@ def show(reader: SeriesReader, batch: Batch, until: float,
     return time.perf_counter() - began, figures
 
 
+def learn_typical_day(reader: SeriesReader, start: float, until: float,
+                      settings: BatchSettings) -> float:
+    began = time.perf_counter()
+    climate = reader.read_yard_climate(YARD.id, start, until)
+    learnt = typical.learn(climate.samples, climate.wet, now=until,
+                           schedule=DryingSchedule(YARD.timezone),
+                           days=round((until - start) / 86400), bucket_s=climate.bucket_s,
+                           max_humidity_pct=settings.drying_max_humidity_pct)
+    assert learnt.source == "learnt", learnt
+    return time.perf_counter() - began
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--days", type=int, default=10)
@@ -163,6 +175,13 @@ def main() -> None:
                   f"(batch show's median is {median / min(peers):.2f} of it)")
             print(f"  CPU per batch show: InfluxDB {influx_cpu * 1000:.0f} ms, ours "
                   f"{own_cpu * 1000:.0f} ms (load average now {os.getloadavg()[0]:.2f})")
+            # The yard's typical day (server/batches/typical.py): the service reads the
+            # yard's climate over the 14 days before a batch; here over the days written.
+            typical_times = [learn_typical_day(reader, start, until, settings)
+                             for _ in range(args.repeats)]
+            print(f"  + the yard's typical day over {args.days} days (read + learn): median "
+                  f"{statistics.median(typical_times) * 1000:.0f} ms; batch show with it: "
+                  f"{(median + statistics.median(typical_times)) / 0.5:.2f} of the budget")
 
         day = start + 86400
         exact = SeriesReader(influx_settings, gap_after_s=settings.gap_after_s, resolution_s=10)

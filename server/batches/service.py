@@ -72,6 +72,8 @@ LANGUAGES = ("es", "en")
 FUTURE_SLACK_S = 300.0
 MAX_TEXT = {"lot": 100, "member": 200, "notes": 2000, "by": 100}
 SOURCE = "batch"  # the point writer's source label
+# Typical days kept in memory (one per yard and batch start day).
+TYPICAL_DAYS_KEPT = 64
 
 
 # ---------------------------------------------------------------- collaborators
@@ -220,6 +222,10 @@ class BatchService:
         self.metrics = (registry or Registry()).part("batches", HELP)
         self._yards = {yard.id: yard for yard in settings.yards}
         self._lazy = threading.Lock()
+        # The typical day of (yard, span): its days are past, so one read serves every
+        # show of the batches that started that day (the API's server lives long).
+        self._typical: dict[tuple[str, float, float], TypicalDay] = {}
+        self._typical_lock = threading.Lock()
         del health  # no thread of its own: the API's and the CLI's threads run it
 
     @classmethod
@@ -475,16 +481,26 @@ class BatchService:
             return typical.built_in("[batches] typical_day_days = 0")
         since, until = typical.window_days(batch.started_at, schedule,
                                            settings.typical_day_days)
+        key = (batch.yard, since, until)
+        with self._typical_lock:
+            known = self._typical.get(key)
+        if known is not None:
+            return known
         try:
             climate = self.series.read_yard_climate(batch.yard, since, until)
         except (SeriesUnavailable, StorageError) as exc:
             log.warning("typical day of yard %s: %s", batch.yard, exc)
             return typical.built_in(f"InfluxDB could not give the yard's climate: {exc}",
                                     since=since, until=until)
-        return typical.learn(climate.samples, climate.wet, now=batch.started_at,
-                             schedule=schedule, days=settings.typical_day_days,
-                             bucket_s=climate.bucket_s,
-                             max_humidity_pct=settings.drying_max_humidity_pct)
+        learnt = typical.learn(climate.samples, climate.wet, now=batch.started_at,
+                               schedule=schedule, days=settings.typical_day_days,
+                               bucket_s=climate.bucket_s,
+                               max_humidity_pct=settings.drying_max_humidity_pct)
+        with self._typical_lock:
+            if len(self._typical) >= TYPICAL_DAYS_KEPT:
+                self._typical.pop(next(iter(self._typical)))  # the oldest
+            self._typical[key] = learnt
+        return learnt
 
     # ------------------------------------------------------------ checks
 

@@ -10,8 +10,8 @@ import dataclasses
 import json
 import math
 import re
-from datetime import UTC, datetime
 from dataclasses import replace
+from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np

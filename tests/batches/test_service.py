@@ -254,6 +254,11 @@ def test_show_hands_the_batch_and_its_span_to_the_analysis(service: BatchService
     assert view.typical_day is not None
     assert (view.typical_day.source, view.typical_day.reason) == (
         "built-in", "0 day(s) of the yard's climate; 7 needed")
+    # The yard's 14 local days before the start day's window (07:00 Lima), read once:
+    # a second show of a batch started that day uses what was learnt.
+    service.show("lote-1")
+    assert series.climate_asked == [("norte", view.typical_day.since, view.typical_day.until)]
+    assert view.typical_day.until - view.typical_day.since == 14 * DAY
     assert [r.moisture_pct for r in view.readings] == [50, 30]
     service.end("lote-1", at=START + 2 * DAY)
     assert service.show("lote-1").until == START + 2 * DAY
