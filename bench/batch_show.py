@@ -40,7 +40,7 @@ from secadero.contract import Event, Telemetry
 from secadero.devservices import InfluxDB, influx_request
 from secadero.server.batches import metrics, typical
 from secadero.server.batches.model import Batch, DryingSchedule, TrayRef
-from secadero.server.batches.series import SeriesReader
+from secadero.server.batches.series import YARD_CLIMATE_BUCKET_S, SeriesReader
 from secadero.server.influx import InfluxV1Writer
 from secadero.server.influx_points import alert_line
 from secadero.server.points import LineBuilder, event_points, to_lines
@@ -122,15 +122,21 @@ def show(reader: SeriesReader, batch: Batch, until: float,
 
 
 def learn_typical_day(reader: SeriesReader, start: float, until: float,
-                      settings: BatchSettings) -> float:
+                      settings: BatchSettings, bucket_s: int = YARD_CLIMATE_BUCKET_S,
+                      ) -> float:
     began = time.perf_counter()
-    climate = reader.read_yard_climate(YARD.id, start, until)
-    learnt = typical.learn(climate.samples, climate.wet, now=until,
-                           schedule=DryingSchedule(YARD.timezone),
-                           days=round((until - start) / 86400), bucket_s=climate.bucket_s,
-                           max_humidity_pct=settings.drying_max_humidity_pct)
+    learnt = typical_day(reader, start, until, settings, bucket_s)
     assert learnt.source == "learnt", learnt
     return time.perf_counter() - began
+
+
+def typical_day(reader: SeriesReader, start: float, until: float, settings: BatchSettings,
+                bucket_s: int) -> typical.TypicalDay:
+    climate = reader.read_yard_climate(YARD.id, start, until, bucket_s=bucket_s)
+    return typical.learn(climate.samples, climate.wet, now=until,
+                         schedule=DryingSchedule(YARD.timezone),
+                         days=round((until - start) / 86400), bucket_s=climate.bucket_s,
+                         max_humidity_pct=settings.drying_max_humidity_pct)
 
 
 def main() -> None:
@@ -195,6 +201,10 @@ def main() -> None:
         print(f"  responses (min)      {[r.minutes for r in coarse.responses]} "
               f"{[r.minutes for r in fine.responses]}")
         print(f"  gaps                 {len(coarse.gaps)} {len(fine.gaps)}")
+        for bucket_s in (YARD_CLIMATE_BUCKET_S, 300, 100):
+            learnt = typical_day(reader, start, until, settings, bucket_s)
+            print(f"the yard's typical day from {bucket_s}-s buckets: {learnt.kpa_h:.3f} kPa·h, "
+                  f"spread {learnt.sigma:.3f}, {learnt.days} days")
 
 
 def cpu_seconds(pid: int | None) -> float:

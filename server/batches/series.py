@@ -66,6 +66,10 @@ TRAY_BUCKETS = 3
 # "partial" (and truncates at its max-row-limit): at most this many buckets a
 # series (under the chunk size), so a "partial" always means a truncated answer.
 MAX_BUCKETS = 9_000
+# The yard's climate for its typical day is read in 15-minute buckets: two weeks of a
+# yard's nodes in 5-minute ones cost InfluxDB about as much as the batch's own series
+# (docs/performance.md), and a day's drying summed over 15 minutes differs little.
+YARD_CLIMATE_BUCKET_S = 900
 TRAY_EVENTS = {"tray_extended": "extended", "tray_retracted": "retracted"}
 RAIN_EVENTS = {"rain_started": True, "rain_stopped": False}
 
@@ -159,11 +163,12 @@ class SeriesReader:
             gaps=_gaps(climate, start, end, climate_s, self.gap_after_s),
         )
 
-    def read_yard_climate(self, yard: str, start: float, end: float) -> YardClimate:
+    def read_yard_climate(self, yard: str, start: float, end: float, *,
+                          bucket_s: int = YARD_CLIMATE_BUCKET_S) -> YardClimate:
         """Every node's climate in ``yard`` over ``[start, end)``, in buckets, and the
         buckets in which any node's rain plate was wet (server/batches/typical.py learns
         the yard's typical drying day from them). Two statements, one request."""
-        bucket_s = max(self.resolution_s, math.ceil((end - start) / MAX_BUCKETS))
+        bucket_s = max(bucket_s, math.ceil((end - start) / MAX_BUCKETS))
         q = quote_identifier
         where = (f"{q('yard')} = {quote_string(yard)} AND time >= {_ns(start)} "
                  f"AND time < {_ns(end)}")
