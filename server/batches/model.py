@@ -219,3 +219,23 @@ class Estimate:
     reached_at: float | None = None  # already reached (a reading at or below the target)
     reason: str | None = None  # why no estimate: "needs two moisture readings" ...
     details: dict[str, float] = field(default_factory=dict)  # the fitted model's values
+
+
+@dataclass(frozen=True, slots=True)
+class TypicalDay:
+    """The yard's typical drying day given to the estimate, and where it came from
+    (server/batches/typical.py).
+
+    ``source``: ``"learnt"`` (from ``days`` days of the yard's climate between
+    ``since`` and ``until``) or ``"built-in"`` (``reason`` says why). ``kpa_h``: the
+    mean day's VPD-weighted open-tray drying; ``sigma``: the day-to-day spread of its
+    logarithm (the built-in's for the built-in day).
+    """
+
+    kpa_h: float
+    sigma: float
+    source: str
+    days: int = 0
+    since: float | None = None
+    until: float | None = None
+    reason: str = ""

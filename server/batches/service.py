@@ -49,6 +49,7 @@ from secadero.server.batches.model import (
     MoistureReading,
     SeriesUnavailable,
     TrayRef,
+    TypicalDay,
 )
 from secadero.server.batches.store import BatchStore
 from secadero.server.influx import InfluxV1Writer
@@ -57,7 +58,6 @@ from secadero.settings import InfluxSettings, ServerSettings, YardSettings
 
 if TYPE_CHECKING:
     from secadero.server.batches.series import YardClimate
-    from secadero.server.batches.typical import TypicalDay
 
 log = logging.getLogger(__name__)
 
@@ -484,7 +484,10 @@ class BatchService:
         key = (batch.yard, since, until)
         with self._typical_lock:
             known = self._typical.get(key)
+        if known is None:
+            known = self.store.typical_day(*key)  # learnt by another process
         if known is not None:
+            self._remember(key, known)
             return known
         try:
             climate = self.series.read_yard_climate(batch.yard, since, until)
@@ -496,11 +499,15 @@ class BatchService:
                                schedule=schedule, days=settings.typical_day_days,
                                bucket_s=climate.bucket_s,
                                max_humidity_pct=settings.drying_max_humidity_pct)
-        with self._typical_lock:
-            if len(self._typical) >= TYPICAL_DAYS_KEPT:
-                self._typical.pop(next(iter(self._typical)))  # the oldest
-            self._typical[key] = learnt
+        self.store.keep_typical_day(batch.yard, learnt)
+        self._remember(key, learnt)
         return learnt
+
+    def _remember(self, key: tuple[str, float, float], day: TypicalDay) -> None:
+        with self._typical_lock:
+            if key not in self._typical and len(self._typical) >= TYPICAL_DAYS_KEPT:
+                self._typical.pop(next(iter(self._typical)))  # the oldest
+            self._typical[key] = day
 
     # ------------------------------------------------------------ checks
 

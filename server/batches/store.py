@@ -28,7 +28,14 @@ from pathlib import Path
 from typing import Any
 
 from secadero.errors import PermanentStorageError
-from secadero.server.batches.model import Batch, BatchError, MoistureReading, TrayRef, UnknownBatch
+from secadero.server.batches.model import (
+    Batch,
+    BatchError,
+    MoistureReading,
+    TrayRef,
+    TypicalDay,
+    UnknownBatch,
+)
 
 # How long a writer waits for the other process's transaction (CLI vs. server).
 BUSY_TIMEOUT_MS = 10_000
@@ -89,10 +96,28 @@ def _v2_one_reading_per_instant(db: sqlite3.Connection) -> None:
                "(batch, ts, node, tray)")
 
 
+def _v3_typical_days(db: sqlite3.Connection) -> None:
+    """The yards' typical drying days as learnt (server/batches/typical.py): their days
+    are past, so `batch show` reads two weeks of a yard's climate once, not every time."""
+    db.execute("""
+        CREATE TABLE typical_days (
+            yard TEXT NOT NULL,
+            since REAL NOT NULL,
+            until REAL NOT NULL,
+            kpa_h REAL NOT NULL CHECK (kpa_h > 0),
+            sigma REAL NOT NULL CHECK (sigma >= 0),
+            source TEXT NOT NULL CHECK (source IN ('learnt', 'built-in')),
+            days INTEGER NOT NULL CHECK (days >= 0),
+            reason TEXT NOT NULL DEFAULT '',
+            PRIMARY KEY (yard, since, until)
+        )""")
+
+
 # MIGRATIONS[n] takes a file from version n to n + 1.
 MIGRATIONS: tuple[Callable[[sqlite3.Connection], None], ...] = (
     _v1_initial,
     _v2_one_reading_per_instant,
+    _v3_typical_days,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -270,6 +295,28 @@ class BatchStore:
                 raise BatchError("at", "another reading at that time on that tray is already "
                                        f"stored ({same['moisture_pct']} %)") from exc
             # The same reading sent again: stored once already.
+
+    # ------------------------------------------------------------ typical days
+
+    def typical_day(self, yard: str, since: float, until: float) -> TypicalDay | None:
+        """The typical day kept for the yard over ``[since, until)``, if any."""
+        with self._lock:
+            row = self._db.execute(
+                "SELECT kpa_h, sigma, source, days, reason FROM typical_days "
+                "WHERE yard = ? AND since = ? AND until = ?", (yard, since, until)).fetchone()
+        if row is None:
+            return None
+        return TypicalDay(row["kpa_h"], row["sigma"], row["source"], row["days"], since,
+                          until, row["reason"])
+
+    def keep_typical_day(self, yard: str, day: TypicalDay) -> None:
+        """Keep a typical day learnt over ``[day.since, day.until)`` (replacing one)."""
+        if day.since is None or day.until is None:
+            raise BatchError("typical_day", "a typical day to keep needs its span")
+        with self._transaction() as db:
+            db.execute("INSERT OR REPLACE INTO typical_days VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                       (yard, day.since, day.until, day.kpa_h, day.sigma, day.source,
+                        day.days, day.reason))
 
     def readings(self, batch_id: str) -> list[MoistureReading]:
         """The batch's moisture readings, oldest first (``UnknownBatch`` if none such)."""

@@ -28,7 +28,9 @@ So the server learns it from what the yard's nodes measured over the last
    built-in day, said so.
 
 Both are pure: the data, the clock (``now``) and the schedule are arguments.
-The service reads the climate through ``SeriesReader.read_yard_climate``.
+The service reads the climate through ``SeriesReader.read_yard_climate`` and keeps
+what it learnt (``BatchStore.keep_typical_day``): the days are past.
+``TypicalDay`` lives in model.py (the store keeps it too).
 """
 
 from __future__ import annotations
@@ -38,13 +40,15 @@ import math
 import statistics
 from collections import defaultdict
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 from secadero.server.batches.estimate import TYPICAL_DAY_KPA_H, WEATHER_SIGMA, Windows
-from secadero.server.batches.model import ClimateSample, DryingSchedule, Interval
+from secadero.server.batches.model import ClimateSample, DryingSchedule, Interval, TypicalDay
 
 # A node's readings must cover this share of a day's window for the day to count: a
 # node down half the morning would otherwise make a sunny day look dull.
+__all__ = ["TypicalDay", "built_in", "daily_drying", "learn", "typical_from_days",
+           "window_days"]
+
 MIN_COVERAGE = 0.8
 # Fewer usable days than this: the built-in typical day. A day's drying varies by about
 # ±35 % (WEATHER_SIGMA): seven days put the mean within about ±13 % (one standard error),
@@ -53,25 +57,6 @@ MIN_COVERAGE = 0.8
 MIN_DAYS = 7
 # A day that dried less than this share of the median day counts as this share (logs).
 FLOOR_SHARE = 0.1
-
-
-@dataclass(frozen=True, slots=True)
-class TypicalDay:
-    """The typical day given to the estimate, and where it came from.
-
-    ``source``: ``"learnt"`` (from ``days`` days of the yard's climate between
-    ``since`` and ``until``) or ``"built-in"`` (``reason`` says why). ``kpa_h``: the
-    mean day's VPD-weighted open-tray drying; ``sigma``: the day-to-day spread of its
-    logarithm (the built-in's for the built-in day).
-    """
-
-    kpa_h: float
-    sigma: float
-    source: str
-    days: int = 0
-    since: float | None = None
-    until: float | None = None
-    reason: str = ""
 
 
 def built_in(reason: str, *, days: int = 0, since: float | None = None,

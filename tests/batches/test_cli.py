@@ -244,6 +244,12 @@ def test_show_gives_the_estimate_the_typical_day_learnt_from_the_yards_climate(
     # A prior-only estimate (one reading): k's prior is the published 0.76/day over
     # the yard's typical day.
     assert details["k_per_kpa_h"] == pytest.approx(0.76 / expected, rel=0.05)
+    # Kept in the batches' file (its days are past): the next show reads it there.
+    with sqlite3.connect(config.parent / "batches.sqlite3") as db:
+        kept = db.execute("SELECT yard, since, until, kpa_h, source, days FROM "
+                          "typical_days").fetchall()
+    assert kept == [("norte", learnt["since"], learnt["until"], pytest.approx(expected),
+                     "learnt", 8)]
     assert batch(config, "show", "lote-9") == 0
     assert (f"  typical day  {expected:.1f} kPa·h (±0% a day), learnt from the yard's last "
             "8 days before the batch\n") in capsys.readouterr().out

@@ -259,6 +259,11 @@ def test_show_hands_the_batch_and_its_span_to_the_analysis(service: BatchService
     service.show("lote-1")
     assert series.climate_asked == [("norte", view.typical_day.since, view.typical_day.until)]
     assert view.typical_day.until - view.typical_day.since == 14 * DAY
+    # ... and kept in the store: another process (the CLI beside the server) reads it there.
+    other = BatchService(service.settings, store=service.store, trays=service.trays,
+                         series=series, analysis=service.analysis, clock=service.clock)
+    assert other.show("lote-1").typical_day == view.typical_day
+    assert len(series.climate_asked) == 1
     assert [r.moisture_pct for r in view.readings] == [50, 30]
     service.end("lote-1", at=START + 2 * DAY)
     assert service.show("lote-1").until == START + 2 * DAY

@@ -3,11 +3,19 @@
 from __future__ import annotations
 
 import sqlite3
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
-from secadero.server.batches.model import Batch, BatchError, MoistureReading, TrayRef, UnknownBatch
+from secadero.server.batches.model import (
+    Batch,
+    BatchError,
+    MoistureReading,
+    TrayRef,
+    TypicalDay,
+    UnknownBatch,
+)
 from secadero.server.batches.store import SCHEMA_VERSION, BatchStore, NewerSchema
 
 T0 = 1_780_000_000.0
@@ -160,7 +168,7 @@ def test_a_version_1_file_is_migrated_at_open(tmp_path: Path) -> None:
     with sqlite3.connect(path) as db:
         db.executescript(VERSION_1)
     with BatchStore(path) as store:
-        assert store.schema_version == SCHEMA_VERSION == 2
+        assert store.schema_version == SCHEMA_VERSION == 3
         assert store.batch("lote-1") == Batch(id="lote-1", yard="norte", trays=(T1,),
                                               started_at=T0, lot="L-1")
         # Version 2 keeps one of a reading stored twice, and refuses a third copy's rival.
@@ -171,7 +179,7 @@ def test_a_version_1_file_is_migrated_at_open(tmp_path: Path) -> None:
             store.add_moisture(MoistureReading("lote-1", T0 + 86400, 39.0, by="ana", tray=T1))
     # Opening again finds nothing to do.
     with BatchStore(path) as store:
-        assert store.schema_version == 2
+        assert store.schema_version == 3
         assert len(store.readings("lote-1")) == 2
 
 
@@ -194,7 +202,7 @@ def test_a_file_from_a_newer_secadero_is_refused(tmp_path: Path) -> None:
     path = tmp_path / "new.sqlite3"
     with sqlite3.connect(path) as db:
         db.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
-    with pytest.raises(NewerSchema, match="newer than this secadero's 2"):
+    with pytest.raises(NewerSchema, match="newer than this secadero's 3"):
         BatchStore(path)
 
 
@@ -203,3 +211,25 @@ def test_a_new_file_is_at_the_latest_version_in_wal_mode(tmp_path: Path) -> None
         assert store.schema_version == SCHEMA_VERSION
     with sqlite3.connect(tmp_path / "new.sqlite3") as db:
         assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+
+
+def test_a_typical_day_is_kept_by_yard_and_span_and_replaced_when_learnt_again(
+        tmp_path: Path) -> None:
+    path = tmp_path / "b.sqlite3"
+    learnt = TypicalDay(17.4, 0.34, "learnt", 14, T0 - 14 * 86400, T0)
+    with BatchStore(path) as store:
+        assert store.typical_day("norte", learnt.since, learnt.until) is None
+        store.keep_typical_day("norte", learnt)
+        store.keep_typical_day("sur", replace(learnt, kpa_h=12.0))
+        too_few = TypicalDay(15.0, 0.35, "built-in", 3, T0 - 7 * 86400, T0,
+                             "3 day(s) of the yard's climate; 7 needed")
+        store.keep_typical_day("norte", too_few)
+    with BatchStore(path) as store:  # it outlives the process
+        assert store.typical_day("norte", learnt.since, learnt.until) == learnt
+        assert store.typical_day("sur", learnt.since, learnt.until).kpa_h == 12.0
+        assert store.typical_day("norte", too_few.since, too_few.until) == too_few
+        store.keep_typical_day("norte", replace(learnt, kpa_h=16.0))
+        assert store.typical_day("norte", learnt.since, learnt.until).kpa_h == 16.0
+        with pytest.raises(BatchError, match="needs its span") as refused:
+            store.keep_typical_day("norte", replace(learnt, since=None))
+        assert refused.value.field == "typical_day"
