@@ -66,6 +66,9 @@ HELP: Help = {
                                     "export), by outcome: ok, refused"),
     "refusals_total": ("counter", "Batch operations refused for bad input, by operation and "
                                   "the field at fault"),
+    "typical_days_total": ("counter", "Yards' typical drying days worked out for the estimate, "
+                                      "by outcome: learnt, too_few_days, unavailable (InfluxDB "
+                                      "did not answer: the built-in day was used)"),
 }
 LANGUAGES = ("es", "en")
 # A reading or an event this far in the future is a wrong clock or a typo.
@@ -493,12 +496,15 @@ class BatchService:
             climate = self.series.read_yard_climate(batch.yard, since, until)
         except (SeriesUnavailable, StorageError) as exc:
             log.warning("typical day of yard %s: %s", batch.yard, exc)
+            self.metrics.inc("typical_days_total", outcome="unavailable")
             return typical.built_in(f"InfluxDB could not give the yard's climate: {exc}",
                                     since=since, until=until)
         learnt = typical.learn(climate.samples, climate.wet, now=batch.started_at,
                                schedule=schedule, days=settings.typical_day_days,
                                bucket_s=climate.bucket_s,
                                max_humidity_pct=settings.drying_max_humidity_pct)
+        self.metrics.inc("typical_days_total", outcome="learnt" if learnt.source == "learnt"
+                         else "too_few_days")
         self.store.keep_typical_day(batch.yard, learnt)
         self._remember(key, learnt)
         return learnt

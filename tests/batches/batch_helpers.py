@@ -125,6 +125,7 @@ class StandInSeries:
     broken: bool = False  # raise what a bug raises
     asked: list[tuple[str, float]] = field(default_factory=list)
     climate_asked: list[tuple[str, float, float]] = field(default_factory=list)
+    climate_down: bool = False  # only the yard's climate does not answer
 
     def read(self, batch: Batch, until: float) -> BatchSeries:
         self.asked.append((batch.id, until))
@@ -137,7 +138,7 @@ class StandInSeries:
     def read_yard_climate(self, yard: str, start: float, end: float) -> YardClimate:
         """No climate before the batch: the service falls back on the built-in day."""
         self.climate_asked.append((yard, start, end))
-        if self.down:
+        if self.down or self.climate_down:
             raise RetryableStorageError("InfluxDB at http://127.0.0.1:9: connection refused")
         return YardClimate((), (), 300.0)
 

@@ -236,7 +236,8 @@ def test_a_tray_check_influxdb_cannot_answer_is_a_refusal(settings: ServerSettin
 
 
 def test_show_hands_the_batch_and_its_span_to_the_analysis(service: BatchService,
-                                                          series: StandInSeries) -> None:
+                                                          series: StandInSeries,
+                                                          registry: Registry) -> None:
     start(service)
     service.moisture("lote-1", moisture_pct=50, at=START + HOUR)
     service.moisture("lote-1", moisture_pct=30, at=START + DAY)
@@ -264,6 +265,7 @@ def test_show_hands_the_batch_and_its_span_to_the_analysis(service: BatchService
                          series=series, analysis=service.analysis, clock=service.clock)
     assert other.show("lote-1").typical_day == view.typical_day
     assert len(series.climate_asked) == 1
+    assert registry.part("batches").get("typical_days_total", outcome="too_few_days") == 1
     assert [r.moisture_pct for r in view.readings] == [50, 30]
     service.end("lote-1", at=START + 2 * DAY)
     assert service.show("lote-1").until == START + 2 * DAY
@@ -324,3 +326,22 @@ def test_export_many_with_progress_and_one_that_fails(service: BatchService,
         '{\n "batch": "lote-1",\n "timezone": "America/Lima",\n "drying_h": 36.0')
     assert sorted(p.name for p in (tmp_path / "export").iterdir()) == [
         "lote-1.csv", "lote-1.json", "lote-2.csv", "lote-2.json"]
+
+
+def test_when_the_yards_climate_cannot_be_read_the_built_in_day_is_used_and_said(
+        service: BatchService, series: StandInSeries, registry: Registry) -> None:
+    start(service)
+    service.moisture("lote-1", moisture_pct=50, at=START + HOUR)
+    series.climate_down = True
+    view = service.show("lote-1")
+    assert view.typical_day is not None
+    assert view.typical_day.source == "built-in"
+    assert view.typical_day.reason.startswith(
+        "InfluxDB could not give the yard's climate: InfluxDB at http://127.0.0.1:9")
+    assert view.estimate.details["typical_day_kpa_h"] == 15.0
+    assert registry.part("batches").get("typical_days_total", outcome="unavailable") == 1
+    # Not kept: once InfluxDB answers, the next show learns.
+    series.climate_down = False
+    assert service.show("lote-1").typical_day.reason == (
+        "0 day(s) of the yard's climate; 7 needed")
+    assert len(series.climate_asked) == 2
