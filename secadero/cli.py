@@ -49,6 +49,7 @@ def build_parser() -> argparse.ArgumentParser:
     from secadero import yard
     from secadero.edge import commands as edge_commands
     from secadero.server import commands as server_commands
+    from secadero.server.accounts import cli as accounts_cli
     from secadero.server.alerts import cli as alerts_cli
     from secadero.server.batches import cli as batches_cli
 
@@ -57,6 +58,7 @@ def build_parser() -> argparse.ArgumentParser:
     yard.register(commands)
     alerts_cli.register(commands)
     batches_cli.register(commands)
+    accounts_cli.register(commands)
     return parser
 
 
