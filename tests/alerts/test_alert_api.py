@@ -291,6 +291,37 @@ def test_an_sms_reply_ok_acknowledges_and_forged_ones_do_not(
     assert (episode.state, episode.acked_by) == ("acknowledged", "+51900000001")
 
 
+def test_a_forged_or_altered_twilio_webhook_is_refused(running: Running,
+                                                      twilio_api: FakeService) -> None:
+    """Twilio signs the URL it called and every form parameter (X-Twilio-Signature,
+    HMAC-SHA1 with the account's auth token): a request signed by anyone else, a
+    signed request replayed with a parameter changed or added, or sent to another
+    route, is refused and changes nothing."""
+    running.rain()
+    twilio_api.received.get(timeout=5)
+    reply = {"MessageSid": "SM78", "AccountSid": "AC0123456789abcdef0123456789abcdef",
+             "From": "+51900000001", "To": "+15005550006", "Body": "OK", "NumMedia": "0"}
+    signed = signature(AUTH_TOKEN, "https://yard.example/api/twilio/inbound", reply.items())
+
+    def post(path: str, form: dict[str, str], sig: str | None) -> tuple[int, Any]:
+        headers = {"Content-Type": "application/x-www-form-urlencoded"}
+        if sig is not None:
+            headers["X-Twilio-Signature"] = sig
+        return running.request("POST", path, urllib.parse.urlencode(form).encode(), headers)
+
+    refused = (403, {"error": "bad signature"})
+    assert post("/api/twilio/inbound", reply, None) == refused
+    assert post("/api/twilio/inbound", reply, "") == refused
+    assert post("/api/twilio/inbound", reply, signed[:-4] + "AAA=") == refused
+    assert post("/api/twilio/inbound", {**reply, "From": "+51900000002"}, signed) == refused
+    assert post("/api/twilio/inbound", {**reply, "Extra": "1"}, signed) == refused
+    assert post("/api/twilio/inbound?x=1", reply, signed) == refused
+    assert post("/api/twilio/status", reply, signed) == refused
+    assert running.service.store.active_episodes()[0].state == "raised"
+    assert post("/api/twilio/inbound", reply, signed) == (200, "<Response></Response>")
+    assert running.service.store.active_episodes()[0].acked_by == "+51900000001"
+
+
 def test_twilio_status_callback_records_delivery(running: Running,
                                                  twilio_api: FakeService) -> None:
     running.rain()

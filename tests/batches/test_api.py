@@ -58,6 +58,7 @@ class Api:
         self.registry = registry
         self.series = series
         self.database = database
+        self.accounts = accounts
         if accounts.get(USER) is None:
             accounts.add(USER, "quality", PASSWORD)
         self.token: str | None = None
@@ -218,6 +219,37 @@ def test_a_body_that_is_not_json_or_too_large(api: Api) -> None:
     assert (response.status, json.loads(response.read())["field"]) == (413, "body")
     assert response.getheader("Connection") == "close"
     assert api.count("POST", "/api/batches", 413) == 1
+
+
+def test_the_batch_routes_check_the_role(api: Api) -> None:
+    """batches.read: supervisor, quality, technician, admin; batches.write: quality,
+    supervisor, admin. A worker reads no batch; a technician writes none."""
+    assert api.call("POST", "/api/batches", START_BODY)[0] == 201
+    token = api.token
+    api.token = None
+    assert api.call("GET", "/api/batches")[:2] == (401, {"error": "login required"})
+    assert api.call("POST", "/api/batches/lote-1/moisture", {"moisture_pct": 30})[:2] == (
+        401, {"error": "login required"})
+    api.token = "forged"
+    assert api.call("GET", "/api/batches/lote-1/report.pdf")[0] == 401
+    for name, role in (("rosa", "worker"), ("teo", "technician")):
+        api.accounts.add(name, role, PASSWORD)
+    before = dump(api.database)
+    api.token = None
+    api.token = api.call("POST", "/api/login", {"name": "rosa", "password": PASSWORD})[1][
+        "token"]
+    assert api.call("GET", "/api/batches")[:2] == (
+        403, {"error": "the role worker may not batches.read"})
+    assert api.call("POST", "/api/batches/lote-1/end", {})[:2] == (
+        403, {"error": "the role worker may not batches.write"})
+    api.token = None
+    api.token = api.call("POST", "/api/login", {"name": "teo", "password": PASSWORD})[1]["token"]
+    assert api.call("GET", "/api/batches/lote-1")[0] == 200
+    assert api.call("POST", "/api/batches/lote-1/moisture", {"moisture_pct": 30})[:2] == (
+        403, {"error": "the role technician may not batches.write"})
+    assert dump(api.database) == before
+    api.token = token
+    assert api.call("POST", "/api/batches/lote-1/moisture", {"moisture_pct": 30})[0] == 201
 
 
 def test_a_report_influxdb_cannot_answer_is_503(api: Api) -> None:
