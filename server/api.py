@@ -59,6 +59,7 @@ CSRF value.
 
 from __future__ import annotations
 
+import contextlib
 import hmac
 import html
 import json
@@ -239,6 +240,10 @@ class _Handler(BaseHTTPRequestHandler):
     batches: BatchService | None = None  # the batch routes (server/batches/api.py)
     protocol_version = "HTTP/1.1"
     server_version = "secadero"
+    # A client that stops sending (a body shorter than its Content-Length, an idle
+    # kept-alive connection) loses its connection after this long instead of holding
+    # one of the server's threads for ever.
+    timeout = 30
     # The matched route's pattern, the ``route`` label of this request's count.
     route = UNMATCHED
 
@@ -395,6 +400,26 @@ class _Handler(BaseHTTPRequestHandler):
     # ------------------------------------------------------------ dispatch
 
     def do_GET(self) -> None:
+        self._guarded(self._get)
+
+    def do_POST(self) -> None:
+        self._guarded(self._post)
+
+    def _guarded(self, serve: Callable[[], None]) -> None:
+        """The top of one request: a bug answers 500 (counted, logged with the route, never
+        the query) instead of dropping the connection without an answer."""
+        try:
+            serve()
+        except (BrokenPipeError, ConnectionResetError, TimeoutError):
+            log.debug("API: %s %s: the client went away", self.command, self.route)
+            self.close_connection = True
+        except Exception:
+            log.exception("API: %s %s failed", self.command, self.route)
+            self.close_connection = True
+            with contextlib.suppress(OSError):  # the answer may be half-sent already
+                self._send(500, {"error": "internal error (see the server log)"})
+
+    def _get(self) -> None:
         url = urllib.parse.urlsplit(self.path)
         if self.batches is not None and batch_api.handles(url.path):
             batch_api.serve(self, self.batches, "GET")
@@ -450,7 +475,7 @@ class _Handler(BaseHTTPRequestHandler):
         else:
             self._send(404, {"error": "not found"})
 
-    def do_POST(self) -> None:
+    def _post(self) -> None:
         url = urllib.parse.urlsplit(self.path)
         if self.batches is not None and batch_api.handles(url.path):
             batch_api.serve(self, self.batches, "POST")

@@ -9,8 +9,7 @@ from typing import Any
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from secadero.server.forecast import ForecastError
-from secadero.server.forecast import metno, openmeteo
+from secadero.server.forecast import ForecastError, metno, openmeteo
 
 NOW = 1_780_000_000.0
 relaxed = settings(deadline=None, suppress_health_check=[HealthCheck.too_slow],
