@@ -200,7 +200,9 @@ class ApiServer:
         guard = Guard(login_burst=settings.login_burst, login_per_min=settings.login_per_min,
                       ack_burst=settings.ack_burst, ack_per_min=settings.ack_per_min,
                       metrics=metrics)
-        handler = type("Handler", (_Handler,), {
+        # The request handler class bound to this server's parts (fuzz/fuzz_api.py drives
+        # it without a socket).
+        self.handler_class = handler = type("Handler", (_Handler,), {
             "service": service, "metrics": metrics, "batches": batches,
             "accounts": self.accounts, "guard": guard,
             "clock": staticmethod(clock or service.clock),
