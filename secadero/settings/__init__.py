@@ -66,6 +66,7 @@ from secadero.settings.notifiers import (
 from secadero.settings.server import (
     RULE_THRESHOLDS,
     SWITCHABLE_RULES,
+    AccountSettings,
     AlertSettings,
     BatchSettings,
     ForecastSettings,
@@ -83,6 +84,7 @@ __all__ = [
     "ROLES",
     "RULE_THRESHOLDS",
     "SWITCHABLE_RULES",
+    "AccountSettings",
     "AlertSettings",
     "AreaSettings",
     "BatchSettings",

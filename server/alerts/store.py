@@ -139,10 +139,23 @@ def _v2_one_row_per_story(db: sqlite3.Connection) -> None:
                    (json.dumps(details, sort_keys=True), rain_id))
 
 
+def _v3_used_ack_tokens(db: sqlite3.Connection) -> None:
+    """Acknowledge links are single-use (issue 9): the used ones, by their MAC, kept until
+    they expire (``claim_ack_token``), so a restart does not make them good again."""
+    db.execute("""
+        CREATE TABLE used_ack_tokens (
+            mac TEXT PRIMARY KEY,
+            episode_id INTEGER NOT NULL,
+            used_at REAL NOT NULL,
+            expires_at REAL NOT NULL
+        )""")
+
+
 # MIGRATIONS[n] takes a file from version n to n + 1.
 MIGRATIONS: tuple[Callable[[sqlite3.Connection], None], ...] = (
     _v1_initial,
     _v2_one_row_per_story,
+    _v3_used_ack_tokens,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -323,6 +336,22 @@ class AlertStore:
             rows = self._db.execute(query + " ORDER BY raised_at DESC, id DESC LIMIT ?",
                                     [*args, limit]).fetchall()
         return [self._episode(r) for r in rows]
+
+    def claim_ack_token(self, mac: str, episode_id: int, expires_at: float,
+                        now: float) -> bool:
+        """Mark an acknowledge link used: True the first time, False if it was already.
+
+        Forgets the links that have expired (their signature check refuses them anyway).
+        """
+        with self.transaction():
+            self._db.execute("DELETE FROM used_ack_tokens WHERE expires_at < ?", (now,))
+            try:
+                self._db.execute("INSERT INTO used_ack_tokens (mac, episode_id, used_at, "
+                                 "expires_at) VALUES (?, ?, ?, ?)",
+                                 (mac, episode_id, now, expires_at))
+            except sqlite3.IntegrityError:
+                return False
+        return True
 
     # -- notifications
 
