@@ -229,6 +229,9 @@ def test_the_batch_routes_check_the_role(api: Api) -> None:
     """batches.read: supervisor, quality, technician, admin; batches.write: quality,
     supervisor, admin. A worker reads no batch; a technician writes none."""
     assert api.call("POST", "/api/batches", START_BODY)[0] == 201
+    # The first show of a batch keeps the yard's typical day in the file (a cache of
+    # past days, table typical_days): done first, so what follows must change nothing.
+    assert api.call("GET", "/api/batches/lote-1")[0] == 200
     token = api.token
     api.token = None
     assert api.call("GET", "/api/batches")[:2] == (401, {"error": "login required"})
