@@ -388,7 +388,14 @@ def _number(obj: dict[str, Any], key: str, *, required: bool = True,
     if not math.isfinite(number):
         raise ProtocolError("not_finite", "must be finite", field=key)
     if (lo is not None and number < lo) or (hi is not None and number > hi):
-        raise ProtocolError("out_of_range", f"{number:g} is outside {lo:g}..{hi:g}", field=key)
+        # A range open on one side (calibrated_ts has no upper limit) says only its bound.
+        if lo is not None and hi is not None:
+            reason = f"{number:g} is outside {lo:g}..{hi:g}"
+        elif lo is not None:
+            reason = f"{number:g} is below {lo:g}"
+        else:
+            reason = f"{number:g} is above {hi:g}"
+        raise ProtocolError("out_of_range", reason, field=key)
     return number
 
 

@@ -62,6 +62,8 @@ def test_health_becomes_node_fields_with_the_pi_flags_spelled_out() -> None:
     ('{"disk_free_bytes": 1.5}', "wrong_type", "health.disk_free_bytes"),
     ('{"clock": "fine"}', "bad_value", "health.clock"),
     ('{"calibrated_ts": "yesterday"}', "wrong_type", "health.calibrated_ts"),
+    # Open above: its message once crashed formatting the missing upper limit.
+    ('{"calibrated_ts": -1.0}', "out_of_range", "health.calibrated_ts"),
 ])
 def test_bad_health_is_refused_naming_the_field(health: str, reason: str, field: str) -> None:
     payload = f'{{"state": "online", "ts": 1780000000.0, "health": {health}}}'.encode()
