@@ -39,6 +39,14 @@ from typing import Any
 import pytest
 from hypothesis import settings as hypothesis_settings
 
+from secadero.devservices import (
+    INFLUX_ADMIN,
+    InfluxDB,
+    Mosquitto,
+    influx_at,
+    influx_request,
+)
+
 # Property tests: no per-example deadline (speed is measured in bench/, and a loaded
 # 2-core machine makes a deadline a coin toss). In CI (``.ci/run`` sets CI=true) the
 # examples are derandomized: CI runs the same inputs every time, so a run is red only
@@ -47,14 +55,6 @@ hypothesis_settings.register_profile("dev", deadline=None)
 hypothesis_settings.register_profile("ci", deadline=None, derandomize=True,
                                      database=None)
 hypothesis_settings.load_profile("ci" if os.environ.get("CI") else "dev")
-
-from secadero.devservices import (
-    INFLUX_ADMIN,
-    InfluxDB,
-    Mosquitto,
-    influx_at,
-    influx_request,
-)
 
 _counter = itertools.count(1)
 
