@@ -24,6 +24,8 @@ Routes:
   with a valid ``X-Twilio-Signature``.
 - ``/api/batches...`` — the drying batches (server/batches/api.py), when the
   server has a ``BatchService``.
+- The web app's pages (server/web/pages.py: ``/login``, ``/yard``, ``/alerts``,
+  ``/batches``, ``/wall``, ``/static/...``), when the server has one.
 - ``POST /api/sms/inbound`` — an SMS the GSM modem received (Gammu SMSD's
   RunOnReceive runs ``secadero alerts --sms-received``), signed with the
   server's secret.
@@ -54,6 +56,7 @@ from secadero.server.alerts.store import Episode
 from secadero.server.batches import api as batch_api
 from secadero.server.metrics import Health, Metrics, Registry
 from secadero.server.notifiers.twilio import INBOUND_PATH, STATUS_PATH, valid_signature
+from secadero.server.web.pages import WebApp
 
 if TYPE_CHECKING:
     from secadero.server.alerts.service import AlertService
@@ -102,8 +105,10 @@ class ApiServer:
         self.service = service
         self._health = health or Health()
         metrics = (registry or Registry()).part("api", HELP)
+        # The web app's pages (server/web/), over the same services.
+        self.web = WebApp(service, batches)
         handler = type("Handler", (_Handler,), {"service": service, "metrics": metrics,
-                                                "batches": batches})
+                                                "batches": batches, "web": self.web})
         self._server = ThreadingHTTPServer((host, port), handler)
         self._server.daemon_threads = True
         self.port = self._server.server_address[1]
@@ -118,12 +123,14 @@ class ApiServer:
     def stop(self) -> None:
         self._server.shutdown()
         self._server.server_close()
+        self.web.close()
 
 
 class _Handler(BaseHTTPRequestHandler):
     service: AlertService
     metrics: Metrics
     batches: BatchService | None = None  # the batch routes (server/batches/api.py)
+    web: WebApp | None = None  # the web app's pages (server/web/pages.py)
     protocol_version = "HTTP/1.1"
     server_version = "secadero"
     # The matched route's pattern, the ``route`` label of this request's count.
@@ -167,6 +174,9 @@ class _Handler(BaseHTTPRequestHandler):
         url = urllib.parse.urlsplit(self.path)
         if self.batches is not None and batch_api.handles(url.path):
             batch_api.serve(self, self.batches, "GET")
+            return
+        if self.web is not None and self.web.handles(url.path):
+            self.web.serve(self, "GET")
             return
         query = dict(urllib.parse.parse_qsl(url.query))
         store = self.service.store
@@ -220,6 +230,9 @@ class _Handler(BaseHTTPRequestHandler):
         url = urllib.parse.urlsplit(self.path)
         if self.batches is not None and batch_api.handles(url.path):
             batch_api.serve(self, self.batches, "POST")
+            return
+        if self.web is not None and self.web.handles(url.path):
+            self.web.serve(self, "POST")
             return
         # Routed before the body is read, so a 413 is counted under its route too.
         ack = _ACK.fullmatch(url.path)
