@@ -1,0 +1,273 @@
+"""The web app end to end: a real browser, the real server, broker and database.
+
+Debian's Chromium (Playwright, ``executable_path``) against ``server/app.py``'s
+``Server`` with the real Mosquitto and InfluxDB (tests/conftest.py). The
+nodes are played by an MQTT client publishing the wire format a node sends
+(``NodeSide``). Outside services are local HTTP servers speaking their
+format: the forecast is a local Open-Meteo replaying a recorded response
+(tests/data), the people's phones the generic webhook answered here
+(``Phones``). Every request a page makes to another host fails the test.
+
+Screenshots of each page at a phone's size (390x844) and of the wall view
+(1920x1080) are kept in var/screenshots/ (docs/webapp.md).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+from playwright.sync_api import Browser, Page, expect, sync_playwright
+from web_helpers import (
+    CHROMIUM,
+    CHROMIUM_FLAGS,
+    PHONE,
+    WALL,
+    ForecastReplay,
+    Phones,
+    add_staff,
+    guarded_context,
+    shot,
+    skip_without_chromium,
+    write_server_config,
+)
+
+from secadero.contract import Event, encode
+from secadero.devservices import free_port
+from secadero.server.app import Server
+from secadero.settings import load_server_settings
+from tests.server.ingest_helpers import NodeSide
+
+pytestmark = pytest.mark.integration
+
+# What the page shows within this time, or the test fails (the page polls every 5 s).
+SEEN_MS = 20_000
+PASSWORD = "clave-de-prueba-1"
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Browser]:
+    skip_without_chromium()
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=str(CHROMIUM),
+                                             args=CHROMIUM_FLAGS)
+        yield browser
+        browser.close()
+
+
+@dataclass
+class Yard:
+    server: Server
+    yard: str
+    url: str
+    phones: Phones
+    nodes: NodeSide
+    seq: dict[str, int]
+
+    def send(self, node: str, kind: str, **values: Any) -> None:
+        """Publish as ``node`` would, and wait until the server stored it (its ack)."""
+        self.seq[node] = self.seq.get(node, 0) + 1
+        seq, ts = self.seq[node], time.time()
+        if kind == "telemetry":
+            self.nodes.telemetry(node, seq, ts, **values)
+        else:
+            self.nodes.publish(node, "event", encode(Event(ts=ts, seq=seq, type=kind, **values)))
+        self.nodes.wait_ack(node, seq)
+
+    def trays_out(self) -> None:
+        for node, trays in (("norte-1", ("t1", "t2")), ("sur-2", ("t1",))):
+            self.send(node, "telemetry", temperature_c=31.0, humidity_pct=58.0, rain=False,
+                      trays=dict.fromkeys(trays, "extended"))
+
+
+@pytest.fixture
+def yard(tmp_path: Path, mosquitto: Any, influxdb: Any, unique_name: str) -> Iterator[Yard]:
+    phones = Phones()
+    # The next hours: a dry morning as the forecast sees it (no alert from it).
+    forecast = ForecastReplay([10, 20, 15, 30, 5, 0])
+    api_port = free_port()
+    config = write_server_config(
+        tmp_path / "server.toml", yard=unique_name, mqtt_port=mosquitto.port,
+        influx_url=influxdb.url, api_port=api_port, phones_url=phones.url,
+        forecast_url=forecast.url)
+    settings = load_server_settings(config)
+    add_staff(settings, config, [("ana", "supervisor"), ("rosa", "worker"),
+                                 ("carmen", "quality")], PASSWORD)
+    server = Server(settings).start()
+    nodes = NodeSide(mosquitto.port, unique_name)
+    try:
+        yield Yard(server, unique_name, f"http://127.0.0.1:{server.api_port}", phones, nodes,
+                   {})
+    finally:
+        nodes.close()
+        server.stop()
+        forecast.close()
+        phones.close()
+
+
+def log_in(page: Page, base: str, name: str, target: str = "/yard") -> None:
+    page.goto(target)
+    # Without a session every page sends the browser to the log-in form, and back after it.
+    expect(page).to_have_url(f"{base}/login?next={target.replace('/', '%2F')}")
+    page.get_by_label("Usuario").fill(name)
+    page.get_by_label("Contraseña").fill(PASSWORD)
+    page.get_by_role("button", name="Ingresar").click()
+    expect(page).to_have_url(base + target)
+
+
+def test_a_supervisor_sees_the_rain_acknowledges_and_the_trays_come_in(
+        yard: Yard, browser: Browser) -> None:
+    yard.trays_out()
+    with guarded_context(browser, yard.url, viewport=PHONE) as context:
+        page = context.new_page()
+        page.goto("/login")
+        shot(page, "phone-login")
+        log_in(page, yard.url, "ana")
+        trays = page.locator("#trays li.tray")
+        expect(trays).to_have_count(3)
+        expect(page.locator("#trays-summary")).to_have_text("Bandejas: 3 afuera")
+        expect(page.locator("#rain")).to_have_text("Sin lluvia")
+        expect(page.locator("#alert")).to_have_text("Sin alerta activa.")
+        expect(page.locator("#forecast ol.hours li")).to_have_count(6)
+        shot(page, "phone-yard-dry")
+
+        # A shower on the north plate: the node says so, the server raises the alert.
+        yard.send("norte-1", "rain_started")
+        # The ladder's first step: the yard worker (the supervisor only if nobody answers).
+        message = yard.phones.next()
+        assert message["recipient"] == "Rosa"
+        assert message["body"].startswith("LLUEVE en el tendal Chazuta")
+        expect(page.locator("#rain h2")).to_have_text("LLUEVE ahora", timeout=SEEN_MS)
+        expect(page.locator("#alert h2")).to_contain_text("Lluvia")
+        expect(page.locator("#alert .alert-message")).to_contain_text("LLUEVE")
+        shot(page, "phone-yard-alert")
+
+        page.get_by_role("button", name="Recibido").click()
+        expect(page.locator("#alert .acked")).to_contain_text("Recibida por ana")
+        (episode,) = yard.server.alerts.open_episodes()
+        assert (episode.state, episode.acked_by) == ("acknowledged", "ana")
+
+        # The workers pull the trays in; the switches report it.
+        for node, tray in (("norte-1", "t1"), ("norte-1", "t2"), ("sur-2", "t1")):
+            yard.send(node, "tray_retracted", tray=tray)
+        expect(page.locator("#trays-summary")).to_have_text("Bandejas: todas adentro",
+                                                            timeout=SEEN_MS)
+        expect(page.locator("#trays li.tray.retracted")).to_have_count(3)
+        expect(page.locator('[data-tray="norte-1/t1"] .state')).to_have_text("adentro")
+        shot(page, "phone-yard-trays-in")
+
+        page.get_by_role("link", name="Alertas").click()
+        card = page.locator(f"#episode-{episode.id}")
+        expect(card).to_contain_text("recibida")
+        expect(card.locator("ul.notes li")).to_have_count(1)
+        expect(card.locator("ul.notes")).to_contain_text("Rosa")
+        expect(card.locator("ul.notes")).to_contain_text("webhook")
+        expect(card.locator("dd.trays-in")).to_have_text("0 min")
+        shot(page, "phone-alerts")
+
+        page.get_by_role("link", name="English").click()
+        expect(page.locator("h1")).to_have_text("Alerts")
+        page.goto("/lang?to=es&next=/alerts")
+
+    with guarded_context(browser, yard.url, viewport=WALL) as context:
+        page = context.new_page()
+        log_in(page, yard.url, "rosa", "/wall")
+        expect(page.locator("h1")).to_have_text("Tendal Chazuta — ahora")
+        expect(page.locator("#rain h2")).to_have_text("LLUEVE ahora")
+        expect(page.locator("#trays li.tray")).to_have_count(3)
+        shot(page, "wall-1920x1080")
+
+
+def test_quality_starts_a_batch_records_moisture_ends_it_and_downloads_the_report(
+        yard: Yard, browser: Browser, tmp_path: Path) -> None:
+    yard.trays_out()
+    with guarded_context(browser, yard.url, viewport=PHONE, accept_downloads=True) as context:
+        page = context.new_page()
+        log_in(page, yard.url, "carmen", "/batches")
+        expect(page.locator("h1")).to_have_text("Lotes")
+        # With no batch drying, the start form is open at once.
+        expect(page.locator("details.card")).to_have_attribute("open", "")
+        form = page.locator("#start-batch")
+        form.get_by_label("Código del lote").fill("l-2026-041")
+        form.get_by_label("norte-1/t1").check()
+        form.get_by_label("norte-1/t2").check()
+        form.get_by_label("Lote de cosecha").fill("Cosecha junio")
+        form.get_by_label("Socio").fill("Familia Ruiz")
+        form.get_by_label("Peso húmedo (kg)").fill("120,5")
+        shot(page, "phone-batches-start")
+        form.get_by_role("button", name="Empezar").click()
+        expect(page).to_have_url(f"{yard.url}/batches/l-2026-041")
+        expect(page.locator("h1")).to_have_text("l-2026-041")
+        batch = yard.server.batches.get("l-2026-041")
+        assert ([str(t) for t in batch.trays], batch.lot, batch.member, batch.wet_weight_kg,
+                batch.started_by) == (["norte-1/t1", "norte-1/t2"], "Cosecha junio",
+                                      "Familia Ruiz", 120.5, "carmen")
+
+        # A reading the service refuses is shown, naming the field; nothing stored.
+        page.locator("#moisture").get_by_label("Humedad (%)").fill("150")
+        page.locator("#moisture").get_by_role("button", name="Anotar").click()
+        expect(page.locator("p.error")).to_contain_text("moisture_pct")
+        assert yard.server.batches.readings("l-2026-041") == []
+
+        page.locator("#moisture").get_by_label("Humedad (%)").fill("48,5")
+        page.locator("#moisture").get_by_role("button", name="Anotar").click()
+        expect(page.locator("#readings li")).to_have_count(1)
+        expect(page.locator("#readings li")).to_contain_text("48.5 %")
+        expect(page.locator("#curve svg circle")).to_have_count(1)
+        shot(page, "phone-batch-open")
+
+        page.locator("#end").get_by_label("Humedad final (%)").fill("7,2")
+        page.locator("#end").get_by_role("button", name="Terminar").click()
+        expect(page.locator("h1")).to_have_text("l-2026-041 · terminados")
+        assert yard.server.batches.get("l-2026-041").final_moisture_pct == 7.2
+        expect(page.locator("#moisture")).to_have_count(0)
+
+        with page.expect_download() as download_info:
+            page.locator("#report").click()
+        report = tmp_path / "report.pdf"
+        download_info.value.save_as(report)
+        assert report.read_bytes().startswith(b"%PDF-")
+        assert download_info.value.suggested_filename == "l-2026-041-report.pdf"
+        shot(page, "phone-batch-ended")
+
+        page.get_by_role("link", name="Lotes").click()
+        expect(page.locator("ul.batches").last).to_contain_text("l-2026-041")
+        shot(page, "phone-batches")
+
+
+def test_a_worker_cannot_reach_the_batches(yard: Yard, browser: Browser) -> None:
+    with guarded_context(browser, yard.url, viewport=PHONE) as context:
+        page = context.new_page()
+        log_in(page, yard.url, "rosa")
+        expect(page.get_by_role("link", name="Lotes")).to_have_count(0)
+        response = page.goto("/batches")
+        assert response is not None and response.status == 403
+        expect(page.locator("h1")).to_have_text("Sin permiso")
+        expect(page.locator("p.message")).to_contain_text("worker")
+        shot(page, "phone-forbidden")
+        # Nor by posting the start form itself (the CSRF value is hers, the role is not).
+        csrf = page.locator("form.inline input[name=csrf]").get_attribute("value")
+        answer = page.request.post("/batches", form={"csrf": csrf, "id": "x-1",
+                                                     "trays_list": "norte-1/t1"})
+        assert answer.status == 403
+        assert yard.server.batches.list() == []
+
+
+def test_without_a_session_nothing_but_the_login(yard: Yard, browser: Browser) -> None:
+    with guarded_context(browser, yard.url, viewport=PHONE) as context:
+        page = context.new_page()
+        page.goto("/alerts")
+        expect(page).to_have_url(f"{yard.url}/login?next=%2Falerts")
+        page.get_by_label("Usuario").fill("ana")
+        page.get_by_label("Contraseña").fill("wrong")
+        page.get_by_role("button", name="Ingresar").click()
+        expect(page.locator("p.error")).to_be_visible()
+        assert page.request.get("/api/yard").status == 401
+        # A form without the session's CSRF value changes nothing, even when logged in.
+        log_in(page, yard.url, "ana")
+        yard.trays_out()
+        assert page.request.post("/batches", form={"id": "y-1"}).status == 403
