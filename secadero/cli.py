@@ -24,9 +24,23 @@ def _check_config(args: argparse.Namespace) -> int:
             print(problem)
         if problems:
             failed = True
+        elif args.show:
+            _show(path)
         elif not args.quiet:
             print(f"{path}: ok")
     return 1 if failed else 0
+
+
+def _show(path: str) -> None:
+    """The file's effective settings as JSON, secrets redacted (settings/show.py)."""
+    import json
+
+    from secadero.settings import detect_kind, load_node_settings, load_server_settings
+    from secadero.settings.show import effective
+
+    loader = load_node_settings if detect_kind(path) == "node" else load_server_settings
+    print(json.dumps({"file": path, "settings": effective(loader(path))},
+                     ensure_ascii=False, indent=2))
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -42,6 +56,10 @@ def build_parser() -> argparse.ArgumentParser:
         "check-config", help="validate config files; print every problem as file: key: reason")
     check.add_argument("files", nargs="+", metavar="FILE")
     check.add_argument("-q", "--quiet", action="store_true", help="print problems only")
+    check.add_argument("--show", action="store_true",
+                       help="print each valid file's effective settings (defaults filled in, "
+                            "secrets from the environment or files) as JSON, secrets shown "
+                            "as ***")
     check.set_defaults(handler=_check_config)
 
     # Imported here, not at the top: each registers parsers only; their
@@ -49,6 +67,7 @@ def build_parser() -> argparse.ArgumentParser:
     from secadero import yard
     from secadero.edge import commands as edge_commands
     from secadero.server import commands as server_commands
+    from secadero.server.accounts import cli as accounts_cli
     from secadero.server.alerts import cli as alerts_cli
     from secadero.server.batches import cli as batches_cli
 
@@ -57,6 +76,7 @@ def build_parser() -> argparse.ArgumentParser:
     yard.register(commands)
     alerts_cli.register(commands)
     batches_cli.register(commands)
+    accounts_cli.register(commands)
     return parser
 
 

@@ -43,7 +43,12 @@ from pathlib import Path
 from typing import Protocol, TextIO
 
 from secadero.errors import PermanentStorageError, RetryableStorageError
-from secadero.server.influx import CQ_RESAMPLE_FOR_H, InfluxV1Writer, continuous_queries
+from secadero.server.influx import (
+    CQ_RESAMPLE_FOR_H,
+    InfluxV1Writer,
+    continuous_queries,
+    safe_url,
+)
 from secadero.server.metrics import Metrics
 from secadero.settings import ServerSettings
 
@@ -418,7 +423,8 @@ def backfill(settings: ServerSettings, start_s: int, end_s: int, *, out: TextIO,
     now = time.time() if now is None else now
     hours = (end_s - start_s) // HOUR_S
     steps = hour_ranges(range(start_s // HOUR_S, end_s // HOUR_S), step_hours)
-    print(f'Recomputing the hourly series of database "{influx.database}" on {influx.url}: '
+    print(f'Recomputing the hourly series of database "{influx.database}" on '
+          f"{safe_url(influx.url)}: "
           f"{readable(start_s)} to {readable(end_s)} UTC, {_count(hours, 'hour')} in "
           f"{_count(len(steps), 'step')}.", file=out)
     oldest_raw_s = now - influx.raw_retention_days * 86400

@@ -61,6 +61,7 @@ from secadero.settings.notifiers import (
     WebhookSettings,
 )
 from secadero.settings.server import (
+    AccountSettings,
     AlertSettings,
     BatchSettings,
     ForecastSettings,
@@ -76,6 +77,7 @@ __all__ = [
     "PROVIDERS",
     "REQUIRED",
     "ROLES",
+    "AccountSettings",
     "AlertSettings",
     "AreaSettings",
     "BatchSettings",

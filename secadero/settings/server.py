@@ -311,6 +311,42 @@ def read_batches(section: Section) -> BatchSettings:
 
 
 @dataclass(frozen=True)
+class AccountSettings:
+    """Staff accounts of the HTTP API (server/accounts, docs/security.md)."""
+
+    database: Path = Path("var/accounts.sqlite3")
+    # A session ends this long after its login (a shift and a half).
+    session_ttl_h: float = 12.0
+    # Token buckets per client address and per account name: ``burst`` attempts at
+    # once, then ``per_min`` each minute (429 beyond).
+    login_burst: int = 5
+    login_per_min: float = 1.0
+    ack_burst: int = 10
+    ack_per_min: float = 6.0
+    # Behind a reverse proxy every request comes from the proxy's address: take the
+    # client's from the last X-Forwarded-For entry (the one the proxy added). Only
+    # when the API listens on 127.0.0.1 behind that proxy, else anyone can forge it.
+    trust_forwarded_for: bool = False
+
+
+def read_accounts(section: Section) -> AccountSettings:
+    d = Defaults(AccountSettings)
+    settings = AccountSettings(
+        database=section.path("database", d.database),
+        session_ttl_h=section.number("session_ttl_h", d.session_ttl_h, minimum=0.1,
+                                     maximum=24 * 30),
+        login_burst=section.integer("login_burst", d.login_burst, minimum=1, maximum=1000),
+        login_per_min=section.number("login_per_min", d.login_per_min, minimum=0.01,
+                                     maximum=6000),
+        ack_burst=section.integer("ack_burst", d.ack_burst, minimum=1, maximum=1000),
+        ack_per_min=section.number("ack_per_min", d.ack_per_min, minimum=0.01, maximum=6000),
+        trust_forwarded_for=section.boolean("trust_forwarded_for", d.trust_forwarded_for),
+    )
+    section.finish()
+    return settings
+
+
+@dataclass(frozen=True)
 class ServerSettings:
     source: Path
     mqtt: MqttSettings
@@ -321,6 +357,7 @@ class ServerSettings:
     forecast: ForecastSettings = field(default_factory=ForecastSettings)
     notifiers: NotifierSettings = field(default_factory=NotifierSettings)
     batches: BatchSettings = field(default_factory=BatchSettings)
+    accounts: AccountSettings = field(default_factory=AccountSettings)
 
 
 def read_server(root: Section) -> ServerSettings:
@@ -342,6 +379,7 @@ def read_server(root: Section) -> ServerSettings:
                   else ForecastSettings(providers=())),
         notifiers=read_notifiers(root.table("notifiers")),
         batches=read_batches(root.table("batches")),
+        accounts=read_accounts(root.table("accounts")),
     )
 
 

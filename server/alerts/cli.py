@@ -11,7 +11,7 @@ import json
 import time
 from dataclasses import asdict
 from datetime import date, datetime
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo
 
 if TYPE_CHECKING:
@@ -41,8 +41,12 @@ def register(commands: argparse._SubParsersAction) -> None:
     alerts.add_argument("--close", type=int, metavar="ID",
                         help="a supervisor closes this yard alert on the running server: "
                              "reminders stop, the beacons clear (docs/alerts.md)")
-    alerts.add_argument("--by", default="supervisor",
-                        help="with --close: who closes it (supervisor)")
+    alerts.add_argument("--by", metavar="ACCOUNT",
+                        help="with --close: the supervisor's account (secadero users); its "
+                             "password is asked for")
+    alerts.add_argument("--password-stdin", action="store_true",
+                        help="with --close: read the account's password from the first line "
+                             "of standard input instead of a prompt")
     alerts.set_defaults(handler=_alerts)
 
 
@@ -56,7 +60,11 @@ def _alerts(args: argparse.Namespace) -> int:
     if args.sms_received:
         return _sms_received(settings)
     if args.close is not None:
-        return _close(settings, args.close, args.by)
+        if not args.by:
+            print("--close needs --by ACCOUNT: a supervisor's or admin's account "
+                  "(secadero users add)")
+            return 2
+        return _close(settings, args.close, args.by, args.password_stdin)
     if (args.days is not None or args.since is not None) and not args.skill:
         print("--days and --since are for --skill")
         return 2
@@ -179,24 +187,34 @@ def skill_text(s: YardSkill) -> str:
     return "\n".join(lines)
 
 
-def _close(settings: ServerSettings, episode_id: int, by: str) -> int:
-    """POST the close to the running server's API with a token signed by its secret."""
+def _close(settings: ServerSettings, episode_id: int, by: str, password_stdin: bool) -> int:
+    """Log in to the running server's API as ``by``, POST the close, log out."""
     import urllib.error
-    import urllib.parse
     import urllib.request
 
-    from secadero.server.alerts.tokens import AckTokens, load_or_create_secret
+    from secadero.server.accounts.cli import read_password
 
     a = settings.alerts
-    secret = a.ack_secret or load_or_create_secret(a.database.with_suffix(".secret"))
-    token = AckTokens(secret, a.ack_token_ttl_h * 3600).make(episode_id, time.time())
     host = "127.0.0.1" if a.api_host in ("0.0.0.0", "::", "") else a.api_host
-    query = urllib.parse.urlencode({"token": token, "by": by})
-    request = urllib.request.Request(
-        f"http://{host}:{a.api_port}/api/alerts/{episode_id}/close?{query}", method="POST")
-    try:
+    base = f"http://{host}:{a.api_port}"
+    password = read_password(password_stdin, confirm=False)
+    if password is None:
+        return 1
+
+    def post(path: str, body: dict[str, str] | None = None, token: str | None = None) -> Any:
+        request = urllib.request.Request(
+            base + path, data=json.dumps(body or {}).encode(), method="POST",
+            headers={"Content-Type": "application/json",
+                     **({"Authorization": f"Bearer {token}"} if token else {})})
         with urllib.request.urlopen(request, timeout=10) as response:
-            answer = json.loads(response.read())
+            return json.loads(response.read())
+
+    try:
+        token = post("/api/login", {"name": by, "password": password})["token"]
+        try:
+            answer = post(f"/api/alerts/{episode_id}/close", token=token)
+        finally:
+            post("/api/logout", token=token)
     except urllib.error.HTTPError as exc:
         print(f"alert {episode_id} not closed: {exc.read().decode(errors='replace')[:200]}")
         return 1

@@ -76,6 +76,13 @@ CREATE TABLE IF NOT EXISTS notifications (
 );
 CREATE INDEX IF NOT EXISTS notifications_pending ON notifications (status);
 CREATE INDEX IF NOT EXISTS notifications_provider_id ON notifications (provider_id);
+-- Acknowledge links already used (single use), kept until they expire: their MAC.
+CREATE TABLE IF NOT EXISTS used_ack_tokens (
+    mac TEXT PRIMARY KEY,
+    episode_id INTEGER NOT NULL,
+    used_at REAL NOT NULL,
+    expires_at REAL NOT NULL
+);
 """
 
 
@@ -231,6 +238,22 @@ class AlertStore:
             rows = self._db.execute(query + " ORDER BY raised_at DESC, id DESC LIMIT ?",
                                     [*args, limit]).fetchall()
         return [self._episode(r) for r in rows]
+
+    def claim_ack_token(self, mac: str, episode_id: int, expires_at: float,
+                        now: float) -> bool:
+        """Mark an acknowledge link used: True the first time, False if it was already.
+
+        Forgets the links that have expired (their signature check refuses them anyway).
+        """
+        with self.transaction():
+            self._db.execute("DELETE FROM used_ack_tokens WHERE expires_at < ?", (now,))
+            try:
+                self._db.execute("INSERT INTO used_ack_tokens (mac, episode_id, used_at, "
+                                 "expires_at) VALUES (?, ?, ?, ?)",
+                                 (mac, episode_id, now, expires_at))
+            except sqlite3.IntegrityError:
+                return False
+        return True
 
     # -- notifications
 

@@ -1,11 +1,15 @@
 """Signed, expiring acknowledge tokens for the links in push messages.
 
 Anyone subscribed to an ntfy topic can tap its buttons, so the link carries
-a token that only acknowledges one episode and only until it expires:
-``<expiry>.<HMAC-SHA256(secret, "ack.<episode>.<expiry>")>`` (base64url,
-truncated to 128 bits). The secret comes from the config (``ack_secret_env``
-or ``_file``) or, if none is given, from a file created beside the alert
-database with mode 0600, so links survive a restart.
+a token that only acknowledges one episode, only until it expires, and only
+once: ``<expiry>.<nonce>.<HMAC-SHA256(secret, "ack.<episode>.<expiry>.<nonce>")>``
+(base64url, the MAC truncated to 128 bits). The random nonce makes each
+message's token its own, so one recipient's used link does not spend
+another's; the API keeps the used ones (``AlertStore.claim_ack_token``) until
+they expire, so a replayed link is refused even after a restart. The secret
+comes from the config (``ack_secret_env`` or ``_file``) or, if none is given,
+from a file created beside the alert database with mode 0600, so links
+survive a restart.
 """
 
 from __future__ import annotations
@@ -38,14 +42,20 @@ class AckTokens:
         self._key = secret.encode()
         self.ttl_s = ttl_s
 
-    def _mac(self, episode_id: int, expiry: int) -> str:
-        digest = hmac.new(self._key, f"ack.{episode_id}.{expiry}".encode(),
+    def _mac(self, episode_id: int, expiry: int, nonce: str) -> str:
+        digest = hmac.new(self._key, f"ack.{episode_id}.{expiry}.{nonce}".encode(),
                           hashlib.sha256).digest()[:16]
         return base64.urlsafe_b64encode(digest).decode().rstrip("=")
 
     def make(self, episode_id: int, now: float) -> str:
         expiry = int(now + self.ttl_s)
-        return f"{expiry}.{self._mac(episode_id, expiry)}"
+        nonce = secrets.token_urlsafe(6)
+        return f"{expiry}.{nonce}.{self._mac(episode_id, expiry, nonce)}"
+
+    @staticmethod
+    def expiry(token: str) -> int:
+        """The expiry (UNIX seconds) written in a token that ``check`` accepted."""
+        return int(token.partition(".")[0])
 
     def sign_body(self, body: bytes) -> str:
         """Signature of a local request body (Gammu's RunOnReceive hook -> the API)."""
@@ -55,11 +65,15 @@ class AckTokens:
         return bool(signature) and hmac.compare_digest(self.sign_body(body), signature or "")
 
     def check(self, episode_id: int, token: str, now: float) -> str | None:
-        """None if the token is good for this episode now, else the reason."""
-        expiry_text, _, mac = token.partition(".")
-        if not expiry_text.isdigit() or not mac:
+        """None if the token is good for this episode now, else the reason. Whether it
+        was used already is the store's to say (``AlertStore.claim_ack_token``)."""
+        parts = token.split(".")
+        if len(parts) != 3 or not parts[0].isascii() or not parts[0].isdigit() \
+                or len(parts[0]) > 12 or not parts[1] or not parts[2]:
             return "malformed token"
-        if not hmac.compare_digest(self._mac(episode_id, int(expiry_text)), mac):
+        expiry_text, nonce, mac = parts
+        if not hmac.compare_digest(self._mac(episode_id, int(expiry_text), nonce).encode(),
+                                   mac.encode()):
             return "bad signature"
         if now > int(expiry_text):
             return "expired"

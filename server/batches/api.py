@@ -11,6 +11,11 @@
 - ``GET  /api/batches/{id}/report.pdf|report.png?language=es|en&until=`` — the report.
 - ``GET  /api/batches/{id}/export.csv|export.json`` — the curve and the metrics.
 
+Who may: ``batches.read`` to read, ``batches.write`` to start, add a
+reading or end (``secadero.server.accounts``); the handler's ``require``
+answers 401 or 403 before anything is read or changed. ``by`` defaults to
+the session's account name.
+
 Times are ISO 8601 (UTC unless they carry an offset) or UNIX seconds; the
 checks are ``BatchService``'s, the same as the CLI's. Bad input: 400 with
 ``{"error", "field"}``; an unknown batch: 404 (``field`` = ``id``); InfluxDB
@@ -25,7 +30,6 @@ import logging
 import re
 import tempfile
 import urllib.parse
-from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
 
@@ -50,15 +54,6 @@ def handles(path: str) -> bool:
     return path == PREFIX or path.startswith(PREFIX + "/")
 
 
-def authorize(handler: BaseHTTPRequestHandler, action: str) -> None:
-    """Whether the caller may do ``action`` (start, moisture, end, read).
-
-    No accounts yet: everyone may. The security issue's role check goes
-    here (quality and technician roles write, staff read), raising
-    ``Forbidden`` for a 403; every batch route passes through this one place.
-    """
-
-
 class _Refused(Exception):
     def __init__(self, status: int, error: str, field: str) -> None:
         super().__init__(error)
@@ -76,33 +71,32 @@ def serve(handler: Any, service: BatchService, method: str) -> None:
         handler.route = PREFIX
     elif match:
         handler.route = f"{PREFIX}/{{id}}" + (f"/{what}" if what else "")
+    # Every batch route passes this one check; it reads a POST's body first (an unread
+    # body would be taken for the next request on a kept-alive connection).
+    session = handler.require("batches.write" if method == "POST" else "batches.read")
+    if session is None:
+        return  # answered: 401, 403 or 413
     try:
-        # Read first, whatever the route: an unread body would be taken for the
-        # next request on a kept-alive connection.
         body = _body(handler) if method == "POST" else {}
+        if method == "POST" and isinstance(body, dict):
+            body.setdefault("by", session.name)
         if url.path == PREFIX and method == "POST":
-            authorize(handler, "start")
             batch = service.start(**_fields(body, START_KEYS))
             _json(handler, 201, batch_json(batch))
         elif url.path == PREFIX and method == "GET":
-            authorize(handler, "read")
             batches = service.list(yard=query.get("yard"),
                                    open_only=query.get("open", "") in ("1", "true", "yes"))
             _json(handler, 200, [batch_json(b) for b in batches])
         elif match and method == "GET" and what is None:
-            authorize(handler, "read")
             _json(handler, 200, view_json(service.show(match.group(1),
                                                        until=query.get("until"))))
         elif match and method == "POST" and what == "moisture":
-            authorize(handler, "moisture")
             reading = service.moisture(match.group(1), **_fields(body, MOISTURE_KEYS))
             _json(handler, 201, reading_json(reading))
         elif match and method == "POST" and what == "end":
-            authorize(handler, "end")
             batch = service.end(match.group(1), **_fields(body, END_KEYS))
             _json(handler, 200, batch_json(batch))
         elif match and method == "GET" and what in FILES:
-            authorize(handler, "read")
             _file(handler, service, match.group(1), what, query)
         else:
             raise _Refused(404, "not found", "path")
@@ -120,14 +114,7 @@ def serve(handler: Any, service: BatchService, method: str) -> None:
 
 
 def _body(handler: Any) -> dict[str, Any]:
-    try:
-        length = int(handler.headers.get("Content-Length") or 0)
-    except ValueError:
-        length = -1
-    if not 0 <= length <= MAX_BODY:
-        handler.close_connection = True  # the body is not read: the connection is spent
-        raise _Refused(413, f"the body must be 0..{MAX_BODY} bytes", "body")
-    data = handler.rfile.read(length)
+    data = handler.read_body()  # already read (and its size checked) by ``require``
     try:
         parsed = json.loads(data or b"{}")
     except ValueError:

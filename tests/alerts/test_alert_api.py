@@ -38,6 +38,10 @@ from secadero.server.notifiers.twilio import signature
 from secadero.settings import ServerSettings, load_server_settings
 
 AUTH_TOKEN = "twilio-test-token"
+# The staff accounts every running API here has (secadero users add ...), one per role.
+STAFF = {"ana": "supervisor", "rosa": "worker", "quique": "quality", "teo": "technician",
+         "root": "admin"}
+PASSWORD = "test password 1"
 
 
 def write_config(tmp_path: Path, *, ntfy_url: str, twilio_url: str, api_port: int,
@@ -110,11 +114,27 @@ class Running:
         self.settings, self.service, self.api, self.published = settings, service, api, published
         self.registry = registry
         self.url = f"http://127.0.0.1:{api.port}"
+        self._tokens: dict[str, str] = {}
+
+    def token(self, name: str) -> str:
+        """A session token of the staff account ``name``, logged in through the API."""
+        if name not in self._tokens:
+            status, answer = self.request("POST", "/api/login", json.dumps(
+                {"name": name, "password": PASSWORD}).encode(),
+                {"Content-Type": "application/json"})
+            assert status == 200, answer
+            self._tokens[name] = answer["token"]
+        return self._tokens[name]
 
     def request(self, method: str, path: str, data: bytes | None = None,
-                headers: dict[str, str] | None = None) -> tuple[int, Any]:
+                headers: dict[str, str] | None = None, *,
+                as_user: str | None = None) -> tuple[int, Any]:
+        """One request; ``as_user``: with that staff account's session (Bearer)."""
+        headers = dict(headers or {})
+        if as_user is not None:
+            headers["Authorization"] = f"Bearer {self.token(as_user)}"
         req = urllib.request.Request(path if path.startswith("http") else self.url + path,
-                                     data=data, method=method, headers=headers or {})
+                                     data=data, method=method, headers=headers)
         try:
             with urllib.request.urlopen(req, timeout=5) as response:
                 body = response.read()
@@ -144,6 +164,8 @@ def running(tmp_path: Path, ntfy: FakeService, twilio_api: FakeService,
     registry = Registry()
     api = ApiServer(service, host="127.0.0.1", port=settings.alerts.api_port,
                     registry=registry).start()
+    for name, role in STAFF.items():
+        api.accounts.add(name, role, PASSWORD)
     service.start()
     try:
         yield Running(settings, service, api, published, registry=registry)
@@ -195,14 +217,14 @@ def test_wet_plate_push_ack_button_and_retained_alert(running: Running,
                                                        "raised", "rain_now")
     # Tapping the button: POST to the URL in the action.
     status, body = running.request(action["method"], action["url"])
-    assert (status, body) == (200, {"acknowledged": 1})
+    assert (status, body) == (200, {"acknowledged": 1, "by": "push"})
     [episode] = running.service.store.active_episodes()
     assert (episode.state, episode.acked_by) == ("acknowledged", "push")
-    status, active = running.request("GET", "/api/alerts/active")
+    status, active = running.request("GET", "/api/alerts/active", as_user="rosa")
     assert status == 200 and [(a["id"], a["state"], a["cause"]) for a in active] == [
         (1, "acknowledged", "rain_now")]
     wait_sent(running, 2)
-    status, history = running.request("GET", "/api/alerts/history?yard=norte")
+    status, history = running.request("GET", "/api/alerts/history?yard=norte", as_user="rosa")
     assert [(n["recipient"], n["channel"], n["status"], n["provider"])
             for n in history[0]["notifications"]] == [
         ("Rosa", "sms", "sent", "twilio"), ("Luis", "push", "sent", "ntfy")]
@@ -212,21 +234,25 @@ def test_ack_tokens_are_checked(running: Running, ntfy: FakeService) -> None:
     running.rain()
     url = ntfy.received.get(timeout=5).json()["actions"][0]["url"]  # type: ignore[index]
     token = urllib.parse.parse_qs(urllib.parse.urlsplit(url).query)["token"][0]
-    expiry, mac = token.split(".")
-    forged = f"{int(expiry) + 3600}.{mac}"
+    expiry, nonce, mac = token.split(".")
+    forged = f"{int(expiry) + 3600}.{nonce}.{mac}"
     assert running.request("POST", f"/api/alerts/1/ack?token={forged}") == (
         403, {"error": "bad signature"})
     assert running.request("POST", f"/api/alerts/2/ack?token={token}") == (
         403, {"error": "bad signature"})  # a token is for one episode only
-    assert running.request("POST", "/api/alerts/1/ack") == (403, {"error": "no token"})
+    assert running.request("POST", "/api/alerts/1/ack") == (401, {"error": "login required"})
     assert running.request("POST", "/api/alerts/1/ack?token=x") == (
         403, {"error": "malformed token"})
     expired = running.service.tokens.make(1, time.time() - 2 * running.service.tokens.ttl_s)
     assert running.request("POST", f"/api/alerts/1/ack?token={expired}") == (
         403, {"error": "expired"})
+    assert running.service.store.active_episodes()[0].state == "raised"
     # the Bearer form works too
     assert running.request("POST", "/api/alerts/1/ack", headers={
-        "Authorization": f"Bearer {token}"}) == (200, {"acknowledged": 1})
+        "Authorization": f"Bearer {token}"}) == (200, {"acknowledged": 1, "by": "push"})
+    # once: a used link is refused, in either form
+    assert running.request("POST", f"/api/alerts/1/ack?token={token}") == (
+        403, {"error": "already used"})
     good99 = running.service.tokens.make(99, time.time())
     assert running.request("POST", f"/api/alerts/99/ack?token={good99}") == (
         404, {"error": "no open alert with that id"})
@@ -265,6 +291,37 @@ def test_an_sms_reply_ok_acknowledges_and_forged_ones_do_not(
     assert (episode.state, episode.acked_by) == ("acknowledged", "+51900000001")
 
 
+def test_a_forged_or_altered_twilio_webhook_is_refused(running: Running,
+                                                      twilio_api: FakeService) -> None:
+    """Twilio signs the URL it called and every form parameter (X-Twilio-Signature,
+    HMAC-SHA1 with the account's auth token): a request signed by anyone else, a
+    signed request replayed with a parameter changed or added, or sent to another
+    route, is refused and changes nothing."""
+    running.rain()
+    twilio_api.received.get(timeout=5)
+    reply = {"MessageSid": "SM78", "AccountSid": "AC0123456789abcdef0123456789abcdef",
+             "From": "+51900000001", "To": "+15005550006", "Body": "OK", "NumMedia": "0"}
+    signed = signature(AUTH_TOKEN, "https://yard.example/api/twilio/inbound", reply.items())
+
+    def post(path: str, form: dict[str, str], sig: str | None) -> tuple[int, Any]:
+        headers = {"Content-Type": "application/x-www-form-urlencoded"}
+        if sig is not None:
+            headers["X-Twilio-Signature"] = sig
+        return running.request("POST", path, urllib.parse.urlencode(form).encode(), headers)
+
+    refused = (403, {"error": "bad signature"})
+    assert post("/api/twilio/inbound", reply, None) == refused
+    assert post("/api/twilio/inbound", reply, "") == refused
+    assert post("/api/twilio/inbound", reply, signed[:-4] + "AAA=") == refused
+    assert post("/api/twilio/inbound", {**reply, "From": "+51900000002"}, signed) == refused
+    assert post("/api/twilio/inbound", {**reply, "Extra": "1"}, signed) == refused
+    assert post("/api/twilio/inbound?x=1", reply, signed) == refused
+    assert post("/api/twilio/status", reply, signed) == refused
+    assert running.service.store.active_episodes()[0].state == "raised"
+    assert post("/api/twilio/inbound", reply, signed) == (200, "<Response></Response>")
+    assert running.service.store.active_episodes()[0].acked_by == "+51900000001"
+
+
 def test_twilio_status_callback_records_delivery(running: Running,
                                                  twilio_api: FakeService) -> None:
     running.rain()
@@ -280,9 +337,10 @@ def test_twilio_status_callback_records_delivery(running: Running,
 
 def test_unknown_routes_and_bad_input(running: Running) -> None:
     assert running.request("GET", "/nope")[0] == 404
-    assert running.request("GET", "/api/alerts/history?limit=x") == (
-        400, {"error": "limit must be an integer"})
-    assert running.request("GET", "/api/alerts/123") == (404, {"error": "no such alert"})
+    assert running.request("GET", "/api/alerts/history?limit=x", as_user="rosa") == (
+        400, {"error": "limit must be an integer", "field": "limit"})
+    assert running.request("GET", "/api/alerts/123", as_user="rosa") == (
+        404, {"error": "no such alert"})
 
 
 def test_secadero_alerts_prints_open_alerts_and_history(
@@ -368,7 +426,7 @@ def test_forecast_status_shows_age_and_error(running: Running) -> None:
             pass
 
     running.service.poller = Poller()  # type: ignore[assignment]
-    status, body = running.request("GET", "/api/forecast")
+    status, body = running.request("GET", "/api/forecast", as_user="teo")
     assert status == 200
     [row] = body
     assert (row["yard"], row["provider"], row["error"]) == ("norte", "open-meteo",
@@ -412,9 +470,10 @@ def test_the_page_a_tap_opens_and_its_button(running: Running, ntfy: FakeService
 
 def test_requests_are_counted_by_route_pattern_and_status_never_the_raw_path(
         running: Running) -> None:
-    assert running.request("GET", "/api/alerts/active")[0] == 200
-    assert running.request("GET", "/api/alerts/123")[0] == 404
-    assert running.request("GET", "/api/alerts/124")[0] == 404
+    assert running.request("GET", "/api/alerts/active", as_user="rosa")[0] == 200
+    assert running.request("GET", "/api/alerts/123", as_user="rosa")[0] == 404
+    assert running.request("GET", "/api/alerts/124", as_user="rosa")[0] == 404
+    assert running.request("GET", "/api/alerts/125")[0] == 401
     assert running.request("POST", "/api/alerts/77/ack?token=s3cret")[0] == 403
     assert running.request("GET", "/alerts/5?token=s3cret")[0] == 403
     assert running.request("GET", "/nope/42")[0] == 404
@@ -426,7 +485,8 @@ def test_requests_are_counted_by_route_pattern_and_status_never_the_raw_path(
         connection.close()
         # Two requests on one kept-alive connection: the second, which http.server
         # itself refuses (no do_PUT), must not be counted under the first one's route.
-        connection.request("GET", "/api/forecast")
+        connection.request("GET", "/api/forecast",
+                           headers={"Authorization": f"Bearer {running.token('rosa')}"})
         response = connection.getresponse()
         assert response.status == 200
         response.read()
@@ -437,8 +497,10 @@ def test_requests_are_counted_by_route_pattern_and_status_never_the_raw_path(
     exported = [line for line in running.registry.render().splitlines()
                 if line.startswith("secadero_api_requests_total{")]
     assert sorted(exported) == sorted([
+        'secadero_api_requests_total{method="POST",route="/api/login",status="200"} 1',
         'secadero_api_requests_total{method="GET",route="/api/alerts/active",status="200"} 1',
         'secadero_api_requests_total{method="GET",route="/api/alerts/{id}",status="404"} 2',
+        'secadero_api_requests_total{method="GET",route="/api/alerts/{id}",status="401"} 1',
         'secadero_api_requests_total{method="POST",route="/api/alerts/{id}/ack",status="403"}'
         ' 1',
         'secadero_api_requests_total{method="GET",route="/alerts/{id}",status="403"} 1',

@@ -29,6 +29,7 @@ from batch_helpers import (
     write_config,
 )
 
+from secadero.server.accounts import AccountStore
 from secadero.server.alerts.service import AlertService
 from secadero.server.api import ApiServer
 from secadero.server.batches.service import BatchService, InfluxTrays
@@ -42,20 +43,36 @@ NOW = time.time()
 START = float(int(NOW - 2 * DAY))
 
 
+# The quality officer's account (secadero users add carmen --role quality): the batch
+# routes need a session whose role may batches.read / batches.write.
+USER, PASSWORD = "carmen", "quality password"
+
+
 class Api:
-    """A client on one kept-alive connection (as a phone's browser would use it)."""
+    """A client on one kept-alive connection (as a phone's browser would use it), logged
+    in as ``USER``."""
 
     def __init__(self, port: int, registry: Registry, series: StandInSeries,
-                 database: Path) -> None:
+                 database: Path, accounts: AccountStore) -> None:
         self.connection = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
         self.registry = registry
         self.series = series
         self.database = database
+        self.accounts = accounts
+        if accounts.get(USER) is None:
+            accounts.add(USER, "quality", PASSWORD)
+        self.token: str | None = None
+        status, session, _ = self.call("POST", "/api/login", {"name": USER,
+                                                              "password": PASSWORD})
+        assert status == 200, session
+        self.token = session["token"]
 
     def call(self, method: str, path: str, body: Any = None, *, raw: bytes | None = None
              ) -> tuple[int, Any, dict[str, str]]:
         data = raw if raw is not None else (None if body is None else json.dumps(body).encode())
         headers = {"Content-Type": "application/json"} if data is not None else {}
+        if self.token is not None:
+            headers["Authorization"] = f"Bearer {self.token}"
         self.connection.request(method, path, body=data, headers=headers)
         response = self.connection.getresponse()
         payload = response.read()
@@ -82,7 +99,7 @@ def api(tmp_path: Path, influxdb: Any, unique_name: str) -> Iterator[Api]:
                            analysis=standin_analysis(StandInRender()), registry=registry)
     alerts = AlertService(settings, notifiers=[], poller=None)
     server = ApiServer(alerts, port=0, registry=registry, batches=batches).start()
-    client = Api(server.port, registry, series, settings.batches.database)
+    client = Api(server.port, registry, series, settings.batches.database, server.accounts)
     yield client
     client.connection.close()
     server.stop()
@@ -104,7 +121,7 @@ def test_a_batch_through_the_api(api: Api) -> None:
     assert batch == {"id": "lote-1", "yard": "norte", "trays": ["norte-1/t1", "norte-1/t2"],
                      "started_at": START, "lot": "L-07", "member": "Familia Ruiz",
                      "fermentation_end": None, "wet_weight_kg": 120.0, "notes": "",
-                     "started_by": "", "ended_at": None, "final_moisture_pct": None,
+                     "started_by": USER, "ended_at": None, "final_moisture_pct": None,
                      "dry_weight_kg": None, "ended_by": "", "open": True}
     status, reading, _ = api.call("POST", "/api/batches/lote-1/moisture",
                                   {"moisture_pct": 41.5, "at": START + HOUR, "by": "ana",
@@ -204,6 +221,37 @@ def test_a_body_that_is_not_json_or_too_large(api: Api) -> None:
     assert api.count("POST", "/api/batches", 413) == 1
 
 
+def test_the_batch_routes_check_the_role(api: Api) -> None:
+    """batches.read: supervisor, quality, technician, admin; batches.write: quality,
+    supervisor, admin. A worker reads no batch; a technician writes none."""
+    assert api.call("POST", "/api/batches", START_BODY)[0] == 201
+    token = api.token
+    api.token = None
+    assert api.call("GET", "/api/batches")[:2] == (401, {"error": "login required"})
+    assert api.call("POST", "/api/batches/lote-1/moisture", {"moisture_pct": 30})[:2] == (
+        401, {"error": "login required"})
+    api.token = "forged"
+    assert api.call("GET", "/api/batches/lote-1/report.pdf")[0] == 401
+    for name, role in (("rosa", "worker"), ("teo", "technician")):
+        api.accounts.add(name, role, PASSWORD)
+    before = dump(api.database)
+    api.token = None
+    api.token = api.call("POST", "/api/login", {"name": "rosa", "password": PASSWORD})[1][
+        "token"]
+    assert api.call("GET", "/api/batches")[:2] == (
+        403, {"error": "the role worker may not batches.read"})
+    assert api.call("POST", "/api/batches/lote-1/end", {})[:2] == (
+        403, {"error": "the role worker may not batches.write"})
+    api.token = None
+    api.token = api.call("POST", "/api/login", {"name": "teo", "password": PASSWORD})[1]["token"]
+    assert api.call("GET", "/api/batches/lote-1")[0] == 200
+    assert api.call("POST", "/api/batches/lote-1/moisture", {"moisture_pct": 30})[:2] == (
+        403, {"error": "the role technician may not batches.write"})
+    assert dump(api.database) == before
+    api.token = token
+    assert api.call("POST", "/api/batches/lote-1/moisture", {"moisture_pct": 30})[0] == 201
+
+
 def test_a_report_influxdb_cannot_answer_is_503(api: Api) -> None:
     assert api.call("POST", "/api/batches", START_BODY)[0] == 201
     api.series.down = True
@@ -241,7 +289,9 @@ def test_the_server_serves_the_batch_routes_and_writes_the_points(
         assert server.ingest.wait_ready(10)
         report_trays(influxdb.url, unique_name, "norte", {"norte-1": ["t1"]}, NOW - 3 * DAY)
         assert server.api_port is not None
-        api = Api(server.api_port, server.registry, StandInSeries(), settings.batches.database)
+        assert server.api is not None
+        api = Api(server.api_port, server.registry, StandInSeries(), settings.batches.database,
+                  server.api.accounts)
         body = {"id": "lote-1", "yard": "norte", "trays": ["norte-1/t1"], "at": START}
         assert api.call("POST", "/api/batches", body)[0] == 201
         assert api.call("POST", "/api/batches/lote-1/end", {"at": START + DAY})[0] == 200

@@ -38,6 +38,7 @@ from batch_helpers import DAY, HOUR
 
 from secadero.contract import Event, encode
 from secadero.devservices import free_port
+from secadero.server.accounts import AccountStore
 from secadero.server.alerts.engine import Transition
 from secadero.server.influx_points import AlertPoints
 from secadero.server.notifiers import Outgoing
@@ -185,13 +186,23 @@ ntfy_topic = "carmen"
 
 
 class Api:
-    def __init__(self, port: int) -> None:
+    """The supervisor's client, logged in (an account made as ``secadero users add`` does)."""
+
+    def __init__(self, port: int, accounts: AccountStore) -> None:
         self.connection = HTTPConnection("127.0.0.1", port, timeout=30)
+        accounts.add("ana", "supervisor", "supervisor password")
+        self.token = ""
+        status, session = self.call("POST", "/api/login", {"name": "ana",
+                                                           "password": "supervisor password"})
+        assert status == 200, session
+        self.token = session["token"]
 
     def call(self, method: str, path: str, body: Any = None) -> tuple[int, Any]:
         data = None if body is None else json.dumps(body).encode()
-        self.connection.request(method, path, body=data,
-                                headers={"Content-Type": "application/json"} if data else {})
+        headers = {"Content-Type": "application/json"} if data else {}
+        if self.token:
+            headers["Authorization"] = f"Bearer {self.token}"
+        self.connection.request(method, path, body=data, headers=headers)
         response = self.connection.getresponse()
         payload = response.read()
         if response.getheader("Content-Type", "").startswith("application/json"):
@@ -207,8 +218,8 @@ def running(tmp_path: Path, mosquitto: Any, influxdb: Any, unique_name: str
         name=unique_name))
     notifier = RecordingNotifier()
     server = Server(settings, notifiers=[notifier]).start()
-    assert server.api_port is not None
-    api = Api(server.api_port)
+    assert server.api_port is not None and server.api is not None
+    api = Api(server.api_port, server.api.accounts)
     yield server, notifier, api
     api.connection.close()
     server.stop()
