@@ -265,9 +265,15 @@ def test_without_a_session_nothing_but_the_login(yard: Yard, browser: Browser) -
         page.get_by_label("Usuario").fill("ana")
         page.get_by_label("Contraseña").fill("wrong")
         page.get_by_role("button", name="Ingresar").click()
-        expect(page.locator("p.error")).to_be_visible()
+        expect(page.get_by_role("alert")).to_contain_text("Usuario o contraseña incorrectos")
         assert page.request.get("/api/yard").status == 401
         # A form without the session's CSRF value changes nothing, even when logged in.
         log_in(page, yard.url, "ana")
         yard.trays_out()
         assert page.request.post("/batches", form={"id": "y-1"}).status == 403
+        assert yard.server.batches.list() == []
+        # Logging out ends the session: the pages send the browser to the form again.
+        page.get_by_role("button", name="Salir").click()
+        expect(page).to_have_url(f"{yard.url}/login")
+        page.goto("/yard")
+        expect(page).to_have_url(f"{yard.url}/login?next=%2Fyard")

@@ -24,6 +24,8 @@ from typing import Any
 
 import pytest
 
+from secadero.server.accounts import AccountStore
+
 CHROMIUM = Path("/usr/bin/chromium")
 # Debian's Chromium in a container: no sandbox (no user namespaces), no GPU, and none of
 # the background calls home a fresh profile makes (they would be "foreign requests").
@@ -181,6 +183,8 @@ providers = ["open-meteo"]
 open_meteo_url = "{forecast_url}"
 [batches]
 database = "batches.sqlite3"
+[accounts]
+database = "accounts.sqlite3"
 [notifiers.webhook]
 url = "{phones_url}"
 [[yards]]
@@ -214,8 +218,7 @@ def skip_without_chromium() -> None:
 
 def add_staff(settings: Any, config: Path, people: list[tuple[str, str]],
               password: str) -> None:
-    """The staff accounts the tests log in with (issue 9's account store)."""
-    from secadero.server import accounts  # DEV STUB until i9-api is merged
-
-    for name, role in people:
-        accounts.USERS[name] = (password, role)
+    """The staff accounts the tests log in with, in the server's account store."""
+    with AccountStore(settings.accounts.database) as accounts:
+        for name, role in people:
+            accounts.add(name, role, password)
