@@ -42,8 +42,11 @@ def batch_curve(view: BatchView, timezone: str, language: str) -> str:
                      f'<text x="{LEFT - 3}" y="{y(pct) + 3:.1f}" class="axis" '
                      f'text-anchor="end">{pct}</text>')
     for ts, label in _day_ticks(start, end, timezone):
+        # A label at either edge is anchored inside the picture, not cut in half.
+        anchor = ("start" if x(ts) < LEFT + 20 else "end" if x(ts) > WIDTH - RIGHT - 20
+                  else "middle")
         parts.append(f'<text x="{x(ts):.1f}" y="{HEIGHT - 6}" class="axis" '
-                     f'text-anchor="middle">{label}</text>')
+                     f'text-anchor="{anchor}">{label}</text>')
     humidity = _mean_by_time(view)
     if humidity:
         step = max(1, len(humidity) // MAX_POINTS)

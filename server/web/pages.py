@@ -252,10 +252,11 @@ class WebApp:
             last_in = self.last_stored.last_retracted(episode.yard, episode.raised_at, end)
             if last_in is not None:
                 trays_in_min = (last_in - episode.raised_at) / 60
+        yard = self.yards.get(episode.yard)
         return {"episode": episode, "notes": notes,
+                "yard_name": yard.name if yard else episode.yard,
                 "trays_in_min": None if trays_in_min is None else round(trays_in_min),
-                "timezone": self.yards[episode.yard].timezone
-                if episode.yard in self.yards else "UTC"}
+                "timezone": yard.timezone if yard else "UTC"}
 
     def _batches(self, handler: Any, request: Request, method: str,
                  form: dict[str, str]) -> None:

@@ -222,7 +222,7 @@ def test_quality_starts_a_batch_records_moisture_ends_it_and_downloads_the_repor
 
         page.locator("#end").get_by_label("Humedad final (%)").fill("7,2")
         page.locator("#end").get_by_role("button", name="Terminar").click()
-        expect(page.locator("h1")).to_have_text("l-2026-041 · terminados")
+        expect(page.locator("h1")).to_have_text("l-2026-041 · terminado")
         assert yard.server.batches.get("l-2026-041").final_moisture_pct == 7.2
         expect(page.locator("#moisture")).to_have_count(0)
 
@@ -277,3 +277,33 @@ def test_without_a_session_nothing_but_the_login(yard: Yard, browser: Browser) -
         expect(page).to_have_url(f"{yard.url}/login")
         page.goto("/yard")
         expect(page).to_have_url(f"{yard.url}/login?next=%2Fyard")
+
+
+# Every page, first load with an empty cache, must stay under this (docs/webapp.md).
+PAGE_BUDGET_BYTES = 150 * 1024
+
+
+def test_every_page_is_light_on_first_load(yard: Yard, browser: Browser) -> None:
+    """Bytes transferred (headers and bodies, as received) for each page with an empty
+    cache: a phone on a 3G-class link in the yard. Printed for docs/webapp.md."""
+    yard.trays_out()
+    yard.server.batches.start(id="l-peso", yard=yard.yard, trays=["norte-1/t1"], by="ana")
+    yard.server.batches.moisture("l-peso", moisture_pct=52.0, by="ana")
+    with guarded_context(browser, yard.url, viewport=PHONE) as context:
+        page = context.new_page()
+        log_in(page, yard.url, "ana")
+        state = context.storage_state()
+    weights: dict[str, int] = {}
+    for path in ("/login", "/yard", "/alerts", "/batches", "/batches/l-peso", "/wall"):
+        options = {} if path == "/login" else {"storage_state": state}
+        with guarded_context(browser, yard.url, viewport=PHONE, **options) as context:
+            page = context.new_page()
+            sizes: list[int] = []
+            page.on("requestfinished", lambda request, sizes=sizes: sizes.append(
+                request.sizes()["responseBodySize"] + request.sizes()["responseHeadersSize"]))
+            response = page.goto(path, wait_until="load")
+            assert response is not None and response.status == 200, path
+            expect(page.locator("h1")).to_be_visible()
+            weights[path] = sum(sizes)
+    print("first-load weights (bytes):", weights)
+    assert all(0 < size < PAGE_BUDGET_BYTES for size in weights.values()), weights
