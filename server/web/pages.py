@@ -103,6 +103,8 @@ class WebApp:
         self.last_stored = last_stored if last_stored is not None else LastStored(
             self.settings.influxdb)
         self.yards = {yard.id: yard for yard in self.settings.yards}
+        # Per yard, the nodes InfluxDB last said it had (see yard_now).
+        self._stored_nodes: dict[str, set[str]] = {}
         self.templates = Environment(loader=FileSystemLoader(HERE / "templates"),
                                      autoescape=select_autoescape(["html"]),
                                      trim_blocks=True, lstrip_blocks=True)
@@ -210,10 +212,14 @@ class WebApp:
         settings = self.yards[yard]
         view = self.service.tracker.view(yard)
         heard = {n.node for n in view.nodes}
-        # The tracker knows only what it heard since the server started: until every
-        # node it last stored has spoken, the others come from InfluxDB.
-        stored = self.last_stored.nodes(yard) if not heard or _expects_more(settings, heard) \
-            else []
+        # The tracker knows only what it heard since the server started: until every node
+        # InfluxDB last knew of (or the yard's areas name) has spoken, the others come from
+        # InfluxDB. Once all have, a page load costs InfluxDB nothing.
+        stored: list[Any] = []
+        if not heard or not self._stored_nodes.get(yard, set()) <= heard \
+                or _expects_more(settings, heard):
+            stored = self.last_stored.nodes(yard)
+            self._stored_nodes[yard] = {n.node for n in stored}
         return yard_now(settings, view, now=self.clock(), alerts=self.settings.alerts,
                         forecast=self.service.forecast_status(yard),
                         episodes=self.service.open_episodes(), stored=stored)

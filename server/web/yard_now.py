@@ -186,8 +186,10 @@ class LastStored:
         statement = (
             f'SELECT last("state") AS "state" FROM "tray" {where} GROUP BY "node", "tray"; '
             f'SELECT last("wet") AS "wet" FROM "rain" {where} GROUP BY "node"; '
-            f'SELECT last("temperature_c") AS "temperature_c", last("humidity_pct") AS '
-            f'"humidity_pct" FROM "climate" {where} GROUP BY "node"')
+            # One selector and a plain field: both from the node's last reading, at its
+            # time (two selectors would answer the query's start time instead).
+            f'SELECT last("humidity_pct") AS "humidity_pct", "temperature_c" FROM "climate" '
+            f'{where} GROUP BY "node"')
         try:
             with self._lock:
                 results = self._influx.query(statement, epoch="s")

@@ -14,7 +14,9 @@ Screenshots of each page at a phone's size (390x844) and of the wall view
 
 from __future__ import annotations
 
+import json
 import time
+import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -67,6 +69,7 @@ class Yard:
     phones: Phones
     nodes: NodeSide
     seq: dict[str, int]
+    settings: Any
 
     def send(self, node: str, kind: str, **values: Any) -> None:
         """Publish as ``node`` would, and wait until the server stored it (its ack)."""
@@ -99,12 +102,13 @@ def yard(tmp_path: Path, mosquitto: Any, influxdb: Any, unique_name: str) -> Ite
                                  ("carmen", "quality")], PASSWORD)
     server = Server(settings).start()
     nodes = NodeSide(mosquitto.port, unique_name)
+    handle = Yard(server, unique_name, f"http://127.0.0.1:{server.api_port}", phones, nodes, {},
+                  settings)
     try:
-        yield Yard(server, unique_name, f"http://127.0.0.1:{server.api_port}", phones, nodes,
-                   {})
+        yield handle
     finally:
         nodes.close()
-        server.stop()
+        handle.server.stop()  # the one running now (a test may have restarted it)
         forecast.close()
         phones.close()
 
@@ -307,3 +311,30 @@ def test_every_page_is_light_on_first_load(yard: Yard, browser: Browser) -> None
             weights[path] = sum(sizes)
     print("first-load weights (bytes):", weights)
     assert all(0 < size < PAGE_BUDGET_BYTES for size in weights.values()), weights
+
+
+def test_after_a_restart_the_yard_shows_the_last_stored_values(yard: Yard) -> None:
+    """A restarted server has heard no node yet: the trays come from InfluxDB, marked."""
+    yard.trays_out()
+    yard.server.stop()
+    yard.server = Server(yard.settings).start()
+    base = f"http://127.0.0.1:{yard.server.api_port}"
+    login = urllib.request.Request(f"{base}/api/login", method="POST", data=json.dumps(
+        {"name": "rosa", "password": PASSWORD}).encode(),
+        headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(login, timeout=10) as response:
+        token = json.load(response)["token"]
+    request = urllib.request.Request(f"{base}/api/yard",
+                                     headers={"Authorization": f"Bearer {token}"})
+    with urllib.request.urlopen(request, timeout=10) as response:
+        state = json.load(response)
+    assert [(n["node"], n["stored"], n["online"], n["trays"]) for n in state["nodes"]] == [
+        ("norte-1", True, False, {"t1": "extended", "t2": "extended"}),
+        ("sur-2", True, False, {"t1": "extended"})]
+    # The first reading after the restart: that node is live again, the other still stored.
+    yard.send("sur-2", "telemetry", rain=False, trays={"t1": "retracted"})
+    with urllib.request.urlopen(request, timeout=10) as response:
+        state = json.load(response)
+    assert [(n["node"], n["stored"], n["trays"]) for n in state["nodes"]] == [
+        ("norte-1", True, {"t1": "extended", "t2": "extended"}),
+        ("sur-2", False, {"t1": "retracted"})]
