@@ -68,14 +68,14 @@ def test_printer_shows_the_yards_alert() -> None:
 @pytest.mark.slow
 def test_the_demo_yard_stores_readings_alerts_and_stops_everything_on_ctrl_c(
         tmp_path: Path) -> None:
-    """``secadero yard`` as ./run-yard starts it: real broker, database, server and nodes.
+    """``secadero yard --endless``: real broker, database, server and nodes, random showers.
 
     At 120x the simulated weather of node norte-1 (seed 1) brings its first
     shower after about 12 s, so the rain alert reaches the demo's phones.
     """
     process = subprocess.Popen(
-        [sys.executable, "-m", "secadero.cli", "yard", "--dir", str(tmp_path), "--nodes", "3",
-         "--interval", "0.5", "--speed", "120"],
+        [sys.executable, "-m", "secadero.cli", "yard", "--endless", "--dir", str(tmp_path),
+         "--nodes", "3", "--interval", "0.5", "--speed", "120"],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
     )
     assert process.stdout is not None
