@@ -342,7 +342,8 @@ class DayScript:
     def to_json(self) -> str:
         return json.dumps({
             "day_start_s": self.day_start_s, "real_start_s": self.real_start_s,
-            "showers": [[s.start_s, s.duration_s, s.intensity_mm_h] for s in self.showers],
+            "showers": [[s.start_s, s.duration_s, s.intensity_mm_h, s.lead_in_s]
+                        for s in self.showers],
             "trays": [[at_s, state] for at_s, state in self.trays]})
 
 
@@ -350,12 +351,12 @@ def load_day_script(path: Path) -> DayScript:
     """Read a day script; a bad file is a ``ConfigError`` naming it and the reason."""
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
-        showers = tuple(Shower(float(start), float(duration), float(mm_h))
-                        for start, duration, mm_h in data["showers"])
+        showers = tuple(Shower(*(float(value) for value in shower))
+                        for shower in data["showers"])
         trays = tuple((float(at_s), str(state)) for at_s, state in data["trays"])
         if any(state not in ("extended", "retracted") for _, state in trays):
             raise ValueError("a tray move is neither extended nor retracted")
         return DayScript(float(data["day_start_s"]), float(data["real_start_s"]), showers,
                          trays)
     except (OSError, ValueError, KeyError, TypeError) as exc:
-        raise ConfigError(f"{path}: not a day script: {exc}") from exc
+        raise ConfigError([f"{path}: not a day script: {exc}"]) from exc
