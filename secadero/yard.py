@@ -541,7 +541,8 @@ def run_day(root: Path, *, nodes: int, interval_s: float, minutes: float, readin
             children.append(_spawn(config.stem, [*command, "edge", "run", "--config",
                                                  str(config)], logs))
         say(f"  {len(node_configs)} nodes (Raspberry Pis at the trays, simulated): "
-            + ", ".join(c.stem for c in node_configs), stamp=False)
+            + ", ".join(f"{child.name} pid {child.process.pid}" for child in children[1:]),
+            stamp=False)
         say("", stamp=False)
         say(f"Open the web app: {web}/   (the wall screen: {web}/wall)", stamp=False)
         for name, role, who in DEMO_STAFF:
@@ -568,7 +569,9 @@ def run_day(root: Path, *, nodes: int, interval_s: float, minutes: float, readin
             "plates and the trays' switches every second and send it to the server.")
         batch_id = f"lote-{dt.datetime.now(TIMEZONE):%m%d-%H%M}"
         api = DemoApi(web)
-        story = [(day.at(beat), beat, text) for beat, text in day.story()]
+        # A shower is announced a moment before the plates' own lines arrive.
+        story = [(day.at(beat) - (2.0 if beat.startswith("shower") else 0.0), beat, text)
+                 for beat, text in day.story()]
         story.append((day.at("end"), "end", ""))
         readings_pct = {"moisture_1": MOISTURE["moisture_1"],
                         "moisture_2": MOISTURE["moisture_2"]}
