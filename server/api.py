@@ -61,6 +61,7 @@ CSRF value.
 
 from __future__ import annotations
 
+import contextlib
 import hmac
 import html
 import json
@@ -204,7 +205,9 @@ class ApiServer:
         guard = Guard(login_burst=settings.login_burst, login_per_min=settings.login_per_min,
                       ack_burst=settings.ack_burst, ack_per_min=settings.ack_per_min,
                       metrics=metrics)
-        handler = type("Handler", (_Handler,), {
+        # The request handler class bound to this server's parts (fuzz/fuzz_api.py drives
+        # it without a socket).
+        self.handler_class = handler = type("Handler", (_Handler,), {
             "service": service, "metrics": metrics, "batches": batches,
             "accounts": self.accounts, "guard": guard, "web": self.web,
             "clock": staticmethod(clock or service.clock),
@@ -247,6 +250,10 @@ class _Handler(BaseHTTPRequestHandler):
     web: WebApp | None = None  # the web app's pages (server/web/pages.py)
     protocol_version = "HTTP/1.1"
     server_version = "secadero"
+    # A client that stops sending (a body shorter than its Content-Length, an idle
+    # kept-alive connection) loses its connection after this long instead of holding
+    # one of the server's threads for ever.
+    timeout = 30
     # The matched route's pattern, the ``route`` label of this request's count.
     route = UNMATCHED
 
@@ -403,6 +410,26 @@ class _Handler(BaseHTTPRequestHandler):
     # ------------------------------------------------------------ dispatch
 
     def do_GET(self) -> None:
+        self._guarded(self._get)
+
+    def do_POST(self) -> None:
+        self._guarded(self._post)
+
+    def _guarded(self, serve: Callable[[], None]) -> None:
+        """The top of one request: a bug answers 500 (counted, logged with the route, never
+        the query) instead of dropping the connection without an answer."""
+        try:
+            serve()
+        except (BrokenPipeError, ConnectionResetError, TimeoutError):
+            log.debug("API: %s %s: the client went away", self.command, self.route)
+            self.close_connection = True
+        except Exception:
+            log.exception("API: %s %s failed", self.command, self.route)
+            self.close_connection = True
+            with contextlib.suppress(OSError):  # the answer may be half-sent already
+                self._send(500, {"error": "internal error (see the server log)"})
+
+    def _get(self) -> None:
         url = urllib.parse.urlsplit(self.path)
         if self.batches is not None and batch_api.handles(url.path):
             batch_api.serve(self, self.batches, "GET")
@@ -461,7 +488,7 @@ class _Handler(BaseHTTPRequestHandler):
         else:
             self._send(404, {"error": "not found"})
 
-    def do_POST(self) -> None:
+    def _post(self) -> None:
         url = urllib.parse.urlsplit(self.path)
         if self.batches is not None and batch_api.handles(url.path):
             batch_api.serve(self, self.batches, "POST")

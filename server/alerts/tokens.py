@@ -62,7 +62,9 @@ class AckTokens:
         return "sha256=" + hmac.new(self._key, b"body." + body, hashlib.sha256).hexdigest()
 
     def check_body(self, body: bytes, signature: str | None) -> bool:
-        return bool(signature) and hmac.compare_digest(self.sign_body(body), signature or "")
+        # As bytes: compare_digest raises TypeError for a str with non-ASCII characters.
+        return bool(signature) and hmac.compare_digest(
+            self.sign_body(body).encode(), (signature or "").encode("utf-8", "replace"))
 
     def check(self, episode_id: int, token: str, now: float) -> str | None:
         """None if the token is good for this episode now, else the reason. Whether it

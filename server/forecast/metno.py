@@ -15,6 +15,7 @@ Open-Meteo); where steps become 6-hourly only ``next_6_hours`` exists.
 from __future__ import annotations
 
 import logging
+import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -45,12 +46,14 @@ def parse(body: Any, *, fetched_at: float) -> Forecast:
         try:
             start = datetime.fromisoformat(str(step["time"]).replace("Z", "+00:00")).timestamp()
             data = step["data"]
-        except (TypeError, KeyError, ValueError) as exc:
+        except (TypeError, KeyError, ValueError, OverflowError) as exc:
             raise ForecastError("bad_format", f"bad timeseries entry: {str(step)[:80]}") from exc
         for period, length_h in (("next_1_hours", 1), ("next_6_hours", 6)):
             block = data.get(period) if isinstance(data, dict) else None
             if isinstance(block, dict):
                 details = block.get("details") or {}
+                if not isinstance(details, dict):
+                    raise ForecastError("bad_format", f"{period}.details is not an object")
                 hours.append(ForecastHour(
                     start_ts=start, end_ts=start + length_h * 3600,
                     precip_prob_pct=_number(details.get("probability_of_precipitation")),
@@ -60,8 +63,9 @@ def parse(body: Any, *, fetched_at: float) -> Forecast:
 
 
 def _number(value: Any) -> float | None:
-    if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
-        return None
+    if isinstance(value, bool) or not isinstance(value, int | float) \
+            or not 0 <= value < math.inf:
+        return None  # also NaN, which no comparison lets through
     return float(value)
 
 

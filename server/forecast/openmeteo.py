@@ -31,6 +31,8 @@ log = logging.getLogger(__name__)
 
 PROVIDER = "open-meteo"
 HOURLY = ("precipitation_probability", "precipitation", "weather_code")
+# Year 9999: a later "UNIX time" is not one (and makes no date).
+MAX_UNIX_S = 253_402_300_799
 
 
 def parse(body: Any, *, fetched_at: float) -> Forecast:
@@ -55,10 +57,15 @@ def parse(body: Any, *, fetched_at: float) -> Forecast:
         # A renamed field (a model suffix, an API change) must not read as "dry".
         raise ForecastError("bad_format", "neither hourly.precipitation_probability nor "
                             f"hourly.precipitation; got {sorted(hourly)[:8]}")
-    unit = (body.get("hourly_units") or {}).get("time", "iso8601")
+    units = body.get("hourly_units") or {}
+    if not isinstance(units, dict):
+        raise ForecastError("bad_format", "hourly_units is not an object")
+    unit = units.get("time", "iso8601")
     offset_s = body.get("utc_offset_seconds", 0)
-    if isinstance(offset_s, bool) or not isinstance(offset_s, int | float):
-        raise ForecastError("bad_format", "utc_offset_seconds is not a number")
+    # A real offset is within a day (UTC-12 .. UTC+14); anything else is not an offset.
+    if isinstance(offset_s, bool) or not isinstance(offset_s, int | float) \
+            or not -86400 <= offset_s <= 86400:
+        raise ForecastError("bad_format", "utc_offset_seconds is not an offset in seconds")
     hours = []
     for index, stamp in enumerate(times):
         end_ts = _utc(stamp, unit, offset_s)
@@ -72,7 +79,8 @@ def parse(body: Any, *, fetched_at: float) -> Forecast:
 
 def _utc(stamp: Any, unit: str, offset_s: float) -> float:
     if unit == "unixtime":
-        if isinstance(stamp, bool) or not isinstance(stamp, int | float):
+        if isinstance(stamp, bool) or not isinstance(stamp, int | float) \
+                or not 0 <= stamp <= MAX_UNIX_S:
             raise ForecastError("bad_format", f"time {stamp!r} is not UNIX seconds")
         return float(stamp)
     if not isinstance(stamp, str):
@@ -81,7 +89,10 @@ def _utc(stamp: Any, unit: str, offset_s: float) -> float:
         local = datetime.strptime(stamp, "%Y-%m-%dT%H:%M")
     except ValueError as exc:
         raise ForecastError("bad_format", f"time {stamp[:40]!r} is not YYYY-MM-DDTHH:MM") from exc
-    return (local - timedelta(seconds=offset_s)).replace(tzinfo=UTC).timestamp()
+    try:
+        return (local - timedelta(seconds=offset_s)).replace(tzinfo=UTC).timestamp()
+    except OverflowError as exc:  # year 1 minus an offset: no date at all
+        raise ForecastError("bad_format", f"time {stamp[:40]!r} is out of range") from exc
 
 
 def _number(series: dict[str, list[Any]], name: str, index: int, lo: float,

@@ -51,7 +51,10 @@ def valid_signature(auth_token: str, url: str, params: Iterable[tuple[str, str]]
         return False
     pairs = list(params)
     candidates = {url, _without_default_port(url)}
-    return any(hmac.compare_digest(signature(auth_token, candidate, pairs), received)
+    # Compared as bytes: compare_digest refuses str with non-ASCII characters (TypeError),
+    # and a header is whatever the sender put there.
+    given = received.encode("utf-8", "replace")
+    return any(hmac.compare_digest(signature(auth_token, candidate, pairs).encode(), given)
                for candidate in candidates)
 
 
