@@ -112,6 +112,7 @@ def test_the_demo_yard_stores_readings_alerts_and_stops_everything_on_ctrl_c(
 
 @pytest.mark.integration
 @pytest.mark.slow
+@pytest.mark.timeout(600)  # the day itself takes seven minutes
 def test_a_day_in_the_yard_told_in_words_with_the_web_app_and_the_report(
         tmp_path: Path) -> None:
     """``secadero yard --minutes 7`` as ./run-yard runs it (a 7-minute test): the scripted
