@@ -163,6 +163,11 @@ def test_a_supervisor_sees_the_rain_acknowledges_and_the_trays_come_in(
         expect(page.locator("#trays li.tray.retracted")).to_have_count(3)
         expect(page.locator('[data-tray="norte-1/t1"] .state')).to_have_text("adentro")
         shot(page, "phone-yard-trays-in")
+        # The narrowest phone the yard has (360 px): nothing runs off the side.
+        page.set_viewport_size({"width": 360, "height": 740})
+        assert page.evaluate("document.documentElement.scrollWidth") <= 360
+        shot(page, "phone360-yard")
+        page.set_viewport_size(PHONE)
 
         page.get_by_role("link", name="Alertas").click()
         card = page.locator(f"#episode-{episode.id}")
