@@ -138,7 +138,7 @@ class WebApp:
         except Exception:  # the top of one request: logged, answered 500, counted
             log.exception("web: %s %s failed", method, path)
             self._page(handler, request, 500, "message.html",
-                       title=request.t("notfound.title"), message="Error (server log).")
+                       title=request.t("error.title"), message=request.t("error.text"))
 
     def _dispatch(self, handler: Any, request: Request, method: str,
                   form: dict[str, str]) -> None:
@@ -163,8 +163,9 @@ class WebApp:
             else:
                 _send(handler, 401, b"log in first", "text/plain")
             return
-        if method == "POST" and not hmac.compare_digest(form.get("csrf", ""),
-                                                        str(request.session.csrf)):
+        # Compared as bytes: compare_digest refuses non-ASCII text with a TypeError.
+        if method == "POST" and not hmac.compare_digest(
+                form.get("csrf", "").encode(), str(request.session.csrf).encode()):
             self._page(handler, request, 403, "message.html",
                        title=request.t("forbidden.title"),
                        message="CSRF: reload the page and try again.")

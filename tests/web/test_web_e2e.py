@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import time
+import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -343,3 +344,49 @@ def test_after_a_restart_the_yard_shows_the_last_stored_values(yard: Yard) -> No
     assert [(n["node"], n["stored"], n["trays"]) for n in state["nodes"]] == [
         ("norte-1", True, {"t1": "extended", "t2": "extended"}),
         ("sur-2", False, {"t1": "retracted"})]
+
+
+def test_bad_requests_get_clear_answers_not_crashes(yard: Yard) -> None:
+    """Over plain HTTP: what a browser would never send, answered with the right status."""
+    def call(method: str, path: str, body: bytes | None = None,
+             headers: dict[str, str] | None = None) -> tuple[int, dict[str, str], bytes]:
+        request = urllib.request.Request(yard.url + path, method=method, data=body,
+                                         headers=headers or {})
+        opener = urllib.request.build_opener(_NoRedirect())
+        try:
+            with opener.open(request, timeout=10) as response:
+                return response.status, dict(response.headers), response.read()
+        except urllib.error.HTTPError as exc:
+            return exc.code, dict(exc.headers), exc.read()
+
+    login = json.dumps({"name": "ana", "password": PASSWORD}).encode()
+    status, headers, _ = call("POST", "/api/login", login,
+                              {"Content-Type": "application/json"})
+    assert status == 200
+    cookie = headers["Set-Cookie"].split(";", 1)[0]
+    form = {"Cookie": cookie, "Content-Type": "application/x-www-form-urlencoded"}
+    # A CSRF value with non-ASCII text: refused (403), not a server error.
+    status, _, _ = call("POST", "/alerts/1/ack", "csrf=ñandú".encode(), form)
+    assert status == 403
+    # A form larger than any of ours: 413, the connection closed.
+    status, headers, _ = call("POST", "/batches", b"x" * 20_000, form)
+    assert (status, headers.get("Connection")) == (413, "close")
+    # The language switch never sends the browser to another site.
+    status, headers, _ = call("GET", "/lang?to=en&next=//example.com/")
+    assert (status, headers["Location"]) == (303, "/yard")
+    status, headers, _ = call("GET", "/lang?to=xx&next=/alerts")
+    assert (status, headers["Location"], headers["Set-Cookie"].split(";")[0]) == (
+        303, "/alerts", "secadero_lang=es")
+    # Every asset is ours, with its type; an unknown one is 404.
+    status, headers, body = call("GET", "/static/app.css")
+    assert (status, headers["Content-Type"]) == (200, "text/css; charset=utf-8")
+    assert b"http" not in body  # no URL to anywhere in the style sheet
+    assert call("GET", "/static/nothing.js")[0] == 404
+    # A page with a session carries the policy that forbids loading from elsewhere.
+    status, headers, _ = call("GET", "/yard", headers={"Cookie": cookie})
+    assert status == 200 and headers["Content-Security-Policy"].startswith("default-src 'self'")
+
+
+class _NoRedirect(urllib.request.HTTPRedirectHandler):
+    def redirect_request(self, *args: Any, **kwargs: Any) -> None:
+        return None
