@@ -34,7 +34,7 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
 from secadero.contract import Event, encode, node_topic
-from secadero.devservices import InfluxDB, Mosquitto, free_port
+from secadero.devservices import SERVER_USER, InfluxDB, Mosquitto, free_port
 from secadero.server.app import Server
 from secadero.settings import load_server_settings
 
@@ -73,14 +73,17 @@ class Ntfy:
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
 
 
-def config(path: Path, *, mqtt_port: int, influx_url: str, ntfy_url: str, yards: int) -> Path:
+def config(path: Path, *, broker: Mosquitto, influx: InfluxDB, ntfy_url: str,
+           yards: int) -> Path:
     text = f"""
 [mqtt]
-port = {mqtt_port}
+port = {broker.port}
 client_id = "bench-alerts"
+{broker.toml_credentials(SERVER_USER)}
 [influxdb]
-url = "{influx_url}"
+url = "{influx.url}"
 database = "bench_alerts"
+{influx.toml_credentials()}
 [ingest]
 http_port = 0
 state_file = "state.json"
@@ -122,7 +125,7 @@ def measure(args: argparse.Namespace, *, nodelay: bool) -> None:
         influx = InfluxDB(workdir=tmp / "influxdb").start()
         ntfy = Ntfy()
         settings = load_server_settings(config(
-            tmp / "server.toml", mqtt_port=broker.port, influx_url=influx.url,
+            tmp / "server.toml", broker=broker, influx=influx,
             ntfy_url=ntfy.url, yards=args.yards))
         # The parts as `secadero server run` builds and starts them.
         server = Server(settings)
@@ -130,6 +133,7 @@ def measure(args: argparse.Namespace, *, nodelay: bool) -> None:
         try:
             server.start()
             assert server.ingest.wait_ready(20), "ingest not ready"
+            node.username_pw_set(*broker.client_credentials())
             node.connect("127.0.0.1", broker.port)
             node.loop_start()
             sequential_n = args.yards - args.burst

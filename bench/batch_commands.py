@@ -29,7 +29,7 @@ from batch_show import NODES, YARD, write_batch  # bench/, beside this file
 from secadero.devservices import InfluxDB
 from secadero.server.batches.service import BatchService
 from secadero.server.influx import InfluxV1Writer
-from secadero.settings import InfluxSettings, load_server_settings
+from secadero.settings import load_server_settings
 
 SECADERO = str(Path(sys.executable).with_name("secadero"))
 
@@ -47,7 +47,7 @@ def main() -> None:
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp, InfluxDB(workdir=Path(tmp) / "influx") as influx:
         influx.start()
-        influx_settings = InfluxSettings(url=influx.url, database="bench", timeout_s=60)
+        influx_settings = influx.settings("bench", timeout_s=60)
         writer = InfluxV1Writer(influx_settings)
         writer.prepare()
         # Ended a day ago (the commands refuse times in the future).
@@ -57,6 +57,7 @@ def main() -> None:
         config = Path(tmp) / "server.toml"
         config.write_text(
             f'[mqtt]\nhost = "127.0.0.1"\n[influxdb]\nurl = "{influx.url}"\n'
+            f"{influx.toml_credentials()}"
             f'database = "bench"\ntimeout_s = 60\n[batches]\ndatabase = "batches.sqlite3"\n'
             f'[[yards]]\nid = "{YARD.id}"\nlatitude = {YARD.latitude}\n'
             f"longitude = {YARD.longitude}\n")

@@ -37,14 +37,14 @@ from pathlib import Path
 from zoneinfo import ZoneInfo
 
 from secadero.contract import Event, Telemetry
-from secadero.devservices import InfluxDB
+from secadero.devservices import InfluxDB, influx_request
 from secadero.server.batches import metrics
 from secadero.server.batches.model import Batch, TrayRef
 from secadero.server.batches.series import SeriesReader
 from secadero.server.influx import InfluxV1Writer
 from secadero.server.influx_points import alert_line
 from secadero.server.points import LineBuilder, event_points, to_lines
-from secadero.settings import BatchSettings, InfluxSettings, YardSettings
+from secadero.settings import BatchSettings, YardSettings
 
 YARD = YardSettings(id="bench", name="Bench", latitude=-5.64, longitude=-78.53)  # Bagua
 NODES = ("n1", "n2", "n3", "n4")
@@ -104,7 +104,7 @@ def plain_select(url: str, database: str, start: float, end: float) -> float:
              f"AND time < {int(end)}s")
     form = urllib.parse.urlencode({"q": query, "db": database, "epoch": "u"}).encode()
     began = time.perf_counter()
-    with urllib.request.urlopen(f"{url}/query", data=form, timeout=60) as response:
+    with urllib.request.urlopen(influx_request(f"{url}/query", data=form), timeout=60) as response:
         rows = sum(len(s["values"]) for r in json.load(response)["results"]
                    for s in r.get("series", []))
     elapsed = time.perf_counter() - began
@@ -135,7 +135,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp, \
             InfluxDB(workdir=Path(tmp), extra_env=unlimited) as influx:
         influx.start()
-        influx_settings = InfluxSettings(url=influx.url, database="bench", timeout_s=60)
+        influx_settings = influx.settings("bench", timeout_s=60)
         writer = InfluxV1Writer(influx_settings)
         writer.prepare()
         start = dt.datetime(2027, 1, 11, 6, 0, tzinfo=LIMA).timestamp()
@@ -189,7 +189,8 @@ def wait_for_empty_cache(url: str, timeout_s: float = 180.0) -> None:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         form = urllib.parse.urlencode({"q": "SHOW STATS"}).encode()
-        with urllib.request.urlopen(f"{url}/query", data=form, timeout=30) as response:
+        with urllib.request.urlopen(influx_request(f"{url}/query", data=form),
+                                    timeout=30) as response:
             series = json.load(response)["results"][0]["series"]
         cached = [dict(zip(s["columns"], s["values"][0], strict=True))["memBytes"]
                   for s in series if s["name"] == "tsm1_cache"

@@ -34,7 +34,7 @@ class AckingServer:
     Records the receive time of every (node, seq) the first time it arrives.
     """
 
-    def __init__(self, port: int, yard: str, *, ack_every: int = 500,
+    def __init__(self, broker: Mosquitto, yard: str, *, ack_every: int = 500,
                  ack_interval_s: float = 0.2) -> None:
         self.yard = yard
         self.first_seen: dict[tuple[str, int], float] = {}
@@ -49,7 +49,9 @@ class AckingServer:
         self.client.on_connect = lambda c, *a: c.subscribe(f"{contract.ROOT}/{yard}/+/+", qos=1)
         self.client.on_subscribe = lambda *a: ready.set()
         self.client.on_message = self._on_message
-        self.client.connect("127.0.0.1", port)
+        # The harness plays the server here (it acks any node of any yard).
+        self.client.username_pw_set(*broker.client_credentials())
+        self.client.connect("127.0.0.1", broker.port)
         self.client.loop_start()
         if not ready.wait(10):
             raise RuntimeError("bench server could not subscribe")
@@ -102,8 +104,10 @@ class AckingServer:
         self.client.disconnect()
 
 
-def node_config(directory: Path, *, yard: str, port: int, sample_interval_s: float,
+def node_config(directory: Path, *, yard: str, broker: Mosquitto, sample_interval_s: float,
                 speed: float = 1.0, resend_after_s: float = 30.0, extra: str = "") -> Path:
+    """The node logs in as its own user (`secadero nodes add`'s rights)."""
+    username, _ = broker.node_credentials(yard, "n1")
     path = directory / "node.toml"
     path.write_text(f"""
 [node]
@@ -116,8 +120,8 @@ simulation_seed = 3
 simulation_speed = {speed}
 
 [mqtt]
-port = {port}
-
+port = {broker.port}
+{broker.toml_credentials(username)}
 [outbox]
 path = "{directory / 'outbox.sqlite3'}"
 resend_after_s = {resend_after_s}
@@ -130,7 +134,8 @@ def python() -> str:
     return sys.executable
 
 
-def event_listener_process(port: int, yard: str, queue: Any, ready: Any) -> None:
+def event_listener_process(port: int, credentials: tuple[str, str], yard: str, queue: Any,
+                           ready: Any) -> None:
     """In a separate process (no GIL shared with the node): put (perf_counter, event) on a queue.
 
     ``time.perf_counter`` is CLOCK_MONOTONIC on Linux, the same clock in every
@@ -151,5 +156,6 @@ def event_listener_process(port: int, yard: str, queue: Any, ready: Any) -> None
     client.on_subscribe = lambda *a: ready.set()
     client.on_message = lambda c, u, m: on_message(c, u, m) if not m.topic.endswith(
         "/status") else None
+    client.username_pw_set(*credentials)
     client.connect("127.0.0.1", port)
     client.loop_forever()

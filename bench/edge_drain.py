@@ -31,7 +31,7 @@ def main() -> None:
     yard = "bench-drain"
     node_dir = workdir / "node"
     node_dir.mkdir()
-    config = node_config(node_dir, yard=yard, port=broker.port, sample_interval_s=3600)
+    config = node_config(node_dir, yard=yard, broker=broker, sample_interval_s=3600)
     fill_started = time.perf_counter()
     now = time.time()
     with Outbox(node_dir / "outbox.sqlite3") as box:
@@ -43,7 +43,7 @@ def main() -> None:
                                                               "t2": "extended"}),
                     mono_s=0.0, kernel_boot=boot)
     fill_s = time.perf_counter() - fill_started
-    server = AckingServer(broker.port, yard)
+    server = AckingServer(broker, yard)
     started = time.perf_counter()
     node = subprocess.Popen([python(), "-m", "secadero.cli", "edge", "run", "--config",
                              str(config)], stdout=subprocess.DEVNULL,

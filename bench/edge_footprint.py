@@ -45,9 +45,9 @@ def main() -> None:
     yard = "bench-footprint"
     node_dir = workdir / "node"
     node_dir.mkdir()
-    config = node_config(node_dir, yard=yard, port=broker.port, sample_interval_s=1.0,
+    config = node_config(node_dir, yard=yard, broker=broker, sample_interval_s=1.0,
                          speed=600)
-    server = AckingServer(broker.port, yard, ack_every=10, ack_interval_s=1.0)
+    server = AckingServer(broker, yard, ack_every=10, ack_interval_s=1.0)
     node = subprocess.Popen([python(), "-m", "secadero.cli", "edge", "run", "--config",
                              str(config)], stdout=subprocess.DEVNULL,
                             stderr=open(node_dir / "stderr.log", "wb"))  # noqa: SIM115

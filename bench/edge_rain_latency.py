@@ -46,7 +46,7 @@ def main() -> None:
     broker, _ = private_broker()
     yard = "bench-latency"
     directory = Path(tempfile.mkdtemp(prefix="secadero-latency-"))
-    config = node_config(directory, yard=yard, port=broker.port, sample_interval_s=1.0,
+    config = node_config(directory, yard=yard, broker=broker, sample_interval_s=1.0,
                          extra="[hardware]\ndry_after_s = 0.02\n")
     settings = load_node_settings(config)
     factory = MockFactory()
@@ -62,7 +62,8 @@ def main() -> None:
     events: multiprocessing.Queue = context.Queue()
     ready = context.Event()
     listener = context.Process(target=event_listener_process,
-                               args=(broker.port, yard, events, ready), daemon=True)
+                               args=(broker.port, broker.client_credentials(), yard, events,
+                                     ready), daemon=True)
     listener.start()
     if not ready.wait(20):
         raise SystemExit("listener did not subscribe")

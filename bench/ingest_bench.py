@@ -36,7 +36,7 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from secadero.devservices import InfluxDB, Mosquitto, free_port
+from secadero.devservices import SERVER_USER, InfluxDB, Mosquitto, free_port, influx_request
 
 NODES = 20
 YARD = "bench"
@@ -73,7 +73,9 @@ def start_server(work: Path, broker: Mosquitto, influx: InfluxDB, index: int = 0
     config = work / f"server{index}.toml"
     config.write_text(
         f'[mqtt]\nport = {broker.port}\nclient_id = "bench-ingest-{index}"\n'
+        f"{broker.toml_credentials(SERVER_USER)}"
         f'[influxdb]\nurl = "{influx.url}"\ndatabase = "bench"\n'
+        f"{influx.toml_credentials()}"
         f"[ingest]\nhttp_port = {http_port}\nbatch_size = 5000\nflush_interval_s = 0.2\n"
         f'queue_max = 10000\nshare_group = "{share_group}"\n'
         f'state_file = "state{index}.json"\n')
@@ -99,7 +101,7 @@ def start_server(work: Path, broker: Mosquitto, influx: InfluxDB, index: int = 0
 class AckWatcher:
     """Records when each node's ack first covers a given seq."""
 
-    def __init__(self, port: int) -> None:
+    def __init__(self, broker: Mosquitto) -> None:
         self.highest: dict[str, int] = {}
         self.first_seen: dict[tuple[str, int], float] = {}
         self.cond = threading.Condition()
@@ -109,7 +111,8 @@ class AckWatcher:
         self.client.on_subscribe = lambda *a: ready.set()
         self.client.on_connect = lambda c, *a: c.subscribe(f"secadero/v1/{YARD}/+/ack", qos=1)
         self.client.on_message = self._on_message
-        self.client.connect("127.0.0.1", port)
+        self.client.username_pw_set(*broker.client_credentials())
+        self.client.connect("127.0.0.1", broker.port)
         self.client.loop_start()
         ready.wait(10)
 
@@ -136,7 +139,13 @@ class AckWatcher:
         self.client.loop_stop()
 
 
-def publish_burst(broker_port: int, per_node: int, work: Path, tag: str) -> float:
+def login_args(broker: Mosquitto) -> list[str]:
+    """mosquitto_pub/sub's login as the harness (a private broker's one-time secret)."""
+    username, password = broker.client_credentials()
+    return ["-u", username, "-P", password]
+
+
+def publish_burst(broker: Mosquitto, per_node: int, work: Path, tag: str) -> float:
     """Start 20 mosquitto_pub -l at once; returns the start time (monotonic)."""
     now = time.time()
     files = []
@@ -149,8 +158,8 @@ def publish_burst(broker_port: int, per_node: int, work: Path, tag: str) -> floa
                 out.write(payload(seq, now - 120 + seq * 0.001) + "\n")
         files.append(path)
     start = time.monotonic()
-    procs = [subprocess.Popen(["mosquitto_pub", "-p", str(broker_port), "-q", "1", "-l",
-                               "-i", f"{tag}-pub-{n}",
+    procs = [subprocess.Popen(["mosquitto_pub", "-p", str(broker.port), *login_args(broker),
+                               "-q", "1", "-l", "-i", f"{tag}-pub-{n}",
                                "-t", f"secadero/v1/{YARD}/n{n}/telemetry"],
                               stdin=open(files[n], "rb"))  # noqa: SIM115 (the child owns it)
              for n in range(NODES)]
@@ -160,7 +169,8 @@ def publish_burst(broker_port: int, per_node: int, work: Path, tag: str) -> floa
 
 def baseline_c(broker: Mosquitto, per_node: int, work: Path) -> float:
     total = per_node * NODES
-    sub = subprocess.Popen(["mosquitto_sub", "-p", str(broker.port), "-q", "1", "-C", str(total),
+    sub = subprocess.Popen(["mosquitto_sub", "-p", str(broker.port), *login_args(broker),
+                            "-q", "1", "-C", str(total),
                             "-i", "bench-csub", "-t", "baseline/#"], stdout=subprocess.DEVNULL)
     time.sleep(0.5)
     now = time.time()
@@ -170,8 +180,9 @@ def baseline_c(broker: Mosquitto, per_node: int, work: Path) -> float:
         path.write_text("".join(payload(s, now) + "\n" for s in range(1, per_node + 1)))
         files.append(path)
     start = time.monotonic()
-    procs = [subprocess.Popen(["mosquitto_pub", "-p", str(broker.port), "-q", "1", "-l",
-                               "-t", f"baseline/n{n}"], stdin=open(files[n], "rb"))  # noqa: SIM115
+    procs = [subprocess.Popen(["mosquitto_pub", "-p", str(broker.port), *login_args(broker),
+                               "-q", "1", "-l", "-t", f"baseline/n{n}"],
+                              stdin=open(files[n], "rb"))  # noqa: SIM115
              for n in range(NODES)]
     sub.wait(300)
     elapsed = time.monotonic() - start
@@ -193,7 +204,7 @@ def throughput(args: argparse.Namespace) -> tuple[float, float, float]:
             servers = [start_server(work, broker, influx, i,
                                     share_group="bench" if args.processes > 1 else "")
                        for i in range(args.processes)]
-            watcher = AckWatcher(broker.port)
+            watcher = AckWatcher(broker)
             spy = None
             if args.profile:
                 spy = subprocess.Popen([str(Path(sys.executable).parent / "py-spy"), "record",
@@ -203,7 +214,7 @@ def throughput(args: argparse.Namespace) -> tuple[float, float, float]:
                                        stderr=subprocess.DEVNULL)
                 time.sleep(1)
             cpu0 = sum(cpu_s(p.pid) for p, _ in servers)
-            start = publish_burst(broker.port, per_node, work, "run")
+            start = publish_burst(broker, per_node, work, "run")
             end = watcher.wait_all(per_node, [f"n{n}" for n in range(NODES)], 600)
             cpu = sum(cpu_s(p.pid) for p, _ in servers) - cpu0
             rss = [rss_mb(p.pid) for p, _ in servers]
@@ -248,8 +259,8 @@ def drain(args: argparse.Namespace) -> None:
             for process, _ in servers:  # the sessions exist now; stop to build a backlog
                 process.terminate()
                 process.wait(30)
-            watcher = AckWatcher(broker.port)
-            publish_burst(broker.port, per_node, work, "drain")
+            watcher = AckWatcher(broker)
+            publish_burst(broker, per_node, work, "drain")
             _wait_queued(broker, total)
             start = time.monotonic()
             servers = [start_server(work, broker, influx, i,
@@ -343,6 +354,14 @@ def start_nodered(args: argparse.Namespace, broker: Mosquitto, influx: InfluxDB,
     (user / "node_modules").symlink_to(Path(args.nodered_dir) / "node_modules")
     flows = user / "flows.json"
     flows.write_text(json.dumps(nodered_flow(broker.port, influx.port)))
+    # Its logins, in Node-RED's credentials file beside the flows; unencrypted
+    # (credentialSecret false): a throw-away folder, one-time secrets.
+    (user / "settings.js").write_text("module.exports = {credentialSecret: false};\n")
+    mqtt_user, mqtt_password = broker.client_credentials()
+    influx_user, influx_password = influx.admin
+    (user / "flows_cred.json").write_text(json.dumps({
+        "b1": {"user": mqtt_user, "password": mqtt_password},
+        "db1": {"username": influx_user, "password": influx_password}}))
     log = work / "nodered.log"
     process = subprocess.Popen(["node", str(red), "--userDir", str(user), "--port",
                                 str(free_port()), str(flows)],
@@ -385,7 +404,7 @@ def run_nodered(args: argparse.Namespace, per_node: int) -> tuple[float, float, 
         try:
             process = start_nodered(args, broker, influx, work)
             cpu0 = cpu_s(process.pid)
-            start = publish_burst(broker.port, per_node, work, "red")
+            start = publish_burst(broker, per_node, work, "red")
             peak_rss = wait_count(influx, total, process)
             elapsed = time.monotonic() - start
             stored = _count(influx)
@@ -402,7 +421,7 @@ def _create_database(influx: InfluxDB, name: str) -> None:
     import urllib.parse
     import urllib.request
     data = urllib.parse.urlencode({"q": f"CREATE DATABASE {name}"}).encode()
-    urllib.request.urlopen(f"{influx.url}/query", data, timeout=10).read()
+    urllib.request.urlopen(influx_request(f"{influx.url}/query", data=data), timeout=10).read()
 
 
 def compare(args: argparse.Namespace) -> None:
@@ -421,7 +440,8 @@ def _count(influx: InfluxDB) -> int:
     import urllib.parse
     import urllib.request
     q = urllib.parse.urlencode({"db": "bench", "q": "SELECT count(temperature_c) FROM climate"})
-    with urllib.request.urlopen(f"{influx.url}/query?{q}", timeout=30) as response:
+    with urllib.request.urlopen(influx_request(f"{influx.url}/query?{q}"),
+                                timeout=30) as response:
         body = json.load(response)
     try:
         return int(body["results"][0]["series"][0]["values"][0][1])
@@ -429,7 +449,7 @@ def _count(influx: InfluxDB) -> int:
         return 0
 
 
-def publish_paced(broker_port: int, rate: float, seconds: float,
+def publish_paced(broker: Mosquitto, rate: float, seconds: float,
                   every_10_s: Callable[[float], None] = lambda elapsed: None,
                   ) -> tuple[mqtt.Client, dict[tuple[str, int], float], int]:
     """Publish at a steady rate from one paho publisher (QoS 1) on the 20 node topics.
@@ -438,7 +458,8 @@ def publish_paced(broker_port: int, rate: float, seconds: float,
     (node, seq) was sent, and how many readings.
     """
     pub = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="bench-pub", protocol=mqtt.MQTTv5)
-    pub.connect("127.0.0.1", broker_port)
+    pub.username_pw_set(*broker.client_credentials())
+    pub.connect("127.0.0.1", broker.port)
     pub.loop_start()
     sent_at: dict[tuple[str, int], float] = {}
     interval = 1.0 / rate
@@ -477,9 +498,9 @@ def equal_load(args: argparse.Namespace) -> None:
                     process = start_nodered(args, broker, influx, work)
                 else:
                     process, _ = start_server(work, broker, influx)
-                    watcher = AckWatcher(broker.port)
+                    watcher = AckWatcher(broker)
                 cpu0 = cpu_s(process.pid)
-                pub, _, total = publish_paced(broker.port, args.rate, args.seconds)
+                pub, _, total = publish_paced(broker, args.rate, args.seconds)
                 if who == "Node-RED":
                     wait_count(influx, total, process)
                 else:
@@ -508,12 +529,12 @@ def paced(args: argparse.Namespace, *, soak: bool) -> None:
         broker, influx = start_services(work)
         try:
             server, _ = start_server(work, broker, influx)
-            watcher = AckWatcher(broker.port)
+            watcher = AckWatcher(broker)
             rss_samples: list[tuple[float, float]] = []
             cpu0 = cpu_s(server.pid)
             start = time.monotonic()
             pub, sent_at, total = publish_paced(
-                broker.port, args.rate, args.seconds,
+                broker, args.rate, args.seconds,
                 every_10_s=lambda elapsed: rss_samples.append((elapsed, rss_mb(server.pid))))
             last = total // NODES
             watcher.wait_all(last, [f"n{n}" for n in range(NODES)], 120)

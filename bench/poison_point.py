@@ -23,7 +23,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from secadero.contract import Telemetry
-from secadero.devservices import InfluxDB
+from secadero.devservices import InfluxDB, influx_admin_for, influx_request
 from secadero.server.influx import InfluxV1Writer, WriteRejected
 from secadero.server.metrics import Metrics
 from secadero.server.partial_write import Rejections
@@ -78,11 +78,15 @@ def batch(builder: LineBuilder, start: int, size: int, bad: int) -> list[bytes]:
 
 
 def run_once(url: str, database: str, how: str, lines: list[bytes], start: int) -> str:
-    writer = Counting(InfluxV1Writer(InfluxSettings(url=url, database=database)))
+    admin = influx_admin_for(url)
+    assert admin is not None, "a private InfluxDB of this process"
+    writer = Counting(InfluxV1Writer(InfluxSettings(url=url, database=database,
+                                                    username=admin[0], password=admin[1])))
     writer.prepare()
     query = urllib.parse.urlencode({"db": database, "precision": "s"})
-    urllib.request.urlopen(urllib.request.Request(
-        f"{url}/write?{query}", f"rain,node=n0,yard=y rain_mm=1i {start}".encode()), timeout=10)
+    urllib.request.urlopen(influx_request(
+        f"{url}/write?{query}", data=f"rain,node=n0,yard=y rain_mm=1i {start}".encode()),
+        timeout=10)
     aside: list[bytes] = []
     began = time.perf_counter()
     if how == "bisection":

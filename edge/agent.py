@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import dataclasses
 import json
 import logging
 import os
@@ -37,12 +38,14 @@ from typing import Any
 
 from secadero import __version__, contract
 from secadero.edge.alarm import LocalAlarm
+from secadero.edge.calibration import BadCalibrationFile, HumidityCorrection
 from secadero.edge.clock import ClockGuard, Stamp, always_synced, kernel_clock_synced
 from secadero.edge.hardware import NodeHardware
 from secadero.edge.link import NodeLink
 from secadero.edge.outbox import kernel_boot_id, open_outbox
 from secadero.edge.sdnotify import Notifier
 from secadero.errors import SensorError, StorageError
+from secadero.firmware.health import DiskFree
 from secadero.settings import NodeSettings
 
 log = logging.getLogger(__name__)
@@ -109,6 +112,10 @@ class NodeAgent:
         self.notifier = notifier or Notifier()
         self.kernel_boot = kernel_boot_id()
         self.outbox = open_outbox(settings.outbox.path, max_bytes=settings.outbox.max_bytes)
+        # Read once at start: `secadero edge calibrate` runs with the agent stopped.
+        self.calibration = self._load_calibration(settings.calibration_file)
+        self.disk_free = DiskFree(settings.outbox.path)
+        self._last_health: contract.NodeHealth | None = None
         if clock_synced is None:
             clock_synced = kernel_clock_synced if settings.clock == "ntp" else always_synced
         self.clock = ClockGuard(synced=clock_synced, wall=wall, monotonic=monotonic,
@@ -149,6 +156,16 @@ class NodeAgent:
         self._last_jumps = 0
         self._sampler: threading.Thread | None = None
         self._wire()
+
+    @staticmethod
+    def _load_calibration(path: Path) -> HumidityCorrection | None:
+        # A damaged file must not keep the node (and its rain alarm) from starting: it
+        # runs uncalibrated, says so in the log, and its status shows no calibration.
+        try:
+            return HumidityCorrection.load(path)
+        except BadCalibrationFile as exc:
+            log.error("humidity published uncorrected: %s", exc)
+            return None
 
     # -- wiring --------------------------------------------------------------
 
@@ -286,12 +303,19 @@ class NodeAgent:
             else:
                 temperature_c, humidity_pct = reading.temperature_c, reading.humidity_pct
                 self._climate_ok()
+        humidity_raw_pct = None
+        if humidity_pct is not None and self.calibration is not None:
+            # The corrected value is published; the sensor's own stays in the record for audit.
+            humidity_raw_pct = humidity_pct
+            humidity_pct = self.calibration.apply(humidity_raw_pct)
         rain_mm = hw.gauge.take_mm() if hw.gauge is not None else None
         telemetry = contract.Telemetry(
             ts=0.0, seq=0, temperature_c=temperature_c, humidity_pct=humidity_pct,
             rain=hw.plate.is_wet, rain_mm=rain_mm,
-            trays={tray: switch.state for tray, switch in hw.trays.items()})
+            trays={tray: switch.state for tray, switch in hw.trays.items()},
+            humidity_raw_pct=humidity_raw_pct)
         self._last_sample = {"temperature_c": temperature_c, "humidity_pct": humidity_pct,
+                             "humidity_raw_pct": humidity_raw_pct,
                              "rain": telemetry.rain, "rain_mm": rain_mm,
                              "trays": dict(telemetry.trays)}
         self.counters["samples"] += 1
@@ -424,7 +448,23 @@ class NodeAgent:
     def _status_message(self) -> contract.Status:
         return contract.Status(state="online", ts=round(self._wall(), 3), version=__version__,
                                buffered=self.outbox.buffered,
-                               uptime_s=round(self._monotonic() - self._started_mono, 1))
+                               uptime_s=round(self._monotonic() - self._started_mono, 1),
+                               health=self._refresh_health())
+
+    def _refresh_health(self) -> contract.NodeHealth:
+        self._last_health = self.health()
+        return self._last_health
+
+    def health(self) -> contract.NodeHealth:
+        """What the node knows of its own condition (``None`` where it cannot know)."""
+        hw = self.hardware
+        rssi = hw.wifi.rssi_dbm if hw.wifi is not None else None
+        return contract.NodeHealth(
+            throttled=hw.throttle.value if hw.throttle is not None else None,
+            wifi_rssi_dbm=rssi,
+            disk_free_bytes=self.disk_free.value,
+            clock=self.clock.state,
+            calibrated_ts=self.calibration.calibrated_ts if self.calibration else None)
 
     def _publish_status(self) -> None:
         if self.link.connected.is_set():
@@ -452,6 +492,14 @@ class NodeAgent:
                      "broker": f"{self.settings.mqtt.host}:{self.settings.mqtt.port}"},
             "clock": {"state": self.clock.state, "trusted": self.clock.trusted,
                       "jumps": self.clock.jumps, "source": self.settings.clock},
+            # As last sent: the status file is written every 2 s, and on an older Pi
+            # image each fresh reading runs `vcgencmd`.
+            "health": dataclasses.asdict(self._last_health or self._refresh_health()),
+            "calibration": (None if self.calibration is None else
+                            {"gain": self.calibration.gain,
+                             "offset_pct": self.calibration.offset_pct,
+                             "calibrated_ts": self.calibration.calibrated_ts,
+                             "file": str(self.settings.calibration_file)}),
             "sensors": {
                 "climate": {"kind": hw.climate_name, "fault": self._climate_fault,
                             "last_error": self._last_climate_error or None},
@@ -558,6 +606,4 @@ class NodeAgent:
 
 def _with_ts(message: contract.Telemetry | contract.Event, ts: float
              ) -> contract.Telemetry | contract.Event:
-    import dataclasses
-
     return dataclasses.replace(message, ts=ts)

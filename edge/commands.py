@@ -8,6 +8,7 @@ what the running agent last wrote beside its outbox, and the outbox itself.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
 import signal
@@ -30,6 +31,19 @@ def register(commands: argparse._SubParsersAction) -> None:
     status.add_argument("--config", required=True, metavar="FILE", help="node settings (TOML)")
     status.add_argument("--json", action="store_true", help="print the raw JSON")
     status.set_defaults(handler=_status)
+    calibrate = sub.add_parser(
+        "calibrate", help="two-point salt test of the humidity sensor (MgCl2 and NaCl jars); "
+                          "run with the node agent stopped")
+    calibrate.add_argument("--config", required=True, metavar="FILE",
+                           help="node settings (TOML)")
+    calibrate.add_argument("--interval", type=float, default=10.0, metavar="S",
+                           help="seconds between readings (default 10; the DHT22 needs >= 2)")
+    calibrate.add_argument("--settle-minutes", type=float, default=20.0, metavar="MIN",
+                           help="how long the reading must hold still to count as settled "
+                                "(default 20)")
+    calibrate.add_argument("--band", type=float, default=0.5, metavar="PCT",
+                           help="how much the readings may vary meanwhile, %% RH (default 0.5)")
+    calibrate.set_defaults(handler=_calibrate)
 
 
 def _load(path: str) -> Any:
@@ -84,6 +98,112 @@ def _run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _agent_running(settings: Any) -> int | None:
+    """The pid of a node agent running on this outbox, from its fresh state file."""
+    import os
+
+    from secadero.edge.agent import status_path_for
+
+    try:
+        state = json.loads(status_path_for(settings.outbox.path).read_text(encoding="utf-8"))
+        pid = int(state["pid"])
+        fresh = time.time() - float(state["updated_ts"]) < 10
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    if not fresh:
+        return None
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return None
+    except PermissionError:
+        pass  # it runs as the service user: alive
+    return pid
+
+
+def _calibrate(args: argparse.Namespace) -> int:
+    settings = _load(args.config)
+    if settings is None:
+        return 2
+    from secadero.edge.calibration import CalibrationError, SaltTest, StabilityWatch
+    from secadero.errors import SecaderoError
+
+    pid = _agent_running(settings)
+    if pid is not None:
+        print(f"El agente del nodo está corriendo (pid {pid}): deténgalo primero / the node "
+              "agent is running: stop it first:\n  sudo systemctl stop secadero-node")
+        return 1
+    if args.interval < 2.0 and settings.hardware != "simulated":
+        print("--interval: el DHT22 necesita al menos 2 s entre lecturas / the DHT22 needs "
+              ">= 2 s between reads")
+        return 2
+    if settings.pins.climate_sensor == "none":
+        print(f"{args.config}: climate_sensor = \"none\": no humidity sensor to calibrate")
+        return 2
+
+    try:
+        now, wait, sensor, jar_changed = _calibration_parts(settings)
+    except (SecaderoError, OSError, ImportError) as exc:
+        print(f"No se puede abrir el sensor / cannot open the sensor "
+              f"({settings.pins.climate_sensor}): {exc}")
+        return 1
+    test = SaltTest(
+        sensor.read, wait=wait, now=now, say=print, ask=input, interval_s=args.interval,
+        make_watch=lambda: StabilityWatch(window_s=args.settle_minutes * 60,
+                                          band_pct=args.band),
+        jar_changed=jar_changed)
+    try:
+        correction = test.run()
+        if settings.hardware == "simulated":
+            # The simulated jar's clock runs fast; the record keeps the real time of the test.
+            correction = dataclasses.replace(correction, calibrated_ts=round(time.time(), 3))
+        correction.save(settings.calibration_file)
+    except (CalibrationError, SecaderoError, OSError) as exc:
+        print(f"Calibración no guardada / calibration not saved: {exc}")
+        return 1
+    except (KeyboardInterrupt, EOFError):
+        print("\nCalibración interrumpida; no se guardó nada / interrupted, nothing saved")
+        return 130
+    finally:
+        sensor.close()
+    print(f"Guardada en / saved to {settings.calibration_file}. Arranque el nodo / start the "
+          "node:\n  sudo systemctl start secadero-node")
+    return 0
+
+
+def _calibration_parts(settings: Any) -> tuple[Any, Any, Any, Any]:
+    """``(now, wait, sensor, jar_changed)`` for the node's own sensor or the simulated jar.
+
+    A simulated node calibrates a simulated DHT22 in a salt jar with a gain
+    and offset error, on a clock ``simulation_speed`` times faster than the
+    real one: the whole procedure runs on a PC in seconds to minutes.
+    """
+    if settings.hardware != "simulated":
+        from secadero.edge.hardware import build_real_climate
+
+        sensor = build_real_climate(settings)
+        return time.time, time.sleep, sensor, None
+    from secadero.edge.calibration import reference_humidity_pct
+    from secadero.firmware.dht import DHT22Sensor
+    from secadero.firmware.simulation import SaltJarDHT
+
+    speed = settings.simulation_speed
+    started_wall, started_mono = time.time(), time.monotonic()
+
+    def now() -> float:
+        return started_wall + (time.monotonic() - started_mono) * speed
+
+    def wait(seconds: float) -> None:
+        time.sleep(seconds / speed)
+
+    jar = SaltJarDHT(now, gain=1.06, offset_pct=-3.5, seed=settings.simulation_seed)
+    sensor = DHT22Sensor(jar, min_interval_s=0.0, tries=2, clock=now, sleep=wait)
+    print(f"(nodo simulado: frasco simulado, reloj x{speed:g} / simulated jar, clock "
+          f"x{speed:g})")
+    return now, wait, sensor, lambda salt: jar.put_in(
+        reference_humidity_pct(salt, jar.temperature_c))
+
+
 def _status(args: argparse.Namespace) -> int:
     settings = _load(args.config)
     if settings is None:
@@ -124,6 +244,29 @@ def _status(args: argparse.Namespace) -> int:
     return 0
 
 
+def _health_line(health: dict[str, Any]) -> str:
+    """The node's self-report in one line; "unknown" where it cannot tell (not a Pi, no Wi-Fi)."""
+    mask = health.get("throttled")
+    if mask is None:
+        supply = "supply unknown (no Pi firmware)"
+    elif mask & 0x1:
+        supply = "UNDER-VOLTAGE NOW"
+    elif mask & 0x10000:
+        supply = "under-voltage since boot"
+    else:
+        supply = "supply ok"
+    if mask is not None and mask & 0x4:
+        supply += ", THROTTLED NOW"
+    rssi = health.get("wifi_rssi_dbm")
+    disk = health.get("disk_free_bytes")
+    calibrated = health.get("calibrated_ts")
+    when = (time.strftime("%Y-%m-%d", time.localtime(calibrated)) if calibrated is not None
+            else "never")
+    return (f"{supply}; wifi {'unknown' if rssi is None else f'{rssi:g} dBm'}; disk free "
+            f"{'unknown' if disk is None else f'{disk / 1e9:.1f} GB'}; humidity calibrated "
+            f"{when}")
+
+
 def _format(report: dict[str, Any]) -> str:
     lines = [f"node {report['yard']}/{report['node']}"]
     if "updated_ts" in report:
@@ -139,6 +282,9 @@ def _format(report: dict[str, Any]) -> str:
         clock = report.get("clock", {})
         lines.append(f"  clock: {clock.get('state')} (source {clock.get('source')}, "
                      f"jumps {clock.get('jumps')})")
+        health = report.get("health") or {}
+        if health:
+            lines.append("  health: " + _health_line(health))
         sensors = report.get("sensors", {})
         climate = sensors.get("climate", {})
         last = sensors.get("last_sample", {})

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from secadero.firmware.dht import DHT22Sensor, Reading
+from secadero.firmware.health import ThrottleFlags, WifiSignal
 from secadero.firmware.outputs import Beacon, Buzzer, SilenceButton
 from secadero.firmware.rain import RainPlate, TippingBucket
 from secadero.firmware.simulation import (
@@ -43,6 +44,9 @@ class NodeHardware:
     buzzer: Buzzer | None
     silence: SilenceButton | None
     climate_name: str = "dht22"
+    # The node's own condition for its status; None: not reported.
+    throttle: ThrottleFlags | None = None
+    wifi: WifiSignal | None = None
     simulation: SimulatedYard | None = None
     pin_factory: Any = None
     _closed: bool = field(default=False, repr=False)
@@ -59,6 +63,23 @@ class NodeHardware:
             if device is not None:
                 with contextlib.suppress(Exception):
                     device.close()
+
+
+def build_real_climate(settings: NodeSettings) -> ClimateSensor | None:
+    """The node's real climate sensor alone (``None`` for ``climate_sensor = "none"``).
+
+    ``secadero edge calibrate`` uses it without opening the rest of the node.
+    """
+    pins = settings.pins
+    if pins.climate_sensor == "dht22":
+        from secadero.firmware.dht import AdafruitDHTBackend
+
+        return DHT22Sensor(AdafruitDHTBackend(pins.dht_pin), power_pin=pins.dht_power_pin)
+    if pins.climate_sensor == "sht31":
+        from secadero.firmware.sht31 import SHT31Sensor, SMBus2Bus
+
+        return SHT31Sensor(SMBus2Bus(pins.i2c_bus), address=pins.sht31_address)
+    return None
 
 
 def build_hardware(settings: NodeSettings) -> NodeHardware:
@@ -122,20 +143,18 @@ def build_hardware(settings: NodeSettings) -> NodeHardware:
                 # The simulated part has no 2-s rule; keep the driver's retries and checks.
                 climate = keep(DHT22Sensor(backend, min_interval_s=0.0, tries=4,
                                            power_pin=pins.dht_power_pin, pin_factory=factory))
-        elif pins.climate_sensor == "dht22":
-            from secadero.firmware.dht import AdafruitDHTBackend
-
-            climate = keep(DHT22Sensor(AdafruitDHTBackend(pins.dht_pin),
-                                       power_pin=pins.dht_power_pin))
-        elif pins.climate_sensor == "sht31":
-            from secadero.firmware.sht31 import SHT31Sensor, SMBus2Bus
-
-            climate = keep(SHT31Sensor(SMBus2Bus(pins.i2c_bus), address=pins.sht31_address))
+        else:
+            climate = build_real_climate(settings)
+            if climate is not None:
+                keep(climate)
     except Exception:
         for device in reversed(opened):
             with contextlib.suppress(Exception):
                 device.close()
         raise
+    # The machine's own readings, simulated yard or not: on a PC the Pi's firmware
+    # file is absent and the status says null, which is the truth.
     return NodeHardware(climate=climate, plate=plate, gauge=gauge, trays=trays, beacon=beacon,
                         buzzer=buzzer, silence=silence, climate_name=pins.climate_sensor,
+                        throttle=ThrottleFlags(), wifi=WifiSignal(),
                         simulation=simulation, pin_factory=factory)

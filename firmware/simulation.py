@@ -162,6 +162,52 @@ class SimulatedDHT:
         pass
 
 
+class SaltJarDHT:
+    """A DHT backend inside a closed salt jar, for the calibration's tests and a PC run.
+
+    The air in the jar moves from the humidity it had to ``put_in``'s
+    humidity with time constant ``settle_s`` (a DHT22 in a small jar takes
+    tens of minutes); the sensor reports ``gain * true + offset_pct`` with
+    noise, as a real part with a gain and offset error would. ``clock`` is
+    the jar's time in seconds.
+    """
+
+    def __init__(self, clock: Callable[[], float], *, gain: float = 1.0,
+                 offset_pct: float = 0.0, temperature_c: float = 25.0,
+                 start_humidity_pct: float = 60.0, settle_s: float = 900.0,
+                 noise_pct: float = 0.1, seed: int = 1) -> None:
+        self._clock = clock
+        self.gain = gain
+        self.offset_pct = offset_pct
+        self.temperature_c = temperature_c
+        self.settle_s = settle_s
+        self.noise_pct = noise_pct
+        self._rng = random.Random(seed ^ 0x5A17)
+        self._from_pct = start_humidity_pct
+        self._target_pct = start_humidity_pct
+        self._since_s = clock()
+
+    def true_humidity_pct(self) -> float:
+        elapsed = max(0.0, self._clock() - self._since_s)
+        share = math.exp(-elapsed / self.settle_s)
+        return self._target_pct + (self._from_pct - self._target_pct) * share
+
+    def put_in(self, humidity_pct: float) -> None:
+        """The sensor goes into a jar whose air holds ``humidity_pct``."""
+        self._from_pct = self.true_humidity_pct()
+        self._target_pct = humidity_pct
+        self._since_s = self._clock()
+
+    def read(self) -> tuple[float | None, float | None]:
+        sensed = self.gain * self.true_humidity_pct() + self.offset_pct
+        sensed += self._rng.gauss(0, self.noise_pct)
+        return (round(self.temperature_c + self._rng.gauss(0, 0.05), 1),
+                round(min(99.9, max(0.0, sensed)), 1))
+
+    def close(self) -> None:
+        pass
+
+
 @dataclass(frozen=True, slots=True)
 class YardPins:
     """The GPIO numbers the simulated yard drives (the node's own pin settings)."""

@@ -67,9 +67,11 @@ def build_parser() -> argparse.ArgumentParser:
     from secadero import yard
     from secadero.edge import commands as edge_commands
     from secadero.server import commands as server_commands
+    from secadero.server import influx_setup
     from secadero.server.accounts import cli as accounts_cli
     from secadero.server.alerts import cli as alerts_cli
     from secadero.server.batches import cli as batches_cli
+    from secadero.server.broker import cli as broker_cli
 
     edge_commands.register(commands)
     server_commands.register(commands)
@@ -77,6 +79,8 @@ def build_parser() -> argparse.ArgumentParser:
     alerts_cli.register(commands)
     batches_cli.register(commands)
     accounts_cli.register(commands)
+    broker_cli.register(commands)
+    influx_setup.register(commands)
     return parser
 
 

@@ -43,6 +43,10 @@ EVENT_TYPES: Final = frozenset(
     }
 )
 NODE_STATES: Final = frozenset({"online", "offline"})
+# The node's verdict on its own wall clock (edge/clock.py's ClockGuard states).
+CLOCK_STATES: Final = frozenset({"synced", "unsynced", "implausible", "behind_issued", "unknown"})
+# Wi-Fi signal levels a driver can report, in dBm (/proc/net/wireless).
+WIFI_RSSI_RANGE_DBM: Final = (-120.0, 0.0)
 ALERT_STATES: Final = frozenset({"raised", "clear"})
 SEVERITIES: Final = frozenset({"info", "warning", "critical"})
 
@@ -164,6 +168,11 @@ class Telemetry:
     rain: bool | None = None
     rain_mm: float | None = None
     trays: dict[str, str] = field(default_factory=dict)
+    # The sensor's own humidity before the node's salt-test correction, kept
+    # for audit; ``None`` when the node has no calibration (then
+    # ``humidity_pct`` is the sensor's value itself). Added after v1's first
+    # nodes: absent on the wire means ``None``.
+    humidity_raw_pct: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -183,6 +192,28 @@ class Event:
 
 
 @dataclass(frozen=True, slots=True)
+class NodeHealth:
+    """What a node knows about its own condition, sent inside its ``status``.
+
+    Every field is ``None`` when the node cannot know it (no Raspberry Pi
+    firmware on a PC, no Wi-Fi on a wired node, never calibrated): never a
+    made-up value. Nodes older than this block send no ``health`` at all.
+
+    ``throttled`` is the Raspberry Pi firmware's ``get_throttled`` bit mask
+    as it reads it (bit 0 under-voltage now, 1 ARM frequency capped now, 2
+    throttled now, 3 soft temperature limit now; bits 16-19 the same since
+    boot). ``clock`` is one of ``CLOCK_STATES``; ``calibrated_ts`` the UNIX
+    time of the humidity sensor's last salt-test calibration.
+    """
+
+    throttled: int | None = None
+    wifi_rssi_dbm: float | None = None
+    disk_free_bytes: int | None = None
+    clock: str | None = None
+    calibrated_ts: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class Status:
     """A node's retained presence message; also its Last Will (``state='offline'``)."""
 
@@ -191,6 +222,7 @@ class Status:
     version: str = ""
     buffered: int = 0
     uptime_s: float = 0.0
+    health: NodeHealth | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -236,17 +268,19 @@ def _compact(obj: dict[str, Any]) -> bytes:
 def encode(message: Message) -> bytes:
     """The JSON payload for a message, as it goes on the wire."""
     if isinstance(message, Telemetry):
-        return _compact(
-            {
-                "ts": message.ts,
-                "seq": message.seq,
-                "temperature_c": message.temperature_c,
-                "humidity_pct": message.humidity_pct,
-                "rain": message.rain,
-                "rain_mm": message.rain_mm,
-                "trays": dict(message.trays),
-            }
-        )
+        telemetry: dict[str, Any] = {
+            "ts": message.ts,
+            "seq": message.seq,
+            "temperature_c": message.temperature_c,
+            "humidity_pct": message.humidity_pct,
+            "rain": message.rain,
+            "rain_mm": message.rain_mm,
+            "trays": dict(message.trays),
+        }
+        # Only a calibrated node sends it, so an uncalibrated node's bytes stay as in v1.
+        if message.humidity_raw_pct is not None:
+            telemetry["humidity_raw_pct"] = message.humidity_raw_pct
+        return _compact(telemetry)
     if isinstance(message, Event):
         body: dict[str, Any] = {"ts": message.ts, "seq": message.seq, "type": message.type}
         for key in ("tray", "sensor", "detail"):
@@ -255,15 +289,22 @@ def encode(message: Message) -> bytes:
                 body[key] = value
         return _compact(body)
     if isinstance(message, Status):
-        return _compact(
-            {
-                "state": message.state,
-                "ts": message.ts,
-                "version": message.version,
-                "buffered": message.buffered,
-                "uptime_s": message.uptime_s,
-            }
-        )
+        status: dict[str, Any] = {
+            "state": message.state,
+            "ts": message.ts,
+            "version": message.version,
+            "buffered": message.buffered,
+            "uptime_s": message.uptime_s,
+        }
+        if message.health is not None:
+            # Every key, null included: "null" tells a reader the node cannot know.
+            health = message.health
+            status["health"] = {"throttled": health.throttled,
+                                "wifi_rssi_dbm": health.wifi_rssi_dbm,
+                                "disk_free_bytes": health.disk_free_bytes,
+                                "clock": health.clock,
+                                "calibrated_ts": health.calibrated_ts}
+        return _compact(status)
     if isinstance(message, Ack):
         return _compact({"seq": message.seq})
     if isinstance(message, Alert):
@@ -453,6 +494,8 @@ def decode_telemetry(obj: dict[str, Any], window: TimeWindow | None = None) -> T
         rain=rain,
         rain_mm=_number(obj, "rain_mm", required=False, lo=0.0, hi=1000.0),
         trays=trays,
+        humidity_raw_pct=_number(obj, "humidity_raw_pct", required=False,
+                                 lo=HUMIDITY_RANGE_PCT[0], hi=HUMIDITY_RANGE_PCT[1]),
     )
 
 
@@ -490,7 +533,35 @@ def decode_status(obj: dict[str, Any], window: TimeWindow | None = None) -> Stat
         version=_string(obj, "version", required=False, max_len=64) or "",
         buffered=_integer(obj, "buffered", required=False),
         uptime_s=uptime or 0.0,
+        health=decode_health(obj.get("health")),
     )
+
+
+def decode_health(raw: object) -> NodeHealth | None:
+    """The ``health`` object of a status; ``None`` when absent (a node older than it).
+
+    Field names in errors are dotted (``health.wifi_rssi_dbm``) so the log
+    says which reading was wrong.
+    """
+    if raw is None:
+        return None
+    if not isinstance(raw, dict):
+        raise ProtocolError("wrong_type", f"must be an object, got {_json_type(raw)}",
+                            field="health")
+    try:
+        throttled = _integer(raw, "throttled", required=False, default=-1)
+        disk_free = _integer(raw, "disk_free_bytes", required=False, default=-1)
+        return NodeHealth(
+            throttled=None if throttled < 0 else throttled,
+            wifi_rssi_dbm=_number(raw, "wifi_rssi_dbm", required=False,
+                                  lo=WIFI_RSSI_RANGE_DBM[0], hi=WIFI_RSSI_RANGE_DBM[1]),
+            disk_free_bytes=None if disk_free < 0 else disk_free,
+            clock=_string(raw, "clock", required=False, allowed=CLOCK_STATES),
+            calibrated_ts=_number(raw, "calibrated_ts", required=False, lo=0.0),
+        )
+    except ProtocolError as exc:
+        detail = str(exc).removeprefix(f"{exc.field}: ")
+        raise ProtocolError(exc.reason, detail, field=f"health.{exc.field}") from None
 
 
 def decode_ack(obj: dict[str, Any]) -> Ack:

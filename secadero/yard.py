@@ -36,10 +36,20 @@ from zoneinfo import ZoneInfo
 from secadero import contract
 from secadero.contract import Envelope, Event, Telemetry
 from secadero.day import MIN_MINUTES, MOISTURE, Day, DayNarrator, ForecastReplay
-from secadero.devservices import InfluxDB, Mosquitto, ServiceError, free_port
+from secadero.devservices import (
+    INFLUX_READER,
+    INFLUX_WRITER,
+    READONLY_USER,
+    SERVER_USER,
+    InfluxDB,
+    Mosquitto,
+    ServiceError,
+    free_port,
+)
 from secadero.errors import ProtocolError
 
 YARD_ID = "chazuta"
+DATABASE = "secadero"
 NODE_IDS = ("norte-1", "centro-2", "sur-3", "este-4", "oeste-5", "patio-6")
 TIMEZONE = ZoneInfo("America/Lima")
 
@@ -95,17 +105,23 @@ class Child:
             self.process.wait(timeout_s)
 
 
-def write_configs(root: Path, *, mqtt_port: int, influx_url: str, metrics_port: int,
+def write_configs(root: Path, *, broker: Mosquitto, influxdb: InfluxDB, metrics_port: int,
                   api_port: int, phone_url: str, nodes: int, interval_s: float,
                   speed: float, forecast_url: str | None = None,
                   script: Path | None = None) -> tuple[Path, list[Path]]:
     """The server's and each node's settings file, as a technician would write them.
+
+    Each logs in to the broker as itself: the server as the server's user, each
+    node as its own user (made as `secadero nodes add` makes them), with the rights
+    they have in production; the secrets are files beside the broker's. The server
+    writes to InfluxDB as its writer user, not as the admin (``prepare_database``).
 
     The yard's people get their alerts through the generic webhook, which the
     demo answers itself (``PhoneBooth``) and prints: no SMS leaves the machine.
     A day (``forecast_url`` and ``script``) adds the local forecast, the
     nodes' scripted weather, and the all-clear's waits in seconds, not half hours.
     """
+    mqtt_port = broker.port
     config_dir = root / "config"
     config_dir.mkdir(parents=True, exist_ok=True)
     server = config_dir / "server.toml"
@@ -121,8 +137,10 @@ def write_configs(root: Path, *, mqtt_port: int, influx_url: str, metrics_port: 
             "poll_interval_s = 60\n\n")
     server.write_text(
         "# Written by `secadero yard` for the demo; see server/server.example.toml.\n"
-        f'[mqtt]\nhost = "127.0.0.1"\nport = {mqtt_port}\nclient_id = "secadero-demo-ingest"\n\n'
-        f'[influxdb]\nurl = "{influx_url}"\ndatabase = "secadero"\n\n'
+        f'[mqtt]\nhost = "127.0.0.1"\nport = {mqtt_port}\nclient_id = "secadero-demo-ingest"\n'
+        f"{broker.toml_credentials(SERVER_USER)}\n"
+        f'[influxdb]\nurl = "{influxdb.url}"\ndatabase = "{DATABASE}"\n'
+        f"{influxdb.toml_credentials(INFLUX_WRITER)}\n"
         f'[ingest]\nhttp_port = {metrics_port}\n\n'
         '[batches]\ndatabase = "../batches/batches.sqlite3"\n\n'
         '[accounts]\ndatabase = "../accounts/accounts.sqlite3"\n\n'
@@ -146,6 +164,7 @@ def write_configs(root: Path, *, mqtt_port: int, influx_url: str, metrics_port: 
     )
     node_configs = []
     for index, node_id in enumerate(NODE_IDS[:nodes]):
+        username, _ = broker.node_credentials(YARD_ID, node_id)
         path = config_dir / f"{node_id}.toml"
         path.write_text(
             "# Written by `secadero yard` for the demo; see edge/node.example.toml.\n"
@@ -153,11 +172,27 @@ def write_configs(root: Path, *, mqtt_port: int, influx_url: str, metrics_port: 
             f'sample_interval_s = {interval_s}\nhardware = "simulated"\n'
             f"simulation_seed = {index + 1}\nsimulation_speed = {speed}\n"
             + (f'simulation_script = "{script}"\n' if script is not None else "") + "\n"
-            f'[mqtt]\nhost = "127.0.0.1"\nport = {mqtt_port}\n\n'
+            f'[mqtt]\nhost = "127.0.0.1"\nport = {mqtt_port}\n'
+            f"{broker.toml_credentials(username)}\n"
             f'[outbox]\npath = "../nodes/{node_id}/outbox.sqlite3"\n'
         )
         node_configs.append(path)
     return server, node_configs
+
+
+def prepare_database(influxdb: InfluxDB) -> None:
+    """What a technician does once as InfluxDB's admin (docs/security.md): the database,
+    its retention policies and continuous queries (the server's own ``prepare``, run as
+    the admin), then the server's writer may read and write it, Grafana's user read it."""
+    from secadero.server.influx import InfluxV1Writer
+
+    writer = InfluxV1Writer(influxdb.settings(DATABASE))
+    try:
+        writer.prepare()
+    finally:
+        writer.close()
+    influxdb.grant(DATABASE, INFLUX_WRITER, "ALL")
+    influxdb.grant(DATABASE, INFLUX_READER, "READ")
 
 
 def describe(node: str, message: Telemetry | Event) -> str:
@@ -249,9 +284,11 @@ class PhoneBooth:
         self.server.server_close()
 
 
-def watch(port: int, printer: StoredReadingPrinter | Callable[[Envelope], None],
+def watch(broker: Mosquitto, printer: StoredReadingPrinter | Callable[[Envelope], None],
           stop: threading.Event) -> None:
-    """Subscribe to the yard's traffic and feed the printer until ``stop`` is set."""
+    """Subscribe to the yard's traffic and feed the printer until ``stop`` is set.
+
+    As the broker's read-only user: the dashboards' rights, which read everything."""
     handle = printer.handle if isinstance(printer, StoredReadingPrinter) else printer
     import paho.mqtt.client as mqtt
 
@@ -271,9 +308,10 @@ def watch(port: int, printer: StoredReadingPrinter | Callable[[Envelope], None],
             handle(envelope)
 
     client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="secadero-demo-watch")
+    client.username_pw_set(*broker.credentials(READONLY_USER))
     client.on_connect = on_connect
     client.on_message = on_message
-    client.connect("127.0.0.1", port)
+    client.connect("127.0.0.1", broker.port)
     client.loop_start()
     stop.wait()
     client.disconnect()
@@ -329,9 +367,12 @@ def run_yard(root: Path, *, nodes: int, interval_s: float, speed: float,
         broker.start()
         say(f"  Mosquitto  127.0.0.1:{broker.port}  (pid {broker.pid})")
         database.start()
-        say(f"  InfluxDB   {database.url}  database 'secadero'  (pid {database.pid})")
+        prepare_database(database)
+        say(f"  InfluxDB   {database.url}  database '{DATABASE}'  (pid {database.pid})")
+        say(f"             users {INFLUX_WRITER} (the server), {INFLUX_READER} (Grafana), "
+            f"admin; secrets in {database.secret_file().parent}")
         server_config, node_configs = write_configs(
-            root, mqtt_port=broker.port, influx_url=database.url, metrics_port=free_port(),
+            root, broker=broker, influxdb=database, metrics_port=free_port(),
             api_port=free_port(), phone_url=phones.url, nodes=nodes, interval_s=interval_s,
             speed=speed)
         command = [sys.executable, "-m", "secadero.cli"]
@@ -343,12 +384,13 @@ def run_yard(root: Path, *, nodes: int, interval_s: float, speed: float,
                                                  str(config)], logs))
             say(f"  node       {YARD_ID}/{config.stem}  pid {children[-1].process.pid}")
         say(f"  logs       {logs}")
-        say(f"  watch:     mosquitto_sub -p {broker.port} -v -t 'secadero/v1/#'")
+        say(f"  watch:     mosquitto_sub -p {broker.port} -u {READONLY_USER} "
+            f"-P \"$(cat {broker.secret_file(READONLY_USER)})\" -v -t 'secadero/v1/#'")
         say("Stored readings (Ctrl-C stops everything):")
         say("time      node      seq       temp     humid  rain  trays")
 
         printer = StoredReadingPrinter(out=say)
-        watcher = threading.Thread(target=watch, args=(broker.port, printer, stop), daemon=True)
+        watcher = threading.Thread(target=watch, args=(broker, printer, stop), daemon=True)
         watcher.start()
         deadline = None if duration_s is None else time.monotonic() + duration_s
         while not stop.wait(0.5):
@@ -516,12 +558,13 @@ def run_day(root: Path, *, nodes: int, interval_s: float, minutes: float, readin
             f"Everything runs on this machine, in {root}", stamp=False)
         broker.start()
         database.start()
+        prepare_database(database)
         say(f"  Mosquitto (the MQTT broker) 127.0.0.1:{broker.port}, pid {broker.pid}; "
             f"InfluxDB (the time series) {database.url}, pid {database.pid}", stamp=False)
         api_port = free_port()
         script_path = root / "config" / "day.json"
         server_config, node_configs = write_configs(
-            root, mqtt_port=broker.port, influx_url=database.url, metrics_port=free_port(),
+            root, broker=broker, influxdb=database, metrics_port=free_port(),
             api_port=api_port, phone_url=phones.url, nodes=nodes, interval_s=interval_s,
             speed=day_check.speed, forecast_url=forecast.url, script=script_path)
         password = _demo_accounts(root / "accounts" / "accounts.sqlite3")
@@ -563,7 +606,7 @@ def run_day(root: Path, *, nodes: int, interval_s: float, minutes: float, readin
             for line in narrator.handle(envelope):
                 say(line)
 
-        watcher = threading.Thread(target=watch, args=(broker.port, handle, stop), daemon=True)
+        watcher = threading.Thread(target=watch, args=(broker, handle, stop), daemon=True)
         watcher.start()
         say("Morning. The trays go out in the sun; the nodes measure the air, the rain "
             "plates and the trays' switches every second and send it to the server.")

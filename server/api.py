@@ -36,8 +36,9 @@ Routes:
   closed it. 404 for an unknown or ended episode, 409 for an alert that is not
   the yard's.
 - ``POST /api/twilio/inbound`` — an SMS reply; "OK" or "SI" acknowledges the
-  sender's yards. ``POST /api/twilio/status`` — delivery status. Both only
-  with a valid ``X-Twilio-Signature``.
+  sender's yards. ``POST /api/twilio/status`` — an SMS's delivery status.
+  ``POST /api/twilio/call-status`` — how a voice call ended (answered or not).
+  All only with a valid ``X-Twilio-Signature``.
 - ``/api/batches...`` — the drying batches (server/batches/api.py), when the
   server has a ``BatchService``: ``batches.read`` to read, ``batches.write``
   to change.
@@ -81,6 +82,7 @@ from secadero.server.alerts.store import Episode
 from secadero.server.batches import api as batch_api
 from secadero.server.metrics import Health, Metrics, Registry
 from secadero.server.notifiers.twilio import INBOUND_PATH, STATUS_PATH, valid_signature
+from secadero.server.notifiers.twilio_voice import CALL_STATUS_PATH
 from secadero.server.web.pages import WebApp
 
 if TYPE_CHECKING:
@@ -503,8 +505,8 @@ class _Handler(BaseHTTPRequestHandler):
             self.route = "/api/alerts/{id}/ack"
         elif close:
             self.route = "/api/alerts/{id}/close"
-        elif url.path in (INBOUND_PATH, STATUS_PATH, SMS_INBOUND_PATH, LOGIN_PATH,
-                          LOGOUT_PATH):
+        elif url.path in (INBOUND_PATH, STATUS_PATH, CALL_STATUS_PATH, SMS_INBOUND_PATH,
+                          LOGIN_PATH, LOGOUT_PATH):
             self.route = url.path
         body = self.body()
         if body is None:
@@ -518,7 +520,7 @@ class _Handler(BaseHTTPRequestHandler):
             self._login(body)
         elif url.path == LOGOUT_PATH:
             self._logout()
-        elif url.path in (INBOUND_PATH, STATUS_PATH):
+        elif url.path in (INBOUND_PATH, STATUS_PATH, CALL_STATUS_PATH):
             self._twilio(url, body)
         elif url.path == SMS_INBOUND_PATH:
             self._sms_inbound(body)
@@ -735,7 +737,9 @@ class _Handler(BaseHTTPRequestHandler):
         return [episode.id or 0 for episode in acked]
 
     def _twilio(self, url: urllib.parse.SplitResult, body: bytes) -> None:
-        twilio = self.service.settings.notifiers.twilio
+        notifiers = self.service.settings.notifiers
+        # A call's status is signed with the voice account's token (it may be another).
+        twilio = notifiers.twilio_voice if url.path == CALL_STATUS_PATH else notifiers.twilio
         if twilio is None or not twilio.auth_token or not twilio.callback_base_url:
             self._send(404, {"error": "Twilio is not configured"})
             return
@@ -754,6 +758,11 @@ class _Handler(BaseHTTPRequestHandler):
             self._send(403, {"error": "bad signature"})
             return
         form = dict(params)
+        if url.path == CALL_STATUS_PATH:
+            call = self.service.call_status(form.get("CallSid", ""), form.get("CallStatus", ""),
+                                            form.get("AnsweredBy"))
+            self._send(200, {"updated": call is not None})
+            return
         if url.path == STATUS_PATH:
             note = self.service.store.notification_by_provider_id(form.get("MessageSid", ""))
             if note is not None:

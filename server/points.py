@@ -12,11 +12,17 @@ message overwrites itself and at-least-once delivery stores it once):
 
 | measurement | tags | fields |
 | --- | --- | --- |
-| climate | yard, node | temperature_c, humidity_pct, dew_point_c, vpd_kpa |
+| climate | yard, node | temperature_c, humidity_pct, dew_point_c, vpd_kpa, humidity_raw_pct |
 | rain | yard, node | wet (bool), rain_mm |
 | tray | yard, node, tray | state (string), extended (int 0/1) |
-| node | yard, node | online (int), buffered, uptime_s, seq_gap |
+| node | yard, node | online (int), buffered, uptime_s, seq_gap; health (below) |
 | event | yard, node | type, seq, tray, sensor, detail (one per ``event`` message) |
+
+``humidity_raw_pct`` is a calibrated node's uncorrected reading. A status
+with the node's ``health`` adds to its ``node`` point: throttled (the Pi's
+bit mask), under_voltage, under_voltage_seen, throttled_now, throttled_seen
+(int 0/1), wifi_rssi_dbm, disk_free_bytes, clock (string), clock_synced
+(int 0/1), calibrated_ts (UNIX s); what the node could not know is absent.
 
 ``rain_*`` and ``tray_*`` events also give a ``rain`` / ``tray`` point at the
 event's time, so the curves show the exact instant, not the next sample.
@@ -28,7 +34,7 @@ from collections.abc import Iterator
 
 from influxdb_client import Point, WritePrecision
 
-from secadero.contract import Envelope, Event, Status, Telemetry
+from secadero.contract import Envelope, Event, NodeHealth, Status, Telemetry
 from secadero.server import influx
 from secadero.server.air import dew_point_c, vpd_kpa
 
@@ -61,6 +67,8 @@ def climate_point(yard: str, node: str, reading: Telemetry) -> Point | None:
         # Always a float, even for a whole number: InfluxDB fixes a field's
         # type at its first write and a later 70i would conflict.
         point.field("humidity_pct", float(humidity))
+    if reading.humidity_raw_pct is not None:
+        point.field("humidity_raw_pct", float(reading.humidity_raw_pct))
     if temperature is not None and humidity is not None:
         dew = dew_point_c(temperature, humidity)
         if dew is not None:
@@ -124,8 +132,42 @@ def status_points(yard: str, node: str, status: Status, received_at: float) -> I
     # A status is stamped with the time the server received it, not its
     # ``ts``: the Last Will carries the time the node connected, which would
     # overwrite the "online" point written at that same instant.
-    yield node_point(yard, node, received_at, online=status.state == "online",
-                     buffered=status.buffered, uptime_s=status.uptime_s)
+    point = node_point(yard, node, received_at, online=status.state == "online",
+                       buffered=status.buffered, uptime_s=status.uptime_s)
+    if status.health is not None:
+        add_health_fields(point, status.health)
+    yield point
+
+
+# Raspberry Pi firmware get_throttled bits (raspberrypi.com/documentation, "vcgencmd").
+UNDER_VOLTAGE_NOW = 1 << 0
+THROTTLED_NOW = 1 << 2
+UNDER_VOLTAGE_SEEN = 1 << 16
+THROTTLED_SEEN = 1 << 18
+
+
+def add_health_fields(point: Point, health: NodeHealth) -> None:
+    """A node's self-report as ``node`` fields; what the node could not know is left out.
+
+    The flags are written as 0/1 integers beside the raw mask so a panel can
+    colour "under-voltage now" without bit arithmetic (InfluxQL has none).
+    """
+    if health.throttled is not None:
+        mask = health.throttled
+        point.field("throttled", mask)
+        point.field("under_voltage", 1 if mask & UNDER_VOLTAGE_NOW else 0)
+        point.field("under_voltage_seen", 1 if mask & UNDER_VOLTAGE_SEEN else 0)
+        point.field("throttled_now", 1 if mask & THROTTLED_NOW else 0)
+        point.field("throttled_seen", 1 if mask & THROTTLED_SEEN else 0)
+    if health.wifi_rssi_dbm is not None:
+        point.field("wifi_rssi_dbm", float(health.wifi_rssi_dbm))
+    if health.disk_free_bytes is not None:
+        point.field("disk_free_bytes", health.disk_free_bytes)
+    if health.clock is not None:
+        point.field("clock", health.clock)
+        point.field("clock_synced", 1 if health.clock == "synced" else 0)
+    if health.calibrated_ts is not None:
+        point.field("calibrated_ts", float(health.calibrated_ts))
 
 
 def points_for(envelope: Envelope, received_at: float) -> list[Point]:
@@ -205,6 +247,8 @@ class LineBuilder:
                     fields.append(f"dew_point_c={_number(dew)}")
             if humidity is not None:
                 fields.append(f"humidity_pct={_number(float(humidity))}")
+            if reading.humidity_raw_pct is not None:
+                fields.append(f"humidity_raw_pct={_number(float(reading.humidity_raw_pct))}")
             if temperature is not None:
                 fields.append(f"temperature_c={_number(float(temperature))}")
             if temperature is not None and humidity is not None:

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import paho.mqtt.client as mqtt
 import pytest
-from conftest import create_database_and_write
+from conftest import create_database_and_write, influx_request
 
 from secadero.devservices import InfluxDB, Mosquitto, ServiceError, find_binary
 
@@ -43,6 +43,7 @@ def test_mosquitto_carries_a_retained_message_and_stops_by_pid(tmp_path: Path) -
     payloads: list[bytes] = []
 
     publisher = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2)
+    publisher.username_pw_set(*broker.client_credentials())
     publisher.connect("127.0.0.1", broker.port)
     publisher.loop_start()
     publisher.publish("secadero/v1/y/n/status", b'{"state":"online"}', qos=1,
@@ -57,6 +58,7 @@ def test_mosquitto_carries_a_retained_message_and_stops_by_pid(tmp_path: Path) -
         received.set()
 
     subscriber.on_message = on_message
+    subscriber.username_pw_set(*broker.client_credentials())
     subscriber.connect("127.0.0.1", broker.port)
     subscriber.subscribe("secadero/v1/#", qos=1)
     subscriber.loop_start()
@@ -79,8 +81,9 @@ def test_influxdb_answers_and_keeps_data_across_a_restart(tmp_path: Path) -> Non
         database.kill()
         assert first_pid is not None and not alive(first_pid)
         database.restart()
-        with urllib.request.urlopen(f"{database.url}/query?db=probe&q=SELECT+*+FROM+climate",
-                                    timeout=10) as response:
+        with urllib.request.urlopen(influx_request(
+                f"{database.url}/query?db=probe&q=SELECT+*+FROM+climate"),
+                timeout=10) as response:
             body = json.load(response)
         assert body["results"][0]["series"][0]["values"] == [
             ["2026-05-28T20:26:40Z", 60, "n", "y"]]

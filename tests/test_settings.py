@@ -9,7 +9,13 @@ import pytest
 
 from secadero.cli import main
 from secadero.errors import ConfigError
-from secadero.settings import check_file, load_node_settings, load_server_settings
+from secadero.settings import (
+    SWITCHABLE_RULES,
+    YardRules,
+    check_file,
+    load_node_settings,
+    load_server_settings,
+)
 
 SERVER = """
 [mqtt]
@@ -257,11 +263,86 @@ def test_check_config_refuses_a_node_file_whose_node_is_in_no_area(
                  str(stray)]) == 0
 
 
-def test_humidity_surge_can_be_switched_off_per_yard(tmp_path: Path) -> None:
+YARD_RULES = """
+[alerts]
+raise_prob_pct = 60
+node_silent_min = 10
+
+[yards.rules.humidity_surge]
+enabled = false
+
+[yards.rules.rain_forecast]
+raise_prob_pct = 75
+clear_prob_pct = 40
+
+[yards.rules.node_offline]
+node_silent_min = 30
+"""
+
+
+def test_every_rule_can_be_switched_off_or_tuned_per_yard(tmp_path: Path) -> None:
     env = {"TEST_MQTT_PASSWORD": "s3"}
-    assert load_server_settings(write(tmp_path, SERVER), env=env).yards[0].humidity_surge
-    off = SERVER.replace('longitude = -76.14\n', 'longitude = -76.14\nhumidity_surge = false\n')
-    assert not load_server_settings(write(tmp_path, off), env=env).yards[0].humidity_surge
-    bad = write(tmp_path, off.replace("= false", '= "no"'))
+    plain = load_server_settings(write(tmp_path, SERVER), env=env).yards[0]
+    assert plain.rules == YardRules()
+    assert all(plain.rule_on(rule) for rule in SWITCHABLE_RULES)
+    assert SWITCHABLE_RULES == ("rain_forecast", "rain_now", "trays_out", "humidity_surge",
+                                "node_offline", "forecast_stale", "provider_failing")
+    tuned = load_server_settings(write(tmp_path, SERVER + YARD_RULES), env=env)
+    assert tuned.yards[0].rules == YardRules(
+        off=frozenset({"humidity_surge"}),
+        tuned=(("clear_prob_pct", 40.0), ("node_silent_min", 30.0), ("raise_prob_pct", 75.0)))
+    assert not tuned.yards[0].rule_on("humidity_surge")
+    assert tuned.yards[0].rule_on("rain_forecast")
+    # [alerts] stays every other yard's value.
+    assert (tuned.alerts.raise_prob_pct, tuned.alerts.node_silent_min) == (60.0, 10.0)
+
+
+def test_check_config_names_each_bad_yard_rule(tmp_path: Path) -> None:
+    env = {"TEST_MQTT_PASSWORD": "s3"}
+    bad = write(tmp_path, SERVER + """
+[yards.rules]
+raise_prob_pct = 70
+
+[yards.rules.humidity_surge]
+enabled = "no"
+raise_prob_pct = 70
+humidity_rise_pct = 0
+
+[yards.rules.rain_forecast]
+clear_prob_pct = 80
+
+[yards.rules.all_clear]
+enabled = false
+all_clear_hours = 72
+
+[yards.rules.trays_out]
+voice_after_escalations = 2.5
+
+[yards.rules.rain_soon]
+enabled = false
+""")
     assert check_file(bad, env=env) == [
-        f"{bad}: yards[0].humidity_surge: must be true or false, got str 'no'"]
+        f"{bad}: yards[0].rules.rain_forecast.clear_prob_pct: must not be above raise_prob_pct "
+        "(80 > 60: hysteresis)",
+        f"{bad}: yards[0].rules.all_clear.enabled: all_clear cannot be switched off: it is how "
+        "a rain episode ends",
+        f"{bad}: yards[0].rules.all_clear.all_clear_hours: must be at most 48, got 72",
+        f"{bad}: yards[0].rules.trays_out.voice_after_escalations: must be an integer, got "
+        "float 2.5",
+        f"{bad}: yards[0].rules.humidity_surge.enabled: must be true or false, got str 'no'",
+        f"{bad}: yards[0].rules.humidity_surge.humidity_rise_pct: must be at least 1, got 0",
+        f"{bad}: yards[0].rules.humidity_surge.raise_prob_pct: a threshold of rule "
+        "rain_forecast: write it in [yards.rules.rain_forecast]",
+        f"{bad}: yards[0].rules.raise_prob_pct: a threshold of rule rain_forecast: write it in "
+        "[yards.rules.rain_forecast]",
+        f"{bad}: yards[0].rules.rain_soon: is not a rule; the rules are rain_forecast, "
+        "rain_now, all_clear, repeats, trays_out, humidity_surge, node_offline, "
+        "forecast_stale, provider_failing",
+    ]
+    # The flat switch of before says where it went.
+    old = write(tmp_path, SERVER.replace('longitude = -76.14\n',
+                                         'longitude = -76.14\nhumidity_surge = false\n'),
+                "old.toml")
+    assert check_file(old, env=env) == [
+        f"{old}: yards[0].humidity_surge: moved: write [yards.rules.humidity_surge] with "
+        "enabled = false"]

@@ -14,7 +14,8 @@ The modules, by role:
 - ``common``: ``[mqtt]``, ``[influxdb]``, ``[[yards]]`` and their recipients;
 - ``server``: ``[ingest]``, ``[alerts]``, ``[forecast]`` and the server's root;
 - ``notifiers``: the notifier registry and each provider's ``[notifiers.<name>]``;
-- ``edge``: ``[node]``, ``[outbox]``, ``[hardware]``.
+- ``edge``: ``[node]``, ``[outbox]``, ``[hardware]``;
+- ``broker``: the server's ``[broker]`` (Mosquitto's configuration and users).
 
 Nothing in this package imports ``secadero.server`` or the server's libraries, so a
 node loads its settings with only the core installed.
@@ -34,6 +35,7 @@ from typing import TypeVar
 
 from secadero.errors import ConfigError
 from secadero.settings._reader import REQUIRED, Defaults, Section
+from secadero.settings.broker import BrokerSettings
 from secadero.settings.common import (
     LANGUAGES,
     ROLES,
@@ -41,6 +43,7 @@ from secadero.settings.common import (
     InfluxSettings,
     MqttSettings,
     RecipientSettings,
+    YardRules,
     YardSettings,
 )
 from secadero.settings.edge import (
@@ -61,6 +64,8 @@ from secadero.settings.notifiers import (
     WebhookSettings,
 )
 from secadero.settings.server import (
+    RULE_THRESHOLDS,
+    SWITCHABLE_RULES,
     AccountSettings,
     AlertSettings,
     BatchSettings,
@@ -77,10 +82,13 @@ __all__ = [
     "PROVIDERS",
     "REQUIRED",
     "ROLES",
+    "RULE_THRESHOLDS",
+    "SWITCHABLE_RULES",
     "AccountSettings",
     "AlertSettings",
     "AreaSettings",
     "BatchSettings",
+    "BrokerSettings",
     "Defaults",
     "ForecastSettings",
     "GammuSettings",
@@ -98,6 +106,7 @@ __all__ = [
     "ServerSettings",
     "TwilioSettings",
     "WebhookSettings",
+    "YardRules",
     "YardSettings",
     "check_file",
     "check_files",

@@ -83,6 +83,17 @@ class Section:
     def problem(self, name: str, reason: str) -> None:
         self._problems.append(f"{self._file}: {self.key(name)}: {reason}")
 
+    def refuse(self, name: str, reason: str) -> None:
+        """A key this table must not have (moved, or not allowed here): if the file has
+        it, say why, instead of a bare "unknown key"."""
+        self._seen.add(name)
+        if name in self._data:
+            self.problem(name, reason)
+
+    def names(self) -> list[str]:
+        """The keys the file gives in this table."""
+        return list(self._data)
+
     def has(self, name: str) -> bool:
         return name in self._data
 

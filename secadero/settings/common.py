@@ -3,7 +3,7 @@ recipients (the ingest, the alerts and the forecasts all work per yard)."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -149,6 +149,16 @@ class AreaSettings:
 
 
 @dataclass(frozen=True)
+class YardRules:
+    """A yard's own alert rules: the ones switched off, and thresholds of ``[alerts]``
+    tuned for this yard. The names and bounds are the server's (``settings.server``
+    reads ``[yards.rules.<rule>]``); the engine lays ``tuned`` over ``[alerts]``."""
+
+    off: frozenset[str] = frozenset()
+    tuned: tuple[tuple[str, float | int], ...] = ()
+
+
+@dataclass(frozen=True)
 class YardSettings:
     id: str
     name: str  # the file's default: the id
@@ -158,8 +168,12 @@ class YardSettings:
     recipients: tuple[RecipientSettings, ...] = ()
     # Without areas the messages name trays and sensors by their ids, as before.
     areas: tuple[AreaSettings, ...] = ()
-    # The humidity warning, off for a yard whose air makes it cry wolf.
-    humidity_surge: bool = True
+    # The alert rules switched off or tuned for this yard ([yards.rules.<rule>]).
+    rules: YardRules = YardRules()
+
+    def rule_on(self, rule: str) -> bool:
+        """Whether the alert rule ``rule`` runs for this yard (not switched off)."""
+        return rule not in self.rules.off
 
     def area_of_tray(self, tray: str) -> str | None:
         """The area of ``node/tray``: the area listing the tray, else its node's area."""
@@ -250,7 +264,10 @@ def _check_areas(section: Section, areas: Sequence[AreaSettings]) -> None:
                                      "list it in the nodes of one")
 
 
-def read_yard(section: Section) -> YardSettings:
+def read_yard(section: Section, read_rules: Callable[[Section], YardRules] | None = None
+              ) -> YardSettings:
+    """One ``[[yards]]`` entry; ``read_rules`` reads its ``[yards.rules]`` (the server's
+    alert rules; without it that table is an unknown key)."""
     d = Defaults(YardSettings)
     yard_id = section.identifier("id", d.id)
     areas = tuple(read_area(a) for a in section.tables("areas"))
@@ -266,7 +283,10 @@ def read_yard(section: Section) -> YardSettings:
         timezone=section.timezone("timezone", d.timezone),
         recipients=tuple(read_recipient(r) for r in section.tables("recipients")),
         areas=areas,
-        humidity_surge=section.boolean("humidity_surge", d.humidity_surge),
+        rules=read_rules(section.table("rules")) if read_rules is not None else d.rules,
     )
+    # Before [yards.rules] this was the only rule a yard could switch off.
+    section.refuse("humidity_surge",
+                   "moved: write [yards.rules.humidity_surge] with enabled = false")
     section.finish()
     return settings

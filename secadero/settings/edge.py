@@ -160,6 +160,9 @@ class NodeSettings:
     # The file's default is "ntp" on a raspberry-pi.
     clock: str = "trusted"
     pins: HardwareSettings = field(default_factory=HardwareSettings)
+    # The humidity sensor's salt-test correction, written by `secadero edge
+    # calibrate` (edge/calibration.py); relative to the config file's folder.
+    calibration_file: Path = Path("humidity-calibration.json")
 
 
 def read_node(root: Section) -> NodeSettings:
@@ -181,6 +184,7 @@ def read_node(root: Section) -> NodeSettings:
     script = node.path("simulation_script", d.simulation_script)
     clock = node.string("clock", "ntp" if hardware == "raspberry-pi" else d.clock,
                         choices=CLOCKS)
+    calibration_file = node.path("calibration_file", str(d.calibration_file))
     node.finish()
 
     outbox = read_outbox(root.table("outbox"))
@@ -199,6 +203,7 @@ def read_node(root: Section) -> NodeSettings:
         simulation_script=script,
         clock=clock,
         pins=read_hardware(root.table("hardware"), tray_ids),
+        calibration_file=calibration_file or root.base_dir / d.calibration_file,
     )
 
 

@@ -97,6 +97,14 @@ class TwilioVoiceSettings:
     language: str = "es-MX"
     loop: int = 2
     timeout_s: float = 10.0
+    # The public URL Twilio reports each call's end to (POST /api/twilio/call-status,
+    # signed): without it nobody knows whether a call was answered, and an unanswered
+    # one is not placed again.
+    callback_base_url: str | None = None
+    # Twilio's answering-machine detection (MachineDetection=Enable, charged per call): a
+    # voicemail that picks up then counts as unanswered, not as "completed". The message
+    # starts after the detection, a few seconds late.
+    machine_detection: bool = False
 
 
 def read_twilio_voice(section: Section) -> TwilioVoiceSettings:
@@ -109,6 +117,8 @@ def read_twilio_voice(section: Section) -> TwilioVoiceSettings:
         language=section.string("language", d.language),
         loop=section.integer("loop", d.loop, minimum=1, maximum=5),
         timeout_s=section.number("timeout_s", d.timeout_s, minimum=0.1),
+        callback_base_url=section.string("callback_base_url", d.callback_base_url),
+        machine_detection=section.boolean("machine_detection", d.machine_detection),
     )
     section.finish()
     return settings

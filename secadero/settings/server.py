@@ -5,13 +5,16 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 
 from secadero.settings._reader import Defaults, Section, load
+from secadero.settings.broker import BrokerSettings, read_broker
 from secadero.settings.common import (
     ROLES,
     InfluxSettings,
     MqttSettings,
+    YardRules,
     YardSettings,
     read_influx,
     read_mqtt,
@@ -116,9 +119,12 @@ class AlertSettings:
     # switch floods nobody); the raise and the upgrade to "raining" always go.
     max_per_recipient_per_hour: int = 6
     # The ladder's last step: after this many trays rounds (trays_still_out escalations and
-    # slower reminders) a voice call, once per episode, to recipients with "voice" in their
-    # channels (needs [notifiers.twilio_voice]). 0: no call.
+    # slower reminders) a voice call to recipients with "voice" in their channels (needs
+    # [notifiers.twilio_voice]); again only if nobody answered it. 0: no call.
     voice_after_escalations: int = 3
+    # A call nobody answered (busy, no answer, failed, a voicemail when Twilio can tell)
+    # is placed again at the next trays round, up to this many calls per episode.
+    voice_max_calls: int = 3
     # humidity_surge: a change against the recent past, never a level (an Amazon dawn
     # reaches 94-97 % RH, the dew point within 1 °C, every morning): humidity up this
     # many points within the window, or up dew_point_rise_pct points with the dew point
@@ -156,6 +162,62 @@ def _hhmm(section: Section, name: str, default: str) -> str:
     return value
 
 
+# The alert rules, each with the [alerts] thresholds it reads. A yard switches a rule
+# off or tunes its thresholds in [yards.rules.<rule>] (docs/alerts.md); [alerts] holds
+# the values of every yard that does not.
+RULE_THRESHOLDS: dict[str, tuple[str, ...]] = {
+    "rain_forecast": ("lookahead_min", "raise_prob_pct", "clear_prob_pct", "raise_mm_per_h",
+                      "clear_mm_per_h"),
+    "rain_now": ("tip_window_min",),
+    "all_clear": ("min_hold_min", "all_clear_hours", "all_clear_dry_min"),
+    "repeats": ("repeat_interval_min", "max_repeats", "max_per_recipient_per_hour"),
+    "trays_out": ("trays_out_after_min", "slow_reminder_min", "ack_pause_min",
+                  "voice_after_escalations", "voice_max_calls"),
+    "humidity_surge": ("humidity_rise_pct", "humidity_window_min", "dew_point_spread_c",
+                       "dew_point_rise_pct", "humidity_min_nodes"),
+    "node_offline": ("node_silent_min",),
+    "forecast_stale": ("forecast_stale_min",),
+    "provider_failing": ("provider_failing_min",),
+}
+# Tuned, never switched off: the all-clear is how a rain episode ends, and the repeats
+# are how an unanswered alert is heard (max_repeats = 0 sends none).
+NOT_SWITCHABLE = {"all_clear": "it is how a rain episode ends",
+                  "repeats": "set max_repeats = 0 for no repeats"}
+SWITCHABLE_RULES = tuple(r for r in RULE_THRESHOLDS if r not in NOT_SWITCHABLE)
+
+# Each threshold's bounds (minimum, maximum); an int default reads as an integer.
+_BOUNDS: dict[str, tuple[float, float | None]] = {
+    "lookahead_min": (10, 720), "raise_prob_pct": (1, 100), "clear_prob_pct": (0, 100),
+    "raise_mm_per_h": (0.01, None), "clear_mm_per_h": (0, None),
+    "tip_window_min": (1, None),
+    "min_hold_min": (0, None), "all_clear_hours": (0, 48), "all_clear_dry_min": (0, None),
+    "repeat_interval_min": (1, None), "max_repeats": (0, 50),
+    "max_per_recipient_per_hour": (1, 60),
+    "trays_out_after_min": (0, None), "slow_reminder_min": (5, None), "ack_pause_min": (0, None),
+    "voice_after_escalations": (0, 50), "voice_max_calls": (1, 10),
+    "humidity_rise_pct": (1, None), "humidity_window_min": (1, None),
+    "dew_point_spread_c": (0, None), "dew_point_rise_pct": (1, None),
+    "humidity_min_nodes": (1, None),
+    "node_silent_min": (1, None), "forecast_stale_min": (1, None),
+    "provider_failing_min": (1, None),
+}
+
+
+def _threshold(section: Section, name: str, default: float | int) -> float | int:
+    """One rule threshold, in ``[alerts]`` or a yard's ``[yards.rules.<rule>]``."""
+    minimum, maximum = _BOUNDS[name]
+    if isinstance(default, int):
+        return section.integer(name, default, minimum=int(minimum),
+                               maximum=None if maximum is None else int(maximum))
+    return section.number(name, default, minimum=minimum, maximum=maximum)
+
+
+def _check_hysteresis(section: Section, raise_prob: object, clear_prob: object) -> None:
+    if isinstance(raise_prob, float) and isinstance(clear_prob, float) and clear_prob > raise_prob:
+        section.problem("clear_prob_pct", f"must not be above raise_prob_pct "
+                                          f"({clear_prob:g} > {raise_prob:g}: hysteresis)")
+
+
 def read_alerts(section: Section) -> AlertSettings:
     d = Defaults(AlertSettings)
     escalation = section.list_of("escalation", d.escalation, "a list of roles")
@@ -163,48 +225,16 @@ def read_alerts(section: Section) -> AlertSettings:
         for role in escalation:
             if role not in ROLES:
                 section.problem("escalation", f"{role!r} is not one of {', '.join(ROLES)}")
-    raise_prob = section.number("raise_prob_pct", d.raise_prob_pct, minimum=1, maximum=100)
-    clear_prob = section.number("clear_prob_pct", d.clear_prob_pct, minimum=0, maximum=100)
-    if isinstance(raise_prob, float) and isinstance(clear_prob, float) and clear_prob > raise_prob:
-        section.problem("clear_prob_pct", "must not be above raise_prob_pct (hysteresis)")
+    thresholds = {name: _threshold(section, name, getattr(d, name))
+                  for names in RULE_THRESHOLDS.values() for name in names}
+    _check_hysteresis(section, thresholds["raise_prob_pct"], thresholds["clear_prob_pct"])
     settings = AlertSettings(
         database=section.path("database", d.database),
         evaluate_interval_s=section.number("evaluate_interval_s", d.evaluate_interval_s,
                                            minimum=0.1, maximum=3600),
-        lookahead_min=section.number("lookahead_min", d.lookahead_min, minimum=10, maximum=720),
-        raise_prob_pct=raise_prob,
-        clear_prob_pct=clear_prob,
-        raise_mm_per_h=section.number("raise_mm_per_h", d.raise_mm_per_h, minimum=0.01),
-        clear_mm_per_h=section.number("clear_mm_per_h", d.clear_mm_per_h, minimum=0),
-        min_hold_min=section.number("min_hold_min", d.min_hold_min, minimum=0),
-        tip_window_min=section.number("tip_window_min", d.tip_window_min, minimum=1),
-        trays_out_after_min=section.number("trays_out_after_min", d.trays_out_after_min,
-                                           minimum=0),
-        all_clear_hours=section.number("all_clear_hours", d.all_clear_hours, minimum=0,
-                                       maximum=48),
-        all_clear_dry_min=section.number("all_clear_dry_min", d.all_clear_dry_min, minimum=0),
         drying_start=_hhmm(section, "drying_start", d.drying_start),
         drying_end=_hhmm(section, "drying_end", d.drying_end),
-        repeat_interval_min=section.number("repeat_interval_min", d.repeat_interval_min,
-                                           minimum=1),
-        max_repeats=section.integer("max_repeats", d.max_repeats, minimum=0, maximum=50),
         escalation=tuple(escalation) if isinstance(escalation, list) else d.escalation,
-        slow_reminder_min=section.number("slow_reminder_min", d.slow_reminder_min, minimum=5),
-        ack_pause_min=section.number("ack_pause_min", d.ack_pause_min, minimum=0),
-        max_per_recipient_per_hour=section.integer(
-            "max_per_recipient_per_hour", d.max_per_recipient_per_hour, minimum=1, maximum=60),
-        voice_after_escalations=section.integer(
-            "voice_after_escalations", d.voice_after_escalations, minimum=0, maximum=50),
-        humidity_rise_pct=section.number("humidity_rise_pct", d.humidity_rise_pct, minimum=1),
-        humidity_window_min=section.number("humidity_window_min", d.humidity_window_min,
-                                           minimum=1),
-        dew_point_spread_c=section.number("dew_point_spread_c", d.dew_point_spread_c, minimum=0),
-        dew_point_rise_pct=section.number("dew_point_rise_pct", d.dew_point_rise_pct, minimum=1),
-        humidity_min_nodes=section.integer("humidity_min_nodes", d.humidity_min_nodes, minimum=1),
-        node_silent_min=section.number("node_silent_min", d.node_silent_min, minimum=1),
-        forecast_stale_min=section.number("forecast_stale_min", d.forecast_stale_min, minimum=1),
-        provider_failing_min=section.number("provider_failing_min", d.provider_failing_min,
-                                            minimum=1),
         forecast_max_age_h=section.number("forecast_max_age_h", d.forecast_max_age_h,
                                           minimum=0.1),
         api_host=section.string("api_host", d.api_host),
@@ -212,9 +242,57 @@ def read_alerts(section: Section) -> AlertSettings:
         public_url=str(section.string("public_url", d.public_url)).rstrip("/"),
         ack_secret=section.secret("ack_secret"),
         ack_token_ttl_h=section.number("ack_token_ttl_h", d.ack_token_ttl_h, minimum=0.1),
+        **thresholds,
     )
     section.finish()
     return settings
+
+
+def _rule_of(name: str) -> str | None:
+    return next((rule for rule, names in RULE_THRESHOLDS.items() if name in names), None)
+
+
+def read_yard_rules(section: Section, alerts: AlertSettings) -> YardRules:
+    """A yard's ``[yards.rules]``: one table per rule, ``enabled`` and that rule's own
+    thresholds; what a yard leaves out is the ``[alerts]`` value."""
+    off: set[str] = set()
+    tuned: dict[str, float | int] = {}
+    enabled_default = Defaults(_RuleSwitch).enabled
+    for rule in RULE_THRESHOLDS:
+        if not section.has(rule):
+            continue
+        table = section.table(rule)
+        if rule in NOT_SWITCHABLE:
+            table.refuse("enabled", f"{rule} cannot be switched off: {NOT_SWITCHABLE[rule]}")
+        elif table.boolean("enabled", enabled_default) is False:
+            off.add(rule)
+        for name in RULE_THRESHOLDS[rule]:
+            if table.has(name):
+                tuned[name] = _threshold(table, name, getattr(alerts, name))
+        for name in table.names():
+            owner = _rule_of(name)
+            if owner not in (None, rule):
+                table.refuse(name, f"a threshold of rule {owner}: write it in "
+                                   f"[yards.rules.{owner}]")
+        table.finish()
+        if rule == "rain_forecast":
+            _check_hysteresis(table, tuned.get("raise_prob_pct", alerts.raise_prob_pct),
+                              tuned.get("clear_prob_pct", alerts.clear_prob_pct))
+    for name in section.names():
+        if name not in RULE_THRESHOLDS:
+            owner = _rule_of(name)
+            section.refuse(name, f"a threshold of rule {owner}: write it in "
+                                 f"[yards.rules.{owner}]" if owner else
+                           f"is not a rule; the rules are {', '.join(RULE_THRESHOLDS)}")
+    section.finish()
+    return YardRules(off=frozenset(off), tuned=tuple(sorted(tuned.items())))
+
+
+@dataclass(frozen=True)
+class _RuleSwitch:
+    """``[yards.rules.<rule>] enabled``: every rule runs unless a yard switches it off."""
+
+    enabled: bool = True
 
 
 @dataclass(frozen=True)
@@ -358,10 +436,13 @@ class ServerSettings:
     notifiers: NotifierSettings = field(default_factory=NotifierSettings)
     batches: BatchSettings = field(default_factory=BatchSettings)
     accounts: AccountSettings = field(default_factory=AccountSettings)
+    broker: BrokerSettings = field(default_factory=BrokerSettings)
 
 
 def read_server(root: Section) -> ServerSettings:
-    yards = tuple(read_yard(s) for s in root.tables("yards"))
+    alerts = read_alerts(root.table("alerts"))
+    yards = tuple(read_yard(s, partial(read_yard_rules, alerts=alerts))
+                  for s in root.tables("yards"))
     seen: set[str] = set()
     for index, yard in enumerate(yards):
         if yard.id in seen:
@@ -373,13 +454,14 @@ def read_server(root: Section) -> ServerSettings:
         influxdb=read_influx(root.table("influxdb")),
         ingest=read_ingest(root.table("ingest")),
         yards=yards,
-        alerts=read_alerts(root.table("alerts")),
+        alerts=alerts,
         # No [forecast] section: no forecasts (and no request to the internet).
         forecast=(read_forecast(root.table("forecast")) if root.has("forecast")
                   else ForecastSettings(providers=())),
         notifiers=read_notifiers(root.table("notifiers")),
         batches=read_batches(root.table("batches")),
         accounts=read_accounts(root.table("accounts")),
+        broker=read_broker(root.table("broker")),
     )
 
 

@@ -108,10 +108,17 @@ def _alerts(args: argparse.Namespace) -> int:
                   + f"; {sent} sent, {failed} failed")
             if e.message:
                 print(f"    {e.message}")
+            raises = e.details.get("raises", [])
+            if len(raises) > 1:
+                # One story: a humidity warning raised to rain, a forecast to rain now.
+                print("    raised: " + " -> ".join(
+                    f"{local(r['ts'])[11:]} {r['cause']} ({r['severity']})" for r in raises))
             for n in notes:
                 print(f"    {local(n.created_at)[11:]} {n.event:<9} {n.recipient} ({n.role}, "
                       f"{n.channel}) {n.status}" + (f" via {n.provider}" if n.provider else "")
-                      + (f": {n.error}" if n.status == "failed" and n.error else ""))
+                      + (f": {n.error}" if n.status == "failed" and n.error else "")
+                      # Twilio's word on it: delivered, undelivered; a call's no-answer.
+                      + (f" ({n.delivery})" if n.delivery else ""))
     finally:
         store.close()
     return 0

@@ -9,8 +9,9 @@ Borrowed from Alertmanager, PagerDuty and ThingsBoard (see docs/alerts.md):
   sensors (``rain_now``); ``rain_now`` supersedes the forecast (inhibition):
   an upgrade is sent only if nobody acknowledged yet or a tray is still out;
 - ``humidity_surge`` warns the workers only in drying hours with a tray out;
-  rain after it carries its episode on (``_rain_takes_over``): one story,
-  its next message an upgrade;
+  rain after it is the same episode (``_warning_becomes_rain``: its kind,
+  cause and severity raised, ``details["raises"]`` the history): one story,
+  one row, its next message an upgrade;
 - unacknowledged: repeat every ``repeat_interval_min`` (at most
   ``max_repeats``), each repeat one step further along the escalation chain
   (worker -> supervisor -> quality); once trays are overdue, the
@@ -23,8 +24,13 @@ Borrowed from Alertmanager, PagerDuty and ThingsBoard (see docs/alerts.md):
   technician once per episode (``trays_unknown``);
 - the next channel rides on those trays rounds: after one at the chain's
   last level, SMS too to push-only recipients with a phone; after
-  ``voice_after_escalations`` of them, a voice call (once per episode) to
-  those with ``voice`` in their channels (``_next_channels``);
+  ``voice_after_escalations`` of them, a voice call to those with ``voice``
+  in their channels (``_next_channels``), placed again at the next round
+  while Twilio says nobody answered, up to ``voice_max_calls``
+  (``call_outcome``);
+- each yard runs ``[alerts]`` with its own ``[yards.rules]`` laid over it
+  (``rules_of``); a rule it switched off raises nothing there and its open
+  episodes end silently (``_running``);
 - a supervisor's ``close`` silences a rain or humidity episode: no more
   messages, the retained ``alert`` clear, no all-clear; it stays open (so the
   same rain raises nothing new) and resolves when the rain ends;
@@ -168,7 +174,10 @@ class AlertEngine:
                  started_at: float, forecast_enabled: bool = True,
                  render: Render = messages.render,
                  batches: BatchSettings | None = None) -> None:
+        yards = list(yards)
         self.settings = settings
+        # Each yard's rules: [alerts] with the yard's own thresholds laid over it.
+        self._yard_settings = {y.id: replace(settings, **dict(y.rules.tuned)) for y in yards}
         self.batch_settings = batches if batches is not None else BatchSettings()
         self.yards: dict[str, YardSettings] = {y.id: y for y in yards}
         self.started_at = started_at
@@ -195,14 +204,20 @@ class AlertEngine:
         yard = self.yards.get(view.yard)
         if yard is None:
             return Decision(view.yard)
-        drying = rules.in_drying_hours(now, yard.timezone, self.settings)
+        drying = rules.in_drying_hours(now, yard.timezone, self.rules_of(yard))
         draft = _Draft(yard.id, episodes)
-        self._rain(yard, view, forecast.forecast, now, drying, draft)
-        self._humidity(yard, view, now, drying, draft)
-        self._nodes(yard, view, now, drying, draft)
+        if yard.rule_on("rain_forecast") or self._running(yard, "rain_now", now, draft,
+                                                          kind="rain"):
+            self._rain(yard, view, forecast.forecast, now, drying, draft)
+        if self._running(yard, "humidity_surge", now, draft):
+            self._humidity(yard, view, now, drying, draft)
+        if self._running(yard, "node_offline", now, draft):
+            self._nodes(yard, view, now, drying, draft)
         if self.forecast_enabled:
-            self._forecast_stale(yard, forecast, now, drying, draft)
-            self._providers(yard, forecast, now, drying, draft)
+            if self._running(yard, "forecast_stale", now, draft):
+                self._forecast_stale(yard, forecast, now, drying, draft)
+            if self._running(yard, "provider_failing", now, draft):
+                self._providers(yard, forecast, now, drying, draft)
         self._delivery(yard, delivery_error, now, drying, draft)
         self._modem(yard, modem_error, now, drying, draft)
         if batches is not None:
@@ -254,16 +269,71 @@ class AlertEngine:
         log.info("episode %s closed by %s", episode.id, by)
         return draft.decision()
 
+    def rules_of(self, yard: YardSettings) -> AlertSettings:
+        """The thresholds ``yard`` runs with: ``[alerts]`` and its ``[yards.rules]``."""
+        return self._yard_settings.get(yard.id, self.settings)
+
+    def call_outcome(self, episode: Episode, recipient: str, *, answered: bool, status: str,
+                     now: float) -> Decision:
+        """Twilio told how a call of this episode ended (its status callback).
+
+        Answered: no more calls in this episode. Not answered (busy, no answer,
+        failed, canceled, or a voicemail where Twilio could tell): counted, and,
+        unless somebody answered an earlier call, the next trays round calls again,
+        up to ``voice_max_calls`` calls per episode; that round goes by SMS too to
+        everyone with a phone (``_next_channels``). Empty for an episode that no
+        longer calls anyone (closed, or not a rain episode)."""
+        if episode.kind != "rain" or "closed_at" in episode.details:
+            return Decision(episode.yard)
+        draft = _Draft(episode.yard, {(episode.kind, episode.key): episode})
+        again = draft.get(episode.kind, episode.key)
+        assert again is not None
+        outcomes = dict(again.details.get("call_outcomes", {}))
+        outcomes[recipient] = [*outcomes.get(recipient, []), status]
+        again.details["call_outcomes"] = outcomes
+        if answered:
+            again.details["call_answered_by"] = recipient
+        else:
+            again.details["calls_unanswered"] = again.details.get("calls_unanswered", 0) + 1
+            yard = self.yards.get(episode.yard)
+            limit = (self.rules_of(yard) if yard is not None else self.settings).voice_max_calls
+            if ("call_answered_by" not in again.details
+                    and again.details.get("calls", 1) < limit):
+                # Armed again: the next trays round places the call once more.
+                again.details.pop("voice_at", None)
+        draft.touch(again)
+        log.info("episode %s: call to %s %s", episode.id, recipient, status)
+        return draft.decision()
+
     def yards_of_phone(self, phone: str) -> list[str]:
         """The yards where ``phone`` is a recipient (an SMS reply acknowledges those)."""
         return [y.id for y in self.yards.values() if any(r.phone == phone for r in y.recipients)]
 
     # ------------------------------------------------------------ the rules
 
+    def _running(self, yard: YardSettings, rule: str, now: float, draft: _Draft, *,
+                 kind: str | None = None) -> bool:
+        """Whether ``rule`` runs for this yard. Switched off (``[yards.rules.<rule>]
+        enabled = false``) it raises nothing, and the episodes of ``kind`` (the rule's
+        name unless given) still open from before the change end without a message."""
+        if yard.rule_on(rule):
+            return True
+        for (open_kind, _), episode in sorted(draft.open.items()):
+            if open_kind == (kind or rule):
+                self._resolve(episode, now, draft, by="switched off for this yard")
+        return False
+
     def _rain(self, yard: YardSettings, view: YardView, forecast: Forecast | None, now: float,
               drying: bool, draft: _Draft) -> None:
-        s = self.settings
+        s = self.rules_of(yard)
         episode = draft.get("rain")
+        # A rule switched off for this yard is as if it had no evidence: no forecast (the
+        # plates alone raise, and end, the rain), or no plates and gauges (the forecast alone).
+        if not yard.rule_on("rain_forecast"):
+            forecast = None
+        if not yard.rule_on("rain_now"):
+            view = rules.without_rain_sensors(view)
+        trays_rule = yard.rule_on("trays_out")
         # Two answers (rules.ForecastAnswer): whether the forecast keeps the episode
         # raised, and when the rain is expected; the messages and deadlines use only the latter.
         answer = rules.rain_forecast(forecast, now, s, active=episode is not None)
@@ -272,18 +342,22 @@ class AlertEngine:
         if episode is None:
             if raining is None and not answer.holds:
                 return
-            episode = self._raise("rain", "",
-                                  cause="rain_now" if raining else "rain_forecast",
-                                  severity="critical" if raining else "warning", now=now,
-                                  draft=draft)
-            # For the forecast's skill (skill.py): what raised it, as the cause changes.
-            episode.details["raised_by"] = episode.cause
-            humidity = draft.get("humidity_surge")
-            if humidity is not None:
-                self._rain_takes_over(humidity, episode, now, draft)
+            cause = "rain_now" if raining else "rain_forecast"
+            severity = "critical" if raining else "warning"
+            warning = draft.get("humidity_surge")
+            if warning is not None:
+                episode = self._warning_becomes_rain(warning, cause, severity, now, draft)
+            else:
+                episode = self._raise("rain", "", cause=cause, severity=severity, now=now,
+                                      draft=draft)
+                # For the forecast's skill (skill.py): what raised it, as the cause changes.
+                episode.details["raised_by"] = episode.cause
+                episode.details["raises"] = [_raise_entry(now, cause, severity)]
         elif raining is not None and episode.cause == "rain_forecast":
             episode.cause, episode.severity = "rain_now", "critical"
             episode.upgrade_pending = episode.notify_count > 0
+            episode.details["raises"] = [*episode.details.get("raises", []),
+                                         _raise_entry(now, "rain_now", "critical")]
             draft.transition(episode, "rain_forecast", "resolved", now)
             draft.transition(episode, "rain_now", episode.state, now)
         if raining is None and not answer.holds and rules.all_clear(view, forecast, now, s):
@@ -366,7 +440,7 @@ class AlertEngine:
         # A switch that says "unknown" is neither in nor out: the technician hears of it
         # once per episode, and the tray keeps the reminders going (it is not "in").
         unknown = rules.trays_unknown(view)
-        if unknown and "unknown_told" not in episode.details:
+        if trays_rule and unknown and "unknown_told" not in episode.details:
             episode.details["unknown_told"] = list(unknown)
             self._notify(episode, yard, "notice", "trays_unknown", (TECHNICIAN,), now, draft,
                          {"trays": ", ".join(unknown)}, count=False)
@@ -389,16 +463,17 @@ class AlertEngine:
             if episode.state == "raised" or out_trays:
                 self._remind(episode, yard, "upgrade", episode.cause,
                              self._roles(episode.level), now, draft, fields, capped=False)
-        elif (out_trays and now >= trays_deadline
+        elif (trays_rule and out_trays and now >= trays_deadline
               and since_last >= s.repeat_interval_min * 60
               and episode.escalations < s.max_repeats):
             level = min(episode.level + 1, chain_end)
             if self._remind(episode, yard, "escalate", "trays_still_out", self._roles(level),
-                            now, draft, fields, channels=self._next_channels(episode, level)):
+                            now, draft, fields, channels=self._next_channels(yard, episode, level)):
                 episode.escalations += 1
                 episode.level = level
                 episode.severity = "critical"
-        elif (episode.state == "raised" and not (out_trays and now >= trays_deadline)
+        elif (episode.state == "raised" and not (trays_rule and out_trays
+                                                 and now >= trays_deadline)
               and since_last >= s.repeat_interval_min * 60
               and episode.repeats < s.max_repeats):
             level = min(episode.level + 1, chain_end)
@@ -406,7 +481,7 @@ class AlertEngine:
                             draft, fields, repeat=True):
                 episode.repeats += 1
                 episode.level = level
-        elif (not_in and now >= trays_deadline and not paused and ladder_done
+        elif (trays_rule and not_in and now >= trays_deadline and not paused and ladder_done
               and since_last >= s.slow_reminder_min * 60
               # After the ladder: slower, to everyone the ladder reached, until the
               # switches say every tray is in, the rain episode ends or a supervisor
@@ -415,23 +490,25 @@ class AlertEngine:
                                self._roles(episode.level), now, draft,
                                {**fields, "trays": ", ".join(not_in),
                                 **_place_fields(yard, trays=not_in)},
-                               channels=self._next_channels(episode, episode.level))):
+                               channels=self._next_channels(yard, episode, episode.level))):
             episode.details["reminders"] = episode.details.get("reminders", 0) + 1
 
-    def _next_channels(self, episode: Episode, level: int) -> frozenset[str]:
+    def _next_channels(self, yard: YardSettings, episode: Episode, level: int
+                       ) -> frozenset[str]:
         """The channels a trays round adds beyond each recipient's own, and notes it.
 
         The ladder's next channel: once a round has gone at the chain's last level,
         the following rounds also go by SMS to those with a phone who get only push;
         after ``voice_after_escalations`` trays rounds (escalations and slower
-        reminders) a voice call goes, once per episode, to those who opted in
-        (``channels = [..., "voice"]``). 0 turns the call off."""
+        reminders) a voice call goes to those who opted in (``channels = [...,
+        "voice"]``), once per episode unless Twilio says nobody answered it
+        (``call_outcome`` arms it again). 0 turns the call off."""
         chain_end = max(len(self.settings.escalation) - 1, 0)
         extra: set[str] = set()
         if episode.level == chain_end and level == chain_end and episode.escalations:
             extra.add("sms")
         rounds = episode.escalations + episode.details.get("reminders", 0)
-        after = self.settings.voice_after_escalations
+        after = self.rules_of(yard).voice_after_escalations
         if after and rounds >= after and "voice_at" not in episode.details:
             extra.add("voice")
         return frozenset(extra)
@@ -446,7 +523,7 @@ class AlertEngine:
         changes nothing) and goes when the hour allows. A round that goes without
         someone the cap held back says so in the log and counts them
         (``details["capped"]``): they miss that round, not the next one."""
-        limit = self.settings.max_per_recipient_per_hour
+        limit = self.rules_of(yard).max_per_recipient_per_hour
         sent_at = {name: [t for t in times if t > now - 3600]
                    for name, times in episode.details.get("sent_at", {}).items()}
         names = [r.name for r in yard.recipients if r.role in roles]
@@ -465,21 +542,36 @@ class AlertEngine:
                      exclude=held, channels=channels)
         if "voice" in channels:
             episode.details["voice_at"] = now
+            episode.details["calls"] = episode.details.get("calls", 0) + 1
         return True
 
-    def _rain_takes_over(self, warning: Episode, rain: Episode, now: float,
-                         draft: _Draft) -> None:
-        """Rain after a humidity warning is the same story: the rain's episode carries on
-        from the warning (its start, who was told, how far up the chain), so the workers'
-        next message is the warning raised to rain (an ``upgrade``), not a second new
-        alert, and the beacons' topic keeps the warning's start. The warning ends."""
-        rain.raised_at, rain.level = warning.raised_at, warning.level
-        rain.notify_count, rain.last_notified_at = warning.notify_count, warning.last_notified_at
-        rain.message = warning.message
-        rain.upgrade_pending = warning.notify_count > 0
+    def _warning_becomes_rain(self, warning: Episode, cause: str, severity: str, now: float,
+                              draft: _Draft) -> Episode:
+        """Rain after a humidity warning is the same story, and the same episode: the
+        warning's row becomes the rain's (its kind, cause and severity raised), keeping
+        its start, who was told and how far up the chain, and the history of its raises
+        (``details["raises"]``). The workers' next message is an ``upgrade``, not a
+        second new alert; the beacons' topic keeps the warning's start. An "OK" to the
+        warning does not answer the rain: the episode is ``raised`` again."""
+        del draft.open[warning.kind, warning.key]
+        raises = warning.details.get("raises") or [
+            _raise_entry(warning.raised_at, warning.cause, warning.severity)]
+        if warning.acked_at is not None:
+            raises[-1] = {**raises[-1], "acked_at": warning.acked_at,
+                          "acked_by": warning.acked_by}
+        draft.transition(warning, warning.cause, "resolved", now)
+        warning.kind, warning.cause, warning.severity = "rain", cause, severity
+        warning.state, warning.acked_at, warning.acked_by = "raised", None, None
+        warning.upgrade_pending = warning.notify_count > 0
+        # The warning's nodes are not the wet ones.
+        warning.details["humidity_nodes"] = warning.details.pop("nodes", [])
         # The forecast did not raise it (skill.py counts it as the forecast's miss).
-        rain.details.update(raised_by="humidity_surge", warning_episode=warning.id)
-        self._resolve(warning, now, draft, by="became the rain's episode")
+        warning.details.update(raised_by="humidity_surge",
+                               raises=[*raises, _raise_entry(now, cause, severity)])
+        draft.open[warning.kind, warning.key] = warning
+        draft.touch(warning)
+        draft.transition(warning, cause, "raised", now)
+        return warning
 
     def _humidity(self, yard: YardSettings, view: YardView, now: float, drying: bool,
                   draft: _Draft) -> None:
@@ -491,14 +583,8 @@ class AlertEngine:
         if draft.get("rain") is not None:
             return  # inhibited: the rain alert already says it all
         episode = draft.get("humidity_surge")
-        if not yard.humidity_surge:
-            # Switched off for this yard (``humidity_surge = false``): nothing is raised,
-            # and a warning still open from before the change ends.
-            if episode is not None:
-                self._resolve(episode, now, draft, by="switched off for this yard")
-            return
         trays_in = rules.trays_all_in(view)
-        surging = (rules.humidity_surge(view, now, self.settings) if drying and not trays_in
+        surging = (rules.humidity_surge(view, now, self.rules_of(yard)) if drying and not trays_in
                    else ())
         if not surging:
             if episode is None:
@@ -506,7 +592,7 @@ class AlertEngine:
             if not drying or trays_in:
                 self._resolve(episode, now, draft,
                               by="trays in" if trays_in else "drying hours over")
-            elif now - episode.raised_at >= self.settings.min_hold_min * 60:
+            elif now - episode.raised_at >= self.rules_of(yard).min_hold_min * 60:
                 self._resolve(episode, now, draft, by="humidity normal")
             return
         if episode is None:
@@ -521,7 +607,7 @@ class AlertEngine:
 
     def _nodes(self, yard: YardSettings, view: YardView, now: float, drying: bool,
                draft: _Draft) -> None:
-        silent = set(rules.silent_nodes(view, now, self.settings))
+        silent = set(rules.silent_nodes(view, now, self.rules_of(yard)))
         last_seen = {n.node: n.last_seen_ts for n in view.nodes}
         for node in silent:
             episode = draft.get("node_offline", node)
@@ -548,7 +634,7 @@ class AlertEngine:
                         drying: bool, draft: _Draft) -> None:
         last_good = status.forecast.fetched_at if status.forecast else None
         age_s = rules.forecast_age_s(last_good, self.started_at, now)
-        stale = age_s > self.settings.forecast_stale_min * 60
+        stale = age_s > self.rules_of(yard).forecast_stale_min * 60
         episode = draft.get("forecast_stale")
         if stale:
             if episode is None:
@@ -609,7 +695,7 @@ class AlertEngine:
                     self._resolve(episode, now, draft, by="provider answers")
                 continue
             if episode is None:
-                if now - state.failing_since < self.settings.provider_failing_min * 60:
+                if now - state.failing_since < self.rules_of(yard).provider_failing_min * 60:
                     continue
                 episode = self._raise("provider_failing", provider, cause="provider_failing",
                                       severity="warning", now=now, draft=draft)
@@ -681,7 +767,7 @@ class AlertEngine:
                 # Held like the all-clear: humidity flapping around the threshold, or the
                 # trays in for ten minutes and out again, is still the same night.
                 clear_since = episode.details.setdefault("clear_since", now)
-                if now - clear_since >= self.settings.min_hold_min * 60:
+                if now - clear_since >= self.rules_of(yard).min_hold_min * 60:
                     self._resolve(episode, now, draft, by="trays in, air drier or day")
                 draft.touch(episode)
             return
@@ -811,6 +897,11 @@ def _place_fields(yard: YardSettings, *, trays: Sequence[str] = (),
             for language in ("es", "en")}
 
 
+def _raise_entry(ts: float, cause: str, severity: str) -> dict[str, object]:
+    """One step of an episode's history of raises (``details["raises"]``)."""
+    return {"ts": ts, "cause": cause, "severity": severity}
+
+
 def _fingerprint(episode: Episode) -> str:
     """A cheap snapshot of an episode's stored form (dataclasses.asdict deep-copies)."""
     return repr(tuple(getattr(episode, name) for name in _FIELDS)) + json.dumps(
@@ -854,7 +945,8 @@ class _Draft:
 
     def __init__(self, yard: str, episodes: YardEpisodes) -> None:
         self.yard = yard
-        self._before = episodes
+        # By id: an episode may change its kind (a humidity warning that becomes rain).
+        self._before = {e.id: e for e in episodes.values()}
         self.open: dict[tuple[str, str], Episode] = {
             key: _copy(e) for key, e in episodes.items()}
         self._touched: dict[int, Episode] = {}
@@ -873,8 +965,7 @@ class _Draft:
     def decision(self) -> Decision:
         changed = [episode for episode in self._touched.values()
                    if episode.id is None
-                   or _fingerprint(self._before[episode.kind, episode.key])
-                   != _fingerprint(episode)]
+                   or _fingerprint(self._before[episode.id]) != _fingerprint(episode)]
         if not changed:
             # A notification or a transition always changes its episode (notify_count,
             # state), so nothing is lost here.

@@ -23,7 +23,7 @@ from __future__ import annotations
 import math
 from bisect import bisect_left
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from operator import itemgetter
 from typing import Final
@@ -173,6 +173,12 @@ def rain_now(yard: YardView, now: float, settings: AlertSettings) -> RainNow | N
     if not wet:
         return None
     return RainNow(nodes=tuple(sorted(wet)), since_ts=min(since))
+
+
+def without_rain_sensors(yard: YardView) -> YardView:
+    """The yard as if it had no plates and no gauges (``rain_now`` switched off there)."""
+    return replace(yard, nodes=tuple(replace(node, rain_wet=None, rain_changed_ts=None,
+                                             last_tip_ts=None) for node in yard.nodes))
 
 
 def plates_dry_for_s(yard: YardView, now: float) -> float:

@@ -96,7 +96,12 @@ HELP = {
     "notifications_decided_total": ("counter", "Notifications committed to the log, to be "
                                                "sent"),
     "open_episodes": ("gauge", "Open alert episodes by kind"),
+    "calls_total": ("counter", "Voice calls whose end Twilio reported, by outcome: answered "
+                               "(completed by a person), unanswered (busy, no-answer, failed, "
+                               "canceled, or a voicemail Twilio recognised)"),
 }
+# Twilio's final call statuses (CallStatus); queued, ringing, in-progress come before.
+CALL_FINAL = ("completed", "busy", "no-answer", "failed", "canceled")
 CYCLE_BUCKETS_S = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0)
 # A pending notification decided longer ago than this is marked failed, not sent: a rain
 # warning an hour late no longer helps, and could send people out to trays already wet.
@@ -228,6 +233,30 @@ class AlertCore:
         self._act([stored])
         return stored.episodes[0]
 
+    def call_outcome(self, episode_id: int, recipient: str, *, answered: bool, status: str,
+                     now: float) -> Episode | None:
+        """How a call ended (``AlertEngine.call_outcome``): the episode as it is now, None
+        if it is no longer open. Counted in ``calls_total`` by outcome; decided,
+        committed and swapped like ``acknowledge`` (a failed commit raises)."""
+        self.metrics.inc("calls_total", outcome="answered" if answered else "unanswered")
+        with self._lock:
+            episode = next((e for episodes in self._open.values() for e in episodes.values()
+                            if e.id == episode_id), None)
+            if episode is None:
+                return None
+            decision = self.engine.call_outcome(episode, recipient, answered=answered,
+                                                status=status, now=now)
+            if decision.empty:
+                return episode
+            try:
+                stored = self.store.commit(decision)
+            except Exception:
+                self._failed("commit", episode.yard)
+                raise
+            self._swap([stored])
+        self._act([stored])
+        return stored.episodes[0]
+
     def acknowledge_phone(self, phone: str, now: float) -> list[Episode]:
         """An SMS reply "OK"/"SI" from a recipient: acknowledge their yards' open alerts."""
         with self._lock:
@@ -284,6 +313,10 @@ class AlertCore:
         for decision in decisions:
             episodes = dict(self._open.get(decision.yard, {}))
             for episode in decision.episodes:
+                # An episode whose kind changed (a humidity warning become rain) leaves
+                # its old place.
+                for key in [k for k, e in episodes.items() if e.id == episode.id]:
+                    del episodes[key]
                 if episode.active:
                     episodes[episode.kind, episode.key] = episode
                 else:
@@ -352,10 +385,13 @@ class AlertService:
         self.publish = publish
         self.health = health if health is not None else Health()
         self.store = AlertStore(s.database)
-        self.tracker = YardTracker(settings.yards, humidity_window_s=s.humidity_window_min * 60)
         engine = AlertEngine(s, settings.yards, started_at=clock(),
                              forecast_enabled=bool(settings.forecast.providers), render=render,
                              batches=settings.batches)
+        # The humidity history the longest window of any yard needs ([yards.rules]).
+        window_min = max((engine.rules_of(y).humidity_window_min for y in settings.yards),
+                         default=s.humidity_window_min)
+        self.tracker = YardTracker(settings.yards, humidity_window_s=window_min * 60)
         secret = s.ack_secret or load_or_create_secret(s.database.with_suffix(".secret"))
         self.tokens = AckTokens(secret, s.ack_token_ttl_h * 3600)
         self.poller = poller
@@ -404,6 +440,27 @@ class AlertService:
     def acknowledge_phone(self, phone: str) -> list[Episode]:
         """An SMS reply "OK"/"SI": acknowledge the sender's yards' open alerts."""
         return self.core.acknowledge_phone(phone, self.clock())
+
+    def call_status(self, call_sid: str, status: str, answered_by: str | None = None
+                    ) -> Notification | None:
+        """Twilio's status callback for a call we placed: recorded on its notification
+        (``delivery``); a call that ended unanswered lets the next trays round call
+        again (``AlertCore.call_outcome``). None for a call we do not know.
+
+        Only the final statuses decide anything: ``queued``, ``ringing`` and
+        ``in-progress`` are only recorded (Twilio sends them only when asked)."""
+        note = self.store.notification_by_provider_id(call_sid)
+        if note is None or note.channel != "voice":
+            return None
+        note.delivery = status if not answered_by else f"{status} ({answered_by})"
+        self.store.update_notification(note)
+        if status in CALL_FINAL:
+            # A voicemail picks up too ("completed"); with MachineDetection Twilio says so.
+            answered = status == "completed" and not (answered_by or "").startswith(
+                ("machine", "fax"))
+            self.core.call_outcome(note.episode_id, note.recipient, answered=answered,
+                                   status=note.delivery, now=self.clock())
+        return note
 
     def _delivered(self, note: Notification) -> None:
         self.delivery.record(note)

@@ -9,6 +9,11 @@ created ``pending`` and only the dispatcher moves it to ``sent`` or
 ``failed``, so after a crash or a failed act step the pending ones are
 delivered once (``Dispatcher.resubmit_pending``), and nothing is decided
 twice: the episodes say it was already decided.
+
+Migrations, as in ``server/batches/store.py``: ``PRAGMA user_version`` is the
+schema's version; ``MIGRATIONS[n]`` takes a file from version ``n`` to ``n + 1``
+in one transaction at open; a file newer than this code is refused. Never edit
+a released migration: add one.
 """
 
 from __future__ import annotations
@@ -18,7 +23,7 @@ import itertools
 import json
 import sqlite3
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -26,8 +31,11 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from secadero.server.alerts.engine import Decision
 
+from secadero.errors import PermanentStorageError
 from secadero.server.notifiers.notification_log import Notification
 
+# Version 1: the file as the server first wrote it (no user_version yet: 0), so each
+# statement keeps IF NOT EXISTS.
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS episodes (
     id INTEGER PRIMARY KEY,
@@ -86,6 +94,70 @@ CREATE TABLE IF NOT EXISTS used_ack_tokens (
 """
 
 
+def _v1_initial(db: sqlite3.Connection) -> None:
+    # One statement at a time: executescript() would COMMIT the migration's transaction.
+    # (Not split on ";": a comment has one.)
+    statement = ""
+    for line in SCHEMA.splitlines(keepends=True):
+        statement += line
+        if sqlite3.complete_statement(statement):
+            db.execute(statement)
+            statement = ""
+
+
+def _v2_one_row_per_story(db: sqlite3.Connection) -> None:
+    """A humidity warning followed by rain is one episode (issue 13), not two rows.
+
+    Version 1 resolved the warning's row and opened a rain row that named it
+    (``details["warning_episode"]``). Here the rain row takes the warning's
+    notifications and the history of raises the engine now keeps
+    (``details["raises"]``: the warning's raise, then the rain's when it took
+    over, rain_now or rain_forecast as its plates said), and the warning's row
+    is deleted. ``merged_from`` keeps the old id: the ``alert`` points already
+    in InfluxDB name it.
+    """
+    rows = db.execute("SELECT id, details FROM episodes WHERE kind = 'rain' "
+                      "AND details LIKE '%warning_episode%' ORDER BY id").fetchall()
+    for rain_id, text in rows:
+        details = json.loads(text)
+        warning_id = details.pop("warning_episode", None)
+        warning = db.execute("SELECT raised_at, resolved_at, cause, severity, acked_at, "
+                             "acked_by, details FROM episodes WHERE id = ?",
+                             (warning_id,)).fetchone()
+        if warning is not None:
+            raised_at, took_over_at, cause, severity, acked_at, acked_by, warning_text = warning
+            first: dict[str, Any] = {"ts": raised_at, "cause": cause, "severity": severity}
+            if acked_at is not None:
+                first.update(acked_at=acked_at, acked_by=acked_by)
+            wet_ts = details.get("wet_ts")
+            wet_at_once = wet_ts is not None and took_over_at is not None \
+                and wet_ts <= took_over_at
+            raises = [first, {"ts": took_over_at,
+                              "cause": "rain_now" if wet_at_once else "rain_forecast",
+                              "severity": "critical" if wet_at_once else "warning"}]
+            if wet_ts is not None and not wet_at_once:
+                raises.append({"ts": wet_ts, "cause": "rain_now", "severity": "critical"})
+            details.update(raises=raises, merged_from=warning_id,
+                           humidity_nodes=json.loads(warning_text).get("nodes", []))
+            db.execute("UPDATE notifications SET episode_id = ? WHERE episode_id = ?",
+                       (rain_id, warning_id))
+            db.execute("DELETE FROM episodes WHERE id = ?", (warning_id,))
+        db.execute("UPDATE episodes SET details = ? WHERE id = ?",
+                   (json.dumps(details, sort_keys=True), rain_id))
+
+
+# MIGRATIONS[n] takes a file from version n to n + 1.
+MIGRATIONS: tuple[Callable[[sqlite3.Connection], None], ...] = (
+    _v1_initial,
+    _v2_one_row_per_story,
+)
+SCHEMA_VERSION = len(MIGRATIONS)
+
+
+class NewerSchema(PermanentStorageError):
+    """The database was written by a newer secadero: this one must not touch it."""
+
+
 @dataclass
 class Episode:
     """One alert episode: raised -> acknowledged -> resolved."""
@@ -137,11 +209,31 @@ class AlertStore:
         # WAL: `secadero alerts` reads while the server writes.
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")
-        self._db.executescript(SCHEMA)
+        self._migrate()
 
     def close(self) -> None:
         with self._lock:
             self._db.close()
+
+    @property
+    def schema_version(self) -> int:
+        with self._lock:
+            return int(self._db.execute("PRAGMA user_version").fetchone()[0])
+
+    def _migrate(self) -> None:
+        version = self.schema_version
+        if version > SCHEMA_VERSION:
+            raise NewerSchema(f"{self.path}: schema version {version} is newer than this "
+                              f"secadero's {SCHEMA_VERSION}: upgrade secadero")
+        for number in range(version, SCHEMA_VERSION):
+            with self.transaction():
+                # Read again under BEGIN IMMEDIATE: `secadero alerts` opening the same
+                # file at the same moment may have migrated it.
+                if self.schema_version != number:
+                    continue
+                MIGRATIONS[number](self._db)
+                # user_version is part of the transaction: both or neither.
+                self._db.execute(f"PRAGMA user_version = {number + 1}")
 
     @contextlib.contextmanager
     def transaction(self) -> Iterator[None]:

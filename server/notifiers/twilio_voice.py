@@ -6,9 +6,14 @@ of ours to fetch them); HTTP Basic auth with the account SID and auth token;
 201 with the call's ``sid``. The TwiML is one ``<Say language="es-MX">`` with
 the message's text, read ``loop`` times: a worker at the trays may pick up late.
 
-A call placed is "sent": whether it was answered is not known here (that
-would need a ``StatusCallback``); the call is one rung of the ladder, and the
-reminders go on until the switches say the trays are in.
+With ``callback_base_url`` the call carries ``StatusCallback`` (our
+``/api/twilio/call-status``) and ``StatusCallbackEvent=completed``: Twilio POSTs
+the call's end, ``CallSid`` and ``CallStatus`` (``completed``, ``busy``,
+``no-answer``, ``failed``, ``canceled``), signed like every webhook. With
+``machine_detection`` it also asks ``MachineDetection=Enable``, and the callback
+carries ``AnsweredBy`` (``human``, ``machine_start``, ``fax``, ``unknown`` ...),
+since a voicemail that picks up is ``completed`` too. ``AlertService.call_status``
+records it; an unanswered call is placed again at the next trays round.
 """
 
 from __future__ import annotations
@@ -20,6 +25,8 @@ import requests
 from secadero.server.notifiers import NotifierError, Outgoing
 from secadero.server.notifiers.twilio import create
 from secadero.settings.notifiers import TwilioVoiceSettings
+
+CALL_STATUS_PATH = "/api/twilio/call-status"
 
 
 def twiml(text: str, language: str, loop: int = 1) -> str:
@@ -50,6 +57,13 @@ class TwilioVoiceNotifier:
         text = f"{message.title}. {message.body}" if message.title else message.body
         form = {"To": message.address, "From": self.settings.from_number,
                 "Twiml": twiml(text, self.settings.language, self.settings.loop)}
+        if self.settings.callback_base_url:
+            form["StatusCallback"] = (self.settings.callback_base_url.rstrip("/")
+                                      + CALL_STATUS_PATH)
+            # Only the end of the call (Twilio's default, said out loud).
+            form["StatusCallbackEvent"] = "completed"
+        if self.settings.machine_detection:
+            form["MachineDetection"] = "Enable"
         return create(self.session, self.url, form, account_sid=self.settings.account_sid,
                       auth_token=self.settings.auth_token, timeout_s=self.settings.timeout_s)
 

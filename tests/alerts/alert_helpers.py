@@ -102,16 +102,20 @@ class SimYard:
     """One yard, two nodes, a forecast, fake notifiers; ``run`` advances the clock.
 
     ``yard_settings``: the yard (id ``norte``) and its recipients, ``YARD`` by
-    default. ``open_batches``: the drying batches' input for the quality
+    default. ``other_yards``: more yards under the same sky, fed the same nodes'
+    messages under their own ids (give their recipients other names, as ``sent``
+    names the recipient, not the yard). ``open_batches``: the drying batches' input for the quality
     warnings (none by default), ``batch_settings`` their thresholds.
     """
 
     def __init__(self, tmp_path: Path, *, yard_settings: YardSettings = YARD,
+                 other_yards: tuple[YardSettings, ...] = (),
                  batch_settings: BatchSettings | None = None,
                  open_batches: OpenBatches | None = None, **alert_overrides: object) -> None:
         self.tmp_path = tmp_path
         self.settings = replace(AlertSettings(), **alert_overrides)  # type: ignore[arg-type]
         self.yard_settings = yard_settings
+        self.other_yards = other_yards
         self.batch_settings = batch_settings
         self.open_batches = open_batches
         self.now = at("06:00")
@@ -128,7 +132,7 @@ class SimYard:
         self.bodies: list[str] = []
         self.actions: list[tuple[float, Callable[[], None]]] = []
         self.store = AlertStore(tmp_path / "alerts.sqlite3")
-        self.tracker = YardTracker([yard_settings])
+        self.tracker = YardTracker([yard_settings, *other_yards])
         self.notifiers = {name: FakeNotifier(name, channel, self) for name, channel in
                           (("twilio", "sms"), ("gammu", "sms"), ("ntfy", "push"))}
         self.dispatch_fails = False
@@ -140,7 +144,8 @@ class SimYard:
         self.dispatcher = Dispatcher(self.store, self.notifiers.values(), attempts=2,
                                      backoff_s=0, clock=lambda: self.now, sleep=lambda s: None,
                                      on_done=self.delivery.record)
-        engine = AlertEngine(self.settings, [self.yard_settings], started_at=self.started_at,
+        engine = AlertEngine(self.settings, [self.yard_settings, *self.other_yards],
+                             started_at=self.started_at,
                              batches=self.batch_settings)
         return AlertCore(engine, self.store, self.tracker,
                          forecast=lambda yard: self.forecast_status,
@@ -168,8 +173,9 @@ class SimYard:
         self.actions.append((at(when), action))
 
     def _send(self, node: str, message: Telemetry | Event | Status) -> None:
-        self.tracker.observe(Envelope("norte", node, type(message).__name__.lower(), message),
-                             self.now)
+        for yard in ("norte", *(y.id for y in self.other_yards)):
+            self.tracker.observe(Envelope(yard, node, type(message).__name__.lower(), message),
+                                 self.now)
 
     def _event(self, node: str, kind: str, tray: str | None = None) -> None:
         sim = self.nodes[node]

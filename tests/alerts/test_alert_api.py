@@ -34,6 +34,7 @@ from secadero.server.alerts.service import AlertService
 from secadero.server.api import ApiServer
 from secadero.server.metrics import Health, Registry
 from secadero.server.notifiers import build_notifiers
+from secadero.server.notifiers.notification_log import Notification
 from secadero.server.notifiers.twilio import signature
 from secadero.settings import ServerSettings, load_server_settings
 
@@ -65,6 +66,14 @@ auth_token_env = "TEST_TWILIO_TOKEN"
 from_number = "+15005550006"
 api_url = "{twilio_url}"
 callback_base_url = "https://yard.example"
+
+[notifiers.twilio_voice]
+account_sid = "AC0123456789abcdef0123456789abcdef"
+auth_token_env = "TEST_TWILIO_TOKEN"
+from_number = "+15005550006"
+api_url = "{twilio_url}"
+callback_base_url = "https://yard.example"
+machine_detection = true
 
 [forecast]
 open_meteo_url = "http://127.0.0.1:9/v1/forecast"
@@ -102,8 +111,10 @@ def ntfy() -> Iterator[FakeService]:
 def twilio_api() -> Iterator[FakeService]:
     fake = FakeService()
     counter = iter(range(1, 1000))
-    fake.default = lambda request: fake.json_reply({"sid": f"SM{next(counter)}",
-                                                    "status": "queued"}, status=201)
+    # A Message's sid starts SM, a Call's CA.
+    fake.default = lambda request: fake.json_reply(
+        {"sid": f"{'CA' if request.path.endswith('/Calls.json') else 'SM'}{next(counter)}",
+         "status": "queued"}, status=201)
     yield fake
     fake.close()
 
@@ -333,6 +344,60 @@ def test_twilio_status_callback_records_delivery(running: Running,
     assert _twilio_post(running, "/api/twilio/status", status) == (200, {"updated": True})
     [sms] = [n for n in running.service.store.notifications() if n.channel == "sms"]
     assert (sms.delivery, sms.error) == ("undelivered", "twilio delivery error 30003")
+
+
+def test_a_call_status_callback_records_whether_it_was_answered(
+        running: Running, twilio_api: FakeService) -> None:
+    """The local Twilio-shaped server takes the call (Calls API); the test then plays
+    Twilio's status callback to the StatusCallback URL the call gave, signed with the
+    voice account's token, in Twilio's documented form (CallSid, CallStatus, AnsweredBy
+    with MachineDetection)."""
+    running.rain()
+    wait_sent(running, 2)
+    [rain] = running.service.store.active_episodes()
+    # The ladder's call, as the engine words it at its step (test_alert_voice.py covers
+    # when), through the real dispatcher and voice notifier.
+    call = running.service.store.add_notification(Notification(
+        episode_id=rain.id or 0, yard="norte", created_at=time.time(), event="reminder",
+        kind="trays_reminder", recipient="Rosa", role="worker", channel="voice",
+        language="es", address="+51900000001", title="Tendal Norte",
+        body="URGENTE: siguen afuera bandejas.", severity="critical"))
+    running.service.dispatcher.deliver(call)
+    [placed] = [r for r in twilio_api.requests if r.path.endswith("/Calls.json")]
+    form = placed.form()
+    assert (form["StatusCallback"], form["StatusCallbackEvent"], form["MachineDetection"]) == (
+        "https://yard.example/api/twilio/call-status", "completed", "Enable")
+    [call] = running.service.store.notifications(episode_id=rain.id, limit=10)[-1:]
+    assert (call.channel, call.status, call.provider_id) == ("voice", "sent", "CA2")
+
+    def twilio_says(fields: dict[str, str], token: str = AUTH_TOKEN) -> tuple[int, Any]:
+        params = {"CallSid": "CA2", "AccountSid": "AC0123456789abcdef0123456789abcdef",
+                  "From": "+15005550006", "To": "+51900000001", "Direction": "outbound-api",
+                  "ApiVersion": "2010-04-01", **fields}
+        sig = signature(token, form["StatusCallback"], params.items())
+        return running.request("POST", "/api/twilio/call-status",
+                               urllib.parse.urlencode(params).encode(), {
+                                   "Content-Type": "application/x-www-form-urlencoded",
+                                   "X-Twilio-Signature": sig})
+
+    assert twilio_says({"CallStatus": "no-answer"}, token="forged") == (
+        403, {"error": "bad signature"})
+    assert running.service.core.open_episodes()[0].details.get("calls_unanswered") is None
+    assert twilio_says({"CallStatus": "no-answer", "CallDuration": "0"}) == (
+        200, {"updated": True})
+    # A voicemail picked up: "completed", but Twilio's detection says a machine.
+    assert twilio_says({"CallStatus": "completed", "CallDuration": "21",
+                        "AnsweredBy": "machine_start"}) == (200, {"updated": True})
+    assert twilio_says({"CallStatus": "completed", "CallSid": "CA999"}) == (
+        200, {"updated": False})  # not a call of ours
+    [call] = [n for n in running.service.store.notifications() if n.channel == "voice"]
+    assert call.delivery == "completed (machine_start)"
+    [rain] = running.service.core.open_episodes()
+    assert (rain.details["calls_unanswered"], rain.details["call_outcomes"]) == (
+        2, {"Rosa": ["no-answer", "completed (machine_start)"]})
+    assert "call_answered_by" not in rain.details
+    assert running.service.metrics.get("calls_total", outcome="unanswered") == 2
+    assert running.service.store.episode(rain.id or 0) == rain  # committed, not only in memory
 
 
 def test_unknown_routes_and_bad_input(running: Running) -> None:

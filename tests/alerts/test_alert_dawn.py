@@ -158,20 +158,24 @@ def test_a_humidity_warning_followed_by_a_wet_plate_is_one_episode(yard: SimYard
         ("13:46", "raised", "rain_now", "critical", at("13:08"), yard.bodies[4]),
         ("15:11", "clear", "", "info", None, ""),
     ]
-    rain, warning = yard.store.history()
-    assert (warning.kind, warning.state, warning.raised_at, warning.resolved_at,
-            warning.details["resolved_by"]) == (
-        "humidity_surge", "resolved", at("13:08"), at("13:30"), "became the rain's episode")
+    # The store: one row, the warning raised to rain, with the history of its raises.
+    [rain] = yard.store.history()
     assert (rain.kind, rain.cause, rain.severity, rain.raised_at, rain.resolved_at,
             rain.acked_by) == ("rain", "rain_now", "critical", at("13:08"), at("15:10"),
                                "trays")
+    assert rain.details["raises"] == [
+        {"ts": at("13:08"), "cause": "humidity_surge", "severity": "warning"},
+        {"ts": at("13:30"), "cause": "rain_now", "severity": "critical"}]
     # The forecast did not have it (forecast skill: a miss); the warning led the plate.
-    assert (rain.details["raised_by"], rain.details["warning_episode"],
-            rain.details["wet_ts"]) == ("humidity_surge", warning.id, at("13:30"))
+    assert (rain.details["raised_by"], rain.details["wet_ts"], rain.details["nodes"],
+            rain.details["humidity_nodes"]) == (
+        "humidity_surge", at("13:30"), ["n1"], ["n1", "n2"])
+    # Every message of the story belongs to that one episode.
+    assert {n.episode_id for n in yard.log()} == {rain.id}
     assert yard.transitions == [
         ("13:08", "humidity_surge", "raised", "warning"),
+        ("13:30", "humidity_surge", "resolved", "critical"),
         ("13:30", "rain_now", "raised", "critical"),
-        ("13:30", "humidity_surge", "resolved", "warning"),
         ("13:50", "rain_now", "acknowledged", "critical"),
         ("15:10", "rain_now", "resolved", "critical"),
     ]
@@ -212,7 +216,8 @@ def test_a_humidity_warning_followed_by_a_forecast_is_one_episode(yard: SimYard)
         ("13:09", "raised", "humidity_surge", "warning", at("13:08")),
         ("13:31", "raised", "rain_forecast", "warning", at("13:08")),
     ]
-    rain, warning = yard.store.history()
+    [rain] = yard.store.history()
     assert (rain.kind, rain.state, rain.acked_by, rain.details["raised_by"]) == (
         "rain", "acknowledged", "trays", "humidity_surge")
-    assert warning.details["resolved_by"] == "became the rain's episode"
+    assert [(r["ts"], r["cause"], r["severity"]) for r in rain.details["raises"]] == [
+        (at("13:08"), "humidity_surge", "warning"), (at("13:30"), "rain_forecast", "warning")]

@@ -25,10 +25,11 @@ from typing import Any
 import paho.mqtt.client as mqtt
 import pytest
 from alert_helpers import FakeService
+from conftest import influx_login_toml
 from paho.mqtt.enums import CallbackAPIVersion
 
 from secadero.contract import Event, alert_topic, decode_alert, encode, node_topic
-from secadero.devservices import free_port
+from secadero.devservices import SERVER_USER, Mosquitto, free_port
 from secadero.server.app import Server
 from secadero.settings import load_server_settings
 from tests.conftest import influx_query
@@ -51,18 +52,18 @@ def berlin_later() -> bytes:
 pytestmark = pytest.mark.integration
 
 
-def write_config(path: Path, *, mqtt_port: int, influx_url: str, name: str, ntfy_url: str,
+def write_config(path: Path, *, broker: Mosquitto, influx_url: str, name: str, ntfy_url: str,
                  forecast_url: str, yards: list[str]) -> Path:
     api_port = free_port()
     text = f"""
 [mqtt]
 host = "127.0.0.1"
-port = {mqtt_port}
+port = {broker.port}
 client_id = "ingest-{name}"
-[influxdb]
+{broker.toml_credentials(SERVER_USER)}[influxdb]
 url = "{influx_url}"
 database = "{name}"
-[ingest]
+{influx_login_toml(influx_url)}[ingest]
 http_port = 0
 flush_interval_s = 0.05
 state_file = "state.json"
@@ -99,15 +100,16 @@ ntfy_topic = "{yard}-luis"
 class Watcher:
     """A plain paho client (not our code): publishes as a node, records the alert topic."""
 
-    def __init__(self, port: int, yard: str) -> None:
+    def __init__(self, broker: Mosquitto, yard: str) -> None:
         self.alerts: list[bytes] = []
         self.got_alert = threading.Event()
         self.client = mqtt.Client(CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
+        self.client.username_pw_set(*broker.client_credentials())
         subscribed = threading.Event()
         self.client.on_subscribe = lambda *a: subscribed.set()
         self.client.on_connect = lambda c, *a: c.subscribe(alert_topic(yard), qos=1)
         self.client.on_message = self._on_message
-        self.client.connect("127.0.0.1", port)
+        self.client.connect("127.0.0.1", broker.port)
         self.client.loop_start()
         assert subscribed.wait(10)
 
@@ -137,11 +139,11 @@ def test_rain_started_on_the_broker_reaches_ntfy_and_the_alert_topic(
     ntfy, forecast = fakes
     yard = unique_name
     settings = load_server_settings(write_config(
-        tmp_path / "server.toml", mqtt_port=mosquitto.port, influx_url=influxdb.url,
+        tmp_path / "server.toml", broker=mosquitto, influx_url=influxdb.url,
         name=unique_name, ntfy_url=ntfy.url, forecast_url=forecast.url, yards=[yard]))
     # The parts as `secadero server run` builds and starts them (server/app.py).
     server = Server(settings).start()
-    watcher = Watcher(mosquitto.port, yard)
+    watcher = Watcher(mosquitto, yard)
     try:
         assert server.ingest.wait_ready(15)
         event = Event(ts=time.time(), seq=1, type="rain_started")
@@ -197,13 +199,13 @@ def test_secadero_server_run_sends_the_push_and_stops_on_sigterm(
     """The real command: ``secadero server run`` runs the alerts beside the ingest."""
     ntfy, forecast = fakes
     yard = unique_name
-    config = write_config(tmp_path / "server.toml", mqtt_port=mosquitto.port,
+    config = write_config(tmp_path / "server.toml", broker=mosquitto,
                           influx_url=influxdb.url, name=unique_name, ntfy_url=ntfy.url,
                           forecast_url=forecast.url, yards=[yard])
     log = (tmp_path / "server.log").open("wb")
     process = subprocess.Popen([sys.executable, "-m", "secadero.cli", "server", "run",
                                 "--config", str(config)], stdout=log, stderr=subprocess.STDOUT)
-    watcher = Watcher(mosquitto.port, yard)
+    watcher = Watcher(mosquitto, yard)
     try:
         # The server's MQTT session may not exist yet: publish again until the push
         # arrives. Every copy belongs to the same rain episode, so one push only.

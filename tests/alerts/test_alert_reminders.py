@@ -209,6 +209,7 @@ def test_the_reminder_settings_are_read_and_checked(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as info:
         load_server_settings(path, env={})
     assert info.value.problems == [
-        f"{path}: alerts.slow_reminder_min: must be at least 5, got 1",
+        # In the order of the rules (RULE_THRESHOLDS): repeats, then trays_out.
         f"{path}: alerts.max_per_recipient_per_hour: must be at least 1, got 0",
+        f"{path}: alerts.slow_reminder_min: must be at least 5, got 1",
     ]

@@ -25,11 +25,11 @@ from typing import Any
 import paho.mqtt.client as mqtt
 import pytest
 from alert_helpers import FakeService
-from conftest import wait_until
+from conftest import influx_login_toml, wait_until
 from paho.mqtt.enums import CallbackAPIVersion
 
 from secadero.contract import Envelope, Event, Status, Telemetry, encode, node_topic
-from secadero.devservices import free_port
+from secadero.devservices import SERVER_USER, Mosquitto, free_port
 from secadero.server.alerts.feed import AlertFeed, alert_feed_for
 from secadero.server.metrics import Health, Registry
 from secadero.settings import load_server_settings
@@ -37,7 +37,8 @@ from secadero.settings import load_server_settings
 pytestmark = pytest.mark.integration
 
 
-def write_config(folder: Path, *, mqtt_port: int, influx_url: str, name: str, client_id: str,
+def write_config(folder: Path, *, influx_url: str, name: str, client_id: str,
+                 broker: Mosquitto | None = None, mqtt_port: int = 1883,
                  share_group: str, http_port: int = 0, ntfy_url: str = "http://127.0.0.1:9",
                  recipients: tuple[str, ...] = ("luis",)) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
@@ -45,12 +46,12 @@ def write_config(folder: Path, *, mqtt_port: int, influx_url: str, name: str, cl
     text = f"""
 [mqtt]
 host = "127.0.0.1"
-port = {mqtt_port}
+port = {broker.port if broker else mqtt_port}
 client_id = "{client_id}"
-[influxdb]
+{broker.toml_credentials(SERVER_USER) if broker else ""}[influxdb]
 url = "{influx_url}"
 database = "{name}"
-[ingest]
+{influx_login_toml(influx_url)}[ingest]
 share_group = "{share_group}"
 http_port = {http_port}
 flush_interval_s = 0.02
@@ -102,10 +103,11 @@ def events_received(port: int) -> float:
 class Node:
     """A plain paho client (not our code) publishing as the yard's node n1."""
 
-    def __init__(self, port: int, yard: str) -> None:
+    def __init__(self, broker: Mosquitto, yard: str) -> None:
         self.yard = yard
         self.client = mqtt.Client(CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
-        self.client.connect("127.0.0.1", port)
+        self.client.username_pw_set(*broker.client_credentials())
+        self.client.connect("127.0.0.1", broker.port)
         self.client.loop_start()
 
     def event(self, seq: int, type_: str, **fields: Any) -> None:
@@ -135,7 +137,7 @@ def test_a_rain_started_in_the_ingest_only_share_raises_one_alert_once(
     processes: dict[str, subprocess.Popen[bytes]] = {}
     logs = {}
     for role in ("run", "ingest"):
-        config = write_config(tmp_path / role, mqtt_port=mosquitto.port,
+        config = write_config(tmp_path / role, broker=mosquitto,
                               influx_url=influxdb.url, name=unique_name,
                               client_id=f"{role}-{unique_name}", share_group=unique_name,
                               http_port=ports[role], ntfy_url=ntfy.url,
@@ -144,7 +146,7 @@ def test_a_rain_started_in_the_ingest_only_share_raises_one_alert_once(
         processes[role] = subprocess.Popen(
             [sys.executable, "-m", "secadero.cli", "server", role, "--config", str(config)],
             env=env, stdout=logs[role], stderr=subprocess.STDOUT)
-    node = Node(mosquitto.port, yard)
+    node = Node(mosquitto, yard)
 
     def server_log() -> str:
         return "".join((tmp_path / f"{r}.log").read_text()[-2000:] for r in processes)
@@ -204,7 +206,7 @@ def test_a_rain_started_in_the_ingest_only_share_raises_one_alert_once(
 def test_the_feed_hands_every_message_to_the_observer_and_counts_the_bad_ones(
         tmp_path: Path, mosquitto: Any, influxdb: Any, unique_name: str) -> None:
     settings = load_server_settings(write_config(
-        tmp_path, mqtt_port=mosquitto.port, influx_url=influxdb.url, name=unique_name,
+        tmp_path, broker=mosquitto, influx_url=influxdb.url, name=unique_name,
         client_id=f"feed-{unique_name}", share_group=unique_name))
     seen: list[tuple[str, str, type]] = []
     all_seen = threading.Event()
@@ -218,7 +220,7 @@ def test_the_feed_hands_every_message_to_the_observer_and_counts_the_bad_ones(
 
     registry, health = Registry(), Health()
     feed = AlertFeed(settings, observe, registry=registry, health=health).start()
-    node = Node(mosquitto.port, unique_name)
+    node = Node(mosquitto, unique_name)
     try:
         assert feed.wait_subscribed(10)
         publish = node.client.publish

@@ -186,3 +186,62 @@ def test_a_refused_call_is_a_clear_error(service: FakeService) -> None:
     assert refused.value.retryable is False
     with pytest.raises(NotifierError, match="no phone number"):
         notifier.send(outgoing(address=""))
+
+
+def calls(yard: SimYard) -> list[tuple[str, str, str]]:
+    return [(t, who, kind) for t, who, provider, kind, _ in yard.sent
+            if provider == "twilio_voice"]
+
+
+def call_ends(yard: SimYard, status: str, answered: bool) -> Callable[[], None]:
+    """Twilio's status callback for the last call placed (as AlertService.call_status
+    passes it on): how Rosa's call ended."""
+    def action() -> None:
+        [rain] = [e for e in yard.alerts.open_episodes() if e.kind == "rain"]
+        yard.alerts.call_outcome(rain.id or 0, "Rosa", answered=answered, status=status,
+                                 now=yard.now)
+    return action
+
+
+def test_an_unanswered_call_is_placed_again_at_the_next_round(
+        make_yard: Callable[..., SimYard]) -> None:
+    yard = with_voice(make_yard)
+    yard.prob_by_hour = {15: 85, 16: 85, 17: 85}
+    yard.at("07:00", yard.trays("extended"))
+    yard.at("13:20", lambda: (yard.trays("retracted")(), south_out(yard, "extended")()))
+    yard.at("15:10", yard.rain("n1", True))
+    # The 15:55 call rings out; the 16:25 one is busy; the 16:55 one is answered.
+    yard.at("15:57", call_ends(yard, "no-answer", answered=False))
+    yard.at("16:26", call_ends(yard, "busy", answered=False))
+    yard.at("16:57", call_ends(yard, "completed", answered=True))
+    yard.run("17:50")
+    assert calls(yard) == [("15:55", "Rosa", "trays_reminder"),
+                           ("16:25", "Rosa", "trays_reminder"),
+                           ("16:55", "Rosa", "trays_reminder")]
+    # Each of those rounds also went by SMS to all four (Luis's phone too): the next step.
+    assert sorted((who, provider) for t, who, provider, kind, _ in yard.sent
+                  if t == "16:25") == [("Ana", "twilio"), ("Carmen", "twilio"),
+                                       ("Luis", "ntfy"), ("Luis", "twilio"),
+                                       ("Rosa", "twilio"), ("Rosa", "twilio_voice")]
+    # The reminders go on without a call once Rosa answered.
+    assert [t for t, who, provider, kind, _ in yard.sent
+            if who == "Rosa" and provider == "twilio" and t > "16:55"] == ["17:25"]
+    [rain] = [e for e in yard.store.active_episodes() if e.kind == "rain"]
+    assert (rain.details["calls"], rain.details["calls_unanswered"],
+            rain.details["call_answered_by"], rain.details["call_outcomes"]) == (
+        3, 2, "Rosa", {"Rosa": ["no-answer", "busy", "completed"]})
+
+
+def test_calls_stop_at_voice_max_calls(make_yard: Callable[..., SimYard]) -> None:
+    yard = with_voice(make_yard, voice_max_calls=2)
+    yard.prob_by_hour = {15: 85, 16: 85, 17: 85}
+    yard.at("07:00", yard.trays("extended"))
+    yard.at("13:20", lambda: (yard.trays("retracted")(), south_out(yard, "extended")()))
+    yard.at("15:10", yard.rain("n1", True))
+    yard.at("15:57", call_ends(yard, "no-answer", answered=False))
+    yard.at("16:27", call_ends(yard, "no-answer", answered=False))
+    yard.run("17:50")
+    assert calls(yard) == [("15:55", "Rosa", "trays_reminder"),
+                           ("16:25", "Rosa", "trays_reminder")]
+    [rain] = [e for e in yard.store.active_episodes() if e.kind == "rain"]
+    assert (rain.details["calls"], rain.details["calls_unanswered"]) == (2, 2)

@@ -23,7 +23,7 @@ from secadero.server.forecast.poller import ForecastPoller
 from secadero.server.influx import InfluxV1Writer, PointsDropped, PointWriter
 from secadero.server.influx_points import ForecastPoints
 from secadero.server.metrics import Health, Registry
-from secadero.settings import InfluxSettings, YardSettings
+from secadero.settings import YardSettings
 
 DATA = Path(__file__).resolve().parent.parent / "data"
 BERLIN = json.loads((DATA / "open-meteo_berlin_2023-06-30_hourly_precipitation_probability.json")
@@ -72,7 +72,7 @@ def test_fetches_failures_and_the_age_of_each_yards_forecast_are_exported(
 @pytest.mark.integration
 def test_points_stored_and_refused_are_counted_through_the_point_writer(
         service: FakeService, influxdb: Any, unique_name: str) -> None:
-    settings = InfluxSettings(url=influxdb.url, database=unique_name)
+    settings = influxdb.settings(unique_name)
     InfluxV1Writer(settings).prepare()
     # norte's forecast is recent; sur's is from 2023, older than the 90-day
     # retention, which InfluxDB refuses for good (400).

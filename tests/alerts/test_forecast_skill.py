@@ -45,7 +45,6 @@ from secadero.server.alerts.store import Episode
 from secadero.server.forecast import Forecast, ForecastHour, ForecastStatus
 from secadero.server.influx import InfluxV1Writer, PointWriter
 from secadero.server.metrics import Registry
-from secadero.settings import InfluxSettings
 
 WAIT_S = 10
 TODAY = date.today()
@@ -227,7 +226,7 @@ def test_the_forecast_skill_points_reach_influxdb(week: WeekYard, influxdb: Any,
     """Written by the reporter through a real ``PointWriter`` into the fixture's InfluxDB.
 
     The points are written at the replayed times, once a day."""
-    settings = InfluxSettings(url=influxdb.url, database=unique_name)
+    settings = influxdb.settings(unique_name)
     InfluxV1Writer(settings).prepare()
     registry = Registry()
     points = PointWriter.from_settings(settings, registry=registry).start()
@@ -263,7 +262,7 @@ def test_a_rain_episode_closing_brings_the_next_point_forward(
         tmp_path: Path, influxdb: Any, unique_name: str) -> None:
     """A day after the week (Monday): the morning's point, then a shower nobody forecast;
     the check after its episode closed writes the figures at once, not the next day."""
-    settings = InfluxSettings(url=influxdb.url, database=unique_name)
+    settings = influxdb.settings(unique_name)
     InfluxV1Writer(settings).prepare()
     yard = WeekYard(tmp_path)
     points = PointWriter.from_settings(settings).start()

@@ -27,6 +27,7 @@ from typing import Any
 import pytest
 from alert_helpers import SimYard, at, write_smsdrc
 
+from secadero.devservices import SERVER_USER
 from secadero.server.app import Server
 from secadero.server.metrics import Registry
 from secadero.server.notifiers import Outgoing
@@ -217,10 +218,10 @@ def server_config(path: Path, *, mosquitto: Any, influxdb: Any, name: str,
 host = "127.0.0.1"
 port = {mosquitto.port}
 client_id = "ingest-{name}"
-[influxdb]
+{mosquitto.toml_credentials(SERVER_USER)}[influxdb]
 url = "{influxdb.url}"
 database = "{name}"
-[ingest]
+{influxdb.toml_credentials()}[ingest]
 http_port = 0
 state_file = "state.json"
 set_aside_file = "set-aside.jsonl"

@@ -19,6 +19,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from conftest import influx_login_toml, influx_request
+
+from secadero.devservices import SERVER_USER, Mosquitto
 from secadero.errors import RetryableStorageError
 from secadero.server.batches.model import (
     Batch,
@@ -36,15 +39,19 @@ DAY = 86400.0
 
 
 def write_config(path: Path, *, influx_url: str, database: str, batches_db: Path,
-                 mqtt_port: int = 1883, alerts_db: Path | None = None,
+                 broker: Mosquitto | None = None, alerts_db: Path | None = None,
                  api_port: int | None = None) -> Path:
-    """A server.toml with one yard, ``norte`` (America/Lima)."""
+    """A server.toml with one yard, ``norte`` (America/Lima); with ``broker``, the server
+    logs in there as its server user."""
+    mqtt_login = (f"port = {broker.port}\n{broker.toml_credentials(SERVER_USER)}"
+                  if broker is not None else "port = 1883\n")
     alerts = ""
     if alerts_db is not None:
         alerts = f'[alerts]\ndatabase = "{alerts_db}"\napi_port = {api_port or 0}\n'
     path.write_text(
-        f'[mqtt]\nhost = "127.0.0.1"\nport = {mqtt_port}\nclient_id = "batches-{database}"\n'
+        f'[mqtt]\nhost = "127.0.0.1"\n{mqtt_login}client_id = "batches-{database}"\n'
         f'[influxdb]\nurl = "{influx_url}"\ndatabase = "{database}"\ntimeout_s = 5\n'
+        f"{influx_login_toml(influx_url)}"
         f'[ingest]\nhttp_port = 0\nstate_file = "{path.parent / "state.json"}"\n'
         f'set_aside_file = "{path.parent / "set-aside.jsonl"}"\n'
         f'[batches]\ndatabase = "{batches_db}"\n'
@@ -55,7 +62,7 @@ def write_config(path: Path, *, influx_url: str, database: str, batches_db: Path
 
 def influx(url: str, path: str, body: bytes) -> None:
     """A request to InfluxDB's HTTP API, our own (the test does not trust the code under test)."""
-    request = urllib.request.Request(f"{url}{path}", data=body, method="POST")
+    request = influx_request(f"{url}{path}", data=body)
     with urllib.request.urlopen(request, timeout=10) as response:
         assert response.status in (200, 204), response.status
 

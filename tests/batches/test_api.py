@@ -284,7 +284,7 @@ def test_the_server_serves_the_batch_routes_and_writes_the_points(
     settings = load_server_settings(write_config(
         tmp_path / "server.toml", influx_url=influxdb.url, database=unique_name,
         batches_db=tmp_path / "batches.sqlite3", alerts_db=tmp_path / "alerts.sqlite3",
-        mqtt_port=mosquitto.port, api_port=free_port()))
+        broker=mosquitto, api_port=free_port()))
     with Server(settings, notifiers=[]) as server:
         assert server.ingest.wait_ready(10)
         report_trays(influxdb.url, unique_name, "norte", {"norte-1": ["t1"]}, NOW - 3 * DAY)

@@ -14,6 +14,7 @@ import urllib.request
 from typing import Any
 
 import pytest
+from conftest import influx_request
 
 from secadero.contract import Event, Telemetry
 from secadero.devservices import free_port
@@ -42,8 +43,8 @@ S = float((int(time.time()) // 3600 - 48) * 3600)
 
 
 def write(url: str, database: str, lines: list[bytes]) -> None:
-    request = urllib.request.Request(f"{url}/write?db={database}&precision=u",
-                                     data=b"\n".join(lines), method="POST")
+    request = influx_request(f"{url}/write?db={database}&precision=u",
+                             data=b"\n".join(lines))
     with urllib.request.urlopen(request, timeout=10) as response:
         assert response.status == 204
 
@@ -108,7 +109,7 @@ def one_hour(yard: str) -> list[bytes]:
 
 @pytest.fixture
 def batch_db(influxdb: Any, unique_name: str) -> tuple[InfluxSettings, Batch]:
-    settings = InfluxSettings(url=influxdb.url, database=unique_name)
+    settings = influxdb.settings(unique_name)
     writer = InfluxV1Writer(settings)
     writer.prepare()
     writer.close()

@@ -35,9 +35,10 @@ from zoneinfo import ZoneInfo
 
 import pytest
 from batch_helpers import DAY, HOUR
+from conftest import influx_login_toml
 
 from secadero.contract import Event, encode
-from secadero.devservices import free_port
+from secadero.devservices import SERVER_USER, Mosquitto, free_port
 from secadero.server.accounts import AccountStore
 from secadero.server.alerts.engine import Transition
 from secadero.server.influx_points import AlertPoints
@@ -149,16 +150,16 @@ class RecordingNotifier:
         pass
 
 
-def write_config(path: Path, *, mqtt_port: int, influx_url: str, name: str) -> Path:
+def write_config(path: Path, *, broker: Mosquitto, influx_url: str, name: str) -> Path:
     path.write_text(f"""
 [mqtt]
 host = "127.0.0.1"
-port = {mqtt_port}
+port = {broker.port}
 client_id = "ingest-{name}"
-[influxdb]
+{broker.toml_credentials(SERVER_USER)}[influxdb]
 url = "{influx_url}"
 database = "{name}"
-[ingest]
+{influx_login_toml(influx_url)}[ingest]
 http_port = 0
 flush_interval_s = 0.05
 state_file = "state.json"
@@ -214,7 +215,7 @@ class Api:
 def running(tmp_path: Path, mosquitto: Any, influxdb: Any, unique_name: str
             ) -> Iterator[tuple[Server, RecordingNotifier, Api]]:
     settings = load_server_settings(write_config(
-        tmp_path / "server.toml", mqtt_port=mosquitto.port, influx_url=influxdb.url,
+        tmp_path / "server.toml", broker=mosquitto, influx_url=influxdb.url,
         name=unique_name))
     notifier = RecordingNotifier()
     server = Server(settings, notifiers=[notifier]).start()
@@ -230,7 +231,7 @@ def test_a_whole_batch_from_the_nodes_messages_to_its_report(
         unique_name: str, tmp_path: Path) -> None:
     server, notifier, api = running
     yard = unique_name
-    node = NodeSide(mosquitto.port, yard)
+    node = NodeSide(mosquitto, yard)
     try:
         messages = node_messages()
         infos = [node.publish("norte-1", kind, payload, wait=False)

@@ -27,15 +27,28 @@ import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
 from secadero import contract
+from secadero.devservices import HARNESS_USER, Mosquitto
 
 
-def write_node_config(directory: Path, *, yard: str, node: str = "n1", port: int,
+def write_node_config(directory: Path, *, yard: str, node: str = "n1",
+                      broker: Mosquitto | None = None, port: int | None = None,
+                      username: str = HARNESS_USER,
                       sample_interval_s: float = 0.2, resend_after_s: float = 30.0,
                       trays: tuple[str, ...] = ("t1", "t2"), seed: int = 7,
                       speed: float = 1.0, max_bytes: int | None = None,
                       extra: str = "", keepalive_s: int = 30) -> Path:
-    """A node TOML like the ones the demo writes; returns its path."""
+    """A node TOML like the ones the demo writes; returns its path.
+
+    With ``broker`` the node logs in there as ``username`` (the harness by default,
+    which may play any node; a user of ``broker.add_node`` for the node's own
+    rights); ``port`` overrides the broker's (its TLS listener), or alone names a
+    port where no broker listens.
+    """
     tray_list = ", ".join(f'"{t}"' for t in trays)
+    if port is None:
+        assert broker is not None, "give the broker or a port"
+        port = broker.port
+    login = broker.toml_credentials(username) if broker is not None else ""
     text = f"""
 [node]
 yard = "{yard}"
@@ -50,7 +63,7 @@ simulation_speed = {speed}
 host = "127.0.0.1"
 port = {port}
 keepalive_s = {keepalive_s}
-
+{login}
 [outbox]
 path = "{directory / f"{node}.sqlite3"}"
 resend_after_s = {resend_after_s}
@@ -62,15 +75,17 @@ resend_after_s = {resend_after_s}
     return path
 
 
-def clear_retained(port: int, topics: list[str]) -> None:
+def clear_retained(port: int, topics: list[str], credentials: tuple[str, str] | None) -> None:
     """Delete retained messages (publish an empty retained payload) on a broker, best effort.
 
     The session broker is shared by every test; a node's retained status left
-    behind would reach the next test that subscribes to every yard.
+    behind would reach the next test that subscribes to every yard. ``credentials``:
+    a user who may write them (the node's own, or the harness).
     """
-    if not topics:
+    if not topics or credentials is None:
         return
     client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"cleaner-{os.getpid()}")
+    client.username_pw_set(*credentials)
     try:
         client.connect("127.0.0.1", port)
     except OSError:
@@ -85,13 +100,19 @@ def clear_retained(port: int, topics: list[str]) -> None:
         client.loop_stop()
 
 
-def status_topic_of(config: Path) -> tuple[int, str]:
-    """The broker port and retained status topic a node config points at."""
+def status_topic_of(config: Path) -> tuple[int, str, tuple[str, str] | None]:
+    """The broker port, retained status topic and login a node config points at."""
     import tomllib
 
     data = tomllib.loads(config.read_text())
-    return (data["mqtt"]["port"],
-            contract.node_topic(data["node"]["yard"], data["node"]["id"], "status"))
+    mqtt_section = data["mqtt"]
+    credentials = None
+    if "username" in mqtt_section:
+        with contextlib.suppress(OSError):  # a removed user's secret is gone
+            credentials = (mqtt_section["username"],
+                           Path(mqtt_section["password_file"]).read_text().strip())
+    return (mqtt_section["port"],
+            contract.node_topic(data["node"]["yard"], data["node"]["id"], "status"), credentials)
 
 
 class NodeProcess:
@@ -139,7 +160,7 @@ class NodeProcess:
 class Listener:
     """An independent MQTT client recording and decoding one yard's messages."""
 
-    def __init__(self, port: int, yard: str, *, client_id: str | None = None,
+    def __init__(self, broker: Mosquitto, yard: str, *, client_id: str | None = None,
                  clean_session: bool = True) -> None:
         self.yard = yard
         self.messages: list[tuple[str, bytes, bool]] = []
@@ -150,11 +171,12 @@ class Listener:
         self.client = mqtt.Client(CallbackAPIVersion.VERSION2,
                                   client_id=client_id or f"listener-{yard}-{os.getpid()}",
                                   clean_session=clean_session)
+        self.client.username_pw_set(*broker.client_credentials())
         self._subscribed = threading.Event()
         self.client.on_connect = self._on_connect
         self.client.on_subscribe = lambda *a: self._subscribed.set()
         self.client.on_message = self._on_message
-        self.client.connect("127.0.0.1", port)
+        self.client.connect("127.0.0.1", broker.port)
         self.client.loop_start()
         if not self._subscribed.wait(10):
             raise AssertionError("listener could not subscribe")
@@ -276,7 +298,7 @@ def listener_factory_fixture(mosquitto: Any) -> Iterator[Callable[..., Listener]
     made: list[Listener] = []
 
     def make(yard: str, **kwargs: Any) -> Listener:
-        listener = Listener(mosquitto.port, yard, **kwargs)
+        listener = Listener(mosquitto, yard, **kwargs)
         made.append(listener)
         return listener
 
@@ -297,9 +319,6 @@ def node_processes_fixture() -> Iterator[Callable[..., NodeProcess]]:
     yield start
     for node in made:
         node.close()
-    by_port: dict[int, set[str]] = {}
     for node in made:
-        port, topic = status_topic_of(node.config)
-        by_port.setdefault(port, set()).add(topic)
-    for port, topics in by_port.items():
-        clear_retained(port, sorted(topics))
+        port, topic, credentials = status_topic_of(node.config)
+        clear_retained(port, [topic], credentials)

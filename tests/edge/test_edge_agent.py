@@ -24,7 +24,7 @@ from node_helpers import (  # noqa: F401 (fixtures are found by their names)
 )
 
 from secadero import contract
-from secadero.devservices import free_port
+from secadero.devservices import Mosquitto, free_port
 from secadero.edge.agent import NodeAgent
 from secadero.firmware.dht import dht_error
 from secadero.settings import load_node_settings
@@ -32,9 +32,13 @@ from secadero.settings import load_node_settings
 REAL_S = 1_790_000_000.0
 
 
-def make_agent(tmp_path: Path, yard: str, port: int, *, script: list | None = None,
-               sample_interval_s: float = 0.1, **kwargs: Any) -> NodeAgent:
-    config = write_node_config(tmp_path, yard=yard, port=port,
+def make_agent(tmp_path: Path, yard: str, broker: Mosquitto | int, *,
+               script: list | None = None, sample_interval_s: float = 0.1,
+               **kwargs: Any) -> NodeAgent:
+    """An agent logged in to ``broker`` as the harness, or pointed at a port (int) with
+    no broker."""
+    where: dict[str, Any] = {"port": broker} if isinstance(broker, int) else {"broker": broker}
+    config = write_node_config(tmp_path, yard=yard, **where,
                                sample_interval_s=sample_interval_s,
                                extra="[hardware]\ndry_after_s = 0.2\n")
     settings = load_node_settings(config)
@@ -57,8 +61,11 @@ class Running:
         self.thread.join(10)
         assert not self.thread.is_alive()
         settings = self.agent.settings
-        clear_retained(settings.mqtt.port, [contract.node_topic(settings.yard, settings.node,
-                                                                "status")])
+        mqtt_settings = settings.mqtt
+        credentials = ((mqtt_settings.username, mqtt_settings.password or "")
+                       if mqtt_settings.username else None)
+        clear_retained(mqtt_settings.port,
+                       [contract.node_topic(settings.yard, settings.node, "status")], credentials)
 
 
 def wait(predicate: Any, timeout_s: float = 10.0) -> None:
@@ -102,7 +109,7 @@ def test_wet_plate_sounds_the_alarm_within_1_s_with_the_broker_down(
 def test_malformed_ack_and_alert_are_counted_and_ignored(
         mosquitto: Any, tmp_path: Path, unique_name: str, listener_factory: Any) -> None:
     listener = listener_factory(unique_name)
-    agent = make_agent(tmp_path, unique_name, mosquitto.port)
+    agent = make_agent(tmp_path, unique_name, mosquitto)
     ack_topic = contract.node_topic(unique_name, "n1", "ack")
     alert_topic = contract.alert_topic(unique_name)
     with Running(agent):
@@ -157,7 +164,7 @@ def test_readings_before_clock_sync_are_held_then_sent_with_rebased_times(
     def wall() -> float:
         return time.monotonic() + offset_s[0]
 
-    agent = make_agent(tmp_path, unique_name, mosquitto.port, wall=wall,
+    agent = make_agent(tmp_path, unique_name, mosquitto, wall=wall,
                        clock_synced=synced.is_set)
     with Running(agent):
         wait(lambda: agent.outbox.stats().held >= 5)

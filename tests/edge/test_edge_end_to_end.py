@@ -31,6 +31,8 @@ from node_helpers import (  # noqa: F401 (fixtures are found by their names)
     write_node_config,
 )
 
+from secadero.devservices import SERVER_USER
+
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 
@@ -62,11 +64,11 @@ SERVER_TOML = """
 host = "127.0.0.1"
 port = {port}
 client_id = "ingest-{yard}"
-
+{login}
 [influxdb]
 url = "{influx}"
 database = "{yard}"
-
+{influx_login}
 [ingest]
 http_port = 0
 flush_interval_s = 0.05
@@ -100,8 +102,10 @@ def wait_for_ingest(listener: Any, yard: str) -> None:
 def ledger_run(*, mosquitto: Any, influxdb: Any, yard: str, tmp_path: Path, listener: Any,
                node_processes: Any, server_first: bool, faults: bool) -> None:
     server_config = tmp_path / "server.toml"
-    server_config.write_text(SERVER_TOML.format(port=mosquitto.port, yard=yard,
-                                                influx=influxdb.url))
+    server_config.write_text(SERVER_TOML.format(
+        port=mosquitto.port, yard=yard, influx=influxdb.url,
+        login=mosquitto.toml_credentials(SERVER_USER),
+        influx_login=influxdb.toml_credentials()))
     server_log = tmp_path / "server.log"
     server: subprocess.Popen[bytes] | None = None
     if server_first:
@@ -112,7 +116,10 @@ def ledger_run(*, mosquitto: Any, influxdb: Any, yard: str, tmp_path: Path, list
         for name, seed in (("n1", 1), ("n2", 2)):
             directory = tmp_path / name
             directory.mkdir()
-            config = write_node_config(directory, yard=yard, node=name, port=mosquitto.port,
+            # Each node logs in as itself, with the rights `secadero nodes add` gives.
+            username, _ = mosquitto.add_node(yard, name)
+            config = write_node_config(directory, yard=yard, node=name, broker=mosquitto,
+                                       username=username,
                                        sample_interval_s=0.1, resend_after_s=2.0, seed=seed,
                                        speed=1200)
             nodes[name] = (config, directory / f"{name}.sqlite3", node_processes(config))

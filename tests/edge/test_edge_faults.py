@@ -60,7 +60,7 @@ def test_sigkill_at_random_instants_loses_nothing_committed(
         node_processes: Any) -> None:
     """N2: kill -9 the node while it writes every 50 ms; restart; every seq is there once."""
     listener = listener_factory(unique_name)
-    config = write_node_config(tmp_path, yard=unique_name, port=mosquitto.port,
+    config = write_node_config(tmp_path, yard=unique_name, broker=mosquitto,
                                sample_interval_s=0.05, resend_after_s=60, speed=3000)
     db = tmp_path / "n1.sqlite3"
     rng = random.Random(11)
@@ -97,12 +97,11 @@ def test_broker_down_at_boot_then_killed_midway_nothing_lost_and_in_order(
         unique_name: str, tmp_path: Path, node_processes: Any) -> None:
     """N1/N5: the node starts with no broker, keeps sampling, delivers everything when it is up."""
     broker = Mosquitto(workdir=tmp_path / "mosquitto").start()
-    port = broker.port
     listener_id = f"ledger-{unique_name}"
     # A persistent session, so the broker queues for the listener whenever it is away.
-    Listener(port, unique_name, client_id=listener_id, clean_session=False).close()
+    Listener(broker, unique_name, client_id=listener_id, clean_session=False).close()
     broker.stop()  # SIGTERM: Mosquitto saves the session to its persistence file
-    config = write_node_config(tmp_path, yard=unique_name, port=port, sample_interval_s=0.05,
+    config = write_node_config(tmp_path, yard=unique_name, broker=broker, sample_interval_s=0.05,
                                resend_after_s=2.0)
     db = tmp_path / "n1.sqlite3"
     listener: Listener | None = None
@@ -111,7 +110,7 @@ def test_broker_down_at_boot_then_killed_midway_nothing_lost_and_in_order(
         wait_until(lambda: db.exists() and len(outbox_seqs(db)) >= 20, timeout_s=15)
         assert node.process.poll() is None
         broker.start()
-        listener = Listener(port, unique_name, client_id=listener_id, clean_session=False)
+        listener = Listener(broker, unique_name, client_id=listener_id, clean_session=False)
         listener.wait_for(lambda env: set(range(1, 21)) <= set(listener.seqs()), timeout_s=15)
         first_seen: list[int] = []
         for seq in listener.seqs():
@@ -146,7 +145,7 @@ def test_disk_full_keeps_readings_in_ram_and_stores_them_when_there_is_room(
         node_processes: Any) -> None:
     """N4: EFBIG from RLIMIT_FSIZE (a disk-full surrogate, no root): no crash, no loss."""
     listener = listener_factory(unique_name)
-    config = write_node_config(tmp_path, yard=unique_name, port=mosquitto.port,
+    config = write_node_config(tmp_path, yard=unique_name, broker=mosquitto,
                                sample_interval_s=0.05, resend_after_s=60)
     limit_bytes = 96 * 1024
 

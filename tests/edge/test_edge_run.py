@@ -34,7 +34,7 @@ def test_node_publishes_stores_until_acked_and_stops_cleanly(
         mosquitto: Any, unique_name: str, tmp_path: Path, listener_factory: Any,
         node_processes: Any) -> None:
     listener = listener_factory(unique_name)
-    config = write_node_config(tmp_path, yard=unique_name, port=mosquitto.port,
+    config = write_node_config(tmp_path, yard=unique_name, broker=mosquitto,
                                sample_interval_s=0.2, resend_after_s=60)
     node = node_processes(config)
 
@@ -70,7 +70,7 @@ def test_unacked_messages_are_sent_again_in_order_after_the_timeout(
         mosquitto: Any, unique_name: str, tmp_path: Path, listener_factory: Any,
         node_processes: Any) -> None:
     listener = listener_factory(unique_name)
-    config = write_node_config(tmp_path, yard=unique_name, port=mosquitto.port,
+    config = write_node_config(tmp_path, yard=unique_name, broker=mosquitto,
                                sample_interval_s=0.2, resend_after_s=1.0)
     node = node_processes(config)
     # seq 1 arrives, then (no ack) arrives again, followed by 2, 3 in order.
@@ -99,7 +99,7 @@ def test_restart_keeps_seq_and_resends_what_was_not_acked(
         mosquitto: Any, unique_name: str, tmp_path: Path, listener_factory: Any,
         node_processes: Any) -> None:
     listener = listener_factory(unique_name)
-    config = write_node_config(tmp_path, yard=unique_name, port=mosquitto.port,
+    config = write_node_config(tmp_path, yard=unique_name, broker=mosquitto,
                                sample_interval_s=0.2)
     first = node_processes(config)
     listener.wait_for(lambda env: len(listener.seqs()) >= 3)
@@ -124,7 +124,7 @@ def test_edge_status_shows_the_node_state(mosquitto: Any, unique_name: str, tmp_
     import sys
 
     listener = listener_factory(unique_name)
-    config = write_node_config(tmp_path, yard=unique_name, port=mosquitto.port,
+    config = write_node_config(tmp_path, yard=unique_name, broker=mosquitto,
                                sample_interval_s=0.2)
     node = node_processes(config)
     listener.wait_for(lambda env: len(listener.seqs()) >= 3)
@@ -168,7 +168,7 @@ def test_systemd_notify_ready_watchdog_and_stopping(
         sock.settimeout(15)
         monkeypatch.setenv("NOTIFY_SOCKET", address)
         monkeypatch.setenv("WATCHDOG_USEC", "400000")  # pet every 0.2 s
-        config = write_node_config(tmp_path, yard=unique_name, port=mosquitto.port)
+        config = write_node_config(tmp_path, yard=unique_name, broker=mosquitto)
         node = node_processes(config)
         received = [sock.recv(256).decode()]
         while received.count("WATCHDOG=1") < 3:
@@ -210,7 +210,7 @@ def test_sigkilled_node_is_declared_offline_by_its_last_will(
     import time
 
     listener = listener_factory(unique_name)
-    config = write_node_config(tmp_path, yard=unique_name, port=mosquitto.port, keepalive_s=5)
+    config = write_node_config(tmp_path, yard=unique_name, broker=mosquitto, keepalive_s=5)
     node = node_processes(config)
     listener.wait_for(lambda env: any(e.kind == "status" for e in env))
     node.kill()
@@ -241,7 +241,7 @@ def test_two_nodes_with_one_identity_do_not_take_over_in_a_hot_loop(
     for name in ("a", "b"):
         directory = tmp_path / name
         directory.mkdir()
-        configs.append(write_node_config(directory, yard=unique_name, port=mosquitto.port))
+        configs.append(write_node_config(directory, yard=unique_name, broker=mosquitto))
     nodes = [node_processes(config) for config in configs]
     time.sleep(12)  # the behaviour over time is what is measured here
     reports = [json.loads((tmp_path / name / "n1.sqlite3.status.json").read_text())

@@ -85,7 +85,8 @@ def test_empty_node_sections_give_the_dataclass_defaults(tmp_path: Path) -> None
         # node's ids, the tray switches on the node's trays.
         mqtt=MqttSettings(client_id="node-y-n"),
         outbox=OutboxSettings(path=directory / OutboxSettings().path),
-        pins=HardwareSettings(tray_pins=(("t1", *DEFAULT_TRAY_PINS[0]),)))
+        pins=HardwareSettings(tray_pins=(("t1", *DEFAULT_TRAY_PINS[0]),)),
+        calibration_file=directory / "humidity-calibration.json")
     assert settings.outbox.path == directory / "var" / "outbox.sqlite3"
     assert (settings.trays, settings.sample_interval_s) == (("t1",), 10.0)
 

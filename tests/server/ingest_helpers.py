@@ -5,6 +5,8 @@ which others import as ``conftest``).
 
 The node-side client is plain paho (not our code): it publishes contract
 messages the way a node does and records the ``ack`` messages the server sends.
+It logs in as the broker's harness (it plays every node of the test's yard); the
+server logs in as the broker's server user, with its production rights.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from conftest import wait_until  # noqa: F401 (the ingest tests import it from h
 from paho.mqtt.enums import CallbackAPIVersion
 
 from secadero.contract import Telemetry, encode, node_topic
+from secadero.devservices import INFLUX_ADMIN, SERVER_USER, InfluxDB, Mosquitto, influx_at
 from secadero.settings import ServerSettings, load_server_settings
 
 
@@ -33,14 +36,31 @@ def _toml_value(value: Any) -> str:
     return json.dumps(value)  # strings and numbers read the same in TOML
 
 
-def write_server_config(path: Path, *, mqtt_port: int, influx_url: str, database: str,
-                        client_id: str, ingest: dict[str, Any] | None = None,
-                        influx: dict[str, Any] | None = None) -> Path:
-    """A server.toml for one test; ``ingest`` / ``influx`` override the defaults below."""
+def write_server_config(path: Path, *, influx_url: str, database: str, client_id: str,
+                        broker: Mosquitto | None = None, mqtt_port: int = 1,
+                        ingest: dict[str, Any] | None = None,
+                        influx: dict[str, Any] | None = None,
+                        influx_behind: InfluxDB | None = None) -> Path:
+    """A server.toml for one test; ``ingest`` / ``influx`` override the defaults below.
+
+    With ``broker`` the server logs in as the broker's server user (its production
+    rights); without, ``mqtt_port`` is for settings that never connect. It logs in
+    to the private InfluxDB at ``influx_url`` (or ``influx_behind`` a proxy there) as
+    its admin: each test makes its own database.
+    """
+    influx_db = influx_behind or influx_at(influx_url)
+    influx_login = ({"username": INFLUX_ADMIN,
+                     "password_file": str(influx_db.secret_file(INFLUX_ADMIN))}
+                    if influx_db is not None else {})
+    mqtt_section: dict[str, Any] = {"host": "127.0.0.1", "port": mqtt_port,
+                                    "client_id": client_id}
+    if broker is not None:
+        mqtt_section |= {"port": broker.port, "username": SERVER_USER,
+                         "password_file": str(broker.secret_file(SERVER_USER))}
     sections = {
-        "mqtt": {"host": "127.0.0.1", "port": mqtt_port, "client_id": client_id},
+        "mqtt": mqtt_section,
         "influxdb": {"url": influx_url, "database": database, "timeout_s": 5,
-                     **(influx or {})},
+                     **influx_login, **(influx or {})},
         "ingest": {"http_port": 0, "flush_interval_s": 0.05, "batch_size": 1000,
                    "state_file": "state.json", "set_aside_file": "set-aside.jsonl",
                    **(ingest or {})},
@@ -53,7 +73,7 @@ def write_server_config(path: Path, *, mqtt_port: int, influx_url: str, database
 
 @pytest.fixture(name="server_config")
 def server_config_fixture(tmp_path: Path, mosquitto: Any, influxdb: Any, unique_name: str) -> Path:
-    return write_server_config(tmp_path / "server.toml", mqtt_port=mosquitto.port,
+    return write_server_config(tmp_path / "server.toml", broker=mosquitto,
                                influx_url=influxdb.url, database=unique_name,
                                client_id=f"ingest-{unique_name}")
 
@@ -66,17 +86,18 @@ def server_settings_fixture(server_config: Path) -> ServerSettings:
 class NodeSide:
     """A paho client playing the nodes: publishes QoS 1 and records the server's acks."""
 
-    def __init__(self, port: int, yard: str) -> None:
+    def __init__(self, broker: Mosquitto, yard: str) -> None:
         self.yard = yard
         self.acks: dict[str, list[int]] = {}
         self._cond = threading.Condition()
         self.client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"nodeside-{yard}",
                                   protocol=mqtt.MQTTv5)
+        self.client.username_pw_set(*broker.client_credentials())
         self.client.on_message = self._on_message
         subscribed = threading.Event()
         self.client.on_subscribe = lambda *a: subscribed.set()
         self.client.on_connect = lambda c, *a: c.subscribe(f"secadero/v1/{yard}/+/ack", qos=1)
-        self.client.connect("127.0.0.1", port)
+        self.client.connect("127.0.0.1", broker.port)
         self.client.loop_start()
         assert subscribed.wait(10), "node-side client did not subscribe"
 
@@ -120,7 +141,7 @@ class NodeSide:
 
 @pytest.fixture(name="node_side")
 def node_side_fixture(mosquitto: Any, unique_name: str) -> Iterator[NodeSide]:
-    side = NodeSide(mosquitto.port, unique_name)
+    side = NodeSide(mosquitto, unique_name)
     yield side
     side.close()
 

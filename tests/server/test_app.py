@@ -39,7 +39,7 @@ def get(port: int, path: str) -> tuple[int, str]:
 
 
 def settings_with_alerts(tmp_path: Path, mosquitto: Any, influxdb: Any, name: str) -> Any:
-    config = write_server_config(tmp_path / "server.toml", mqtt_port=mosquitto.port,
+    config = write_server_config(tmp_path / "server.toml", broker=mosquitto,
                                  influx_url=influxdb.url, database=name,
                                  client_id=f"ingest-{name}")
     with config.open("a") as out:
@@ -70,7 +70,7 @@ def test_ingest_only_builds_no_alert_parts_and_stores(
         node_side: NodeSide) -> None:
     """``secadero server ingest``: the ingest with its endpoint, nothing of the alerts."""
     settings = load_server_settings(write_server_config(
-        tmp_path / "server.toml", mqtt_port=mosquitto.port, influx_url=influxdb.url,
+        tmp_path / "server.toml", broker=mosquitto, influx_url=influxdb.url,
         database=unique_name, client_id=f"ingest-{unique_name}"))
     server = Server(settings, alerts=False).start()
     try:
@@ -106,7 +106,7 @@ def test_a_dead_paho_network_thread_turns_healthz_red_and_ends_the_process(
         tmp_path: Path, mosquitto: Any, influxdb: Any, unique_name: str,
         node_side: NodeSide) -> None:
     settings = load_server_settings(write_server_config(
-        tmp_path / "server.toml", mqtt_port=mosquitto.port, influx_url=influxdb.url,
+        tmp_path / "server.toml", broker=mosquitto, influx_url=influxdb.url,
         database=unique_name, client_id=f"ingest-{unique_name}"))
     DyingClient.die = threading.Event()
 

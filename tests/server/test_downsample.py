@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import influx_query
+from conftest import influx_query, influx_request
 from hypothesis import given
 from hypothesis import strategies as st
 from ingest_helpers import (  # noqa: F401 (fixtures are found by their names)
@@ -67,10 +67,12 @@ from secadero.settings import ServerSettings, load_server_settings
 # helpers
 
 
-def _settings(tmp_path: Path, influx_url: str, database: str, *, mqtt_port: int = 1,
+def _settings(tmp_path: Path, influx_url: str, database: str, *, broker: Any = None,
+              influx_behind: Any = None,
               ingest: dict[str, Any] | None = None,
               influx: dict[str, Any] | None = None) -> ServerSettings:
-    path = write_server_config(tmp_path / "server.toml", mqtt_port=mqtt_port,
+    path = write_server_config(tmp_path / "server.toml", broker=broker,
+                               influx_behind=influx_behind,
                                influx_url=influx_url, database=database,
                                client_id=f"ingest-{database}",
                                ingest={"downsample_pending_file": "pending.json",
@@ -81,7 +83,7 @@ def _settings(tmp_path: Path, influx_url: str, database: str, *, mqtt_port: int 
 def _write_raw(url: str, database: str, lines: list[str]) -> None:
     """Line protocol (seconds) into the raw policy, over plain HTTP."""
     query = urllib.parse.urlencode({"db": database, "rp": "raw", "precision": "s"})
-    request = urllib.request.Request(f"{url}/write?{query}", "\n".join(lines).encode())
+    request = influx_request(f"{url}/write?{query}", data="\n".join(lines).encode())
     with urllib.request.urlopen(request, timeout=10) as response:
         assert response.status == 204
 
@@ -452,7 +454,7 @@ def test_ingest_downsamples_the_hours_of_readings_that_came_hours_late(
         tmp_path: Path, mosquitto: Any, influxdb: Any, node_side: NodeSide,
         unique_name: str) -> None:
     db = yard = unique_name
-    settings = _settings(tmp_path, influxdb.url, db, mqtt_port=mosquitto.port,
+    settings = _settings(tmp_path, influxdb.url, db, broker=mosquitto,
                          ingest={"downsample_interval_s": 0.2})
     now = time.time()
     three, five = hour_of(now) - 3, hour_of(now) - 5
@@ -489,7 +491,7 @@ def test_ingest_downsamples_late_hours_at_stop(
         tmp_path: Path, mosquitto: Any, influxdb: Any, node_side: NodeSide,
         unique_name: str) -> None:
     db = unique_name
-    settings = _settings(tmp_path, influxdb.url, db, mqtt_port=mosquitto.port,
+    settings = _settings(tmp_path, influxdb.url, db, broker=mosquitto,
                          ingest={"downsample_interval_s": 3600})
     hour = hour_of(time.time()) - 4
     with Ingest(settings) as ingest:
@@ -518,7 +520,7 @@ def test_late_hours_of_a_killed_server_are_downsampled_at_the_next_start(
     remembers that their hour needs downsampling."""
     db = unique_name
     http_port = free_port()
-    config = dict(mqtt_port=mosquitto.port, influx_url=influxdb.url, database=db,
+    config = dict(broker=mosquitto, influx_url=influxdb.url, database=db,
                   client_id=f"ingest-{db}")
     ingest_keys = {"downsample_pending_file": "pending.json", "http_port": http_port}
     write_server_config(tmp_path / "server.toml", **config,
@@ -559,7 +561,7 @@ def test_ingest_with_influxdb_2_stores_late_readings_and_sends_no_influxql(
     fake = FakeInflux2()
     try:
         monkeypatch.setenv("TEST_INFLUX_TOKEN", "s3cret")
-        settings = _settings(tmp_path, fake.url, unique_name, mqtt_port=mosquitto.port,
+        settings = _settings(tmp_path, fake.url, unique_name, broker=mosquitto,
                              ingest={"downsample_interval_s": 0.1},
                              influx={"api": 2, "token_env": "TEST_INFLUX_TOKEN", "org": "coop",
                                      "bucket": "secadero"})
@@ -627,7 +629,7 @@ def test_cli_exits_1_when_influxdb_fails(tmp_path: Path, influxdb: Any,
     db = unique_name
     proxy = TcpProxy(influxdb.port, mode="http500")
     try:
-        _settings(tmp_path, proxy.url, db)
+        _settings(tmp_path, proxy.url, db, influx_behind=influxdb)
         h = (hour_of(time.time()) - 30) * HOUR_S
         result = subprocess.run(
             [sys.executable, "-m", "secadero.cli", "server", "downsample", "--config",
@@ -647,7 +649,7 @@ def test_backfill_stopped_halfway_says_how_to_go_on(tmp_path: Path, influxdb: An
     db = unique_name
     proxy = TcpProxy(influxdb.port)
     try:
-        settings = _settings(tmp_path, proxy.url, db)
+        settings = _settings(tmp_path, proxy.url, db, influx_behind=influxdb)
         writer = _prepared(settings)
         h = (hour_of(time.time()) - 10) * HOUR_S
         _write_raw(influxdb.url, db, [f"climate,yard=a,node=n1 temperature_c=20 {h + 1}"])

@@ -1,7 +1,7 @@
 """The one InfluxDB output for the alert and forecast points: ``PointWriter`` over ``make_writer``.
 
-``api = 1`` runs against the real InfluxDB 1.x the fixture starts (one with
-authentication on, for the credentials). InfluxDB 2.x is not packaged for
+``api = 1`` runs against the real InfluxDB 1.x the fixture starts (authentication
+on: the admin, the server's writer, the read-only user). InfluxDB 2.x is not packaged for
 Debian: for ``api = 2`` a local HTTP server (tests/server/influx_fakes.py)
 stands in for it, answering ``/api/v2/write`` as 2.x documents and recording
 each request, so the test sees the token, org, bucket, precision and body
@@ -17,7 +17,6 @@ import logging
 import time
 import urllib.parse
 import urllib.request
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -30,7 +29,7 @@ from influx_fakes import (  # noqa: F401 (fixtures, found by name)
     fake_influx2_fixture,
 )
 
-from secadero.devservices import InfluxDB, free_port
+from secadero.devservices import INFLUX_READER, INFLUX_WRITER, InfluxDB, free_port
 from secadero.errors import PermanentStorageError, RetryableStorageError
 from secadero.server.alerts.engine import Transition
 from secadero.server.forecast.openmeteo import parse
@@ -81,7 +80,7 @@ def started(settings: InfluxSettings, registry: Registry, **kw: Any) -> PointWri
 
 def test_alert_and_forecast_points_are_stored_through_api_1(influxdb: Any,
                                                            unique_name: str) -> None:
-    settings = InfluxSettings(url=influxdb.url, database=unique_name)
+    settings = influxdb.settings(unique_name)
     InfluxV1Writer(settings).prepare()
     registry = Registry()
     points = started(settings, registry)
@@ -108,7 +107,7 @@ def test_alert_and_forecast_points_are_stored_through_api_1(influxdb: Any,
 
 def test_a_point_beyond_the_retention_is_refused_once_and_counted(influxdb: Any,
                                                                  unique_name: str) -> None:
-    settings = InfluxSettings(url=influxdb.url, database=unique_name)
+    settings = influxdb.settings(unique_name)
     InfluxV1Writer(settings).prepare()
     registry = Registry()
     points = started(settings, registry)
@@ -128,52 +127,24 @@ def test_a_point_beyond_the_retention_is_refused_once_and_counted(influxdb: Any,
 # ---------------------------------------------- api = 1 with authentication on
 
 
-@pytest.fixture(scope="module")
-def secured_influxdb(tmp_path_factory: pytest.TempPathFactory) -> Iterator[InfluxDB]:
-    """A 1.x with authentication on: an admin, a writer (WRITE on ``yard``), an outsider."""
-    server = InfluxDB(workdir=tmp_path_factory.mktemp("influx-auth"),
-                      extra_env={"INFLUXDB_HTTP_AUTH_ENABLED": "true"}).start()
-
-    def query(statement: str, auth: str | None) -> None:
-        request = urllib.request.Request(f"{server.url}/query",
-                                         urllib.parse.urlencode({"q": statement}).encode())
-        if auth:
-            request.add_header("Authorization",
-                               "Basic " + base64.b64encode(auth.encode()).decode())
-        with urllib.request.urlopen(request, timeout=10):
-            pass
-
-    try:
-        # The first user may be created without credentials; it must be an admin.
-        query("CREATE USER admin WITH PASSWORD 'admin-pw' WITH ALL PRIVILEGES", None)
-        for statement in ("CREATE DATABASE yard WITH NAME raw",
-                          "CREATE USER writer WITH PASSWORD 'writer-pw'",
-                          "GRANT WRITE ON yard TO writer",
-                          "CREATE USER outsider WITH PASSWORD 'outsider-pw'"):
-            query(statement, "admin:admin-pw")
-        yield server
-    finally:
-        server.stop()  # also when the set-up failed: never leave influxd running
+@pytest.fixture
+def yard_db(influxdb: InfluxDB, unique_name: str) -> str:
+    """A database of this test's own on the session InfluxDB (authentication on), made by
+    the admin, on which the server's writer may write (and nothing more)."""
+    influxdb.query(f'CREATE DATABASE "{unique_name}" WITH NAME raw')
+    influxdb.grant(unique_name, INFLUX_WRITER, "WRITE")
+    return unique_name
 
 
-def admin_query(server: InfluxDB, statement: str) -> list[dict[str, Any]]:
-    params = urllib.parse.urlencode({"db": "yard", "q": statement, "epoch": "ms",
-                                     "u": "admin", "p": "admin-pw"})
-    with urllib.request.urlopen(f"{server.url}/query?{params}", timeout=10) as response:
-        body = json.load(response)
-    series = body["results"][0].get("series", [])
-    return [dict(zip(s["columns"], values, strict=True)) for s in series for values in s["values"]]
-
-
-def test_credentials_go_in_the_authorization_header(secured_influxdb: InfluxDB) -> None:
-    settings = InfluxSettings(url=secured_influxdb.url, database="yard", username="writer",
-                              password="writer-pw")
+def test_credentials_go_in_the_authorization_header(influxdb: InfluxDB, yard_db: str) -> None:
+    settings = influxdb.settings(yard_db, INFLUX_WRITER)
     points = started(settings, Registry())
     try:
         assert AlertPoints(points)(RAISED).result(WAIT_S) is None
     finally:
         points.stop()
-    assert [row["episode"] for row in admin_query(secured_influxdb, "SELECT * FROM alert")] == [7]
+    assert [row["episode"] for row in influx_query(influxdb.url, yard_db,
+                                                   "SELECT * FROM alert")] == [7]
 
 
 def test_the_1x_request_carries_basic_auth_and_no_password_in_its_url(
@@ -194,26 +165,28 @@ def test_the_1x_request_carries_basic_auth_and_no_password_in_its_url(
 
 
 def test_a_wrong_password_says_what_to_fix_and_never_shows_it(
-        secured_influxdb: InfluxDB) -> None:
-    settings = InfluxSettings(url=secured_influxdb.url, database="yard", username="writer",
+        influxdb: InfluxDB, yard_db: str) -> None:
+    settings = InfluxSettings(url=influxdb.url, database=yard_db, username=INFLUX_WRITER,
                               password="not-the-password")
     with pytest.raises(AuthenticationFailed) as raised:
         InfluxV1Writer(settings).write(alert_line(RAISED).encode())
     assert str(raised.value) == (
-        f"InfluxDB at {secured_influxdb.url} answered 401 (authorization failed): check "
-        "[influxdb] username 'writer' and its password (password_env or password_file)")
+        f"InfluxDB at {influxdb.url} answered 401 (authorization failed): check "
+        f"[influxdb] username '{INFLUX_WRITER}' and its password (password_env or "
+        "password_file)")
 
 
-def test_a_user_without_the_grant_is_told_which_grant(secured_influxdb: InfluxDB) -> None:
-    settings = InfluxSettings(url=secured_influxdb.url, database="yard", username="outsider",
-                              password="outsider-pw")
+def test_a_user_without_the_grant_is_told_which_grant(influxdb: InfluxDB,
+                                                      yard_db: str) -> None:
+    """The read-only user (Grafana's) has no grant on this database at all."""
+    settings = influxdb.settings(yard_db, INFLUX_READER)
     writer = InfluxV1Writer(settings)
     with pytest.raises(AuthenticationFailed) as raised:
         writer.write(alert_line(RAISED).encode())
     assert str(raised.value) == (
-        f"InfluxDB at {secured_influxdb.url} answered 403 (\"outsider\" user is not authorized "
-        "to write to database \"yard\"): user 'outsider' may not write to database 'yard': "
-        'GRANT WRITE ON "yard" TO "outsider"')
+        f"InfluxDB at {influxdb.url} answered 403 (\"{INFLUX_READER}\" user is not authorized "
+        f"to write to database \"{yard_db}\"): user '{INFLUX_READER}' may not write to "
+        f"database '{yard_db}': GRANT WRITE ON \"{yard_db}\" TO \"{INFLUX_READER}\"")
     # prepare() of a user who may not create databases carries on (permanent, not retried).
     with pytest.raises(PermanentStorageError) as preparing:
         writer.prepare()

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import influx_query
+from conftest import influx_query, influx_request
 from ingest_helpers import (  # noqa: F401 (fixtures are found by their names)
     NodeSide,
     TcpProxy,
@@ -43,12 +43,13 @@ pytestmark = pytest.mark.integration
 BASE_TS = float(int(time.time()) - 3600)
 
 
-def _settings(tmp_path: Path, *, mqtt_port: int, influx_url: str, database: str,
+def _settings(tmp_path: Path, *, broker: Mosquitto, influx_url: str, database: str,
               client_id: str, ingest: dict[str, Any] | None = None,
-              influx: dict[str, Any] | None = None) -> ServerSettings:
-    path = write_server_config(tmp_path / "server.toml", mqtt_port=mqtt_port,
+              influx: dict[str, Any] | None = None,
+              influx_behind: InfluxDB | None = None) -> ServerSettings:
+    path = write_server_config(tmp_path / "server.toml", broker=broker,
                                influx_url=influx_url, database=database, client_id=client_id,
-                               ingest=ingest, influx=influx)
+                               ingest=ingest, influx=influx, influx_behind=influx_behind)
     return load_server_settings(path)
 
 
@@ -72,7 +73,7 @@ def proxy(influxdb: Any) -> Iterator[TcpProxy]:
 def test_partial_write_keeps_good_points_and_sets_the_bad_one_aside(
         tmp_path: Path, mosquitto: Any, influxdb: Any, node_side: NodeSide,
         unique_name: str) -> None:
-    settings = _settings(tmp_path, mqtt_port=mosquitto.port, influx_url=influxdb.url,
+    settings = _settings(tmp_path, broker=mosquitto, influx_url=influxdb.url,
                          database=unique_name, client_id=f"ingest-{unique_name}",
                          ingest={"flush_interval_s": 0.5})
     yard = unique_name
@@ -81,7 +82,7 @@ def test_partial_write_keeps_good_points_and_sets_the_bad_one_aside(
         # Someone wrote humidity as an integer first: InfluxDB fixes a
         # field's type per shard, so our float conflicts (400 partial write).
         seed = f"climate,node=n1,yard={yard} humidity_pct=50i {int(BASE_TS) * 10**9}".encode()
-        request = urllib.request.Request(f"{influxdb.url}/write?db={unique_name}", seed)
+        request = influx_request(f"{influxdb.url}/write?db={unique_name}", data=seed)
         assert urllib.request.urlopen(request, timeout=5).status == 204
         node_side.telemetry("n1", 1, BASE_TS + 1, temperature_c=25.0, humidity_pct=60.0,
                             rain=True)
@@ -123,7 +124,8 @@ def test_injection_attempts_through_strings_store_exactly_one_point(
 def test_influx_500_and_timeouts_are_retried_then_stored_once(
         tmp_path: Path, mosquitto: Any, influxdb: Any, proxy: TcpProxy, node_side: NodeSide,
         unique_name: str) -> None:
-    settings = _settings(tmp_path, mqtt_port=mosquitto.port, influx_url=proxy.url,
+    settings = _settings(tmp_path, broker=mosquitto, influx_url=proxy.url,
+                         influx_behind=influxdb,
                          database=unique_name, client_id=f"ingest-{unique_name}",
                          influx={"timeout_s": 0.5}, ingest={"unhealthy_after_s": 1})
     ledger: dict[tuple[str, int], float] = {}
@@ -151,7 +153,7 @@ def test_influxdb_stopped_and_started_again_loses_nothing(
         tmp_path: Path, mosquitto: Any, node_side: NodeSide, unique_name: str) -> None:
     influx = InfluxDB(workdir=tmp_path / "influx").start()
     try:
-        settings = _settings(tmp_path, mqtt_port=mosquitto.port, influx_url=influx.url,
+        settings = _settings(tmp_path, broker=mosquitto, influx_url=influx.url,
                              database=unique_name, client_id=f"ingest-{unique_name}",
                              ingest={"unhealthy_after_s": 1})
         ledger: dict[tuple[str, int], float] = {}
@@ -175,9 +177,9 @@ def test_influxdb_stopped_and_started_again_loses_nothing(
 def test_broker_restart_and_ingest_downtime_lose_nothing(
         tmp_path: Path, influxdb: Any, unique_name: str) -> None:
     broker = Mosquitto(workdir=tmp_path / "broker").start()
-    side = NodeSide(broker.port, unique_name)
+    side = NodeSide(broker, unique_name)
     try:
-        settings = _settings(tmp_path, mqtt_port=broker.port, influx_url=influxdb.url,
+        settings = _settings(tmp_path, broker=broker, influx_url=influxdb.url,
                              database=unique_name, client_id=f"ingest-{unique_name}")
         ledger: dict[tuple[str, int], float] = {}
         with Ingest(settings) as ingest:
@@ -208,8 +210,8 @@ def test_server_sigkilled_mid_batch_and_restarted_stores_everything_once(
         unique_name: str) -> None:
     http_port = free_port()
     config = write_server_config(
-        tmp_path / "server.toml", mqtt_port=mosquitto.port, influx_url=proxy.url,
-        database=unique_name, client_id=f"ingest-{unique_name}",
+        tmp_path / "server.toml", broker=mosquitto, influx_url=proxy.url,
+        influx_behind=influxdb, database=unique_name, client_id=f"ingest-{unique_name}",
         influx={"timeout_s": 30}, ingest={"http_port": http_port})
     command = [sys.executable, "-m", "secadero.cli", "server", "run", "--config", str(config)]
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
@@ -246,7 +248,7 @@ def test_points_beyond_the_retention_are_set_aside_in_one_go_and_good_ones_kept(
         unique_name: str) -> None:
     """Readings 5 days old are within the 30-day horizon but beyond a 1-day raw retention:
     InfluxDB drops them (400 "points beyond retention policy dropped=N")."""
-    settings = _settings(tmp_path, mqtt_port=mosquitto.port, influx_url=influxdb.url,
+    settings = _settings(tmp_path, broker=mosquitto, influx_url=influxdb.url,
                          database=unique_name, client_id=f"ingest-{unique_name}",
                          ingest={"flush_interval_s": 1.0}, influx={"raw_retention_days": 1})
     old = float(int(time.time()) - 5 * 86400)
@@ -295,7 +297,7 @@ def test_acks_go_on_after_a_sigkill_right_after_an_ack(
     never waits (gap_timeout_s, 600 s here) for readings a node deleted on that ack."""
     http_port = free_port()
     config = write_server_config(
-        tmp_path / "server.toml", mqtt_port=mosquitto.port, influx_url=influxdb.url,
+        tmp_path / "server.toml", broker=mosquitto, influx_url=influxdb.url,
         database=unique_name, client_id=f"ingest-{unique_name}",
         ingest={"http_port": http_port, "gap_timeout_s": 600})
     command = [sys.executable, "-m", "secadero.cli", "server", "ingest", "--config", str(config)]

@@ -25,9 +25,9 @@ from secadero.settings import load_server_settings
 pytestmark = pytest.mark.integration
 
 
-def _ingest(tmp_path: Path, mqtt_port: int, influx_url: str, name: str,
+def _ingest(tmp_path: Path, broker: Mosquitto, influx_url: str, name: str,
             **ingest: Any) -> Ingest:
-    config = write_server_config(tmp_path / "server.toml", mqtt_port=mqtt_port,
+    config = write_server_config(tmp_path / "server.toml", broker=broker,
                                  influx_url=influx_url, database=name,
                                  client_id=f"ingest-{name}", ingest=ingest)
     return Ingest(load_server_settings(config))
@@ -39,7 +39,7 @@ def test_seq_gaps_are_counted_and_silence_marks_the_node_offline(
         unique_name: str) -> None:
     now = float(int(time.time()))
     db = unique_name
-    with _ingest(tmp_path, mosquitto.port, influxdb.url, db, offline_after_s=1.5,
+    with _ingest(tmp_path, mosquitto, influxdb.url, db, offline_after_s=1.5,
                  gap_timeout_s=1) as ingest:
         assert ingest.wait_ready(15)
         for seq in (1, 2, 5):  # 3 and 4 never come
@@ -68,7 +68,7 @@ def test_health_turns_unhealthy_while_the_broker_is_down(
         tmp_path: Path, influxdb: Any, unique_name: str) -> None:
     broker = Mosquitto(workdir=tmp_path / "broker").start()
     try:
-        with _ingest(tmp_path, broker.port, influxdb.url, unique_name,
+        with _ingest(tmp_path, broker, influxdb.url, unique_name,
                      unhealthy_after_s=1) as ingest:
             assert ingest.wait_ready(15)
             url = f"http://127.0.0.1:{ingest.http_port}/healthz"
@@ -94,7 +94,7 @@ def test_a_batch_over_the_servers_body_limit_is_split_and_stored(
     try:
         base = float(int(time.time()) - 600)
         ledger: dict[tuple[str, int], float] = {}
-        with _ingest(tmp_path, mosquitto.port, influx.url, unique_name,
+        with _ingest(tmp_path, mosquitto, influx.url, unique_name,
                      flush_interval_s=1.0) as ingest:
             assert ingest.wait_ready(15)
             for seq in range(1, 101):

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import influx_query
+from conftest import influx_query, influx_request
 from ingest_helpers import (  # noqa: F401 (fixtures are found by their names)
     NodeSide,
     node_side_fixture,
@@ -96,7 +96,7 @@ def _rain(yard: str, node: str, ts: float, rain_mm: float) -> bytes:
 def _raw_write(url: str, database: str, body: str) -> None:
     """Seed data the way another program would (not through our code)."""
     query = urllib.parse.urlencode({"db": database, "precision": "s"})
-    request = urllib.request.Request(f"{url}/write?{query}", body.encode())
+    request = influx_request(f"{url}/write?{query}", data=body.encode())
     assert urllib.request.urlopen(request, timeout=5).status == 204
 
 
@@ -198,7 +198,7 @@ def test_an_unparsable_line_costs_one_write(
 def test_points_beyond_the_retention_cost_one_write(
         tmp_path: Path, mosquitto: Any, influxdb: Any, unique_name: str) -> None:
     settings = load_server_settings(write_server_config(
-        tmp_path / "server.toml", mqtt_port=mosquitto.port, influx_url=influxdb.url,
+        tmp_path / "server.toml", broker=mosquitto, influx_url=influxdb.url,
         database=unique_name, client_id=f"ingest-{unique_name}",
         influx={"raw_retention_days": 1}))
     writer = RecordingWriter(InfluxV1Writer(settings.influxdb))
@@ -251,7 +251,7 @@ def test_a_conflict_and_old_points_across_shard_groups_cost_one_retry(
         tmp_path: Path, mosquitto: Any, influxdb: Any, unique_name: str) -> None:
     """A shard's error hides the retention drop: the retry of the rest brings it out."""
     settings = load_server_settings(write_server_config(
-        tmp_path / "server.toml", mqtt_port=mosquitto.port, influx_url=influxdb.url,
+        tmp_path / "server.toml", broker=mosquitto, influx_url=influxdb.url,
         database=unique_name, client_id=f"ingest-{unique_name}",
         influx={"raw_retention_days": 1}))
     writer = RecordingWriter(InfluxV1Writer(settings.influxdb))
@@ -294,7 +294,7 @@ def test_the_parser_vouches_only_for_lines_influxdb_accepts(
     assert all(parse_line(line) is not None for line in lines)
     influx_query(influxdb.url, unique_name, f'CREATE DATABASE "{unique_name}"')
     query = urllib.parse.urlencode({"db": unique_name, "precision": "u"})
-    request = urllib.request.Request(f"{influxdb.url}/write?{query}", b"\n".join(lines))
+    request = influx_request(f"{influxdb.url}/write?{query}", data=b"\n".join(lines))
     assert urllib.request.urlopen(request, timeout=5).status == 204
     rows = influx_query(influxdb.url, unique_name, 'SELECT * FROM "edge m,x"')
     assert len(rows) == len(values)
@@ -316,7 +316,7 @@ def limited_influxdb(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Influ
 def limited(tmp_path: Path, mosquitto: Any, limited_influxdb: InfluxDB, unique_name: str
             ) -> Iterator[tuple[WritePath, RecordingWriter, ServerSettings]]:
     settings = load_server_settings(write_server_config(
-        tmp_path / "server.toml", mqtt_port=mosquitto.port, influx_url=limited_influxdb.url,
+        tmp_path / "server.toml", broker=mosquitto, influx_url=limited_influxdb.url,
         database=unique_name, client_id=f"ingest-{unique_name}"))
     writer = RecordingWriter(InfluxV1Writer(settings.influxdb))
     writer.prepare()
@@ -402,7 +402,7 @@ def test_a_poison_reading_through_mqtt_is_set_aside_without_rewriting_the_batch(
         tmp_path: Path, mosquitto: Any, influxdb: Any, node_side: NodeSide,
         unique_name: str) -> None:
     settings = load_server_settings(write_server_config(
-        tmp_path / "server.toml", mqtt_port=mosquitto.port, influx_url=influxdb.url,
+        tmp_path / "server.toml", broker=mosquitto, influx_url=influxdb.url,
         database=unique_name, client_id=f"ingest-{unique_name}",
         ingest={"flush_interval_s": 0.5}))
     writer = RecordingWriter(InfluxV1Writer(settings.influxdb))

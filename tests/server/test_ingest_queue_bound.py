@@ -61,7 +61,7 @@ class MeasuringClient(FastReadClient):
 def test_queue_stays_bounded_and_nothing_is_lost(tmp_path: Path, mosquitto: Any, influxdb: Any,
                                                  node_side: NodeSide, unique_name: str) -> None:
     settings = load_server_settings(write_server_config(
-        tmp_path / "server.toml", mqtt_port=mosquitto.port, influx_url=influxdb.url,
+        tmp_path / "server.toml", broker=mosquitto, influx_url=influxdb.url,
         database=unique_name, client_id=f"ingest-{unique_name}",
         ingest={"queue_max": QUEUE_MAX, "batch_size": 600, "flush_interval_s": 0.05}))
     clients: list[MeasuringClient] = []

@@ -34,7 +34,7 @@ def test_oversized_and_unreadable_messages_are_acked_at_once_and_no_gap_is_count
         tmp_path: Path, mosquitto: Any, influxdb: Any, node_side: NodeSide,
         unique_name: str) -> None:
     settings = load_server_settings(write_server_config(
-        tmp_path / "server.toml", mqtt_port=mosquitto.port, influx_url=influxdb.url,
+        tmp_path / "server.toml", broker=mosquitto, influx_url=influxdb.url,
         database=unique_name, client_id=f"ingest-{unique_name}",
         ingest={"gap_timeout_s": 600}))
     now = float(int(time.time())) + 0.25
@@ -65,7 +65,7 @@ def test_a_refused_message_whose_seq_cannot_be_known_holds_the_ack_until_the_gap
         unique_name: str) -> None:
     """Not JSON at all: no seq to read, so the gap timeout (1 s here) decides, and counts it."""
     settings = load_server_settings(write_server_config(
-        tmp_path / "server.toml", mqtt_port=mosquitto.port, influx_url=influxdb.url,
+        tmp_path / "server.toml", broker=mosquitto, influx_url=influxdb.url,
         database=unique_name, client_id=f"ingest-{unique_name}",
         ingest={"gap_timeout_s": 1}))
     now = float(int(time.time())) + 0.25

@@ -40,7 +40,7 @@ def test_two_processes_share_the_load_and_store_each_message_once(
         folder = tmp_path / f"p{index}"
         folder.mkdir()
         config = write_server_config(
-            folder / "server.toml", mqtt_port=mosquitto.port, influx_url=influxdb.url,
+            folder / "server.toml", broker=mosquitto, influx_url=influxdb.url,
             database=unique_name, client_id=f"ingest-{index}-{unique_name}",
             ingest={"share_group": unique_name, "flush_interval_s": 0.02})
         ingests.append(Ingest(load_server_settings(config)))
@@ -94,7 +94,7 @@ def test_one_of_two_processes_killed_mid_batch_loses_nothing(
         folder.mkdir()
         port = free_port()
         config = write_server_config(
-            folder / "server.toml", mqtt_port=mosquitto.port, influx_url=url,
+            folder / "server.toml", broker=mosquitto, influx_url=url, influx_behind=influxdb,
             database=unique_name, client_id=f"ingest-{index}-{unique_name}",
             influx={"timeout_s": 30}, ingest={"share_group": unique_name, "http_port": port})
         commands.append([sys.executable, "-m", "secadero.cli", "server", "ingest",

@@ -180,9 +180,11 @@ def test_against_the_real_broker_with_acks(mosquitto: Any, unique_name: str) -> 
     client.on_subscribe = lambda *args: subscribed.set()
     client.on_connect = lambda c, *args: c.subscribe(f"secadero/v1/{unique_name}/+/telemetry",
                                                      qos=1)
+    client.username_pw_set(*mosquitto.client_credentials())
     client.connect("127.0.0.1", mosquitto.port)
     client.loop_start()
     publisher = mqtt.Client(CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
+    publisher.username_pw_set(*mosquitto.client_credentials())
     publisher.connect("127.0.0.1", mosquitto.port)
     publisher.loop_start()
     try:
@@ -365,6 +367,7 @@ def test_a_message_whose_handler_raised_is_not_acked_and_comes_again(
         client.on_subscribe = lambda *args: subscribed.set()
         properties = Properties(PacketTypes.CONNECT)
         properties.SessionExpiryInterval = 300
+        client.username_pw_set(*mosquitto.client_credentials())
         client.connect_async("127.0.0.1", mosquitto.port, clean_start=attempt == 1,
                              properties=properties)
         client.start_network_thread(f"mqtt-redeliver-{attempt}")
@@ -376,6 +379,7 @@ def test_a_message_whose_handler_raised_is_not_acked_and_comes_again(
             assert arrived.wait_for(lambda: any(p == payload for p, _ in got), 10), got
 
     publisher = mqtt.Client(CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
+    publisher.username_pw_set(*mosquitto.client_credentials())
     publisher.connect("127.0.0.1", mosquitto.port)
     publisher.loop_start()
     clients = [connect(1)]
@@ -413,6 +417,7 @@ def test_a_dead_network_thread_makes_health_report_a_problem(
     client = FastReadClient(CallbackAPIVersion.VERSION2, client_id=f"dies-{unique_name}",
                             protocol=mqtt.MQTTv5, manual_ack=True)
     client.on_connect = lambda *args: connected.set()
+    client.username_pw_set(*mosquitto.client_credentials())
     client.connect_async("127.0.0.1", mosquitto.port)
     health.watch_thread("MQTT network (test)", client.start_network_thread("mqtt-dies"))
     try:
@@ -441,6 +446,7 @@ def test_stop_network_thread_ends_it_quietly(mosquitto: Any, unique_name: str,
     client = FastReadClient(CallbackAPIVersion.VERSION2, client_id=f"stops-{unique_name}",
                             protocol=mqtt.MQTTv5, manual_ack=True)
     client.on_connect = lambda *args: connected.set()
+    client.username_pw_set(*mosquitto.client_credentials())
     client.connect_async("127.0.0.1", mosquitto.port)
     thread = client.start_network_thread("mqtt-stops")
     assert thread.name == "mqtt-stops" and client.network_thread is thread

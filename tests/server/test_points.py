@@ -104,14 +104,16 @@ _humidity = st.floats(min_value=0, max_value=100) | st.integers(0, 100) | st.non
        temperature=_temperature, humidity=_humidity,
        rain=st.booleans() | st.none(),
        rain_mm=st.floats(min_value=0, max_value=1000) | st.none(),
-       trays=st.dictionaries(_any_text, st.sampled_from(sorted(TRAY_STATES)), max_size=3))
+       trays=st.dictionaries(_any_text, st.sampled_from(sorted(TRAY_STATES)), max_size=3),
+       humidity_raw=_humidity)
 def test_line_builder_writes_what_point_writes(yard: str, node: str, ts: float,
                                               temperature: float | None, humidity: float | None,
                                               rain: bool | None, rain_mm: float | None,
-                                              trays: dict[str, str]) -> None:
+                                              trays: dict[str, str],
+                                              humidity_raw: float | None) -> None:
     """Any text in the ids (spaces, commas, equals signs, quotes, backslashes, newlines)."""
     reading = Telemetry(ts=ts, seq=1, temperature_c=temperature, humidity_pct=humidity,
-                        rain=rain, rain_mm=rain_mm, trays=trays)
+                        rain=rain, rain_mm=rain_mm, trays=trays, humidity_raw_pct=humidity_raw)
     envelope = Envelope(yard, node, "telemetry", reading)
     builder = LineBuilder()
     expected = to_lines(points_for(envelope, 0.0))

@@ -95,14 +95,14 @@ def yard(tmp_path: Path, mosquitto: Any, influxdb: Any, unique_name: str) -> Ite
     forecast = ForecastReplay([10, 20, 15, 30, 5, 0])
     api_port = free_port()
     config = write_server_config(
-        tmp_path / "server.toml", yard=unique_name, mqtt_port=mosquitto.port,
-        influx_url=influxdb.url, api_port=api_port, phones_url=phones.url,
+        tmp_path / "server.toml", yard=unique_name, broker=mosquitto,
+        influxdb=influxdb, api_port=api_port, phones_url=phones.url,
         forecast_url=forecast.url)
     settings = load_server_settings(config)
     add_staff(settings, config, [("ana", "supervisor"), ("rosa", "worker"),
                                  ("carmen", "quality")], PASSWORD)
     server = Server(settings).start()
-    nodes = NodeSide(mosquitto.port, unique_name)
+    nodes = NodeSide(mosquitto, unique_name)
     handle = Yard(server, unique_name, f"http://127.0.0.1:{server.api_port}", phones, nodes, {},
                   settings)
     try:

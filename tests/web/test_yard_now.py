@@ -96,7 +96,7 @@ def test_last_stored_reads_each_nodes_last_values_from_influxdb(influxdb: Any,
         f'event,node=norte-1,yard=chazuta type="tray_extended",seq=6i,tray="t2" {ts - 50}',
     ]
     create_database_and_write(influxdb.url, database, "\n".join(lines).encode())
-    reader = LastStored(InfluxSettings(url=influxdb.url, database=database))
+    reader = LastStored(influxdb.settings(database))  # as the admin: auth is on
     try:
         nodes = reader.nodes("chazuta")
         assert reader.last_retracted("chazuta", now - 3600, now) == now - 60

@@ -24,6 +24,7 @@ from typing import Any
 
 import pytest
 
+from secadero.devservices import INFLUX_ADMIN, SERVER_USER, InfluxDB, Mosquitto
 from secadero.server.accounts import AccountStore
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -155,17 +156,22 @@ class Phones:
         self.server.server_close()
 
 
-def write_server_config(path: Path, *, yard: str, mqtt_port: int, influx_url: str,
+def write_server_config(path: Path, *, yard: str, broker: Mosquitto, influxdb: InfluxDB,
                         api_port: int, phones_url: str, forecast_url: str) -> Path:
-    """One yard with two areas and three people, as a cooperative would write it."""
+    """One yard with two areas and three people, as a cooperative would write it.
+
+    The server logs in to the broker as the server's user and to InfluxDB as its
+    admin (each test makes its own database), as tests/conftest.py describes."""
     path.write_text(f"""
 [mqtt]
 host = "127.0.0.1"
-port = {mqtt_port}
+port = {broker.port}
 client_id = "web-{yard}"
+{broker.toml_credentials(SERVER_USER)}
 [influxdb]
-url = "{influx_url}"
+url = "{influxdb.url}"
 database = "{yard.replace('-', '_')}"
+{influxdb.toml_credentials(INFLUX_ADMIN)}
 [ingest]
 http_port = 0
 flush_interval_s = 0.05
