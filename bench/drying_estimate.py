@@ -1,30 +1,31 @@
-"""How good is the drying estimate? Replays of published drying curves in a simulated yard.
+"""How good is the drying estimate? Replays of published drying curves in simulated yards.
 
 Run by hand:  .venv/bin/python bench/drying_estimate.py [--replays 2000] [--seed 1]
 
 Each replay is one batch. Its beans follow a Lewis curve on the dry-basis
-moisture ratio (the estimator's own model family) calibrated to one of the
-published durations below, in a yard where
+moisture ratio (the estimator's own model family) calibrated to a published
+duration. Two yards:
 
-- trays are out 07:00-18:00 America/Lima and in at night;
-- each day's weather is a factor drawn lognormal (sigma 0.35, as in the
-  reference simulation): it scales that day's VPD and so its drying;
-- a further factor per day (lognormal sigma 0.1) that the VPD does not show
-  (wind, cloud on the beans): what a VPD-weighted model cannot see;
-- mornings stay above the drying humidity for 0-2 h after the trays go out,
-  and on 35 % of days a 0.5-3 h shower closes the trays (plus half an hour of
-  wet air after it): no drying in either;
-- the moisture meter is read at 08:00 and 17:00, ±0.5 points (uniform),
-  shown to one decimal.
+- the reference file's own simulation (``REFERENCE``, ``run_reference``):
+  58 % -> 7 % in 6 days, trays out 07:00-18:00 America/Lima, each day's
+  weather a factor drawn lognormal (sigma 0.35) that scales every open hour of
+  the day and shows in its VPD, the meter read at 08:00 and 17:00 ±0.5 points;
+- a harsher yard (``Weather()``): the same, plus each day's drying the VPD does
+  not show (lognormal sigma 0.1), a VPD shaped over the day, mornings above the
+  drying humidity for 0-2 h, on 35 % of days a 0.5-3 h shower that closes the
+  trays (plus half an hour of wet air), and nine published curves.
 
 The estimate is asked once half, and once three quarters, of the batch's
 open-tray hours to the true crossing of 7.5 % have passed, with the readings
 and drying periods up to then. Its P50 is compared with the true crossing in
 drying days (local days of the schedule) and in open-tray hours (the
-schedule's hours between the two instants). Prints the tables in
+schedule's hours between the two instants); so is the crossing of its fitted
+curve had the weather ahead been known (``Score.known_*``), and the answer of
+the best possible estimator (``score_oracle``: the true curve, the rest of
+today, the days after drawn from the yard's true weather). Prints the tables in
 docs/batches.md and docs/performance.md. Seeded: the same seed gives the same
-figures. ``tests/batches/test_estimate.py`` runs 200 of these replays against
-the issue's bar.
+figures. ``tests/batches/test_estimate.py`` runs 200 of these replays per yard
+against the figures docs/batches.md reports.
 """
 
 from __future__ import annotations
@@ -83,7 +84,7 @@ PUBLISHED = (
 
 @dataclass(frozen=True, slots=True)
 class Weather:
-    """How the simulated yard's days are drawn (the defaults: the bar's conditions)."""
+    """How the simulated yard's days are drawn (the defaults: the harsher yard)."""
 
     sigma: float = 0.35  # each day's weather factor (lognormal), seen in the VPD
     hidden_sigma: float = 0.10  # each day's drying the VPD does not show
@@ -93,6 +94,19 @@ class Weather:
     report_vpd: bool = True  # False: drying periods without VPD (a yard without it)
     vpd_scale: float = 1.0  # the yard's air drier (> 1) or duller (< 1) than the typical day
     constant: bool = False  # True: every day the median day, no showers (the published curve)
+    humid_mornings: bool = True  # False: every open hour dries, from 07:00
+    # False: the same VPD in every open hour of a day (kinetics in open-tray hours, as in
+    # the reference's simulation), FLAT_VPD_KPA times the day's factor
+    diurnal: bool = True
+
+
+# The reference file's own simulation ("Checking a drying estimate" in
+# /work/shared/reference/cocoa-drying.md): Lewis kinetics in open-tray hours calibrated to
+# 58 % -> 7 % in 6 days, each day's weather factor lognormal sigma 0.35, the meter read
+# twice a day ±0.5 %. Nothing else: no showers, no humid mornings, nothing the VPD does
+# not show, one curve. Its VPD level (not given there): the estimator's typical hour.
+REFERENCE = Weather(hidden_sigma=0.0, shower_chance=0.0, humid_mornings=False, diurnal=False)
+FLAT_VPD_KPA = drying.TYPICAL_VPD_KPA
 
 
 def _vpd_of_hour(hour: float) -> float:
@@ -113,7 +127,7 @@ def simulate_day(day_index: int, weather: Weather, rng: random.Random) -> Day:
     else:
         factor = rng.lognormvariate(0.0, weather.sigma)
         hidden = rng.lognormvariate(0.0, weather.hidden_sigma)
-        humid_until = 7.0 + rng.uniform(0.0, 2.0)
+        humid_until = 7.0 + rng.uniform(0.0, 2.0) if weather.humid_mornings else 7.0
         shower = None
         if rng.random() < weather.shower_chance:
             begins = rng.uniform(11.0, 17.0)
@@ -128,7 +142,8 @@ def simulate_day(day_index: int, weather: Weather, rng: random.Random) -> Day:
         for a, b in spans:
             if b - a < 1e-9:
                 continue
-            vpd = _vpd_of_hour((a + b) / 2.0) * factor * weather.vpd_scale
+            shape = _vpd_of_hour((a + b) / 2.0) if weather.diurnal else FLAT_VPD_KPA
+            vpd = shape * factor * weather.vpd_scale
             periods.append(DryingPeriod(midnight + a * 3600.0, midnight + b * 3600.0,
                                         vpd if weather.report_vpd else None))
             rates.append(vpd * hidden)
@@ -216,24 +231,36 @@ def _x(wet_pct: float) -> float:
 
 @dataclass(frozen=True, slots=True)
 class Score:
-    """One estimate against the truth: P50's error (positive: predicted late)."""
+    """One estimate against the truth: P50's error (positive: predicted late).
+
+    ``known_*``: the error had the weather ahead been known (a perfect forecast of the
+    coming days' VPD): the instant at which the estimate's fitted curve meets the target
+    on the drying the batch then really received. What is left is the estimator's own
+    error (its curve), not the weather's. NaN where it does not apply (no VPD, oracle).
+    """
 
     curve: str
     fraction: float
     error_days: int
     error_open_h: float
     inside_p20_p80: bool
+    known_error_days: float = math.nan
+    known_error_open_h: float = math.nan
 
 
 def local_day(ts: float) -> int:
     return datetime.fromtimestamp(ts, ZoneInfo(TIMEZONE)).date().toordinal()
 
 
+def _asked_at(replay: Replay, fraction: float) -> float:
+    total_open = drying.open_hours(SCHEDULE, replay.start, replay.reached_at)
+    return _after_open_hours(replay.start, fraction * total_open)
+
+
 def score(replay: Replay, fraction: float,
           typical_day_kpa_h: float = drying.TYPICAL_DAY_KPA_H) -> Score:
     """Ask the estimate after ``fraction`` of the batch's open-tray hours to the truth."""
-    total_open = drying.open_hours(SCHEDULE, replay.start, replay.reached_at)
-    now = _after_open_hours(replay.start, fraction * total_open)
+    now = _asked_at(replay, fraction)
     readings = [r for r in replay.readings if r.ts <= now]
     periods = [p if p.end <= now else replace(p, end=now)
                for p in replay.periods if p.start < now]
@@ -241,33 +268,93 @@ def score(replay: Replay, fraction: float,
                              schedule=SCHEDULE, typical_day_kpa_h=typical_day_kpa_h)
     if result.p50_ts is None:  # reached already (a low noisy reading) or no estimate
         predicted = result.reached_at if result.reached_at is not None else math.inf
-        low = high = predicted
+        low = high = known = predicted
     else:
         predicted, low, high = result.p50_ts, result.p20_ts, result.p80_ts or math.inf
+        known = _known_weather_crossing(replay, now, result)
     if math.isinf(predicted):
-        return Score(replay.curve.name, fraction, 99, math.inf, False)
+        return Score(replay.curve.name, fraction, 99, math.inf, False, 99, math.inf)
     return Score(
         curve=replay.curve.name,
         fraction=fraction,
         error_days=local_day(predicted) - local_day(replay.reached_at),
         error_open_h=drying.open_hours(SCHEDULE, replay.reached_at, predicted),
         inside_p20_p80=low <= replay.reached_at <= high,
+        known_error_days=(known if not math.isfinite(known) else
+                          local_day(known) - local_day(replay.reached_at)),
+        known_error_open_h=(known if not math.isfinite(known) else
+                            drying.open_hours(SCHEDULE, replay.reached_at, known)),
     )
 
 
-def score_oracle(replay: Replay, fraction: float, day_kpa_h: float) -> Score:
-    """The best any estimator could do: it knows the beans' curve and the drying power
-    they received, and expects each future open hour to bring the yard's mean power.
-    What is left is the future weather alone."""
-    total_open = drying.open_hours(SCHEDULE, replay.start, replay.reached_at)
-    now = _after_open_hours(replay.start, fraction * total_open)
-    received = sum(rate * (min(p.end, now) - p.start) / 3600.0
-                   for p, rate in zip(replay.periods, replay.true_rates, strict=True)
-                   if p.start < now)
-    predicted = _after_open_hours(now, (replay.needed_kpa_h - received)
-                                  / (day_kpa_h / OPEN_HOURS_PER_DAY))
+def _known_weather_crossing(replay: Replay, now: float, result) -> float:
+    """Where the estimate's fitted curve crosses the target on the VPD-weighted drying the
+    batch really received after ``now`` (the weather ahead known); NaN without VPD."""
+    if "crossing_kpa_h" not in result.details or any(p.vpd_kpa is None
+                                                      for p in replay.periods):
+        return math.nan
+    needed = result.details["crossing_kpa_h"] - result.details["drying_kpa_h"]
+    if needed <= 0:
+        return result.p50_ts  # crossed already by the fit: the estimate says when
+    for period in replay.periods:
+        if period.end <= now:
+            continue
+        begins = max(period.start, now)
+        gain = period.vpd_kpa * (period.end - begins) / 3600.0
+        if gain >= needed:
+            return begins + needed / period.vpd_kpa * 3600.0
+        needed -= gain
+    return math.inf
+
+
+# The oracle's draws of the days ahead: enough for a median within a few minutes.
+ORACLE_DRAWS = 101
+
+
+def score_oracle(replay: Replay, fraction: float, weather: Weather,
+                 rng: random.Random) -> Score:
+    """The best P50 any estimator could give without a forecast beyond today.
+
+    It knows the beans' true curve and the drying they received, and the rest of today
+    as it came (in the reference's yard, today's weather shows in its VPD since the
+    morning; in the harsher ones this also hands it today's later showers: generous).
+    The days after are drawn from the yard's true weather (``simulate_day``); its answer
+    is the median of those draws. What is left is the weather of the days ahead alone.
+    """
+    now = _asked_at(replay, fraction)
+    remaining = replay.needed_kpa_h - sum(
+        rate * (min(p.end, now) - p.start) / 3600.0
+        for p, rate in zip(replay.periods, replay.true_rates, strict=True) if p.start < now)
+    day_index = local_day(now) - local_day(FIRST_DAY.timestamp()) + 1
+    tomorrow = FIRST_DAY.timestamp() + day_index * 86400.0  # Lima has no DST
+    predicted = None
+    for period, rate in zip(replay.periods, replay.true_rates, strict=True):
+        if period.end <= now or period.start >= tomorrow:
+            continue
+        begins = max(period.start, now)
+        gain = rate * (period.end - begins) / 3600.0
+        if gain >= remaining:
+            predicted = begins + remaining / rate * 3600.0
+            break
+        remaining -= gain
+    if predicted is None:
+        draws = sorted(_draw_crossing(day_index, remaining, weather, rng)
+                       for _ in range(ORACLE_DRAWS))
+        predicted = draws[ORACLE_DRAWS // 2]
     return Score(replay.curve.name, fraction, local_day(predicted) - local_day(replay.reached_at),
                  drying.open_hours(SCHEDULE, replay.reached_at, predicted), False)
+
+
+def _draw_crossing(day_index: int, needed: float, weather: Weather,
+                   rng: random.Random) -> float:
+    while True:
+        day = simulate_day(day_index, weather, rng)
+        for period, rate in zip(day.periods, day.true_rates, strict=True):
+            gain = rate * period.hours
+            if gain >= needed:
+                return period.start + needed / rate * 3600.0
+            needed -= gain
+        day_index += 1
 
 
 def _after_open_hours(start: float, hours: float) -> float:
@@ -305,6 +392,13 @@ class Summary:
     def within_hours(self, fraction: float, hours: float) -> float:
         return self.share(fraction, lambda s: abs(s.error_open_h) <= hours)
 
+    def known_within_days(self, fraction: float, days: int) -> float:
+        """As ``within_days``, had the weather ahead been known."""
+        return self.share(fraction, lambda s: abs(s.known_error_days) <= days)
+
+    def known_within_hours(self, fraction: float, hours: float) -> float:
+        return self.share(fraction, lambda s: abs(s.known_error_open_h) <= hours)
+
     def coverage(self, fraction: float) -> float:
         return self.share(fraction, lambda s: s.inside_p20_p80)
 
@@ -319,23 +413,35 @@ class Summary:
 def run(replays: int, seed: int, weather: Weather = Weather(),
         curves: Sequence[PublishedCurve] = PUBLISHED,
         fractions: Sequence[float] = (0.5, 0.75), *, oracle: bool = False,
-        yard_history: bool = False) -> Summary:
+        yard_history: bool = False, calibrated_on: Weather | None = None) -> Summary:
     """``replays`` batches, each on a curve drawn from ``curves``; scored at each fraction
     by the estimate (or, ``oracle``, by the best possible estimator). ``yard_history``:
-    the estimate is given the yard's true typical day instead of its built-in one."""
+    the estimate is given the yard's true typical day instead of its built-in one.
+    ``calibrated_on``: the weather on whose mean day each curve takes its published time
+    (the bar's yard unless given; a duller or brighter yard makes it take longer or
+    shorter). The same seed gives the same batches with or without ``oracle``."""
     rng = random.Random(seed)
-    # Each curve takes its published time in the typical yard (or, replayed alone, on
-    # its constant day); a duller or brighter yard makes it take longer or shorter.
-    calibration = mean_day_kpa_h(weather if weather.constant else Weather())
+    oracle_rng = random.Random(seed + 1_000_003)
+    if weather.constant:  # each curve replayed alone, on its constant day
+        calibrated_on = weather
+    calibration = mean_day_kpa_h(calibrated_on or Weather())
     typical = mean_day_kpa_h(weather) if yard_history else drying.TYPICAL_DAY_KPA_H
     summary = Summary(replays, {f: [] for f in fractions})
     for _ in range(replays):
         replay = simulate_batch(rng.choice(curves), weather, rng, calibration)
         for fraction in fractions:
             summary.scores[fraction].append(
-                score_oracle(replay, fraction, mean_day_kpa_h(weather)) if oracle
+                score_oracle(replay, fraction, weather, oracle_rng) if oracle
                 else score(replay, fraction, typical))
     return summary
+
+
+def run_reference(replays: int, seed: int, *, oracle: bool = False,
+                  yard_history: bool = False) -> Summary:
+    """The reference file's simulation: its one curve (Puello-Mendez, 58 % -> 7 % in 6
+    days on its yard's mean day) in its yard (``REFERENCE``)."""
+    return run(replays, seed, REFERENCE, PUBLISHED[:1], oracle=oracle,
+               yard_history=yard_history, calibrated_on=REFERENCE)
 
 
 # ------------------------------------------------------------------ the report
@@ -343,11 +449,15 @@ def run(replays: int, seed: int, weather: Weather = Weather(),
 
 def _row(label: str, s: Summary, *, coverage: bool = True) -> str:
     inside = f"{s.coverage(0.5):.0%} / {s.coverage(0.75):.0%}" if coverage else "-"
+    known = (f"{s.known_within_days(0.5, 1):.1%} / {s.known_within_hours(0.5, 8):.1%} / "
+             f"{s.known_within_hours(0.75, 5):.1%}" if coverage and not any(
+                 math.isnan(x.known_error_open_h) for x in s.scores[0.5]) else "-")
     return (f"| {label} | {s.replays} "
             f"| {s.within_days(0.5, 1):.1%} | {s.within_hours(0.5, 8):.1%} "
             f"| {s.within_hours(0.75, 5):.1%} "
             f"| {s.abs_hours_quantile(0.5, 0.8):.1f} / {s.abs_hours_quantile(0.75, 0.8):.1f} "
-            f"| {s.median_hours(0.5):+.1f} / {s.median_hours(0.75):+.1f} | {inside} |")
+            f"| {s.median_hours(0.5):+.1f} / {s.median_hours(0.75):+.1f} | {inside} "
+            f"| {known} |")
 
 
 def _days_histogram(s: Summary, fraction: float) -> str:
@@ -378,11 +488,20 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     header = ("| replays | n | 1/2: within ±1 drying day (bar 95 %) | 1/2: within ±8 open h "
               "(bar 80 %) | 3/4: within ±5 open h (bar 80 %) | 80th pct of abs error, open h, "
-              "1/2 / 3/4 | median error, open h, 1/2 / 3/4 | truth inside P20-P80, 1/2 / 3/4 |")
+              "1/2 / 3/4 | median error, open h, 1/2 / 3/4 | truth inside P20-P80, 1/2 / 3/4 "
+              "| the weather ahead known: ±1 d / ±8 h / ±5 h |")
     print(header)
-    print("| --- " * 8 + "|")
+    print("| --- " * 9 + "|")
+    for label, summary in (
+            ("the reference's simulation", run_reference(args.replays, args.seed)),
+            ("the reference's simulation: the yard's typical day known",
+             run_reference(args.replays, args.seed, yard_history=True))):
+        print(_row(label, summary), flush=True)
+    print(_row("the reference's simulation: best possible (knows the curve)",
+               run_reference(args.replays, args.seed, oracle=True), coverage=False),
+          flush=True)
     variants = [
-        ("the bar's conditions", Weather()),
+        ("the harsher yard", Weather()),
         ("no hidden weather (VPD explains all)", Weather(hidden_sigma=0.0)),
         ("no showers and VPD explains all", Weather(shower_chance=0.0, hidden_sigma=0.0)),
         ("weather sigma 0.2", Weather(sigma=0.2)),
@@ -408,13 +527,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(_row(f"{label}: best possible (knows the curve)", best, coverage=False),
                   flush=True)
     print()
-    print("Error in drying days of P50 (the bar's conditions):")
+    print("Error in drying days of P50 (the harsher yard):")
     print("| asked at | ≤-3 | -2 | -1 | 0 | +1 | +2 | ≥+3 |")
     print("| --- " * 8 + "|")
     for fraction in (0.5, 0.75):
         print(_days_histogram(main_summary, fraction))
     print()
-    print("By curve, the bar's conditions (1/2: within ±1 day, ±8 h; 3/4: ±5 h):")
+    print("By curve, the harsher yard (1/2: within ±1 day, ±8 h; 3/4: ±5 h):")
     for curve in PUBLISHED:
         scores = {f: [s for s in main_summary.scores[f] if s.curve == curve.name]
                   for f in (0.5, 0.75)}

@@ -78,9 +78,9 @@ def build_parser() -> argparse.ArgumentParser:
     yard.register(commands)
     alerts_cli.register(commands)
     batches_cli.register(commands)
-    accounts_cli.register(commands)
     broker_cli.register(commands)
     influx_setup.register(commands)
+    accounts_cli.register(commands)
     return parser
 
 

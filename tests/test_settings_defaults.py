@@ -157,8 +157,8 @@ def is_literal(node: ast.expr) -> bool:
 
 def test_no_reader_writes_a_default_of_its_own() -> None:
     package = Path(secadero.settings.__file__).parent
-    # Every module but the machinery (_reader.py) holds sections.
-    modules = sorted(set(package.glob("*.py")) - {package / "_reader.py"})
+    # Every module but the machinery (_reader.py; show.py prints settings) holds sections.
+    modules = sorted(set(package.glob("*.py")) - {package / "_reader.py", package / "show.py"})
     found: list[str] = []
     for module in modules:
         for node in ast.walk(ast.parse(module.read_text(), str(module))):
@@ -168,5 +168,5 @@ def test_no_reader_writes_a_default_of_its_own() -> None:
                     and ast.unparse(node.args[0]) not in NOT_FIELDS):
                 found.append(f"{module.name}:{node.lineno}: {ast.unparse(node)}")
     assert [m.name for m in modules] == ["__init__.py", "broker.py", "common.py", "edge.py",
-                                         "notifiers.py", "server.py", "show.py"]
+                                         "notifiers.py", "server.py"]
     assert found == []

@@ -84,13 +84,6 @@ CREATE TABLE IF NOT EXISTS notifications (
 );
 CREATE INDEX IF NOT EXISTS notifications_pending ON notifications (status);
 CREATE INDEX IF NOT EXISTS notifications_provider_id ON notifications (provider_id);
--- Acknowledge links already used (single use), kept until they expire: their MAC.
-CREATE TABLE IF NOT EXISTS used_ack_tokens (
-    mac TEXT PRIMARY KEY,
-    episode_id INTEGER NOT NULL,
-    used_at REAL NOT NULL,
-    expires_at REAL NOT NULL
-);
 """
 
 
@@ -146,10 +139,23 @@ def _v2_one_row_per_story(db: sqlite3.Connection) -> None:
                    (json.dumps(details, sort_keys=True), rain_id))
 
 
+def _v3_used_ack_tokens(db: sqlite3.Connection) -> None:
+    """Acknowledge links are single-use (issue 9): the used ones, by their MAC, kept until
+    they expire (``claim_ack_token``), so a restart does not make them good again."""
+    db.execute("""
+        CREATE TABLE used_ack_tokens (
+            mac TEXT PRIMARY KEY,
+            episode_id INTEGER NOT NULL,
+            used_at REAL NOT NULL,
+            expires_at REAL NOT NULL
+        )""")
+
+
 # MIGRATIONS[n] takes a file from version n to n + 1.
 MIGRATIONS: tuple[Callable[[sqlite3.Connection], None], ...] = (
     _v1_initial,
     _v2_one_row_per_story,
+    _v3_used_ack_tokens,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 

@@ -10,21 +10,24 @@ the batch's drying periods (trays out, plate dry, air dry enough), each
 weighted by its mean vapour-pressure deficit (kPa·h). Nights, rain and humid
 mornings add nothing to ``tau``, so they need no special case.
 
-``ln(X - Xe)`` is then a straight line in ``tau``: its slope ``-k`` is fitted
-by weighted least squares over the readings, starting from a prior on ``k``
-(Puello-Mendez et al. 2017: 58 % -> 7 % in 6 days open air, k = 0.76/day),
-so one reading already gives a (wide) estimate and each further reading
-narrows it. Each reading's weight comes from the meter's noise seen through
-the logarithm: near the target a 0.3-point error in ``w`` is a large error in
-``ln(X - Xe)``, so the late readings count less for the slope.
+``ln(X - Xe)`` is then a straight line in ``tau``, of slope ``-k``. ``k`` is
+learnt by Bayes' rule: the prior is lognormal around the published open-air
+speed (Puello-Mendez et al. 2017: 58 % -> 7 % in 6 days, k = 0.76/day, over
+the yard's typical day) with the spread of the published durations; the
+likelihood is the readings' through the meter's noise, each segment's level
+free. One reading already gives a (wide) estimate and each further reading
+narrows it. Each reading's weight is the meter's noise seen through the
+logarithm at the fitted curve: near the target a 0.3-point error in ``w`` is a
+large error in ``ln(X - Xe)``, so the late readings count less for the slope.
 
 Into the future the batch receives the yard's usual open-tray window
-(``DryingSchedule``, local time) times the drying power per open hour this
-batch has had so far, times a random weather factor for each day. The range
-(P20, P50, P80) comes from drawing, many times, the fitted curve from its
-uncertainty and each future day's weather, and reading the quantiles of the
-instants at which the curve crosses the target. The draws use a fixed seed:
-the same input gives the same estimate.
+(``DryingSchedule``, local time), hour by hour as its past days dried, at the
+level of its past days (in logs, pulled towards the typical day), times a
+random weather factor for each day; the rest of today at today's factor as
+its drying so far shows it. The range (P20, P50, P80) comes from drawing,
+many times, the curve from its posterior and the weather ahead, and reading
+the quantiles of the instants at which the curve crosses the target. The
+draws use a fixed seed: the same input gives the same estimate.
 """
 
 from __future__ import annotations
@@ -32,8 +35,9 @@ from __future__ import annotations
 import bisect
 import math
 import random
+import statistics
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import date, datetime, timedelta
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -60,16 +64,24 @@ EQUILIBRIUM_X = 0.0614
 TYPICAL_DAY_KPA_H = 15.0
 TYPICAL_VPD_KPA = 1.5
 
-# The prior on k, per kPa·h of VPD-weighted drying time: 0.76/day (Puello-Mendez
-# et al. 2017, open air) over a typical day. Wide (60 %): the published durations on
-# open sun run from 2 to 10 days (Dzelagha et al. 2020).
-PRIOR_K_PER_KPA_H = 0.76 / TYPICAL_DAY_KPA_H
-PRIOR_K_SD = 0.6 * PRIOR_K_PER_KPA_H
+# The prior on k, per kPa·h of VPD-weighted drying time: lognormal, its median
+# 0.76/day (Puello-Mendez et al. 2017, open air, 58 % -> 7 % in 6 days) over the yard's
+# typical day (``typical_day_kpa_h``: the published days were typical days), its
+# spread that of the published sun-drying durations (Dzelagha et al. 2020, Table 1: 2
+# to 10 days; their median is 6 days too): the standard deviation of their logarithms,
+# 0.48. A 2-day batch (k three times the published) is then 2.3 standard deviations
+# out, unlikely but believable; a normal prior on k (0.76 ± 0.46 per day) put it 2.8
+# out, and gave weight to k below zero.
+PUBLISHED_DRYING_DAYS = (6.0, 7.0, 8.0, 10.0, 2.0, 5.0, 5.0, 7.0, 9.0)
+PRIOR_K_PER_DAY = 0.76
+PRIOR_K_PER_KPA_H = PRIOR_K_PER_DAY / TYPICAL_DAY_KPA_H  # on the built-in typical day
+PRIOR_LN_K_SD = statistics.stdev(math.log(d) for d in PUBLISHED_DRYING_DAYS)
 
-# Drying power per open-tray hour ahead: the yard's typical day's, pulled towards this
-# batch's own so far, its open-tray hours against this many of the typical day's. A few
-# days of one batch say little about the weather of the next ones (one day's factor
-# varies by ±35 %), so the typical day keeps an equal say for the first three days.
+# The yard's level ahead (its days against the typical day, in logs) starts from the
+# typical day and moves towards this batch's own days, each of which counts against this
+# many open hours of the typical day's: a few days of one batch say little about the
+# next ones (one day's factor varies by ±35 %), so the typical day keeps an equal say for
+# the first three days. The same weight pulls each hour of the day's profile.
 TYPICAL_DAY_WEIGHT_OPEN_HOURS = 33.0
 
 # The noise of a moisture meter (standard deviation, percentage points: a reading
@@ -82,13 +94,22 @@ MODEL_SD_LN = 0.05
 # trays out), not the meter's noise: the curve starts again from it, with the same k.
 REWETTING_RISE_PCT = 1.0
 
-# Day-to-day weather: each future day's drying power is the expected one times a
-# lognormal factor: sigma 0.35 as in the reference simulation (docs/batches.md), a
-# little more for the showers and humid mornings that also vary from day to day.
-WEATHER_SIGMA = 0.40
-# How far the yard's drying power per open hour over the coming days may sit from the
-# expected one as a whole (a duller or brighter spell than typical), lognormal sigma.
-EFFICIENCY_SIGMA = 0.10
+# Day-to-day weather: each future day's drying power is the yard's median day's times a
+# lognormal factor of sigma 0.35 (median 1), the day's weather factor of the reference
+# simulation (docs/batches.md). The drying hours are VPD-weighted, so this is the
+# spread of a day's VPD-weighted drying: in the bench's harsher yard, showers and humid
+# mornings included, it is 0.37.
+WEATHER_SIGMA = 0.35
+
+# Today's weather shows in today's drying so far: a bright morning is a bright day. Its
+# hours so far count against this many open hours of the day-to-day prior, before the
+# batch's own days say better: the first two open hours of a morning (dew on the beans,
+# air still near the drying limit in an Amazon yard) say half of what the day will be,
+# six hours three quarters.
+TODAY_PRIOR_OPEN_HOURS = 2.0
+# ... a prior worth this many past days: the batch's own days show how well its
+# mornings foretell its afternoons (``_today_noise``).
+TODAY_NOISE_PRIOR_DAYS = 1.0
 
 # 400 draws put P20 and P80 within about 2 % of their probability; a fixed seed makes
 # the estimate a function of its input (the same readings, the same answer).
@@ -151,14 +172,13 @@ def estimate(
         periods = [DryingPeriod(a, b, typical_day_kpa_h / windows.hours_per_day)
                    for a, b in windows.between(ordered[0].ts, now)]
     clock = _DryingClock(periods, now)
-    fit = _fit(ordered, clock)
+    fit = _fit(ordered, clock, PRIOR_K_PER_DAY / typical_day_kpa_h)
     first_ts = min(ordered[0].ts, clock.first_start if clock.first_start is not None else now)
-    efficiency = _efficiency(clock.total, windows.open_hours(first_ts, now),
-                             typical_day_kpa_h / windows.hours_per_day)
     target_y = math.log(target_x - EQUILIBRIUM_X)
-
-    future = list(windows.between(now, now + HORIZON_DAYS * 86400.0))
-    instants = _crossings(fit, clock, future, efficiency, target_y)
+    typical_rate = typical_day_kpa_h / windows.hours_per_day
+    outlook = _outlook(clock, windows, first_ts, now, typical_rate)
+    efficiency = typical_rate * outlook.expected_factor
+    instants = _crossings(fit, clock, outlook, target_y)
     p20, p50, p80 = (_quantile(instants, q) for q in (0.2, 0.5, 0.8))
     details = {
         "readings": float(len(ordered)),
@@ -169,6 +189,8 @@ def estimate(
         "drying_h": clock.hours,
         "drying_kpa_h": clock.total,
         "kpa_h_per_open_h": efficiency,
+        "today_factor": math.exp(outlook.today_mu + outlook.today_sigma**2 / 2),
+        "level_ln": outlook.level,
         "equilibrium_pct": _wet_basis(EQUILIBRIUM_X),
         "not_dry_within_horizon": sum(math.isinf(t) for t in instants) / len(instants),
         "periods_assumed": float(assumed),
@@ -275,10 +297,145 @@ class _DryingClock:
         return self._starts[i] + min(max(offset, 0.0), self._ends[i] - self._starts[i])
 
 
-def _efficiency(drying_kpa_h: float, open_hours: float, typical: float) -> float:
-    """kPa·h of drying per open-tray hour: the batch's own, pulled towards the typical."""
-    return ((drying_kpa_h + typical * TYPICAL_DAY_WEIGHT_OPEN_HOURS)
-            / (open_hours + TYPICAL_DAY_WEIGHT_OPEN_HOURS))
+# A day's window, for the days ahead: (start, end, kPa·h per hour on a median day) spans.
+_Day = tuple[tuple[float, float, float], ...]
+
+
+@dataclass(frozen=True, slots=True)
+class _Outlook:
+    """The drying ahead, in a lognormal model of the days' weather.
+
+    Each coming window is split into its hours, each with the typical drying power
+    shaped by the hour of the day (``days``; today's rest is ``today``, None when
+    ``now`` is outside the windows). A coming day's drying is that times
+    ``exp(level + day)``: ``level``, the log of this yard's days against the typical
+    day, is known to ``level_sd``; ``day`` is the day's own weather, N(0, s²) (s:
+    ``WEATHER_SIGMA``). Today's rest: ``exp(today_mu + N(0, today_sigma²))``.
+    """
+
+    days: tuple[_Day, ...]
+    level: float
+    level_sd: float
+    today: _Day | None = None
+    today_mu: float = 0.0
+    today_sigma: float = WEATHER_SIGMA
+
+    @property
+    def expected_factor(self) -> float:
+        """A coming day's mean drying against the typical day's."""
+        return math.exp(self.level + (self.level_sd**2 + WEATHER_SIGMA**2) / 2)
+
+
+def _outlook(clock: _DryingClock, windows: _Windows, first_ts: float, now: float,
+             typical_rate: float) -> _Outlook:
+    """The outlook from the batch's drying so far (``typical_rate``: kPa·h per open hour
+    of the typical day, its mean day).
+
+    **The level.** In logs, each past day's drying per open hour against the typical
+    rate, ``l_d``, is the yard's level plus the day's weather. The level's prior is the
+    typical day's median, -s²/2, worth ``TYPICAL_DAY_WEIGHT_OPEN_HOURS`` (so many days);
+    each past day counts as its share of a window. Averaging logs, not kPa·h, is what
+    keeps P50 from leaning late: the mean of a few skewed days is more often below the
+    yard's mean than above it, and the days ahead are drawn from that mean.
+
+    **The hours of the day.** Each hour of the window dries, per hour, its share of the
+    day: the batch's past days at that hour, pulled towards a flat day by the same
+    weight.
+
+    **Today.** Today's drying so far against the same hours of the past days (their
+    geometric mean: like for like, a humid first hour every morning expects nothing)
+    shows today's factor: in logs, the prior N(level, s²) moves the share
+    w = e / (e + TODAY_PRIOR_OPEN_HOURS) of the way to it, e being the open hours of
+    usual drying seen today; the variance is (1 - w) s². On the batch's first day there
+    are no past hours to compare with, and today is drawn as any day.
+    """
+    today_start = windows.window_start(now)
+    hours = math.ceil(windows.hours_per_day - 1e-9)
+    bin_h = [min(i + 1.0, windows.hours_per_day) - i for i in range(hours)]
+    received = [0.0] * hours
+    seen_h = [0.0] * hours
+    elapsed_today = now - today_start  # the same span of each past window
+    day_logs: list[tuple[float, float]] = []  # (share of a window, ln of drying / typical)
+    same_hours: list[float] = []  # each full past day's drying over today's hours so far
+    rest_of_day: list[float] = []  # ... and over the rest of its window
+    for start, end in windows.between(first_ts, min(now, today_start)):
+        base = windows.window_start(start)
+        for i in range(hours):
+            a, b = max(base + i * 3600.0, start), min(base + (i + 1) * 3600.0, end)
+            if b > a:
+                received[i] += clock.at(b) - clock.at(a)
+                seen_h[i] += (b - a) / 3600.0
+        open_h = (end - start) / 3600.0
+        drying = clock.at(end) - clock.at(start)
+        day_logs.append((open_h / windows.hours_per_day,
+                         math.log(max(drying / (typical_rate * open_h), 0.1))))
+        if start == base:  # a whole window: comparable with today's morning
+            same_hours.append(clock.at(min(base + elapsed_today, end)) - clock.at(base))
+            rest_of_day.append(drying - same_hours[-1])
+    prior_days = TYPICAL_DAY_WEIGHT_OPEN_HOURS / windows.hours_per_day
+    days_seen = sum(share for share, _ in day_logs)
+    level = ((prior_days * -WEATHER_SIGMA**2 / 2 + sum(share * log for share, log in day_logs))
+             / (prior_days + days_seen))
+    level_sd = WEATHER_SIGMA / math.sqrt(prior_days + days_seen)
+    past_level = (sum(share * log for share, log in day_logs) / days_seen
+                  if days_seen else level)
+    rates = [(received[i] + typical_rate * prior_days) / (seen_h[i] + prior_days)
+             for i in range(hours)]
+    mean_rate = sum(r * h for r, h in zip(rates, bin_h, strict=True)) / sum(bin_h)
+    shape = [typical_rate * r / mean_rate for r in rates]  # a typical day, by the hour
+
+    def split(start: float, end: float) -> _Day:
+        base = windows.window_start(start)
+        spans = []
+        for i, rate in enumerate(shape):
+            a, b = max(base + i * 3600.0, start), min(base + (i + 1) * 3600.0, end)
+            if b > a:
+                spans.append((a, b, rate))
+        return tuple(spans)
+
+    ahead = list(windows.between(now, now + HORIZON_DAYS * 86400.0))
+    inside = bool(ahead) and ahead[0][0] == now > today_start  # today's window, begun
+    outlook = _Outlook(tuple(split(a, b) for a, b in ahead[1 if inside else 0:]),
+                       level, level_sd)
+    if not inside:
+        return outlook  # outside the windows: today's drying is over or not begun
+    outlook = replace(outlook, today=split(*ahead[0]), today_mu=level)
+    today_so_far = clock.total - clock.at(today_start)
+    if first_ts > today_start or not same_hours or min(same_hours) <= 0 or today_so_far <= 0:
+        return outlook  # the first day, no comparable morning, or nothing dried yet today
+    usual = math.exp(sum(math.log(d) for d in same_hours) / len(same_hours))
+    rate = typical_rate * math.exp(past_level)
+    seen = usual / rate  # open hours of usual drying
+    share = seen / (seen + _today_noise(same_hours, rest_of_day, seen, rate))
+    observed = past_level + math.log(today_so_far / usual)
+    return replace(outlook, today_mu=level + share * (observed - level),
+                   today_sigma=WEATHER_SIGMA * math.sqrt(1.0 - share))
+
+
+def _today_noise(mornings: Sequence[float], rests: Sequence[float], seen: float,
+                 rate: float) -> float:
+    """How far a morning's drying strays from its day's weather, in open hours of prior.
+
+    Each open hour's drying is the day's factor times the hour's own noise (variance c
+    per open hour of usual drying), so on a past day ln(morning) - ln(rest) has variance
+    c (1/e + 1/r), the day's factor cancelling. Its spread over the batch's past days
+    (those with drying in both parts) updates the prior c = TODAY_PRIOR_OPEN_HOURS s²,
+    worth ``TODAY_NOISE_PRIOR_DAYS`` days (a scaled inverse chi-squared). The answer,
+    c / s², is what today's ``e`` hours are weighed against: a yard whose mornings have
+    foretold its afternoons (the reference's) soon trusts today's; one with humid
+    mornings and afternoon showers keeps to the prior or below it.
+    """
+    pairs = [(m, r) for m, r in zip(mornings, rests, strict=True) if m > 0 and r > 0]
+    if len(pairs) < 2:
+        return TODAY_PRIOR_OPEN_HOURS
+    rest_h = sum(r for _, r in pairs) / len(pairs) / rate
+    gaps = [math.log(m) - math.log(r) for m, r in pairs]
+    mean = sum(gaps) / len(gaps)
+    per_hour = sum((g - mean) ** 2 for g in gaps) / (1.0 / seen + 1.0 / rest_h)
+    prior = TODAY_PRIOR_OPEN_HOURS * WEATHER_SIGMA**2
+    noise = ((TODAY_NOISE_PRIOR_DAYS * prior + per_hour)
+             / (TODAY_NOISE_PRIOR_DAYS + len(pairs) - 1))
+    return noise / WEATHER_SIGMA**2
 
 
 # ------------------------------------------------------------------ the fit
@@ -286,7 +443,12 @@ def _efficiency(drying_kpa_h: float, open_hours: float, typical: float) -> float
 
 @dataclass(frozen=True, slots=True)
 class _Fit:
-    """ln(X - Xe) = level - k (tau - level_tau) on the last segment; both Gaussian."""
+    """ln(X - Xe) = level - k (tau - level_tau) on the last segment.
+
+    ``k``: the posterior's median and standard deviation, and the posterior itself as
+    a grid of ln k with its cumulative probabilities (to draw from); the level is
+    Gaussian and, at ``level_tau``, independent of k.
+    """
 
     k: float
     k_sd: float
@@ -294,14 +456,36 @@ class _Fit:
     level_sd: float
     level_tau: float  # ... and of their drying time
     segments: int
+    ln_k_grid: tuple[float, ...]
+    cumulative: tuple[float, ...]
+
+    def draw_k(self, rng: random.Random) -> float:
+        """A k drawn from the posterior (inverse of its cumulative, linear in a cell)."""
+        u = rng.random()
+        i = min(max(bisect.bisect_left(self.cumulative, u), 1), len(self.cumulative) - 1)
+        low, high = self.cumulative[i - 1], self.cumulative[i]
+        share = (u - low) / (high - low) if high > low else 0.5
+        return math.exp(self.ln_k_grid[i - 1]
+                        + share * (self.ln_k_grid[i] - self.ln_k_grid[i - 1]))
 
 
-def _fit(ordered: Sequence[MoistureReading], clock: _DryingClock) -> _Fit:
-    """Weighted least squares with one slope and one level per segment, plus the prior.
+# Points of the grid on which the posterior of ln k is computed (twice: over the
+# prior's range, then over where the posterior is).
+GRID_POINTS = 400
+
+
+def _fit(ordered: Sequence[MoistureReading], clock: _DryingClock, prior_k: float) -> _Fit:
+    """The Bayesian update of k: the published speed as the prior, the readings through
+    the meter's noise as the likelihood, one free level per segment.
 
     A segment is a run of readings without rewetting between them: a rise above
     the meter's noise starts a new one, so a rewetted batch keeps the k its earlier
     readings showed and restarts its curve from the new moisture.
+
+    Each reading's weight is the meter's noise seen through the logarithm at the
+    moisture the fitted curve gives it there: taken from the reading itself, a reading
+    that happens to be low would weigh less than one that happens to be high (the
+    logarithm is steep near the equilibrium), and the curve would lean late.
     """
     segments: list[list[tuple[float, float, float]]] = []  # (tau, ln(X - Xe), weight)
     previous = None
@@ -313,12 +497,37 @@ def _fit(ordered: Sequence[MoistureReading], clock: _DryingClock) -> _Fit:
             continue  # below the model's floor (5.8 %): no log; a later rise still counts
         if rewetted or not segments:
             segments.append([])
-        w = reading.moisture_pct / 100.0
-        # d ln(X - Xe)/dw = 1 / ((1 - w)^2 (X - Xe)): the meter's noise seen in the log.
-        slope = 1.0 / ((1.0 - w) ** 2 * (x - EQUILIBRIUM_X))
-        variance = (METER_SD_PCT / 100.0 * slope) ** 2 + MODEL_SD_LN**2
-        segments[-1].append((clock.at(reading.ts), math.log(x - EQUILIBRIUM_X), 1.0 / variance))
+        y = math.log(x - EQUILIBRIUM_X)
+        segments[-1].append((clock.at(reading.ts), y, _weight(y)))
+    fit = _posterior(segments, prior_k)
+    # Once more with each weight at the fitted curve's moisture (the fitted level of
+    # each segment and the posterior's median k).
+    reweighted = []
+    for seg in segments:
+        weight = sum(w for _, _, w in seg)
+        tau_mean = sum(t * w for t, _, w in seg) / weight
+        y_mean = sum(y * w for _, y, w in seg) / weight
+        reweighted.append([(t, y, _weight(y_mean - fit.k * (t - tau_mean)))
+                           for t, y, _ in seg])
+    return _posterior(reweighted, prior_k)
 
+
+def _weight(y: float) -> float:
+    """1 / the variance of ln(X - Xe) at y: the meter's noise and the model's misfit."""
+    x = math.exp(y) + EQUILIBRIUM_X
+    w = x / (1.0 + x)
+    # d ln(X - Xe)/dw = 1 / ((1 - w)^2 (X - Xe)): the meter's noise seen in the log.
+    slope = 1.0 / ((1.0 - w) ** 2 * (x - EQUILIBRIUM_X))
+    return 1.0 / ((METER_SD_PCT / 100.0 * slope) ** 2 + MODEL_SD_LN**2)
+
+
+def _posterior(segments: Sequence[Sequence[tuple[float, float, float]]],
+               prior_k: float) -> _Fit:
+    """The posterior of k on a grid of ln k; each segment's level integrated out.
+
+    With the level free, the readings' log-likelihood is -(Sxx k² + 2 Sxy k) / 2 (the
+    weighted sums about each segment's means); the prior adds the lognormal's.
+    """
     sxx = sxy = 0.0
     for seg in segments:
         weight = sum(w for _, _, w in seg)
@@ -326,62 +535,92 @@ def _fit(ordered: Sequence[MoistureReading], clock: _DryingClock) -> _Fit:
         y_mean = sum(y * w for _, y, w in seg) / weight
         sxx += sum(w * (t - tau_mean) ** 2 for t, _, w in seg)
         sxy += sum(w * (t - tau_mean) * (y - y_mean) for t, y, w in seg)
-    prior_precision = 1.0 / PRIOR_K_SD**2
-    k = (prior_precision * PRIOR_K_PER_KPA_H - sxy) / (sxx + prior_precision)
+    prior_ln_k = math.log(prior_k)
+
+    def log_posterior(ln_k: float) -> float:
+        k = math.exp(ln_k)
+        return -0.5 * ((ln_k - prior_ln_k) / PRIOR_LN_K_SD) ** 2 - 0.5 * (sxx * k * k
+                                                                            + 2 * sxy * k)
+
+    low, high = prior_ln_k - 6 * PRIOR_LN_K_SD, prior_ln_k + 6 * PRIOR_LN_K_SD
+    for _ in range(2):  # the prior's range, then where the posterior's mass is
+        step = (high - low) / (GRID_POINTS - 1)
+        grid = [low + i * step for i in range(GRID_POINTS)]
+        logs = [log_posterior(u) for u in grid]
+        top = max(logs)
+        mass = [i for i, v in enumerate(logs) if v > top - 30.0]  # e^-30: nothing
+        low, high = grid[max(mass[0] - 1, 0)], grid[min(mass[-1] + 1, GRID_POINTS - 1)]
+    density = [math.exp(v - top) for v in logs]
+    cumulative = [0.0]
+    for i in range(1, GRID_POINTS):
+        cumulative.append(cumulative[-1] + (density[i - 1] + density[i]) / 2.0)
+    cumulative = [c / cumulative[-1] for c in cumulative]
+    median_at = bisect.bisect_left(cumulative, 0.5)
+    share = ((0.5 - cumulative[median_at - 1])
+             / (cumulative[median_at] - cumulative[median_at - 1]))
+    k_median = math.exp(grid[median_at - 1] + share * step)
+    ks = [math.exp(u) for u in grid]
+    total = sum(density)
+    mean = sum(k * d for k, d in zip(ks, density, strict=True)) / total
+    sd = math.sqrt(max(sum((k - mean) ** 2 * d for k, d in zip(ks, density, strict=True))
+                       / total, 0.0))
     last_weight = sum(w for _, _, w in segments[-1])
     return _Fit(
-        k=k,
-        k_sd=math.sqrt(1.0 / (sxx + prior_precision)),
+        k=k_median,
+        k_sd=sd,
         level=sum(y * w for _, y, w in segments[-1]) / last_weight,
         level_sd=math.sqrt(1.0 / last_weight),
         level_tau=sum(t * w for t, _, w in segments[-1]) / last_weight,
         segments=len(segments),
+        ln_k_grid=tuple(grid),
+        cumulative=tuple(cumulative),
     )
 
 
 # ------------------------------------------------------------------ the future
 
 
-def _crossings(fit: _Fit, clock: _DryingClock, future: Sequence[tuple[float, float]],
-               efficiency: float, target_y: float) -> list[float]:
+def _crossings(fit: _Fit, clock: _DryingClock, outlook: _Outlook,
+               target_y: float) -> list[float]:
     """Where ``DRAWS`` curves drawn from the fit cross the target, sorted (inf: never).
 
     Each draw takes a curve from the fit's uncertainty, a spell (the coming days'
-    drying power as a whole) and each coming day's weather.
+    drying power as a whole), today's factor and each coming day's weather.
     """
     rng = random.Random(SEED)
     instants: list[float] = []
     for _ in range(DRAWS):
-        k = rng.gauss(fit.k, fit.k_sd)
+        k = fit.draw_k(rng)
         level = rng.gauss(fit.level, fit.level_sd)
-        if k <= 0:  # this curve does not dry: it never reaches the target
-            instants.append(math.inf)
-            continue
         crossing_tau = fit.level_tau + (level - target_y) / k
         if crossing_tau <= clock.total:  # crossed already, without a reading to show it
             instants.append(clock.instant(crossing_tau))
             continue
-        spell = efficiency * rng.lognormvariate(-EFFICIENCY_SIGMA**2 / 2, EFFICIENCY_SIGMA)
-        instants.append(_walk(future, (crossing_tau - clock.total) / spell, rng))
+        instants.append(_walk(crossing_tau - clock.total, outlook, rng))
     instants.sort()
     return instants
 
 
-def _walk(future: Sequence[tuple[float, float]], open_hours_needed: float,
-          rng: random.Random) -> float:
-    """Where ``open_hours_needed`` (at the batch's mean drying power) runs out.
+def _walk(needed_kpa_h: float, outlook: _Outlook, rng: random.Random) -> float:
+    """Where ``needed_kpa_h`` of drying runs out, in one draw of the weather ahead.
 
-    Each local day's window gets its own weather factor (lognormal, mean 1): a dull
-    day gives fewer effective hours, a bright one more.
+    The yard's level is drawn once (it holds for all the days ahead), each local day's
+    weather on its own: a dull day dries less, a bright one more. Today's rest gets
+    today's factor as its drying so far shows it.
     """
-    mu = -WEATHER_SIGMA**2 / 2.0
-    needed = open_hours_needed
-    for start, end in future:
-        factor = rng.lognormvariate(mu, WEATHER_SIGMA)
-        hours = (end - start) / 3600.0 * factor
-        if hours >= needed:
-            return start + needed / factor * 3600.0
-        needed -= hours
+    level = rng.gauss(outlook.level, outlook.level_sd)
+    needed = needed_kpa_h
+    days = outlook.days if outlook.today is None else (outlook.today, *outlook.days)
+    for day in days:
+        if day is outlook.today:
+            factor = math.exp(rng.gauss(outlook.today_mu, outlook.today_sigma))
+        else:
+            factor = math.exp(level + rng.gauss(0.0, WEATHER_SIGMA))
+        for start, end, rate in day:
+            gain = rate * factor * (end - start) / 3600.0
+            if gain >= needed:
+                return start + needed / (rate * factor) * 3600.0
+            needed -= gain
     return math.inf
 
 
@@ -421,6 +660,10 @@ class _Windows:
         start = (midnight + timedelta(minutes=self._start)).timestamp()
         end = (midnight + timedelta(minutes=self._end)).timestamp()
         return start, end
+
+    def window_start(self, ts: float) -> float:
+        """The start of the window of ``ts``'s local day."""
+        return self._window(datetime.fromtimestamp(ts, self._zone).date())[0]
 
     def between(self, start: float, end: float) -> Iterator[tuple[float, float]]:
         """The windows' parts inside ``[start, end)``, in order."""

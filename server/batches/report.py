@@ -32,7 +32,6 @@ import heapq
 import math
 import os
 import tempfile
-import textwrap
 import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
@@ -434,9 +433,8 @@ def render(batch: Batch, series: BatchSeries, metrics: BatchMetrics,
     # rc_context sets matplotlib's process-wide settings: one page at a time, or a
     # page drawn on an API thread could pick up another's restored defaults.
     with _ONE_PAGE_AT_A_TIME, matplotlib.rc_context(PAGE_STYLE):
-        page = _Page(batch, series, metrics, readings, estimate, words=words,
-                     language=language, zone=zone)
-        figure = page.draw()
+        figure = _Page(batch, series, metrics, readings, estimate, words=words,
+                       language=language, zone=zone).draw()
         written = []
         title = f"{words['title']}: {batch.id}"
         if pdf_path is not None:
@@ -447,6 +445,22 @@ def render(batch: Batch, series: BatchSeries, metrics: BatchMetrics,
             written.append(_write_atomically(Path(png_path), lambda tmp: figure.savefig(
                 tmp, format="png", dpi=PNG_DPI), field="png_path"))
     return tuple(written)
+
+
+def page(batch: Batch, series: BatchSeries, metrics: BatchMetrics,
+         readings: Sequence[MoistureReading], estimate: Estimate, *, language: str,
+         timezone: str) -> Figure:
+    """The report's page as the matplotlib figure ``render`` saves, drawn: where each
+    text and line landed can be read from it (``get_window_extent``, axis limits)."""
+    words = texts(language)
+    zone = zone_of(timezone)
+    import matplotlib
+
+    with _ONE_PAGE_AT_A_TIME, matplotlib.rc_context(PAGE_STYLE):
+        figure = _Page(batch, series, metrics, readings, estimate, words=words,
+                       language=language, zone=zone).draw()
+        figure.canvas.draw()
+    return figure
 
 
 _ONE_PAGE_AT_A_TIME = threading.Lock()
@@ -477,10 +491,14 @@ class _Page:
         self.weekdays = WEEKDAYS[language]
         self.start = min(series.start, batch.started_at)
         self.end = max(series.end, self.start + 3600.0)
-        # The time axis runs on to the estimate's P80 if it is near (a few days).
+        # The time axis runs on to the estimate's P80 if it is near (a few days), and
+        # always past its P50 (the time the page names): a batch a few minutes old has
+        # a prior-only estimate days away, and its P50 line must be on the page.
         self.axis_end = self.end
         if estimate.p80_ts is not None and estimate.p80_ts > self.end:
             self.axis_end = min(estimate.p80_ts + 6 * 3600.0, self.end + 4 * 86400.0)
+        if estimate.p50_ts is not None:
+            self.axis_end = max(self.axis_end, estimate.p50_ts + 6 * 3600.0)
         # Events shorter than this are drawn this wide, so a two-minute shower shows.
         self.min_width_s = 1.5 * (self.axis_end - self.start) / PLOT_COLUMNS
 
@@ -577,17 +595,14 @@ class _Page:
                                                timezone=self.zone.key),
                 fontsize=8, color="0.25", va="top", transform=ax.transAxes)
 
-        def short(text: str) -> str:  # what fits in a column of the head
-            return textwrap.shorten(text, 24, placeholder=" …") or w["none"]
-
         def kg(value: float | None) -> str:
             return w["none"] if value is None else f"{value:.1f} kg"
 
         final = (w["none"] if b.final_moisture_pct is None
                  else f"{b.final_moisture_pct:.1f} %")
         columns = (
-            ((w["batch"], short(b.id)), (w["lot"], short(b.lot)),
-             (w["member"], short(b.member)), (w["yard"], short(b.yard))),
+            ((w["batch"], b.id), (w["lot"], b.lot or w["none"]),
+             (w["member"], b.member or w["none"]), (w["yard"], b.yard)),
             ((w["fermentation_end"], b.fermentation_end or w["none"]),
              (w["started"], self.when_long(b.started_at)),
              (w["ended"], w["in_progress"] if b.ended_at is None else
@@ -596,25 +611,47 @@ class _Page:
              (w["final_moisture"], final)),
         )
         row_y = [0.64 - line * 0.135 for line in range(5)]
-        for column, (left, label_width) in enumerate(((0.0, 0.185), (0.41, 0.175),
-                                                      (0.785, 0.13))):
+        # Each column's values end a little before the next column's labels begin.
+        places = ((0.0, 0.185, 0.406), (0.41, 0.175, 0.781), (0.785, 0.13, 1.0))
+        for column, (left, label_width, right) in enumerate(places):
             for line, (label, value) in enumerate(columns[column]):
-                self.field(ax, left, label_width, row_y[line], label, value)
+                self.field(ax, left, label_width, right, row_y[line], label, value)
         trays = ", ".join(str(t) for t in b.trays) or w["none"]
-        if len(trays) > 40:  # all of them are named in the tray panel
-            trays = f"({len(b.trays)}) " + textwrap.shorten(trays, 36, placeholder=" …")
-        self.field(ax, 0.41, 0.175, row_y[3], w["trays"], trays)
+        if len(b.trays) > 1:  # all of them are named in the tray panel
+            trays = f"({len(b.trays)}) {trays}"
+        self.field(ax, *places[1], row_y[3], w["trays"], trays)
         if b.notes:
-            self.field(ax, 0.0, 0.185, row_y[4], w["notes"],
-                       textwrap.shorten(b.notes, 110, placeholder=" …"), bold=False)
+            self.field(ax, 0.0, 0.185, 1.0, row_y[4], w["notes"], " ".join(b.notes.split()),
+                       bold=False)
 
     @staticmethod
-    def field(ax: Axes, left: float, label_width: float, y: float, label: str, value: str,
-              *, bold: bool = True) -> None:
+    def field(ax: Axes, left: float, label_width: float, right: float, y: float, label: str,
+              value: str, *, bold: bool = True) -> None:
+        """A label and its value, the value cut with "…" where it would pass ``right``
+        (axes fraction): measured in the drawn font, as ids have no spaces to break at
+        and bold capitals are wider than a count of characters allows for."""
         ax.text(left, y, f"{label}:", fontsize=8.5, color="0.3", va="top",
                 transform=ax.transAxes)
-        ax.text(left + label_width, y, value, fontsize=8.5, va="top",
-                fontweight="bold" if bold else "normal", transform=ax.transAxes)
+        text = ax.text(left + label_width, y, value, fontsize=8.5, va="top",
+                       fontweight="bold" if bold else "normal", transform=ax.transAxes)
+        renderer = ax.figure.canvas.get_renderer()
+        limit = ax.transAxes.transform((right, y))[0]
+
+        def fits(kept: int) -> bool:
+            text.set_text(value if kept == len(value)
+                          else value[:kept].rstrip(" -_.,/") + "…")
+            return text.get_window_extent(renderer).x1 <= limit
+
+        if fits(len(value)):
+            return
+        low, high = 1, len(value) - 1  # the longest cut that fits: a few measurements
+        while low < high:
+            middle = (low + high + 1) // 2
+            if fits(middle):
+                low = middle
+            else:
+                high = middle - 1
+        fits(low)
 
     def draw_climate(self, humidity: Axes, temperature: Axes) -> None:
         # One pass over the samples (numpy turns None into NaN for a float array).

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
+import time
 import urllib.request
 from pathlib import Path
 
@@ -68,7 +69,7 @@ def test_a_warning_and_its_rain_become_one_row(tmp_path: Path) -> None:
     version_1_file(path)
     store = AlertStore(path)
     try:
-        assert store.schema_version == SCHEMA_VERSION == 2
+        assert store.schema_version == SCHEMA_VERSION == 3
         rain, offline = store.history()
         assert (rain.id, rain.kind, rain.cause, rain.raised_at, rain.resolved_at) == (
             2, "rain", "rain_now", at("13:08"), at("15:10"))
@@ -123,8 +124,13 @@ def test_the_api_history_shows_one_story(tmp_path: Path) -> None:
     service = AlertService(load_server_settings(config, env={}), notifiers=(), poller=None)
     api = ApiServer(service, host="127.0.0.1", port=0).start()
     try:
-        url = f"http://127.0.0.1:{api.port}/api/alerts/history?yard=norte"
-        with urllib.request.urlopen(url, timeout=5) as response:
+        api.accounts.add("tito", "technician", "technician password")
+        session = api.accounts.login("tito", "technician password", time.time())
+        assert session is not None
+        request = urllib.request.Request(
+            f"http://127.0.0.1:{api.port}/api/alerts/history?yard=norte",
+            headers={"Authorization": f"Bearer {session.token}"})
+        with urllib.request.urlopen(request, timeout=5) as response:
             history = json.loads(response.read())
     finally:
         api.stop()
@@ -136,6 +142,21 @@ def test_the_api_history_shows_one_story(tmp_path: Path) -> None:
         ("humidity_surge", "warning"), ("rain_now", "critical")]
     assert [(n["event"], n["kind"]) for n in rain["notifications"]] == [
         ("raise", "humidity_surge"), ("upgrade", "rain_now"), ("all_clear", "all_clear")]
+
+
+def test_an_old_file_gets_the_used_links_table(tmp_path: Path) -> None:
+    """Version 3: a file from before single-use links can record a used one at once."""
+    path = tmp_path / "alerts.sqlite3"
+    version_1_file(path)
+    store = AlertStore(path)
+    try:
+        assert store.claim_ack_token("mac-1", 2, at("16:00"), at("15:00")) is True
+        assert store.claim_ack_token("mac-1", 2, at("16:00"), at("15:01")) is False
+        # Expired ones are forgotten (their signature check refuses them anyway).
+        assert store.claim_ack_token("mac-2", 2, at("16:30"), at("16:01")) is True
+        assert store.claim_ack_token("mac-1", 2, at("17:00"), at("16:02")) is True
+    finally:
+        store.close()
 
 
 def test_a_fresh_store_is_at_the_latest_version(tmp_path: Path) -> None:
@@ -152,5 +173,5 @@ def test_a_store_from_a_newer_secadero_is_refused(tmp_path: Path) -> None:
     db = sqlite3.connect(path)
     db.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
     db.close()
-    with pytest.raises(NewerSchema, match="schema version 3 is newer than this secadero's 2"):
+    with pytest.raises(NewerSchema, match="schema version 4 is newer than this secadero's 3"):
         AlertStore(path)

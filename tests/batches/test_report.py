@@ -235,6 +235,80 @@ def test_a_failed_write_leaves_no_file(tmp_path: Path) -> None:
     assert list(tmp_path.iterdir()) == []
 
 
+def _overlapping(texts: list) -> list[tuple[str, str]]:
+    """The pairs of drawn texts whose boxes on the page overlap."""
+    boxes = [(t.get_text(), t.get_window_extent()) for t in texts if t.get_text()]
+    return [(a, b) for i, (a, box_a) in enumerate(boxes) for b, box_b in boxes[i + 1:]
+            if box_a.overlaps(box_b)]
+
+
+@pytest.mark.parametrize("yard", ["cooperativa-amazonas-nor", "w" * 32])
+def test_a_long_yard_id_is_cut_in_its_column_and_overlaps_nothing(yard: str) -> None:
+    """The yard's id (up to 32 characters, no spaces) sits left of the "Bandejas" label:
+    24 characters in bold once ran into it."""
+    batch, series, metrics, readings, estimate = ten_day_batch()
+    batch = dataclasses.replace(batch, yard=yard,
+                                member="Asociación de Productores Agropecuarios del Alto Mayo",
+                                trays=(T1, T2, T3, TrayRef("norte-2", "t2")),
+                                notes="Trinitario, cajón 3, volteo cada 2 h. " * 40)
+
+    figure = report.page(batch, series, metrics, readings, estimate, language="es",
+                         timezone="America/Lima")
+
+    head = figure.axes[0]
+    by_text = {t.get_text(): t for t in head.texts}
+    shown = next(t for t in head.texts if t.get_text().startswith(yard[:10]))
+    assert shown.get_text().endswith("…") and len(shown.get_text()) < len(yard)
+    assert shown.get_window_extent().x1 < by_text["Bandejas:"].get_window_extent().x0
+    assert _overlapping(head.texts) == []
+    # What fits is kept whole; the member's name and the four trays are cut, where
+    # they reach the next column or the page's margin.
+    assert {"B-2026-031", "L-0412", "Bandejas:"} <= set(by_text)
+    cut = [t for t in by_text if t.endswith("…")]
+    assert sorted(c[:8] for c in cut) == sorted(["(4) nort", "Asociaci", "Trinitar",
+                                                 yard[:8]])
+    notes = next(t for t in head.texts if t.get_text().startswith("Trinitario"))
+    assert head.bbox.x1 - 20 < notes.get_window_extent().x1 <= head.bbox.x1
+
+
+def test_a_batch_minutes_old_has_its_p50_on_the_page() -> None:
+    """One reading 5 minutes in: the estimate is the published speed alone, its P50 days
+    ahead; the time axis runs past it (it once ended 4 days after the data, before it)."""
+    from matplotlib import dates
+
+    from secadero.server.batches import estimate as drying
+    from secadero.server.batches.model import DryingPeriod, DryingSchedule
+
+    now = START + 20 * 60
+    batch = Batch(id="B-2026-040", yard="tendal-norte", trays=(T1,), started_at=START)
+    series = BatchSeries(start=START, end=now, climate=tuple(
+        ClimateSample(START + i * 300, "norte-1", 28.0, 60.0, 1.5) for i in range(5)))
+    readings = [MoistureReading("B-2026-040", START + 5 * 60, 55.0)]
+    estimate = drying.estimate(readings, [DryingPeriod(START, now, 1.5)], now=now,
+                               target_pct=7.5, schedule=DryingSchedule("America/Lima"))
+    assert estimate.p50_ts - now > 4 * DAY  # the case: P50 beyond the former 4 days
+
+    figure = report.page(batch, series, metrics_of(now), readings, estimate,
+                         language="es", timezone="America/Lima")
+
+    moisture = next(ax for ax in figure.axes if ax.get_ylabel() == SPANISH["moisture_axis"])
+    p50_x = dates.date2num(datetime.fromtimestamp(estimate.p50_ts, UTC))
+    low, high = moisture.get_xlim()
+    assert low < p50_x < high
+    assert high == pytest.approx(dates.date2num(
+        datetime.fromtimestamp(estimate.p50_ts + 6 * HOUR, UTC)))
+    (p50_line,) = [line for line in moisture.lines if line.get_linestyle() == ":"]
+    assert list(p50_line.get_xdata()) == pytest.approx([p50_x, p50_x])
+
+
+def metrics_of(until: float) -> BatchMetrics:
+    return BatchMetrics(until=until, sun_drying_h=0.3, drying_h=0.3, rewetting_h=0.0,
+                        rain_exposure_min=0.0, responses=(), humidity_mean_pct=60.0,
+                        humidity_min_pct=60.0, humidity_max_pct=60.0, temperature_mean_c=28.0,
+                        temperature_min_c=28.0, temperature_max_c=28.0, vpd_mean_kpa=1.5,
+                        time_to_target_h=None)
+
+
 def test_the_languages_have_the_same_labels() -> None:
     assert SPANISH.keys() == ENGLISH.keys()
     for key in SPANISH:

@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import pytest
+from conftest import influx_login_toml, influx_request
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -107,6 +108,7 @@ def api(tmp_path_factory: pytest.TempPathFactory, influxdb: Any) -> Iterator[Api
 url = "{influxdb.url}"
 database = "{database}"
 timeout_s = 5
+{influx_login_toml(influxdb.url)}
 
 [alerts]
 database = "var/alerts.sqlite3"
@@ -141,8 +143,8 @@ phone = "+51900000001"
     writer = InfluxV1Writer(settings_.influxdb)
     writer.prepare()
     writer.close()
-    request = urllib.request.Request(
-        f"{influxdb.url}/write?db={database}&precision=s", method="POST",
+    request = influx_request(
+        f"{influxdb.url}/write?db={database}&precision=s",
         data=f'tray,node=norte-1,tray=t1,yard=norte extended=1i,state="extended" '
              f"{int(time.time())}".encode())  # within the raw retention
     urllib.request.urlopen(request, timeout=10).close()

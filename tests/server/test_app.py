@@ -65,6 +65,42 @@ def test_every_part_is_served_on_one_metrics_endpoint(
         server.stop()
 
 
+def test_the_servers_api_takes_the_accounts_secadero_users_makes(
+        tmp_path: Path, mosquitto: Any, influxdb: Any, unique_name: str,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The composition root: the API reads the accounts the admin made with
+    ``secadero users add`` on the same config (its ``[accounts] database``)."""
+    import io
+    import json
+
+    from secadero.cli import main
+
+    settings = settings_with_alerts(tmp_path, mosquitto, influxdb, unique_name)
+    config = str(tmp_path / "server.toml")
+    server = Server(settings).start()
+    try:
+        assert server.api_port is not None
+        assert get(server.api_port, "/api/alerts/active") == (
+            401, '{"error": "login required"}')
+        monkeypatch.setattr("sys.stdin", io.StringIO("supervisor password\n"))
+        assert main(["users", "add", "ana", "--role", "supervisor", "--password-stdin",
+                     "--config", config]) == 0
+        request = urllib.request.Request(
+            f"http://127.0.0.1:{server.api_port}/api/login", method="POST",
+            data=json.dumps({"name": "ana", "password": "supervisor password"}).encode(),
+            headers={"Content-Type": "application/json"})
+        with urllib.request.urlopen(request, timeout=5) as response:
+            token = json.loads(response.read())["token"]
+        request = urllib.request.Request(
+            f"http://127.0.0.1:{server.api_port}/api/alerts/active",
+            headers={"Authorization": f"Bearer {token}"})
+        with urllib.request.urlopen(request, timeout=5) as response:
+            assert (response.status, json.loads(response.read())) == (200, [])
+        assert (tmp_path / "var" / "accounts.sqlite3").exists()
+    finally:
+        server.stop()
+
+
 def test_ingest_only_builds_no_alert_parts_and_stores(
         tmp_path: Path, mosquitto: Any, influxdb: Any, unique_name: str,
         node_side: NodeSide) -> None:
