@@ -15,7 +15,13 @@ from secadero.firmware.dht import DHT22Sensor, Reading
 from secadero.firmware.health import ThrottleFlags, WifiSignal
 from secadero.firmware.outputs import Beacon, Buzzer, SilenceButton
 from secadero.firmware.rain import RainPlate, TippingBucket
-from secadero.firmware.simulation import SimulatedDHT, SimulatedYard, WeatherModel, YardPins
+from secadero.firmware.simulation import (
+    SimulatedDHT,
+    SimulatedYard,
+    WeatherModel,
+    YardPins,
+    load_day_script,
+)
 from secadero.firmware.trays import TrayLimitSwitch
 from secadero.settings import NodeSettings
 
@@ -110,14 +116,23 @@ def build_hardware(settings: NodeSettings) -> NodeHardware:
         simulation: SimulatedYard | None = None
         climate: ClimateSensor | None = None
         if simulated:
-            model = WeatherModel(settings.simulation_seed, start_s=time.time())
+            plan = None
+            if settings.simulation_script is not None:
+                script = load_day_script(settings.simulation_script)
+                # Every node of the demo on one simulated clock, however late it started.
+                start_s = script.sim_time(time.time(), settings.simulation_speed)
+                model = WeatherModel(settings.simulation_seed, start_s=start_s,
+                                     showers=script.showers)
+                plan = script.trays
+            else:
+                model = WeatherModel(settings.simulation_seed, start_s=time.time())
             yard_pins = YardPins(
                 rain_plate=pins.rain_plate_pin, gauge=pins.gauge_pin,
                 trays={tray: (sheltered, open_end) for tray, sheltered, open_end
                        in pins.tray_pins},
                 rain_plate_active_low=pins.rain_plate_active_low)
             simulation = SimulatedYard(model, factory, yard_pins,
-                                       speed=settings.simulation_speed)
+                                       speed=settings.simulation_speed, plan=plan)
             # The yard just drove the trays' switches to "extended": let the
             # debounce settle so the agent starts from it instead of reporting
             # every tray as freshly extended.

@@ -15,14 +15,18 @@ clock.
 from __future__ import annotations
 
 import bisect
+import json
 import logging
 import math
 import random
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
+
+from secadero.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
@@ -52,7 +56,8 @@ class WeatherModel:
     """
 
     def __init__(self, seed: int, *, start_s: float, mean_gap_s: float = 3 * 3600.0,
-                 utc_offset_h: float = -5.0, first_shower_after_s: float | None = None) -> None:
+                 utc_offset_h: float = -5.0, first_shower_after_s: float | None = None,
+                 showers: Sequence[Shower] | None = None) -> None:
         self._rng = random.Random(seed)
         self.seed = seed
         self.start_s = start_s
@@ -62,6 +67,11 @@ class WeatherModel:
         self._starts: list[float] = []
         self._next_start_s = start_s + (first_shower_after_s if first_shower_after_s is not None
                                         else self._rng.expovariate(1 / mean_gap_s))
+        if showers is not None:
+            # A scripted day (the demo's): exactly these showers, no random ones.
+            self._showers = sorted(showers, key=lambda s: s.start_s)
+            self._starts = [s.start_s for s in self._showers]
+            self._next_start_s = math.inf
         self._lock = threading.Lock()
 
     def _extend_to(self, t_s: float) -> None:
@@ -214,13 +224,16 @@ class SimulatedYard:
     ``factory`` is the gpiozero ``MockFactory`` the node's drivers were built
     with; ``sim_time()`` gives simulated UNIX seconds. Workers start pulling
     trays in ``reaction_s`` (simulated) after the rain starts and put them
-    out ``dry_wait_s`` after it stopped, in daylight.
+    out ``dry_wait_s`` after it stopped, in daylight; or, with a ``plan``
+    (simulated time, ``"retracted"`` / ``"extended"``), exactly when the plan
+    says (the demo's scripted day: the workers who heard the forecast's alert).
     """
 
     def __init__(self, model: WeatherModel, factory: Any, pins: YardPins, *, speed: float = 1.0,
                  reaction_s: float = 300.0, travel_s: float = 60.0,
                  dry_wait_s: float = 3600.0, tick_s: float = 0.05,
-                 monotonic: Callable[[], float] = time.monotonic) -> None:
+                 monotonic: Callable[[], float] = time.monotonic,
+                 plan: Sequence[tuple[float, str]] | None = None) -> None:
         self._model = model
         self._factory = factory
         self._pins = pins
@@ -242,6 +255,7 @@ class SimulatedYard:
         self._moves: dict[str, tuple[float, str]] = {}
         self._wet_since: float | None = None
         self._dry_since: float | None = None
+        self._plan = sorted(plan) if plan is not None else None
         self._set_initial()
 
     def sim_time(self) -> float:
@@ -307,6 +321,13 @@ class SimulatedYard:
             if now_s >= ends_s:
                 self._set_tray(tray, target)
                 del self._moves[tray]
+        if self._plan is not None:
+            while self._plan and now_s >= self._plan[0][0]:
+                _, target = self._plan.pop(0)
+                if (target == "extended") != self._trays_out:
+                    self._start_moves(target, now_s)
+                    self._trays_out = target == "extended"
+            return
         local_h = ((now_s / 3600.0) + self._model.utc_offset_h) % 24.0
         if (self._trays_out and self._wet_since is not None
                 and now_s - self._wet_since >= self.reaction_s):
@@ -343,3 +364,45 @@ class SimulatedYard:
         self._stop.set()
         if self._thread is not None and self._thread is not threading.current_thread():
             self._thread.join(timeout=2)
+
+
+@dataclass(frozen=True)
+class DayScript:
+    """A scripted day for the simulated yard: the demo's (secadero/day.py writes it).
+
+    Times are simulated UNIX seconds. ``real_start_s`` is the wall-clock instant
+    the day began at ``day_start_s``: each node process maps its own start onto
+    the same simulated clock, so every node of the demo sees the shower at once.
+    ``trays``: when the workers pull the trays in (``"retracted"``) or put them
+    out (``"extended"``).
+    """
+
+    day_start_s: float
+    real_start_s: float
+    showers: tuple[Shower, ...]
+    trays: tuple[tuple[float, str], ...]
+
+    def sim_time(self, real_now_s: float, speed: float) -> float:
+        return self.day_start_s + (real_now_s - self.real_start_s) * speed
+
+    def to_json(self) -> str:
+        return json.dumps({
+            "day_start_s": self.day_start_s, "real_start_s": self.real_start_s,
+            "showers": [[s.start_s, s.duration_s, s.intensity_mm_h, s.lead_in_s]
+                        for s in self.showers],
+            "trays": [[at_s, state] for at_s, state in self.trays]})
+
+
+def load_day_script(path: Path) -> DayScript:
+    """Read a day script; a bad file is a ``ConfigError`` naming it and the reason."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+        showers = tuple(Shower(*(float(value) for value in shower))
+                        for shower in data["showers"])
+        trays = tuple((float(at_s), str(state)) for at_s, state in data["trays"])
+        if any(state not in ("extended", "retracted") for _, state in trays):
+            raise ValueError("a tray move is neither extended nor retracted")
+        return DayScript(float(data["day_start_s"]), float(data["real_start_s"]), showers,
+                         trays)
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise ConfigError([f"{path}: not a day script: {exc}"]) from exc

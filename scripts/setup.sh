@@ -3,8 +3,19 @@
 # the Debian packages (Mosquitto, InfluxDB 1.x, Gammu) when missing, and a
 # virtual environment in .venv with the project and its Python packages.
 # Safe to run again: it only does what is missing.
+#
+# --browser also installs Debian's `chromium` (about 370 MB), which only the
+# web app's tests need (they drive it through Playwright); ./run-tests asks for it.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+
+browser=0
+for argument in "$@"; do
+  case "$argument" in
+    --browser) browser=1 ;;
+    *) printf 'setup: unknown option %s (known: --browser)\n' "$argument" >&2; exit 2 ;;
+  esac
+done
 
 say() { printf 'setup: %s\n' "$*" >&2; }
 
@@ -16,6 +27,9 @@ declare -A PACKAGES=(
   [gammu-smsd]=gammu-smsd
   [gammu]=gammu
 )
+if [ "$browser" = 1 ]; then
+  PACKAGES[chromium]=chromium
+fi
 missing=()
 for command in "${!PACKAGES[@]}"; do
   if ! command -v "$command" >/dev/null 2>&1 && [ ! -x "/usr/sbin/$command" ]; then

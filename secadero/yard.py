@@ -1,11 +1,19 @@
-"""``secadero yard``: a whole drying yard on this machine, for a first look.
+"""``secadero yard``: a day in a drying yard on this machine, for a first look.
 
 Starts a private Mosquitto and InfluxDB under a project folder (not the
-system services), the server, and simulated nodes in one yard, each as its
-own process exactly as they run in the field. Prints one line per reading the
-server has stored: a line appears when the server's ``ack`` says InfluxDB
-accepted it, not when the node sent it. Ctrl-C stops everything it started,
-by PID, newest first.
+system services), the server with its web app, a local stand-in for the
+weather forecast, and simulated nodes in one yard, each as its own process
+exactly as they run in the field. Then it plays a day, 06:00 to 18:00 on the
+yard's clock, in a few minutes (secadero/day.py): morning sun, a shower the
+forecast saw coming, the alert, the workers pulling the trays in, a second
+shower only the rain plates catch, the all-clears, a drying batch with its
+moisture readings and, at the end, its report. The terminal tells what
+happens in plain words; the web app shows it too. Ctrl-C stops everything it
+started, by PID, newest first.
+
+``--endless`` runs the older free demo instead: random showers until Ctrl-C,
+one line per reading the server has stored (a line appears when the server's
+``ack`` says InfluxDB accepted it, not when the node sent it).
 """
 
 from __future__ import annotations
@@ -27,6 +35,7 @@ from zoneinfo import ZoneInfo
 
 from secadero import contract
 from secadero.contract import Envelope, Event, Telemetry
+from secadero.day import MIN_MINUTES, MOISTURE, Day, DayNarrator, ForecastReplay
 from secadero.devservices import (
     INFLUX_READER,
     INFLUX_WRITER,
@@ -56,13 +65,22 @@ def register(commands: argparse._SubParsersAction) -> None:
                            "(default: var/yard)")
     yard.add_argument("--nodes", type=int, default=3, choices=range(1, len(NODE_IDS) + 1),
                       metavar="N", help="simulated nodes (1-6, default 3)")
-    yard.add_argument("--interval", type=float, default=2.0, metavar="S",
-                      help="seconds between samples on each node (default 2)")
+    yard.add_argument("--interval", type=float, default=1.0, metavar="S",
+                      help="seconds between samples on each node (default 1)")
     yard.add_argument("--speed", type=float, default=60.0, metavar="X",
-                      help="the simulated weather runs X times faster than the clock, so "
-                           "showers come every few minutes (default 60; 1 = real time)")
+                      help="--endless: the simulated weather runs X times faster than the "
+                           "clock, so showers come every few minutes (default 60; 1 = real "
+                           "time)")
     yard.add_argument("--duration", type=float, default=None, metavar="S",
-                      help="stop by itself after S seconds (default: run until Ctrl-C)")
+                      help="--endless: stop by itself after S seconds (default: until Ctrl-C)")
+    yard.add_argument("--minutes", type=float, default=7.0, metavar="M",
+                      help=f"how long the day lasts in real minutes (default 7, at least "
+                           f"{MIN_MINUTES:g}: the server's forecast poll runs in real time)")
+    yard.add_argument("--readings", action="store_true",
+                      help="also print every reading the server has stored")
+    yard.add_argument("--endless", action="store_true",
+                      help="no scripted day: random showers and every stored reading, until "
+                           "Ctrl-C (--speed, --duration)")
     yard.set_defaults(handler=_run)
 
 
@@ -89,7 +107,8 @@ class Child:
 
 def write_configs(root: Path, *, broker: Mosquitto, influxdb: InfluxDB, metrics_port: int,
                   api_port: int, phone_url: str, nodes: int, interval_s: float,
-                  speed: float) -> tuple[Path, list[Path]]:
+                  speed: float, forecast_url: str | None = None,
+                  script: Path | None = None) -> tuple[Path, list[Path]]:
     """The server's and each node's settings file, as a technician would write them.
 
     Each logs in to the broker as itself: the server as the server's user, each
@@ -99,11 +118,23 @@ def write_configs(root: Path, *, broker: Mosquitto, influxdb: InfluxDB, metrics_
 
     The yard's people get their alerts through the generic webhook, which the
     demo answers itself (``PhoneBooth``) and prints: no SMS leaves the machine.
+    A day (``forecast_url`` and ``script``) adds the local forecast, the
+    nodes' scripted weather, and the all-clear's waits in seconds, not half hours.
     """
     mqtt_port = broker.port
     config_dir = root / "config"
     config_dir.mkdir(parents=True, exist_ok=True)
     server = config_dir / "server.toml"
+    day = ""
+    if forecast_url is not None:
+        day = (
+            # A compressed day: the all-clear waits for dry plates and holds a few
+            # seconds, not the field's half hours; the forecast is read every minute.
+            "evaluate_interval_s = 1\nall_clear_dry_min = 0.4\nmin_hold_min = 0.2\n"
+            "tip_window_min = 1\n"
+            "trays_out_after_min = 1\n\n"
+            f'[forecast]\nproviders = ["open-meteo"]\nopen_meteo_url = "{forecast_url}"\n'
+            "poll_interval_s = 60\n\n")
     server.write_text(
         "# Written by `secadero yard` for the demo; see server/server.example.toml.\n"
         f'[mqtt]\nhost = "127.0.0.1"\nport = {mqtt_port}\nclient_id = "secadero-demo-ingest"\n'
@@ -111,14 +142,19 @@ def write_configs(root: Path, *, broker: Mosquitto, influxdb: InfluxDB, metrics_
         f'[influxdb]\nurl = "{influxdb.url}"\ndatabase = "{DATABASE}"\n'
         f"{influxdb.toml_credentials(INFLUX_WRITER)}\n"
         f'[ingest]\nhttp_port = {metrics_port}\n\n'
+        '[batches]\ndatabase = "../batches/batches.sqlite3"\n\n'
+        '[accounts]\ndatabase = "../accounts/accounts.sqlite3"\n\n'
         f'[alerts]\ndatabase = "../alerts/alerts.sqlite3"\napi_port = {api_port}\n'
         f'public_url = "http://127.0.0.1:{api_port}"\n'
         # The demo runs day and night: every hour counts as drying hours.
-        'drying_start = "00:00"\ndrying_end = "23:59"\n\n'
+        'drying_start = "00:00"\ndrying_end = "23:59"\n'
+        + (day or "\n") +
         f'[notifiers.webhook]\nurl = "{phone_url}"\n\n'
         f'[[yards]]\nid = "{YARD_ID}"\nname = "Chazuta"\n'
         'latitude = -6.57\nlongitude = -76.14\ntimezone = "America/Lima"\n\n'
         '[[yards.recipients]]\nname = "Rosa"\nrole = "worker"\nchannels = ["webhook"]\n\n'
+        '[[yards.recipients]]\nname = "Luis"\nrole = "worker"\nchannels = ["webhook"]\n\n'
+        '[[yards.recipients]]\nname = "Carmen"\nrole = "quality"\nchannels = ["webhook"]\n\n'
         '[[yards.recipients]]\nname = "Ana"\nrole = "supervisor"\nchannels = ["webhook"]\n\n'
         '[[yards.recipients]]\nname = "Jorge"\nrole = "technician"\nchannels = ["webhook"]\n'
         # The yard's layout: each demo node is its own area, named as the workers say it
@@ -134,7 +170,8 @@ def write_configs(root: Path, *, broker: Mosquitto, influxdb: InfluxDB, metrics_
             "# Written by `secadero yard` for the demo; see edge/node.example.toml.\n"
             f'[node]\nyard = "{YARD_ID}"\nid = "{node_id}"\ntrays = ["t1", "t2"]\n'
             f'sample_interval_s = {interval_s}\nhardware = "simulated"\n'
-            f"simulation_seed = {index + 1}\nsimulation_speed = {speed}\n\n"
+            f"simulation_seed = {index + 1}\nsimulation_speed = {speed}\n"
+            + (f'simulation_script = "{script}"\n' if script is not None else "") + "\n"
             f'[mqtt]\nhost = "127.0.0.1"\nport = {mqtt_port}\n'
             f"{broker.toml_credentials(username)}\n"
             f'[outbox]\npath = "../nodes/{node_id}/outbox.sqlite3"\n'
@@ -213,18 +250,21 @@ class PhoneBooth:
     ``server/notifiers/webhook.py``), so the demo shows what Rosa would read.
     """
 
-    def __init__(self, out: Callable[[str], None]) -> None:
+    def __init__(self, out: Callable[[str], None],
+                 line: Callable[[dict[str, str]], str] | None = None) -> None:
         import http.server
         import json
 
         booth = self
+        self.line = line or (lambda message: f"          to {message['recipient']}: "
+                                             f"{message['body']}")
 
         class Handler(http.server.BaseHTTPRequestHandler):
             def do_POST(self) -> None:
                 length = int(self.headers.get("Content-Length", "0"))
                 try:
                     message = json.loads(self.rfile.read(length))
-                    booth.out(f"          to {message['recipient']}: {message['body']}")
+                    booth.out(booth.line(message))
                     self.send_response(204)
                 except (ValueError, KeyError, TypeError):
                     self.send_response(400)
@@ -244,10 +284,12 @@ class PhoneBooth:
         self.server.server_close()
 
 
-def watch(broker: Mosquitto, printer: StoredReadingPrinter, stop: threading.Event) -> None:
+def watch(broker: Mosquitto, printer: StoredReadingPrinter | Callable[[Envelope], None],
+          stop: threading.Event) -> None:
     """Subscribe to the yard's traffic and feed the printer until ``stop`` is set.
 
     As the broker's read-only user: the dashboards' rights, which read everything."""
+    handle = printer.handle if isinstance(printer, StoredReadingPrinter) else printer
     import paho.mqtt.client as mqtt
 
     lock = threading.Lock()
@@ -263,7 +305,7 @@ def watch(broker: Mosquitto, printer: StoredReadingPrinter, stop: threading.Even
         except ProtocolError:
             return  # the server counts and logs bad messages; the demo only shows good ones
         with lock:
-            printer.handle(envelope)
+            handle(envelope)
 
     client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="secadero-demo-watch")
     client.username_pw_set(*broker.credentials(READONLY_USER))
@@ -386,6 +428,251 @@ def run_yard(root: Path, *, nodes: int, interval_s: float, speed: float,
     return status
 
 
+# The demo's staff accounts (the web app's log-ins): name, role, who they are.
+DEMO_STAFF = (("ana", "supervisor", "Ana, the yard's supervisor"),
+              ("carmen", "quality", "Carmen, the quality manager"),
+              ("rosa", "worker", "Rosa, a yard worker"))
+BATCH_TRAYS = ("norte-1/t1", "norte-1/t2")
+
+
+class DemoApi:
+    """The server's HTTP API as Carmen uses it from the demo: log in, then batch calls."""
+
+    def __init__(self, base_url: str) -> None:
+        self.base_url = base_url
+        self.token: str | None = None
+
+    def call(self, method: str, path: str, body: dict[str, object] | None = None) -> bytes:
+        import json
+        import urllib.request
+
+        headers = {"Content-Type": "application/json"}
+        if self.token:
+            headers["Authorization"] = f"Bearer {self.token}"
+        request = urllib.request.Request(
+            self.base_url + path, method=method, headers=headers,
+            data=None if body is None else json.dumps(body).encode())
+        with urllib.request.urlopen(request, timeout=30) as response:
+            return response.read()
+
+    def log_in(self, name: str, password: str) -> None:
+        import json
+
+        self.token = json.loads(self.call("POST", "/api/login",
+                                          {"name": name, "password": password}))["token"]
+
+
+def _demo_accounts(path: Path) -> str:
+    """The demo's staff accounts with one fresh password (printed for the newcomer)."""
+    import secrets
+
+    from secadero.server.accounts import AccountStore
+
+    password = "demo-" + secrets.token_hex(3)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with AccountStore(path) as accounts:
+        for name, role, _who in DEMO_STAFF:
+            if accounts.get(name) is None:
+                accounts.add(name, role, password)
+            else:
+                accounts.set_password(name, password)
+    return password
+
+
+def _wait_for_http(url: str, child: Child, timeout_s: float = 60.0) -> bool:
+    """Whether ``url`` answers before ``timeout_s`` (the server has no other ready signal
+    for another process); False if the process ended first."""
+    import urllib.error
+    import urllib.request
+
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline and child.process.poll() is None:
+        try:
+            with urllib.request.urlopen(url, timeout=2):
+                return True
+        except urllib.error.HTTPError:
+            return True  # it answers
+        except OSError:
+            time.sleep(0.2)
+    return False
+
+
+def _play(beat: str, text: str, *, api: DemoApi, say: Callable[[str], None], password: str,
+          batch_id: str, readings_pct: dict[str, float], batch_started: bool) -> bool:
+    """Tell one beat of the day and do Carmen's part of it; whether the batch started."""
+    say(text.format(batch=batch_id, **readings_pct))
+    try:
+        if beat == "batch_start":
+            api.log_in("carmen", password)
+            api.call("POST", "/api/batches", {
+                "id": batch_id, "yard": YARD_ID, "trays": list(BATCH_TRAYS),
+                "lot": "Cosecha del día", "member": "Familia Ruiz", "wet_weight_kg": 120.0,
+                "by": "carmen"})
+            api.call("POST", f"/api/batches/{batch_id}/moisture",
+                     {"moisture_pct": MOISTURE["moisture_0"], "by": "carmen"})
+            say(f"  (in the web app: Lotes -> {batch_id}: its curve, figures and drying "
+                "estimate)")
+            return True
+        if beat in readings_pct and batch_started:
+            api.call("POST", f"/api/batches/{batch_id}/moisture",
+                     {"moisture_pct": readings_pct[beat], "by": "carmen"})
+    except OSError as exc:  # urllib's errors: told, and the day goes on
+        detail = exc.read().decode(errors="replace") if hasattr(exc, "read") else str(exc)
+        say(f"  (the server refused: {detail[:200]})")
+    return False
+
+
+def run_day(root: Path, *, nodes: int, interval_s: float, minutes: float, readings: bool,
+            out: TextIO) -> int:
+    """The scripted day (secadero/day.py): told in words as it happens; 0 when it ran."""
+    root = root.resolve()
+    logs = root / "logs"
+    logs.mkdir(parents=True, exist_ok=True)
+    say_lock = threading.Lock()
+    holder: dict[str, Day] = {}
+
+    def clock() -> str:
+        day = holder.get("day")
+        return f"[{day.clock(time.time())}]" if day is not None else "[--:--]"
+
+    def say(line: str, *, stamp: bool = True) -> None:
+        with say_lock:
+            out.write((f"{clock()} {line}" if stamp else line) + "\n")
+            out.flush()
+
+    stop = threading.Event()
+    previous = signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    broker = Mosquitto(workdir=root / "mosquitto")
+    database = InfluxDB(workdir=root / "influxdb")
+    children: list[Child] = []
+    watcher: threading.Thread | None = None
+    phones = PhoneBooth(lambda line: say(line), line=lambda message: (
+        f"  -> {message['recipient']}'s phone: {message['body']}"))
+    # The forecast sees the first shower from the start until it has passed.
+    forecast = ForecastReplay(lambda: "day" not in holder
+                              or holder["day"].forecast_sees_rain(time.time()))
+    status = 0
+    try:
+        day_check = Day(minutes, time.time())  # refuses a day too short, before starting
+        say(f"secadero: a day in the drying yard Chazuta, in {day_check.minutes:g} minutes. "
+            f"Everything runs on this machine, in {root}", stamp=False)
+        broker.start()
+        database.start()
+        prepare_database(database)
+        say(f"  Mosquitto (the MQTT broker) 127.0.0.1:{broker.port}, pid {broker.pid}; "
+            f"InfluxDB (the time series) {database.url}, pid {database.pid}", stamp=False)
+        api_port = free_port()
+        script_path = root / "config" / "day.json"
+        server_config, node_configs = write_configs(
+            root, broker=broker, influxdb=database, metrics_port=free_port(),
+            api_port=api_port, phone_url=phones.url, nodes=nodes, interval_s=interval_s,
+            speed=day_check.speed, forecast_url=forecast.url, script=script_path)
+        password = _demo_accounts(root / "accounts" / "accounts.sqlite3")
+        command = [sys.executable, "-m", "secadero.cli"]
+        children.append(_spawn("server", [*command, "server", "run", "--config",
+                                          str(server_config)], logs))
+        say(f"  the server, pid {children[-1].process.pid} (its log: {logs / 'server.log'})",
+            stamp=False)
+        web = f"http://127.0.0.1:{api_port}"
+        if not _wait_for_http(f"{web}/login", children[-1]):
+            say(f"the server did not start; last lines of {children[-1].log}:", stamp=False)
+            say(_tail(children[-1].log), stamp=False)
+            return 1
+        day = Day(minutes, time.time() + 1.0)
+        script_path.write_text(day.script().to_json(), encoding="utf-8")
+        for config in node_configs:
+            children.append(_spawn(config.stem, [*command, "edge", "run", "--config",
+                                                 str(config)], logs))
+        say(f"  {len(node_configs)} nodes (Raspberry Pis at the trays, simulated): "
+            + ", ".join(f"{child.name} pid {child.process.pid}" for child in children[1:]),
+            stamp=False)
+        say("", stamp=False)
+        say(f"Open the web app: {web}/   (the wall screen: {web}/wall)", stamp=False)
+        for name, role, who in DEMO_STAFF:
+            say(f"  log in as {name:<7} password {password}   {who} ({role})", stamp=False)
+        say("The messages the workers get are under Alertas in the web app, and printed "
+            "here. The yard's clock runs "
+            f"{day.speed:.0f} times faster than yours; the messages use the real clock.",
+            stamp=False)
+        say("", stamp=False)
+        holder["day"] = day
+
+        narrator = DayNarrator({node: _area_name(node) for node in NODE_IDS[:nodes]})
+        printer = StoredReadingPrinter(out=lambda line: say(line, stamp=False))
+
+        def handle(envelope: Envelope) -> None:
+            if readings:
+                printer.handle(envelope)
+            for line in narrator.handle(envelope):
+                say(line)
+
+        watcher = threading.Thread(target=watch, args=(broker, handle, stop), daemon=True)
+        watcher.start()
+        say("Morning. The trays go out in the sun; the nodes measure the air, the rain "
+            "plates and the trays' switches every second and send it to the server.")
+        batch_id = f"lote-{dt.datetime.now(TIMEZONE):%m%d-%H%M}"
+        api = DemoApi(web)
+        # A shower is announced a moment before the plates' own lines arrive.
+        story = [(day.at(beat) - (2.0 if beat.startswith("shower") else 0.0), beat, text)
+                 for beat, text in day.story()]
+        story.append((day.at("end"), "end", ""))
+        readings_pct = {"moisture_1": MOISTURE["moisture_1"],
+                        "moisture_2": MOISTURE["moisture_2"]}
+        batch_started = False
+        evening = False
+        while not evening and not stop.wait(0.2):
+            for child in children:
+                if child.process.poll() is not None:
+                    say(f"{child.name} stopped unexpectedly (exit code "
+                        f"{child.process.returncode}); last lines of {child.log}:")
+                    say(_tail(child.log), stamp=False)
+                    status = 1
+                    stop.set()
+            while story and time.time() >= story[0][0] and not evening:
+                _, beat, text = story.pop(0)
+                evening = beat == "end"
+                if not evening:
+                    batch_started |= _play(beat, text, api=api, say=say, password=password,
+                                           batch_id=batch_id, readings_pct=readings_pct,
+                                           batch_started=batch_started)
+        if not stop.is_set():
+            say("Evening: the day is over.")
+            if batch_started:
+                reports = root / "reports"
+                reports.mkdir(exist_ok=True)
+                report = reports / f"{batch_id}.pdf"
+                try:
+                    report.write_bytes(api.call("GET", f"/api/batches/{batch_id}/report.pdf"))
+                    say(f"The batch report (one page, PDF) is in {report}")
+                except OSError as exc:
+                    say(f"The batch report could not be written: {exc}")
+            say(f"What the server logged: {logs}. The web app stops with the demo.",
+                stamp=False)
+    except KeyboardInterrupt:
+        say("Stopping.", stamp=False)
+    except (ServiceError, ValueError) as exc:
+        say(f"cannot run the day: {exc}", stamp=False)
+        status = 1
+    finally:
+        stop.set()
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        for child in children:
+            child.stop()
+        if watcher is not None:
+            watcher.join(5)
+        broker.stop()
+        database.stop()
+        phones.close()
+        forecast.close()
+        signal.signal(signal.SIGTERM, previous)
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+    say("Stopped everything it started.", stamp=False)
+    return status
+
+
 def _run(args: argparse.Namespace) -> int:
-    return run_yard(args.dir, nodes=args.nodes, interval_s=args.interval, speed=args.speed,
-                    duration_s=args.duration, out=sys.stdout)
+    if args.endless:
+        return run_yard(args.dir, nodes=args.nodes, interval_s=args.interval,
+                        speed=args.speed, duration_s=args.duration, out=sys.stdout)
+    return run_day(args.dir, nodes=args.nodes, interval_s=args.interval,
+                   minutes=args.minutes, readings=args.readings, out=sys.stdout)

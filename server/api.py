@@ -42,6 +42,8 @@ Routes:
 - ``/api/batches...`` — the drying batches (server/batches/api.py), when the
   server has a ``BatchService``: ``batches.read`` to read, ``batches.write``
   to change.
+- The web app's pages (server/web/pages.py: ``/login``, ``/yard``, ``/alerts``,
+  ``/batches``, ``/wall``, ``/static/...``).
 - ``POST /api/sms/inbound`` — an SMS the GSM modem received (Gammu SMSD's
   RunOnReceive runs ``secadero alerts --sms-received``), signed with the
   server's secret.
@@ -81,6 +83,7 @@ from secadero.server.batches import api as batch_api
 from secadero.server.metrics import Health, Metrics, Registry
 from secadero.server.notifiers.twilio import INBOUND_PATH, STATUS_PATH, valid_signature
 from secadero.server.notifiers.twilio_voice import CALL_STATUS_PATH
+from secadero.server.web.pages import WebApp
 
 if TYPE_CHECKING:
     from secadero.server.alerts.service import AlertService
@@ -199,6 +202,8 @@ class ApiServer:
         self.accounts = accounts if accounts is not None else AccountStore(
             settings.database, session_ttl_s=settings.session_ttl_h * 3600)
         metrics = (registry or Registry()).part("api", HELP)
+        # The web app's pages (server/web/), over the same services.
+        self.web = WebApp(service, batches)
         guard = Guard(login_burst=settings.login_burst, login_per_min=settings.login_per_min,
                       ack_burst=settings.ack_burst, ack_per_min=settings.ack_per_min,
                       metrics=metrics)
@@ -206,7 +211,7 @@ class ApiServer:
         # it without a socket).
         self.handler_class = handler = type("Handler", (_Handler,), {
             "service": service, "metrics": metrics, "batches": batches,
-            "accounts": self.accounts, "guard": guard,
+            "accounts": self.accounts, "guard": guard, "web": self.web,
             "clock": staticmethod(clock or service.clock),
             "trust_forwarded_for": settings.trust_forwarded_for,
             "secure_cookie": service.settings.alerts.public_url.startswith("https://")})
@@ -215,6 +220,7 @@ class ApiServer:
         except OSError:
             if self._owns_accounts:
                 self.accounts.close()
+            self.web.close()
             raise
         self._server.daemon_threads = True
         self.port = self._server.server_address[1]
@@ -229,6 +235,7 @@ class ApiServer:
     def stop(self) -> None:
         self._server.shutdown()
         self._server.server_close()
+        self.web.close()
         if self._owns_accounts:
             self.accounts.close()
 
@@ -242,6 +249,7 @@ class _Handler(BaseHTTPRequestHandler):
     trust_forwarded_for: bool = False
     secure_cookie: bool = False
     batches: BatchService | None = None  # the batch routes (server/batches/api.py)
+    web: WebApp | None = None  # the web app's pages (server/web/pages.py)
     protocol_version = "HTTP/1.1"
     server_version = "secadero"
     # A client that stops sending (a body shorter than its Content-Length, an idle
@@ -428,6 +436,9 @@ class _Handler(BaseHTTPRequestHandler):
         if self.batches is not None and batch_api.handles(url.path):
             batch_api.serve(self, self.batches, "GET")
             return
+        if self.web is not None and self.web.handles(url.path):
+            self.web.serve(self, "GET")
+            return
         query = dict(urllib.parse.parse_qsl(url.query))
         store = self.service.store
         if url.path == ME_PATH:
@@ -483,6 +494,9 @@ class _Handler(BaseHTTPRequestHandler):
         url = urllib.parse.urlsplit(self.path)
         if self.batches is not None and batch_api.handles(url.path):
             batch_api.serve(self, self.batches, "POST")
+            return
+        if self.web is not None and self.web.handles(url.path):
+            self.web.serve(self, "POST")
             return
         # Routed before the body is read, so a 413 is counted under its route too.
         ack = _ACK.fullmatch(url.path)

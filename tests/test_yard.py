@@ -68,14 +68,14 @@ def test_printer_shows_the_yards_alert() -> None:
 @pytest.mark.slow
 def test_the_demo_yard_stores_readings_alerts_and_stops_everything_on_ctrl_c(
         tmp_path: Path) -> None:
-    """``secadero yard`` as ./run-yard starts it: real broker, database, server and nodes.
+    """``secadero yard --endless``: real broker, database, server and nodes, random showers.
 
     At 120x the simulated weather of node norte-1 (seed 1) brings its first
     shower after about 12 s, so the rain alert reaches the demo's phones.
     """
     process = subprocess.Popen(
-        [sys.executable, "-m", "secadero.cli", "yard", "--dir", str(tmp_path), "--nodes", "3",
-         "--interval", "0.5", "--speed", "120"],
+        [sys.executable, "-m", "secadero.cli", "yard", "--endless", "--dir", str(tmp_path),
+         "--nodes", "3", "--interval", "0.5", "--speed", "120"],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
     )
     assert process.stdout is not None
@@ -108,3 +108,91 @@ def test_the_demo_yard_stores_readings_alerts_and_stops_everything_on_ctrl_c(
     for pid in pids:
         with pytest.raises(ProcessLookupError):
             os.kill(pid, 0)
+
+
+@pytest.mark.integration
+@pytest.mark.slow
+@pytest.mark.timeout(600)  # the day itself takes seven minutes
+def test_a_day_in_the_yard_told_in_words_with_the_web_app_and_the_report(
+        tmp_path: Path) -> None:
+    """``secadero yard --minutes 7`` as ./run-yard runs it (a 7-minute test): the scripted
+    day, told as it happens; while it runs, the web app answers with the demo login and
+    shows what the workers were sent; at the end the batch report is written."""
+    process = subprocess.Popen(
+        [sys.executable, "-m", "secadero.cli", "yard", "--dir", str(tmp_path),
+         "--minutes", "7"],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )
+    assert process.stdout is not None
+    output: list[str] = []
+    sent: list[dict[str, object]] = []
+    try:
+        for line in process.stdout:
+            output.append(line)
+            if "A second shower" in line:
+                sent = _notifications_in_the_web_app("".join(output))
+    finally:
+        if process.poll() is None:
+            process.send_signal(signal.SIGINT)
+        rest, _ = process.communicate(timeout=120)
+    output.append(rest)
+    text = "".join(output)
+    assert process.returncode == 0, text
+    # In this order (the alert's lines and the phones' lines race each other: checked apart).
+    story = [
+        "ALERT (warning): rain is coming (the forecast).",
+        "Carmen (quality) starts drying batch lote-",
+        "Rosa and Luis pull the trays in: the alert on their phones said rain was coming.",
+        "are in, under the roof (their switches say so).",
+        "The shower the forecast saw arrives.",
+        "is wet: the node's own beacon and buzzer go off at once.",
+        "ALL CLEAR: the alert has ended",
+        "are out in the sun (their switches say so).",
+        "A second shower, one no forecast saw coming.",
+        "is wet: the node's own beacon and buzzer go off at once.",
+        "Rosa and Luis pull the trays in again.",
+        "Carmen measures again: 44.0 %.",
+        "ALL CLEAR: the alert has ended",
+        "[18:00] Evening: the day is over.",
+        "The batch report (one page, PDF) is in ",
+        "Stopped everything it started.",
+    ]
+    position = 0
+    for expected in story:
+        found = text.find(expected, position)
+        assert found >= 0, f"{expected!r} missing after position {position}:\n{text}"
+        position = found + len(expected)
+    assert "-> Rosa's phone: Lluvia en ~" in text, text
+    # Both showers reach the plates and the alert says so; the workers' "LLUEVE ... YA"
+    # only for the second, the one that found the trays out (the first found them in).
+    assert text.count("it is raining on the yard (the rain plates)") == 2, text
+    assert text.index("A second shower") < text.index("-> Rosa's phone: LLUEVE"), text
+    report = Path(re.search(r"The batch report \(one page, PDF\) is in (\S+)", text)[1])
+    assert report.read_bytes().startswith(b"%PDF-")
+    # The workers' messages, as the supervisor sees them in the web app.
+    assert {("Rosa", "webhook"), ("Luis", "webhook")} <= {
+        (n["recipient"], n["channel"]) for n in sent}
+    assert any(str(n["body"]).startswith("Lluvia en ~") for n in sent)
+    pids = [int(pid) for pid in re.findall(r"pid (\d+)", text)]
+    assert len(pids) == 6, text  # broker, database, server, three nodes
+    for pid in pids:
+        with pytest.raises(ProcessLookupError):
+            os.kill(pid, 0)
+
+
+def _notifications_in_the_web_app(text: str) -> list[dict[str, object]]:
+    """Log in with the demo's printed login and read the alerts' notifications."""
+    import json
+    import urllib.request
+
+    base = re.search(r"Open the web app: (http://127\.0\.0\.1:\d+)/", text)[1]
+    password = re.search(r"log in as ana\s+password (\S+)", text)[1]
+    login = urllib.request.Request(f"{base}/api/login", method="POST", data=json.dumps(
+        {"name": "ana", "password": password}).encode(),
+        headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(login, timeout=10) as response:
+        token = json.load(response)["token"]
+    history = urllib.request.Request(f"{base}/api/alerts/history",
+                                     headers={"Authorization": f"Bearer {token}"})
+    with urllib.request.urlopen(history, timeout=10) as response:
+        return [note for episode in json.load(response) for note in episode["notifications"]]

@@ -152,6 +152,9 @@ class NodeSettings:
     hardware: str = "simulated"
     simulation_seed: int = 1
     simulation_speed: float = 1.0
+    # A scripted day for the simulated yard (the demo's: secadero/day.py writes it):
+    # its showers and when the workers move the trays, instead of random weather.
+    simulation_script: Path | None = None
     # "ntp": hold readings until the kernel says the clock is synchronised (a Pi
     # without an RTC); "trusted": the wall clock is right from boot (RTC, simulation).
     # The file's default is "ntp" on a raspberry-pi.
@@ -178,6 +181,7 @@ def read_node(root: Section) -> NodeSettings:
     hardware = node.string("hardware", d.hardware, choices=HARDWARE)
     seed = node.integer("simulation_seed", d.simulation_seed)
     speed = node.number("simulation_speed", d.simulation_speed, minimum=0.001, maximum=10_000)
+    script = node.path("simulation_script", d.simulation_script)
     clock = node.string("clock", "ntp" if hardware == "raspberry-pi" else d.clock,
                         choices=CLOCKS)
     calibration_file = node.path("calibration_file", str(d.calibration_file))
@@ -196,6 +200,7 @@ def read_node(root: Section) -> NodeSettings:
         hardware=hardware,
         simulation_seed=seed,
         simulation_speed=speed,
+        simulation_script=script,
         clock=clock,
         pins=read_hardware(root.table("hardware"), tray_ids),
         calibration_file=calibration_file or root.base_dir / d.calibration_file,
