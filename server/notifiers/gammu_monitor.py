@@ -30,8 +30,8 @@ watched (the row keeps the empty code the daemon starts it with).
 exports ``secadero_notify_modem_*`` and says, through ``problem()``, why the
 modem cannot send once that has lasted ``monitor_grace_s`` (a signal dipping
 to 0 for one reading is not news): the daemon not answering, the modem off
-the network, no signal, or messages failing with none sent since. The alert engine turns that into the
-technician's ``modem_failing`` episode.
+the network, no signal, or messages failing with none sent since. The alert
+engine turns that into the technician's ``modem_failing`` episode.
 """
 
 from __future__ import annotations
@@ -66,8 +66,8 @@ MODEM_METRICS: Help = {
     "failing": ("gauge", "1 while the modem cannot send (the technician is told), else 0."),
     "network_registered": ("gauge", "1 while the modem is on a network, 0 off it (read from "
                                     "Gammu SMSD's SQLite phones table; absent without it)."),
-    "network_info": ("gauge", "1 for the network the modem is on (code: MCC MNC, name), "
-                              "0 for the ones it was on before."),
+    "network_info": ("gauge", "1 for the network the modem is on (code: MCC MNC, operator: "
+                              "its name), 0 for the ones it was on before."),
     "network_readings_total": ("counter", "Readings of the phones table, per result: ok, "
                                           "no_row, db_error."),
 }
@@ -326,9 +326,10 @@ class ModemMonitor:
         self.metrics.set("network_registered", 1 if network.registered else 0)
         if previous is not None and previous.registered and (
                 previous.code, previous.name) != (network.code, network.name):
-            self.metrics.set("network_info", 0, code=previous.code, name=previous.name)
+            self.metrics.set("network_info", 0, code=previous.code,
+                             operator=previous.name)
         if network.registered:
-            self.metrics.set("network_info", 1, code=network.code, name=network.name)
+            self.metrics.set("network_info", 1, code=network.code, operator=network.name)
         if previous is None or previous.registered != network.registered:
             if network.registered:
                 log.info("modem: on network %s (%s)", network.code, network.name)
