@@ -500,3 +500,62 @@ def test_the_server_watches_the_modem_only_with_gammu_configured(
     assert server.modem is None
     assert not any(line.startswith("secadero_notify_modem_")
                    for line in server.registry.render().splitlines())
+
+
+@SMSD_NEEDED
+@SQL_NEEDED
+@pytest.mark.integration
+def test_the_server_tells_the_technician_through_the_modem_when_it_is_off_the_network(
+        tmp_path: Path, mosquitto: Any, influxdb: Any, unique_name: str) -> None:
+    """The real server on the real broker and database; its modem a real gammu-smsd on the
+    dummy driver with the SQL service on SQLite. The daemon reads the network once, at its
+    start (statusfrequency = 3600: its first pass, then not for an hour), so the row the
+    test writes afterwards, as Gammu writes a modem on no network, stays; the technician's
+    SMS about it, and the one when it is back, go out through that same daemon."""
+    root = tmp_path / "gammu"
+    conf = write_sql_smsdrc(root)
+    conf.write_text(conf.read_text().replace("statusfrequency = 1", "statusfrequency = 3600"))
+    database = root / "smsd.db"
+    process = subprocess.Popen(["gammu-smsd", "-c", str(conf)], stdout=subprocess.DEVNULL,
+                               stderr=subprocess.DEVNULL, start_new_session=True)
+    server = None
+    try:
+        with closing(sqlite3.connect(database)) as db:
+            assert wait_for(lambda: db.execute("SELECT NetCode FROM phones").fetchall()
+                            == [("999 99",)])
+        settings = load_server_settings(server_config(
+            tmp_path / "server.toml", mosquitto=mosquitto, influxdb=influxdb,
+            name=unique_name, smsdrc=conf))
+        server = Server(settings).start()
+        assert wait_for(lambda: "secadero_notify_modem_network_registered 1"
+                        in scrape(server.http_port))
+        assert 'secadero_notify_modem_network_info{code="999 99",operator="GammuT3l"} 1' \
+            in scrape(server.http_port)
+        assert "secadero_notify_modem_failing 0" in scrape(server.http_port)
+
+        def texts_sent() -> list[tuple[str, str]]:
+            with closing(sqlite3.connect(database)) as db:
+                return db.execute("SELECT DestinationNumber, TextDecoded FROM sentitems "
+                                  "ORDER BY ID").fetchall()
+
+        write_phone_row(database, net_code="", net_name="", signal_pct=42)
+        assert wait_for(lambda: len(texts_sent()) == 1, timeout_s=30)
+        assert texts_sent() == [(
+            "+51900000009", "Técnico: el modem GSM no puede enviar SMS del tendal Norte (off "
+            "the network). Revisar senal, SIM y saldo.")]
+        lines = scrape(server.http_port)
+        assert "secadero_notify_modem_network_registered 0" in lines
+        assert "secadero_notify_modem_failing 1" in lines
+
+        write_phone_row(database, net_code="999 99", net_name="GammuT3l", signal_pct=42)
+        assert wait_for(lambda: len(texts_sent()) == 2, timeout_s=30)
+        assert texts_sent()[1] == ("+51900000009",
+                                   "Técnico: el modem GSM del tendal Norte envia SMS de nuevo.")
+        assert [n.kind for n in server.alerts.store.notifications()] == ["modem_failing",
+                                                                        "modem_back"]
+    finally:
+        if server is not None:
+            server.stop()
+        if process.poll() is None:
+            os.kill(process.pid, signal.SIGTERM)
+        process.wait(10)
