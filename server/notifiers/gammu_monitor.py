@@ -224,9 +224,10 @@ class ModemMonitor:
                         "statusfrequency = 0): only failures are watched", settings.smsdrc)
         self.phones = phones_table(settings.smsdrc)
         if self.phones is None:
-            log.info("modem: %s has no SQLite phones table with network readings (service = "
-                     "sql, driver = sqlite3, dbdir, database): the network registration is "
-                     "not watched", settings.smsdrc)
+            log.info("modem: the network registration is not watched: %s does not keep the "
+                     "queue in SQLite with network readings (service = sql, driver = sqlite3, "
+                     "dbdir, database; checknetwork, statusfrequency not 0), or this user "
+                     "cannot read it (docs/alerts.md)", settings.smsdrc)
         self._network: NetworkState | None = None
         self._network_error: str | None = None  # the last reading's reason for no row
 
