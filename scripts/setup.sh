@@ -36,6 +36,11 @@ for command in "${!PACKAGES[@]}"; do
     missing+=("${PACKAGES[$command]}")
   fi
 done
+# Gammu SMSD's SQL service on SQLite (libdbi's driver, no command of its own): the
+# modem watcher reads the network registration from its phones table (docs/alerts.md).
+if ! compgen -G '/usr/lib/*/dbd/libdbdsqlite3.so' >/dev/null; then
+  missing+=(libdbd-sqlite3)
+fi
 python_ok=1
 python3 -c 'import sys, venv, ensurepip; sys.exit(sys.version_info < (3, 11))' 2>/dev/null \
   || python_ok=0

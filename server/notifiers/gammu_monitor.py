@@ -12,25 +12,38 @@ sets them to 0 again); ``signal`` is the signal strength in percent, 0 with
 no network. The daemon refreshes it every ``statusfrequency`` seconds (60 by
 default) if ``checksignal`` is on (the default); with either off it reads 0
 for ever (seen with Gammu 1.42), so the signal is then not watched. The
-monitor does not report the network registration itself: a modem that lost
-its registration reads signal 0 (or stops sending, and ``failed`` rises).
+monitor does not print the network registration.
+
+The registration is read where the daemon writes it: Gammu SMSD's SQL
+service. With ``service = sql`` and ``driver = sqlite3`` in the smsdrc,
+``SMSD_PhoneStatus`` (smsd/core.c) asks the modem every ``statusfrequency``
+seconds and ``SMSDSQL_RefreshPhoneStatus`` (smsd/services/sql.c, query
+``refresh_phone_status``) writes the network's code and name into the
+daemon's row of the ``phones`` table (``NetCode``, ``NetName``; the row's
+``IMEI`` is the monitor's). An empty code means no network: the AT driver
+(``ATGEN_GetNetworkInfo``) asks for the operator only while registered, and
+the daemon clears it when the modem does not answer. With the files service,
+``checknetwork = 0`` or ``statusfrequency = 0`` the registration is not
+watched (the row keeps the empty code the daemon starts it with).
 
 ``ModemMonitor`` reads it on a thread of its own every ``monitor_interval_s``,
 exports ``secadero_notify_modem_*`` and says, through ``problem()``, why the
 modem cannot send once that has lasted ``monitor_grace_s`` (a signal dipping
-to 0 for one reading is not news): the daemon not answering, no signal, or
-messages failing with none sent since. The alert engine turns that into the
-technician's ``modem_failing`` episode.
+to 0 for one reading is not news): the daemon not answering, the modem off
+the network, no signal, or messages failing with none sent since. The alert
+engine turns that into the technician's ``modem_failing`` episode.
 """
 
 from __future__ import annotations
 
 import configparser
 import logging
+import sqlite3
 import subprocess
 import threading
 import time
 from collections.abc import Callable
+from contextlib import closing
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -51,6 +64,12 @@ MODEM_METRICS: Help = {
     "readings_total": ("counter", "gammu-smsd-monitor runs, per result: ok, or why not "
                                   "(not_running, timeout, not_found, bad_output)."),
     "failing": ("gauge", "1 while the modem cannot send (the technician is told), else 0."),
+    "network_registered": ("gauge", "1 while the modem is on a network, 0 off it (read from "
+                                    "Gammu SMSD's SQLite phones table; absent without it)."),
+    "network_info": ("gauge", "1 for the network the modem is on (code: MCC MNC, operator: "
+                              "its name), 0 for the ones it was on before."),
+    "network_readings_total": ("counter", "Readings of the phones table, per result: ok, "
+                                          "no_row, db_error."),
 }
 
 
@@ -74,19 +93,87 @@ class ModemState:
     signal_pct: int
 
 
-def signal_is_read(smsdrc: Path) -> bool:
-    """False when the smsdrc turns the daemon's signal readings off (``checksignal = 0``
-    or ``statusfrequency = 0``): its signal then says 0 whatever the network does."""
+@dataclass(frozen=True, slots=True)
+class NetworkState:
+    """The daemon's row of the ``phones`` table: the network as the modem last reported it."""
+
+    code: str  # "716 10" (MCC MNC); "" off the network, or not read yet
+    name: str
+    signal_pct: int
+    updated_utc: str  # UpdatedInDB, set by the schema's trigger in UTC
+
+    @property
+    def registered(self) -> bool:
+        # "ERROR" is the schema's default, never written by Gammu 1.42 itself.
+        return self.code.strip() not in ("", "ERROR")
+
+
+@dataclass(frozen=True, slots=True)
+class PhonesTable:
+    """Where Gammu SMSD's SQL service on SQLite keeps the ``phones`` table."""
+
+    database: Path
+    table: str = "phones"
+
+    def read(self, imei: str, timeout_s: float) -> NetworkState | None:
+        """The row of the phone with this IMEI, None if there is none; read-only.
+        sqlite3.Error when the database cannot be read."""
+        quoted = '"' + self.table.replace('"', '""') + '"'
+        uri = self.database.resolve().as_uri() + "?mode=ro"
+        with closing(sqlite3.connect(uri, uri=True, timeout=timeout_s)) as db:
+            row = db.execute(f"SELECT NetCode, NetName, Signal, UpdatedInDB FROM {quoted} "
+                             "WHERE IMEI = ?", (imei,)).fetchone()
+        if row is None:
+            return None
+        code, name, signal_pct, updated = row
+        return NetworkState(code=str(code or ""), name=str(name or ""),
+                            signal_pct=int(signal_pct if signal_pct is not None else -1),
+                            updated_utc=str(updated or ""))
+
+
+def _read_smsdrc(smsdrc: Path) -> configparser.ConfigParser | None:
+    """The smsdrc, its keys lower case as Gammu reads them; None if unreadable here."""
     parser = configparser.ConfigParser(strict=False, interpolation=None,
                                        inline_comment_prefixes=("#", ";"))
     try:
         parser.read(smsdrc, encoding="utf-8")
     except (OSError, configparser.Error, UnicodeDecodeError):
+        return None
+    return parser
+
+
+def _off(value: object) -> bool:
+    return str(value).strip().lower() in ("0", "false", "no", "off")
+
+
+def signal_is_read(smsdrc: Path) -> bool:
+    """False when the smsdrc turns the daemon's signal readings off (``checksignal = 0``
+    or ``statusfrequency = 0``): its signal then says 0 whatever the network does."""
+    parser = _read_smsdrc(smsdrc)
+    if parser is None:
         return True  # unreadable here (another user's file): assume Gammu's defaults
     smsd = parser["smsd"] if parser.has_section("smsd") else {}
-    check = str(smsd.get("checksignal", "1")).strip().lower()
-    frequency = str(smsd.get("statusfrequency", "60")).strip()
-    return check not in ("0", "false", "no", "off") and frequency != "0"
+    return not _off(smsd.get("checksignal", "1")) and not _off(smsd.get("statusfrequency", "60"))
+
+
+def phones_table(smsdrc: Path) -> PhonesTable | None:
+    """The SQLite ``phones`` table the daemon refreshes the network into, or None when the
+    smsdrc does not give one: another service (files), another SQL driver, no ``dbdir``,
+    or the network readings off (``checknetwork = 0``, ``statusfrequency = 0``)."""
+    parser = _read_smsdrc(smsdrc)
+    if parser is None or not parser.has_section("smsd"):
+        return None
+    smsd = parser["smsd"]
+    if (smsd.get("service", "").strip().lower() != "sql"
+            or smsd.get("driver", "").strip().lower() != "sqlite3"):
+        return None
+    if _off(smsd.get("checknetwork", "1")) or _off(smsd.get("statusfrequency", "60")):
+        return None
+    dbdir, database = smsd.get("dbdir", "").strip(), smsd.get("database", "").strip()
+    if not dbdir or not database:
+        return None  # libdbi's own default folder: say where in the smsdrc instead
+    table = (parser.get("tables", "phones", fallback="") or "phones").strip()
+    return PhonesTable(database=Path(dbdir) / database, table=table)
 
 
 def parse_monitor_csv(output: str) -> ModemState:
@@ -135,6 +222,14 @@ class ModemMonitor:
         if not self.signal_watched:
             log.warning("modem: %s turns the signal readings off (checksignal or "
                         "statusfrequency = 0): only failures are watched", settings.smsdrc)
+        self.phones = phones_table(settings.smsdrc)
+        if self.phones is None:
+            log.info("modem: the network registration is not watched: %s does not keep the "
+                     "queue in SQLite with network readings (service = sql, driver = sqlite3, "
+                     "dbdir, database; checknetwork, statusfrequency not 0), or this user "
+                     "cannot read it (docs/alerts.md)", settings.smsdrc)
+        self._network: NetworkState | None = None
+        self._network_error: str | None = None  # the last reading's reason for no row
 
     # ------------------------------------------------------------ readings
 
@@ -164,10 +259,35 @@ class ModemMonitor:
         except ModemMonitorError as exc:
             self.unreachable(exc.reason, str(exc))
             return
-        self.observe(state)
+        self.observe(state, self.read_network(state.imei))
 
-    def observe(self, state: ModemState) -> None:
-        """One good reading: export it, and decide whether the modem can send."""
+    def read_network(self, imei: str) -> NetworkState | None:
+        """The phone's row of the SQLite phones table (None: not watched, or not readable:
+        counted, logged once per change, and the registration left unjudged)."""
+        if self.phones is None:
+            return None
+        try:
+            network = self.phones.read(imei, self.settings.timeout_s)
+        except sqlite3.Error as exc:
+            self._network_unread("db_error", f"cannot read {self.phones.database}: {exc}")
+            return None
+        if network is None:
+            self._network_unread("no_row", f"no row for IMEI {imei} in table "
+                                 f"{self.phones.table} of {self.phones.database}")
+            return None
+        self.metrics.inc("network_readings_total", result="ok")
+        self._network_error = None
+        return network
+
+    def _network_unread(self, reason: str, message: str) -> None:
+        self.metrics.inc("network_readings_total", result=reason)
+        changed = self._network_error != reason
+        self._network_error = reason
+        (log.warning if changed else log.debug)("modem: %s", message)
+
+    def observe(self, state: ModemState, network: NetworkState | None = None) -> None:
+        """One good reading (with the phones row, when read): export it, and decide whether
+        the modem can send."""
         self.metrics.inc("readings_total", result="ok")
         self.metrics.set("up", 1)
         with self._lock:
@@ -180,6 +300,8 @@ class ModemMonitor:
                             ("received_messages", state.received),
                             ("failed_messages", state.failed)):
             self.metrics.set(name, value)
+        if network is not None:
+            self._export_network(network)
         with self._lock:
             previous = self._state
             self._state = state
@@ -188,13 +310,32 @@ class ModemMonitor:
             if (previous is None or restarted or state.sent > previous.sent
                     or self._failed_at_last_sent is None):
                 self._failed_at_last_sent = state.failed
-            if self.signal_watched and state.signal_pct == 0:
+            if network is not None and not network.registered:
+                trouble = "off the network"
+            elif self.signal_watched and state.signal_pct == 0:
                 trouble = "no signal"
             elif state.failed > self._failed_at_last_sent:
                 trouble = f"{state.failed - self._failed_at_last_sent} SMS failed"
             else:
                 trouble = None
         self._set_trouble(trouble)
+
+    def _export_network(self, network: NetworkState) -> None:
+        with self._lock:
+            previous = self._network
+            self._network = network
+        self.metrics.set("network_registered", 1 if network.registered else 0)
+        if previous is not None and previous.registered and (
+                previous.code, previous.name) != (network.code, network.name):
+            self.metrics.set("network_info", 0, code=previous.code,
+                             operator=previous.name)
+        if network.registered:
+            self.metrics.set("network_info", 1, code=network.code, operator=network.name)
+        if previous is None or previous.registered != network.registered:
+            if network.registered:
+                log.info("modem: on network %s (%s)", network.code, network.name)
+            else:
+                log.warning("modem: off the network")
 
     def unreachable(self, reason: str, message: str) -> None:
         """A reading that gave no state: the daemon cannot send either."""
@@ -224,6 +365,11 @@ class ModemMonitor:
     def state(self) -> ModemState | None:
         with self._lock:
             return self._state
+
+    def network(self) -> NetworkState | None:
+        """The phones row last read, None without one."""
+        with self._lock:
+            return self._network
 
     def problem(self) -> str | None:
         """Why the modem cannot send, once that has lasted ``monitor_grace_s``; else None."""
