@@ -13,9 +13,8 @@ after login, carries a random CSRF value for the browser's forms, and reads its
 role from the account on every lookup: a role change or a removal takes effect
 at once. A new password ends every session of the account.
 
-Migrations as in server/batches/store.py: ``PRAGMA user_version`` is the
-schema's version; ``MIGRATIONS[n]`` takes a file from version ``n`` to
-``n + 1`` in one transaction at open; a newer file is refused.
+Migrations: ``MIGRATIONS[n]`` takes a file from schema version ``n`` to
+``n + 1``, run at open by ``server/sqlite_files.py``; a newer file is refused.
 """
 
 from __future__ import annotations
@@ -33,8 +32,12 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from secadero.errors import PermanentStorageError, SecaderoError
+from secadero.errors import SecaderoError
+from secadero.server import sqlite_files
 from secadero.server.accounts.roles import Role
+
+# Callers catch it from the store that raised it.
+from secadero.server.sqlite_files import NewerSchema as NewerSchema
 
 BUSY_TIMEOUT_MS = 10_000
 # scrypt's cost: N=2**14, r=8 uses 16 MiB and ~50 ms on a Raspberry Pi 4 class CPU
@@ -53,10 +56,6 @@ class AccountError(SecaderoError, ValueError):
     def __init__(self, field: str, message: str) -> None:
         super().__init__(f"{field}: {message}")
         self.field, self.message = field, message
-
-
-class NewerSchema(PermanentStorageError):
-    """The database was written by a newer secadero: this one must not touch it."""
 
 
 @dataclass(frozen=True)
@@ -175,19 +174,13 @@ class AccountStore:
                  ) -> None:
         self.path = Path(path)
         self.session_ttl_s = session_ttl_s
-        if str(path) != ":memory:":
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            if not self.path.exists():
-                # Password hashes: readable by the server's user only.
-                self.path.touch(mode=0o600)
         self._lock = threading.RLock()
-        self._db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None,
-                                   timeout=BUSY_TIMEOUT_MS / 1000)
-        self._db.row_factory = sqlite3.Row
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=FULL")
-        self._db.execute("PRAGMA foreign_keys=ON")
-        self._migrate()
+        # private: password hashes, readable by the server's user only.
+        self._db = sqlite_files.open_database(path, synchronous="FULL",
+                                              busy_timeout_s=BUSY_TIMEOUT_MS / 1000,
+                                              foreign_keys=True, private=True)
+        with self._lock:
+            sqlite_files.migrate(self._db, self.path, MIGRATIONS, self._transaction)
 
     def close(self) -> None:
         with self._lock:
@@ -202,19 +195,7 @@ class AccountStore:
     @property
     def schema_version(self) -> int:
         with self._lock:
-            return int(self._db.execute("PRAGMA user_version").fetchone()[0])
-
-    def _migrate(self) -> None:
-        version = self.schema_version
-        if version > SCHEMA_VERSION:
-            raise NewerSchema(f"{self.path}: schema version {version} is newer than this "
-                              f"secadero's {SCHEMA_VERSION}: upgrade secadero")
-        for number in range(version, SCHEMA_VERSION):
-            with self._transaction():
-                if self.schema_version != number:
-                    continue  # another process migrated it meanwhile
-                MIGRATIONS[number](self._db)
-                self._db.execute(f"PRAGMA user_version = {number + 1}")
+            return sqlite_files.schema_version(self._db)
 
     @contextlib.contextmanager
     def _transaction(self) -> Iterator[sqlite3.Connection]:

@@ -10,10 +10,9 @@ created ``pending`` and only the dispatcher moves it to ``sent`` or
 delivered once (``Dispatcher.resubmit_pending``), and nothing is decided
 twice: the episodes say it was already decided.
 
-Migrations, as in ``server/batches/store.py``: ``PRAGMA user_version`` is the
-schema's version; ``MIGRATIONS[n]`` takes a file from version ``n`` to ``n + 1``
-in one transaction at open; a file newer than this code is refused. Never edit
-a released migration: add one.
+Migrations: ``MIGRATIONS[n]`` takes a file from schema version ``n`` to ``n + 1``,
+run at open by ``server/sqlite_files.py``; a file newer than this code is refused.
+Never edit a released migration: add one.
 """
 
 from __future__ import annotations
@@ -31,8 +30,11 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from secadero.server.alerts.engine import Decision
 
-from secadero.errors import PermanentStorageError
+from secadero.server import sqlite_files
 from secadero.server.notifiers.notification_log import Notification
+
+# Callers catch it from the store that raised it.
+from secadero.server.sqlite_files import NewerSchema as NewerSchema
 
 # Version 1: the file as the server first wrote it (no user_version yet: 0), so each
 # statement keeps IF NOT EXISTS.
@@ -160,10 +162,6 @@ MIGRATIONS: tuple[Callable[[sqlite3.Connection], None], ...] = (
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
-class NewerSchema(PermanentStorageError):
-    """The database was written by a newer secadero: this one must not touch it."""
-
-
 @dataclass
 class Episode:
     """One alert episode: raised -> acknowledged -> resolved."""
@@ -206,16 +204,13 @@ class AlertStore:
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
-        if str(path) != ":memory:":
-            self.path.parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.RLock()
         self._savepoints = itertools.count(1)
-        self._db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None)
-        self._db.row_factory = sqlite3.Row
-        # WAL: `secadero alerts` reads while the server writes.
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=NORMAL")
-        self._migrate()
+        # WAL (`secadero alerts` reads while the server writes); NORMAL: a power cut
+        # may lose the last commit, never corrupt the file.
+        self._db = sqlite_files.open_database(path, synchronous="NORMAL")
+        with self._lock:
+            sqlite_files.migrate(self._db, self.path, MIGRATIONS, self.transaction)
 
     def close(self) -> None:
         with self._lock:
@@ -224,22 +219,7 @@ class AlertStore:
     @property
     def schema_version(self) -> int:
         with self._lock:
-            return int(self._db.execute("PRAGMA user_version").fetchone()[0])
-
-    def _migrate(self) -> None:
-        version = self.schema_version
-        if version > SCHEMA_VERSION:
-            raise NewerSchema(f"{self.path}: schema version {version} is newer than this "
-                              f"secadero's {SCHEMA_VERSION}: upgrade secadero")
-        for number in range(version, SCHEMA_VERSION):
-            with self.transaction():
-                # Read again under BEGIN IMMEDIATE: `secadero alerts` opening the same
-                # file at the same moment may have migrated it.
-                if self.schema_version != number:
-                    continue
-                MIGRATIONS[number](self._db)
-                # user_version is part of the transaction: both or neither.
-                self._db.execute(f"PRAGMA user_version = {number + 1}")
+            return sqlite_files.schema_version(self._db)
 
     @contextlib.contextmanager
     def transaction(self) -> Iterator[None]:

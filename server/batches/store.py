@@ -11,11 +11,9 @@ writer (the CLI beside the server's API) cannot slip past a check made in
 Python: a tray in two open batches (a partial unique index), moisture
 outside 0..100, a weight that is not positive.
 
-Migrations: ``PRAGMA user_version`` is the schema's version; ``MIGRATIONS[n]``
-takes a file from version ``n`` to ``n + 1`` and runs, with the new version
-number, in one transaction at open. A file newer than this code is refused
-(an older secadero must not write into it). Never edit a released
-migration: add one.
+Migrations: ``MIGRATIONS[n]`` takes a file from schema version ``n`` to
+``n + 1``, run at open by ``server/sqlite_files.py`` (a file newer than this
+code is refused). Never edit a released migration: add one.
 """
 
 from __future__ import annotations
@@ -27,7 +25,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from secadero.errors import PermanentStorageError
+from secadero.server import sqlite_files
 from secadero.server.batches.model import (
     Batch,
     BatchError,
@@ -36,6 +34,9 @@ from secadero.server.batches.model import (
     TypicalDay,
     UnknownBatch,
 )
+
+# Callers catch it from the store that raised it.
+from secadero.server.sqlite_files import NewerSchema as NewerSchema
 
 # How long a writer waits for the other process's transaction (CLI vs. server).
 BUSY_TIMEOUT_MS = 10_000
@@ -122,25 +123,17 @@ MIGRATIONS: tuple[Callable[[sqlite3.Connection], None], ...] = (
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
-class NewerSchema(PermanentStorageError):
-    """The database was written by a newer secadero: this one must not touch it."""
-
-
 class BatchStore:
     """The batch records in one SQLite file; safe to share between threads."""
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
-        if str(path) != ":memory:":
-            self.path.parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.RLock()
-        self._db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None,
-                                   timeout=BUSY_TIMEOUT_MS / 1000)
-        self._db.row_factory = sqlite3.Row
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=FULL")
-        self._db.execute("PRAGMA foreign_keys=ON")
-        self._migrate()
+        self._db = sqlite_files.open_database(path, synchronous="FULL",
+                                              busy_timeout_s=BUSY_TIMEOUT_MS / 1000,
+                                              foreign_keys=True)
+        with self._lock:
+            sqlite_files.migrate(self._db, self.path, MIGRATIONS, self._transaction)
 
     def close(self) -> None:
         with self._lock:
@@ -155,22 +148,7 @@ class BatchStore:
     @property
     def schema_version(self) -> int:
         with self._lock:
-            return int(self._db.execute("PRAGMA user_version").fetchone()[0])
-
-    def _migrate(self) -> None:
-        version = self.schema_version
-        if version > SCHEMA_VERSION:
-            raise NewerSchema(f"{self.path}: schema version {version} is newer than this "
-                              f"secadero's {SCHEMA_VERSION}: upgrade secadero")
-        for number in range(version, SCHEMA_VERSION):
-            with self._transaction():
-                # Read again inside the lock of BEGIN IMMEDIATE: another process
-                # opening the same file at the same moment may have migrated it.
-                if self.schema_version != number:
-                    continue
-                MIGRATIONS[number](self._db)
-                # user_version is part of the transaction: both or neither.
-                self._db.execute(f"PRAGMA user_version = {number + 1}")
+            return sqlite_files.schema_version(self._db)
 
     @contextlib.contextmanager
     def _transaction(self) -> Iterator[sqlite3.Connection]:
