@@ -4,8 +4,9 @@
 # virtual environment in .venv with the project and its Python packages.
 # Safe to run again: it only does what is missing.
 #
-# --browser also installs Debian's `chromium` (about 370 MB), which only the
-# web app's tests need (they drive it through Playwright); ./run-tests asks for it.
+# --browser also installs Debian's `chromium` (about 370 MB) and `firefox-esr`
+# (about 300 MB), which only the web app's tests need (Chromium through Playwright,
+# Firefox through WebDriver BiDi: docs/webapp.md); ./run-tests asks for it.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -29,6 +30,7 @@ declare -A PACKAGES=(
 )
 if [ "$browser" = 1 ]; then
   PACKAGES[chromium]=chromium
+  PACKAGES[firefox-esr]=firefox-esr
 fi
 missing=()
 for command in "${!PACKAGES[@]}"; do

@@ -15,11 +15,9 @@ Screenshots of each page at a phone's size (390x844) and of the wall view
 from __future__ import annotations
 
 import json
-import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -28,28 +26,22 @@ from playwright.sync_api import Browser, Page, expect, sync_playwright
 from web_helpers import (
     CHROMIUM,
     CHROMIUM_FLAGS,
+    PASSWORD,
     PHONE,
     WALL,
-    ForecastReplay,
-    Phones,
-    add_staff,
+    Yard,
     guarded_context,
+    running_yard,
     shot,
     skip_without_chromium,
-    write_server_config,
 )
 
-from secadero.contract import Event, encode
-from secadero.devservices import free_port
 from secadero.server.app import Server
-from secadero.settings import load_server_settings
-from tests.server.ingest_helpers import NodeSide
 
 pytestmark = pytest.mark.integration
 
 # What the page shows within this time, or the test fails (the page polls every 5 s).
 SEEN_MS = 20_000
-PASSWORD = "clave-de-prueba-1"
 
 
 @pytest.fixture(scope="module")
@@ -62,56 +54,10 @@ def browser() -> Iterator[Browser]:
         browser.close()
 
 
-@dataclass
-class Yard:
-    server: Server
-    yard: str
-    url: str
-    phones: Phones
-    nodes: NodeSide
-    seq: dict[str, int]
-    settings: Any
-
-    def send(self, node: str, kind: str, **values: Any) -> None:
-        """Publish as ``node`` would, and wait until the server stored it (its ack)."""
-        self.seq[node] = self.seq.get(node, 0) + 1
-        seq, ts = self.seq[node], time.time()
-        if kind == "telemetry":
-            self.nodes.telemetry(node, seq, ts, **values)
-        else:
-            self.nodes.publish(node, "event", encode(Event(ts=ts, seq=seq, type=kind, **values)))
-        self.nodes.wait_ack(node, seq)
-
-    def trays_out(self) -> None:
-        for node, trays in (("norte-1", ("t1", "t2")), ("sur-2", ("t1",))):
-            self.send(node, "telemetry", temperature_c=31.0, humidity_pct=58.0, rain=False,
-                      trays=dict.fromkeys(trays, "extended"))
-
-
 @pytest.fixture
 def yard(tmp_path: Path, mosquitto: Any, influxdb: Any, unique_name: str) -> Iterator[Yard]:
-    phones = Phones()
-    # The next hours: a dry morning as the forecast sees it (no alert from it).
-    forecast = ForecastReplay([10, 20, 15, 30, 5, 0])
-    api_port = free_port()
-    config = write_server_config(
-        tmp_path / "server.toml", yard=unique_name, broker=mosquitto,
-        influxdb=influxdb, api_port=api_port, phones_url=phones.url,
-        forecast_url=forecast.url)
-    settings = load_server_settings(config)
-    add_staff(settings, config, [("ana", "supervisor"), ("rosa", "worker"),
-                                 ("carmen", "quality")], PASSWORD)
-    server = Server(settings).start()
-    nodes = NodeSide(mosquitto, unique_name)
-    handle = Yard(server, unique_name, f"http://127.0.0.1:{server.api_port}", phones, nodes, {},
-                  settings)
-    try:
+    with running_yard(tmp_path, mosquitto, influxdb, unique_name) as handle:
         yield handle
-    finally:
-        nodes.close()
-        handle.server.stop()  # the one running now (a test may have restarted it)
-        forecast.close()
-        phones.close()
 
 
 def log_in(page: Page, base: str, name: str, target: str = "/yard") -> None:

@@ -15,17 +15,23 @@ import http.server
 import json
 import queue
 import threading
+import time
 import urllib.parse
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from secadero.devservices import INFLUX_ADMIN, SERVER_USER, InfluxDB, Mosquitto
+from secadero.contract import Event, encode
+from secadero.devservices import INFLUX_ADMIN, SERVER_USER, InfluxDB, Mosquitto, free_port
 from secadero.server.accounts import AccountStore
+from secadero.server.app import Server
+from secadero.settings import load_server_settings
+from tests.server.ingest_helpers import NodeSide
 
 CHROMIUM = Path("/usr/bin/chromium")
 # Debian's Chromium in a container: no sandbox (no user namespaces), no GPU, and none of
@@ -228,3 +234,63 @@ def add_staff(settings: Any, config: Path, people: list[tuple[str, str]],
     with AccountStore(settings.accounts.database) as accounts:
         for name, role in people:
             accounts.add(name, role, password)
+
+
+PASSWORD = "clave-de-prueba-1"
+
+
+@dataclass
+class Yard:
+    server: Server
+    yard: str
+    url: str
+    phones: Phones
+    nodes: NodeSide
+    seq: dict[str, int]
+    settings: Any
+
+    def send(self, node: str, kind: str, **values: Any) -> None:
+        """Publish as ``node`` would, and wait until the server stored it (its ack)."""
+        self.seq[node] = self.seq.get(node, 0) + 1
+        seq, ts = self.seq[node], time.time()
+        if kind == "telemetry":
+            self.nodes.telemetry(node, seq, ts, **values)
+        else:
+            self.nodes.publish(node, "event", encode(Event(ts=ts, seq=seq, type=kind, **values)))
+        self.nodes.wait_ack(node, seq)
+
+    def trays_out(self) -> None:
+        for node, trays in (("norte-1", ("t1", "t2")), ("sur-2", ("t1",))):
+            self.send(node, "telemetry", temperature_c=31.0, humidity_pct=58.0, rain=False,
+                      trays=dict.fromkeys(trays, "extended"))
+
+
+@contextmanager
+def running_yard(tmp_path: Path, mosquitto: Mosquitto, influxdb: InfluxDB,
+                 unique_name: str) -> Iterator[Yard]:
+    """The real server for one yard (its own database), staff accounts, a dry forecast,
+    the phones' webhook and the nodes' side of the broker; all stopped after the block.
+
+    Each browser's test module makes its ``yard`` fixture from this."""
+    phones = Phones()
+    # The next hours: a dry morning as the forecast sees it (no alert from it).
+    forecast = ForecastReplay([10, 20, 15, 30, 5, 0])
+    api_port = free_port()
+    config = write_server_config(
+        tmp_path / "server.toml", yard=unique_name, broker=mosquitto,
+        influxdb=influxdb, api_port=api_port, phones_url=phones.url,
+        forecast_url=forecast.url)
+    settings = load_server_settings(config)
+    add_staff(settings, config, [("ana", "supervisor"), ("rosa", "worker"),
+                                 ("carmen", "quality")], PASSWORD)
+    server = Server(settings).start()
+    nodes = NodeSide(mosquitto, unique_name)
+    handle = Yard(server, unique_name, f"http://127.0.0.1:{server.api_port}", phones, nodes, {},
+                  settings)
+    try:
+        yield handle
+    finally:
+        nodes.close()
+        handle.server.stop()  # the one running now (a test may have restarted it)
+        forecast.close()
+        phones.close()
