@@ -25,7 +25,8 @@ import queue
 import signal
 import subprocess
 import threading
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any
@@ -130,6 +131,28 @@ class BiDi:
                     raise BiDiError(f"{method}: {message.get('error')}: "
                                     f"{message.get('message')}")
                 return message["result"]
+
+    def wait_event(self, method: str, match: Callable[[dict[str, Any]], bool],
+                   since: int = 0, timeout_s: float = COMMAND_S) -> dict[str, Any]:
+        """The first ``method`` event from ``events[since:]`` on whose params ``match`` holds,
+        reading more from Firefox until it comes (``since``: ``len(events)`` before the
+        action that causes it, so an earlier one does not count)."""
+        deadline = time.monotonic() + timeout_s
+        seen = since
+        while True:
+            for event in self.events[seen:]:
+                if event["method"] == method and match(event["params"]):
+                    return event["params"]
+            seen = len(self.events)
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise BiDiError(f"no matching {method} event in {timeout_s:g} s")
+            try:
+                message = json.loads(self.socket.recv(timeout=left))
+            except TimeoutError:
+                continue
+            if message.get("type") == "event":
+                self.events.append(message)
 
     def evaluate(self, context: str, expression: str) -> Any:
         """``expression``'s value in the page (primitives only), awaiting a promise."""

@@ -51,7 +51,8 @@ def test_firefox_logs_in_sees_the_yard_and_the_rain_without_a_reload(
     yard.trays_out()
     with firefox(tmp_path / "firefox-profile") as browser:
         browser.command("session.subscribe",
-                        events=["log.entryAdded", "network.beforeRequestSent"])
+                        events=["log.entryAdded", "network.beforeRequestSent",
+                                "browsingContext.load"])
         (top,) = browser.command("browsingContext.getTree")["contexts"]
         context = top["context"]
         browser.command("browsingContext.setViewport", context=context, viewport=PHONE)
@@ -71,10 +72,11 @@ def test_firefox_logs_in_sees_the_yard_and_the_rain_without_a_reload(
                                    {"type": "keyUp", "value": char})]}])
         assert browser.evaluate(context, "document.querySelector('input[name=name]').value") \
             == "ana"
+        before = len(browser.events)
         browser.evaluate(context, "document.querySelector('button[type=submit]').click()")
-        wait_until(lambda: browser.evaluate(
-            context, "location.pathname === '/yard' && document.readyState === 'complete'"),
-            timeout_s=SEEN_S, what="the yard page after logging in")
+        # The form posts, the server answers with the yard: its load event ends the wait.
+        browser.wait_event("browsingContext.load",
+                           lambda loaded: loaded["url"] == f"{yard.url}/yard", since=before)
 
         page_shows(browser, context, "#trays-summary", "Bandejas: 3 afuera", "three trays out")
         page_shows(browser, context, "#rain", "Sin lluvia", "no rain yet")
