@@ -1,6 +1,8 @@
 """Helpers for the web app's tests (imported by name; no conftest.py here, so nothing
 shadows tests/conftest.py): a real browser that refuses to leave the server, the
-server's configuration, a local Open-Meteo, a recording phone, staff accounts.
+server's configuration, a local Open-Meteo, a recording phone, staff accounts, and
+the running yard both browsers' tests use (``running_yard``; Firefox's test:
+test_firefox.py over bidi.py).
 
 The browser is Debian's ``chromium`` package driven by Playwright through
 ``executable_path`` (Playwright's own browser download is not used; see
