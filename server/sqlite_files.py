@@ -13,8 +13,10 @@ add one.
 
 from __future__ import annotations
 
+import contextlib
 import sqlite3
-from collections.abc import Callable, Sequence
+import threading
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any, Literal
@@ -73,3 +75,19 @@ def migrate(db: sqlite3.Connection, path: str | Path, migrations: Sequence[Migra
             migrations[number](db)
             # user_version is part of the transaction: both or neither.
             db.execute(f"PRAGMA user_version = {number + 1}")
+
+
+@contextlib.contextmanager
+def immediate_transaction(db: sqlite3.Connection,
+                          lock: threading.RLock) -> Iterator[sqlite3.Connection]:
+    """All or nothing, under the store's lock. BEGIN IMMEDIATE takes SQLite's write
+    lock at once, so a second process (the CLI beside the server) waits its turn
+    (busy timeout) instead of failing half-way through."""
+    with lock:
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            yield db
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        db.execute("COMMIT")
