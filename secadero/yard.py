@@ -338,6 +338,22 @@ def _area_name(node_id: str) -> str:
     return node_id.rsplit("-", 1)[0].capitalize()
 
 
+def _stop_everything(children: list[Child], watcher: threading.Thread | None,
+                     broker: Mosquitto, database: InfluxDB, phones: PhoneBooth) -> None:
+    """Stop what a demo started, in order: the server first, so stopping the nodes
+    does not page the technician (what the nodes measure meanwhile stays in their
+    outboxes for the next run); the broker and the database last."""
+    # A second Ctrl-C must not leave children behind half-stopped.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    for child in children:
+        child.stop()
+    if watcher is not None:
+        watcher.join(5)
+    broker.stop()
+    database.stop()
+    phones.close()
+
+
 def run_yard(root: Path, *, nodes: int, interval_s: float, speed: float,
              duration_s: float | None, out: TextIO) -> int:
     root = root.resolve()
@@ -411,18 +427,7 @@ def run_yard(root: Path, *, nodes: int, interval_s: float, speed: float,
         status = 1
     finally:
         stop.set()
-        # A second Ctrl-C must not leave children behind half-stopped.
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
-        # The server first, so stopping the nodes does not page the technician;
-        # what the nodes measure meanwhile stays in their outboxes for the next
-        # run. The broker and the database last.
-        for child in children:
-            child.stop()
-        if watcher is not None:
-            watcher.join(5)
-        broker.stop()
-        database.stop()
-        phones.close()
+        _stop_everything(children, watcher, broker, database, phones)
         signal.signal(signal.SIGTERM, previous)
         signal.signal(signal.SIGINT, signal.default_int_handler)
     return status
@@ -655,14 +660,7 @@ def run_day(root: Path, *, nodes: int, interval_s: float, minutes: float, readin
         status = 1
     finally:
         stop.set()
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
-        for child in children:
-            child.stop()
-        if watcher is not None:
-            watcher.join(5)
-        broker.stop()
-        database.stop()
-        phones.close()
+        _stop_everything(children, watcher, broker, database, phones)
         forecast.close()
         signal.signal(signal.SIGTERM, previous)
         signal.signal(signal.SIGINT, signal.default_int_handler)
