@@ -546,6 +546,14 @@ class NodeAgent:
         self._stop.set()
         self._wake.set()
 
+    def stop_from_signal(self) -> None:
+        """``stop()`` for a signal handler: sets only the stop flag, which the main loop
+        reads every 0.2 s. The handler runs in the main thread between two bytecodes,
+        possibly while that thread holds ``_wake``'s lock (inside ``_wake.wait`` or
+        ``_wake.clear``): ``_wake.set()`` there would wait for that lock for ever (seen:
+        a node that never stopped on SIGTERM)."""
+        self._stop.set()
+
     def run(self) -> None:
         """The main loop until ``stop()``; then a clean shutdown."""
         self.start()

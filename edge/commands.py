@@ -68,7 +68,7 @@ def _run(args: argparse.Namespace) -> int:
     def _terminate(signum: int, frame: Any) -> None:
         stop_requested.set()
         if agent is not None:
-            agent.stop()
+            agent.stop_from_signal()
 
     signal.signal(signal.SIGTERM, _terminate)
     signal.signal(signal.SIGINT, _terminate)
