@@ -260,15 +260,17 @@ def _asked_at(replay: Replay, fraction: float) -> float:
 
 def score(replay: Replay, fraction: float,
           typical_day_kpa_h: float = drying.TYPICAL_DAY_KPA_H,
-          weather_sigma: float = drying.WEATHER_SIGMA) -> Score:
-    """Ask the estimate after ``fraction`` of the batch's open-tray hours to the truth."""
+          weather_sigma: float = drying.WEATHER_SIGMA,
+          typical_day_days: float | None = None) -> Score:
+    """Ask the estimate after ``fraction`` of the batch's open-tray hours to the truth
+    (``typical_day_days``: the typical day's weight in days, None for the built-in's)."""
     now = _asked_at(replay, fraction)
     readings = [r for r in replay.readings if r.ts <= now]
     periods = [p if p.end <= now else replace(p, end=now)
                for p in replay.periods if p.start < now]
     result = drying.estimate(readings, periods, now=now, target_pct=TARGET_PCT,
                              schedule=SCHEDULE, typical_day_kpa_h=typical_day_kpa_h,
-                             weather_sigma=weather_sigma)
+                             typical_day_days=typical_day_days, weather_sigma=weather_sigma)
     if result.p50_ts is None:  # reached already (a low noisy reading) or no estimate
         predicted = result.reached_at if result.reached_at is not None else math.inf
         low = high = known = predicted
@@ -425,7 +427,9 @@ def learnt_typical_day(weather: Weather, days: int, rng: random.Random) -> typic
 
 
 # The server's default ([batches] typical_day_days): the days before each batch it learns from.
-LEARN_DAYS = 14
+LEARN_DAYS = 28
+# The yard's true typical day, told: known exactly, the batch's own days do not move it.
+KNOWN_DAY_WEIGHT_DAYS = 1e6
 LEARNT = f"the typical day learnt from its {LEARN_DAYS} days before"
 
 
@@ -450,6 +454,7 @@ def run(replays: int, seed: int, weather: Weather = Weather(),
     calibration = mean_day_kpa_h(calibrated_on or Weather())
     history_rng = random.Random(seed + 2_000_003)
     day_kpa_h = mean_day_kpa_h(weather) if yard_history else drying.TYPICAL_DAY_KPA_H
+    day_weight = KNOWN_DAY_WEIGHT_DAYS if yard_history else None
     sigma = drying.WEATHER_SIGMA
     summary = Summary(replays, {f: [] for f in fractions})
     for _ in range(replays):
@@ -457,11 +462,12 @@ def run(replays: int, seed: int, weather: Weather = Weather(),
         if learn_days:
             learnt = learnt_typical_day(weather, learn_days, history_rng)
             day_kpa_h = learnt.kpa_h
+            day_weight = float(learnt.days) if learnt.source == "learnt" else None
             sigma = learnt.sigma if learn_sigma and learnt.source == "learnt" else sigma
         for fraction in fractions:
             summary.scores[fraction].append(
                 score_oracle(replay, fraction, weather, oracle_rng) if oracle
-                else score(replay, fraction, day_kpa_h, sigma))
+                else score(replay, fraction, day_kpa_h, sigma, day_weight))
     return summary
 
 
@@ -529,6 +535,9 @@ def main(argv: Sequence[str] | None = None) -> int:
              run_reference(args.replays, args.seed, yard_history=True)),
             (f"the reference's simulation: {LEARNT}",
              run_reference(args.replays, args.seed, learn_days=LEARN_DAYS)),
+            ("the reference's simulation: the typical day learnt from its 14 days before "
+             "(the default until 2026-12-05)",
+             run_reference(args.replays, args.seed, learn_days=14)),
             (f"the reference's simulation: {LEARNT}, and its spread",
              run_reference(args.replays, args.seed, learn_days=LEARN_DAYS,
                            learn_sigma=True))):

@@ -363,7 +363,7 @@ class BatchSettings:
     brittle_moisture_pct: float = 5.0
     # The estimate's typical drying day is learnt from the yard's climate over this many
     # local days before a batch's start (server/batches/typical.py); 0: the built-in day.
-    typical_day_days: int = 14
+    typical_day_days: int = 28
 
 
 def read_batches(section: Section) -> BatchSettings:

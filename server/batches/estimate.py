@@ -78,11 +78,17 @@ PRIOR_K_PER_KPA_H = PRIOR_K_PER_DAY / TYPICAL_DAY_KPA_H  # on the built-in typic
 PRIOR_LN_K_SD = statistics.stdev(math.log(d) for d in PUBLISHED_DRYING_DAYS)
 
 # The yard's level ahead (its days against the typical day, in logs) starts from the
-# typical day and moves towards this batch's own days, each of which counts against this
-# many open hours of the typical day's: a few days of one batch say little about the
-# next ones (one day's factor varies by ±35 %), so the typical day keeps an equal say for
-# the first three days. The same weight pulls each hour of the day's profile.
-TYPICAL_DAY_WEIGHT_OPEN_HOURS = 33.0
+# typical day and moves towards this batch's own days, each of which counts as one day
+# against the typical day's weight in days (``typical_day_days``): one day's factor
+# varies by ±35 %, so the level is only as good as the days it stands on. A typical day
+# learnt from the yard's climate counts as the days it was learnt from (28 by default:
+# a batch's three or four days then move it a little); the built-in day, a judgement
+# for any Amazon yard, counts as this many, so a batch's own first three days have an
+# equal say.
+BUILT_IN_DAY_WEIGHT_DAYS = 3.0
+# The hours of the day (how a window's drying is shared over its hours) are learnt from
+# the batch's own days only, each pulled towards a flat day by this many days.
+HOUR_PROFILE_PRIOR_DAYS = 3.0
 
 # The noise of a moisture meter (standard deviation, percentage points: a reading
 # to about ±0.5 %), and how far the Lewis line itself misses cocoa beans (in ln(X - Xe);
@@ -103,10 +109,12 @@ WEATHER_SIGMA = 0.35
 
 # Today's weather shows in today's drying so far: a bright morning is a bright day. Its
 # hours so far count against this many open hours of the day-to-day prior, before the
-# batch's own days say better: the first two open hours of a morning (dew on the beans,
-# air still near the drying limit in an Amazon yard) say half of what the day will be,
-# six hours three quarters.
-TODAY_PRIOR_OPEN_HOURS = 2.0
+# batch's own days say better: the first half hour of usual drying says half of what
+# the day will be, two hours four fifths. (Measured: 2 hours, the value before, cost
+# the reference's yard half a point to a point at half time and changed the harsher
+# yard's by less than its noise, docs/batches.md.) Today's drying is counted against
+# the same hours of the past days, so a humid first hour every morning expects nothing.
+TODAY_PRIOR_OPEN_HOURS = 0.5
 # ... a prior worth this many past days: the batch's own days show how well its
 # mornings foretell its afternoons (``_today_noise``).
 TODAY_NOISE_PRIOR_DAYS = 1.0
@@ -130,6 +138,7 @@ def estimate(
     target_pct: float,
     schedule: DryingSchedule,
     typical_day_kpa_h: float = TYPICAL_DAY_KPA_H,
+    typical_day_days: float | None = None,
     weather_sigma: float = WEATHER_SIGMA,
 ) -> Estimate:
     """When the batch's beans reach ``target_pct`` (wet basis): P20, P50, P80 instants.
@@ -143,6 +152,9 @@ def estimate(
     ``typical_day_kpa_h``: the yard's drying power on a typical day of the schedule
     (VPD-weighted drying hours, kPa·h), for the days ahead; pass the yard's own (the
     mean of its recent days' drying periods) when it is known (server/batches/typical.py).
+    ``typical_day_days``: how many days that typical day stands for, its weight against
+    each of the batch's own past days: the days a learnt one was learnt from; None (the
+    built-in day) counts as ``BUILT_IN_DAY_WEIGHT_DAYS``.
     ``weather_sigma``: the spread of a day's drying around the yard's level, in logs
     (the day-to-day weather of the days ahead).
 
@@ -153,6 +165,10 @@ def estimate(
     _check(readings, periods, now=now, target_pct=target_pct)
     if typical_day_kpa_h <= 0:
         raise BatchError("typical_day_kpa_h", f"must be above 0, got {typical_day_kpa_h!r}")
+    if typical_day_days is None:
+        typical_day_days = BUILT_IN_DAY_WEIGHT_DAYS
+    if not typical_day_days > 0:
+        raise BatchError("typical_day_days", f"must be above 0, got {typical_day_days!r}")
     if not weather_sigma > 0:
         raise BatchError("weather_sigma", f"must be above 0, got {weather_sigma!r}")
     windows = Windows(schedule)
@@ -181,7 +197,8 @@ def estimate(
     first_ts = min(ordered[0].ts, clock.first_start if clock.first_start is not None else now)
     target_y = math.log(target_x - EQUILIBRIUM_X)
     typical_rate = typical_day_kpa_h / windows.hours_per_day
-    outlook = _outlook(clock, windows, first_ts, now, typical_rate, weather_sigma)
+    outlook = _outlook(clock, windows, first_ts, now, typical_rate, typical_day_days,
+                       weather_sigma)
     efficiency = typical_rate * outlook.expected_factor
     instants = _crossings(fit, clock, outlook, target_y)
     p20, p50, p80 = (_quantile(instants, q) for q in (0.2, 0.5, 0.8))
@@ -334,20 +351,20 @@ class _Outlook:
 
 
 def _outlook(clock: _DryingClock, windows: Windows, first_ts: float, now: float,
-             typical_rate: float, sigma: float) -> _Outlook:
+             typical_rate: float, typical_days: float, sigma: float) -> _Outlook:
     """The outlook from the batch's drying so far (``typical_rate``: kPa·h per open hour
-    of the typical day, its mean day).
+    of the typical day, its mean day, which stands for ``typical_days`` days).
 
     **The level.** In logs, each past day's drying per open hour against the typical
     rate, ``l_d``, is the yard's level plus the day's weather. The level's prior is the
-    typical day's median, -s²/2, worth ``TYPICAL_DAY_WEIGHT_OPEN_HOURS`` (so many days);
-    each past day counts as its share of a window. Averaging logs, not kPa·h, is what
+    typical day's median, -s²/2, worth ``typical_days`` days; each past day counts as
+    its share of a window. Averaging logs, not kPa·h, is what
     keeps P50 from leaning late: the mean of a few skewed days is more often below the
     yard's mean than above it, and the days ahead are drawn from that mean.
 
     **The hours of the day.** Each hour of the window dries, per hour, its share of the
-    day: the batch's past days at that hour, pulled towards a flat day by the same
-    weight.
+    day: the batch's past days at that hour, pulled towards a flat day by
+    ``HOUR_PROFILE_PRIOR_DAYS``.
 
     **Today.** Today's drying so far against the same hours of the past days (their
     geometric mean: like for like, a humid first hour every morning expects nothing)
@@ -379,15 +396,14 @@ def _outlook(clock: _DryingClock, windows: Windows, first_ts: float, now: float,
         if start == base:  # a whole window: comparable with today's morning
             same_hours.append(clock.at(min(base + elapsed_today, end)) - clock.at(base))
             rest_of_day.append(drying - same_hours[-1])
-    prior_days = TYPICAL_DAY_WEIGHT_OPEN_HOURS / windows.hours_per_day
     days_seen = sum(share for share, _ in day_logs)
-    level = ((prior_days * -sigma**2 / 2 + sum(share * log for share, log in day_logs))
-             / (prior_days + days_seen))
-    level_sd = sigma / math.sqrt(prior_days + days_seen)
+    level = ((typical_days * -sigma**2 / 2 + sum(share * log for share, log in day_logs))
+             / (typical_days + days_seen))
+    level_sd = sigma / math.sqrt(typical_days + days_seen)
     past_level = (sum(share * log for share, log in day_logs) / days_seen
                   if days_seen else level)
-    rates = [(received[i] + typical_rate * prior_days) / (seen_h[i] + prior_days)
-             for i in range(hours)]
+    rates = [(received[i] + typical_rate * HOUR_PROFILE_PRIOR_DAYS)
+             / (seen_h[i] + HOUR_PROFILE_PRIOR_DAYS) for i in range(hours)]
     mean_rate = sum(r * h for r, h in zip(rates, bin_h, strict=True)) / sum(bin_h)
     shape = [typical_rate * r / mean_rate for r in rates]  # a typical day, by the hour
 

@@ -307,7 +307,19 @@ class BatchService:
             self._check_reported(yard_settings.id, refs)
             stored = self.store.add_batch(batch)
         self._point(stored, "start", started_at, note=stored.notes)
+        self._learn_typical_day_ahead(stored, yard_settings)
         return stored
+
+    def _learn_typical_day_ahead(self, batch: Batch, yard: YardSettings) -> None:
+        """Learn the yard's typical day now, at the start: its span ends at the start, so
+        every show of the batch then finds it kept, and none pays reading four weeks of
+        the yard's climate (docs/performance.md). The batch is stored already: whatever
+        goes wrong here is logged and left to the first show to try again."""
+        try:
+            self._typical_day(batch, DryingSchedule(timezone=yard.timezone))
+        except Exception:  # the start has succeeded; the first show tries again
+            log.exception("batch %s: learning yard %s's typical day at the start",
+                          batch.id, batch.yard)
 
     def moisture(self, batch_id: object, *, moisture_pct: object = None, at: object = None,
                  by: object = "", tray: object = None) -> MoistureReading:
@@ -461,15 +473,15 @@ class BatchService:
         metrics = self.analysis.compute(batch, series, readings, batches, yard)
         schedule = DryingSchedule(timezone=yard.timezone)
         typical = self._typical_day(batch, schedule)
+        learnt_days = float(typical.days) if typical.source == "learnt" else 0.0
         estimate = self.analysis.estimate(
             readings, periods, now=end, target_pct=batches.target_moisture_pct,
-            schedule=schedule, typical_day_kpa_h=typical.kpa_h)
+            schedule=schedule, typical_day_kpa_h=typical.kpa_h,
+            typical_day_days=learnt_days or None)  # None: the built-in day's weight
         # Which typical day it was, in the estimate's details (JSON, CSV and the report).
         estimate = replace(estimate, details={
             **estimate.details, "typical_day_kpa_h": typical.kpa_h,
-            "typical_day_sigma": typical.sigma,
-            "typical_day_learnt_days": float(typical.days if typical.source == "learnt"
-                                             else 0)})
+            "typical_day_sigma": typical.sigma, "typical_day_learnt_days": learnt_days})
         return BatchView(batch, readings, series, metrics, periods, estimate, end, typical)
 
     def _typical_day(self, batch: Batch, schedule: DryingSchedule) -> TypicalDay:

@@ -138,6 +138,8 @@ class StandInSeries:
     def read_yard_climate(self, yard: str, start: float, end: float) -> YardClimate:
         """No climate before the batch: the service falls back on the built-in day."""
         self.climate_asked.append((yard, start, end))
+        if self.broken:
+            raise ValueError("math domain error")
         if self.down or self.climate_down:
             raise RetryableStorageError("InfluxDB at http://127.0.0.1:9: connection refused")
         return YardClimate((), (), 300.0)
@@ -161,7 +163,8 @@ def standin_periods(batch: Batch, series: BatchSeries, settings: Any
 
 
 def standin_estimate(readings: Any, periods: Any, *, now: float, target_pct: float,
-                     schedule: Any, typical_day_kpa_h: float) -> Estimate:
+                     schedule: Any, typical_day_kpa_h: float,
+                     typical_day_days: float | None) -> Estimate:
     """Always one, two and three days after ``now``."""
     return Estimate(target_pct=target_pct, p20_ts=now + DAY, p50_ts=now + 2 * DAY,
                     p80_ts=now + 3 * DAY, details={"readings": float(len(readings)),

@@ -229,6 +229,10 @@ def test_show_gives_the_estimate_the_typical_day_learnt_from_the_yards_climate(
     write_climate(database.url, database.database, "norte", "norte-1", T0, T0 + DAY)
     assert batch(config, "start", "lote-9", "--yard", "norte", "--trays", "norte-1/t1",
                  "--at", START.isoformat()) == 0
+    # Learnt at the start (its span ends there), so no show pays for reading it.
+    with sqlite3.connect(config.parent / "batches.sqlite3") as db:
+        assert db.execute("SELECT source, days FROM typical_days").fetchall() == [
+            ("learnt", 8)]
     assert batch(config, "moisture", "lote-9", "--pct", "50", "--at", iso(T0 + HOUR)) == 0
     capsys.readouterr()
     assert batch(config, "show", "lote-9", "--json") == 0
