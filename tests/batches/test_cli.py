@@ -170,15 +170,8 @@ def test_a_config_with_problems_exits_2(tmp_path: Path, capsys: pytest.CaptureFi
 # ---------------------------------------------------------------- with the real modules
 
 
-def real_modules() -> None:
-    for name in ("series", "metrics", "estimate", "report"):
-        pytest.importorskip(f"secadero.server.batches.{name}",
-                            reason="the other parts of issue 8 are not merged yet")
-
-
 def test_show_report_and_export_with_the_real_modules(config: Path, tmp_path: Path,
                                                       capsys: pytest.CaptureFixture) -> None:
-    real_modules()
     database = load_server_settings(config).influxdb
     report_trays(database.url, database.database, "norte", {"norte-1": ["t1"]}, T0 + 60)
     write_climate(database.url, database.database, "norte", "norte-1", T0, T0 + DAY)
@@ -213,7 +206,6 @@ def test_show_gives_the_estimate_the_typical_day_learnt_from_the_yards_climate(
     trays-out window 07:00-18:00 with the air too humid to dry until 09:00 (85 % RH),
     then 30 °C at 60 % RH. The service reads them (series.py), learns 9 drying hours a
     day at that VPD, and the estimate is given that day, and says so."""
-    real_modules()
     from secadero.server.air import vpd_kpa
 
     config.write_text(config.read_text().replace("[batches]\n",

@@ -16,9 +16,6 @@ The quality warnings are decided live: two more batches, one started eight
 days ago still at 12 % (mould risk) and one read at 4.5 % (brittle), reach
 the quality recipient through a recording notifier (the dispatcher's
 ``Notifier`` interface; no outside service).
-
-Needs the other parts of issue 8 (series, metrics, estimate, report,
-warnings): skipped until they are merged.
 """
 
 from __future__ import annotations
@@ -29,10 +26,12 @@ import queue
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from http.client import HTTPConnection
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
+import pypdf
 import pytest
 from batch_helpers import DAY, HOUR
 from conftest import influx_login_toml
@@ -41,6 +40,7 @@ from secadero.contract import Event, encode
 from secadero.devservices import SERVER_USER, Mosquitto, free_port
 from secadero.server.accounts import AccountStore
 from secadero.server.alerts.engine import Transition
+from secadero.server.app import Server
 from secadero.server.influx_points import AlertPoints
 from secadero.server.notifiers import Outgoing
 from secadero.settings import load_server_settings
@@ -48,14 +48,6 @@ from tests.server.ingest_helpers import NodeSide
 
 pytestmark = pytest.mark.integration
 
-for _module in ("series", "metrics", "estimate", "report", "warnings"):
-    pytest.importorskip(f"secadero.server.batches.{_module}",
-                        reason="the other parts of issue 8 are not merged yet")
-pypdf = pytest.importorskip("pypdf")
-
-from http.client import HTTPConnection  # noqa: E402  (after the skips)
-
-from secadero.server.app import Server  # noqa: E402
 
 LIMA = ZoneInfo("America/Lima")
 STEP_S = 300

@@ -21,6 +21,7 @@ from secadero.server.alerts.rules import NodeView, YardView
 from secadero.server.alerts.store import Episode
 from secadero.server.batches import warnings
 from secadero.server.batches.model import Batch, MoistureReading, TrayRef
+from secadero.server.batches.store import BatchStore
 from secadero.server.batches.warnings import Brittle, MouldRisk, OpenBatch, Rewetting
 from secadero.server.forecast import ForecastStatus
 from secadero.settings import AlertSettings, BatchSettings, RecipientSettings, YardSettings
@@ -121,9 +122,7 @@ def test_open_batch_takes_the_latest_and_the_lowest_of_its_own_readings() -> Non
 
 def test_open_batches_from_the_batch_records(tmp_path: Path) -> None:
     """The input the lead wires into the alert service, on the real SQLite batch records."""
-    store = pytest.importorskip("secadero.server.batches.store",
-                                reason="the batch records (issue 8, part 1) are not merged")
-    with store.BatchStore(tmp_path / "batches.sqlite3") as records:
+    with BatchStore(tmp_path / "batches.sqlite3") as records:
         records.add_batch(Batch(id="b1", yard="norte", trays=(T1, T2),
                                 started_at=NOW - 2 * DAY_S))
         records.add_batch(Batch(id="b2", yard="norte", trays=(T3,), started_at=NOW - 3 * DAY_S))
