@@ -181,13 +181,13 @@ def main() -> None:
                   f"(batch show's median is {median / min(peers):.2f} of it)")
             print(f"  CPU per batch show: InfluxDB {influx_cpu * 1000:.0f} ms, ours "
                   f"{own_cpu * 1000:.0f} ms (load average now {os.getloadavg()[0]:.2f})")
-            # The yard's typical day (server/batches/typical.py): the service reads the
-            # yard's climate over the 14 days before a batch; here over the days written.
+            # The yard's typical day (server/batches/typical.py): the service learns it
+            # at the batch's start from the yard's 28 days before (bench/batch_commands.py
+            # times that); here over the days written, for its cost per day of climate.
             typical_times = [learn_typical_day(reader, start, until, settings)
                              for _ in range(args.repeats)]
-            print(f"  + the yard's typical day over {args.days} days (read + learn): median "
-                  f"{statistics.median(typical_times) * 1000:.0f} ms; batch show with it: "
-                  f"{(median + statistics.median(typical_times)) / 0.5:.2f} of the budget")
+            print(f"  the yard's typical day over {args.days} days (read + learn, paid at "
+                  f"the start): median {statistics.median(typical_times) * 1000:.0f} ms")
 
         day = start + 86400
         exact = SeriesReader(influx_settings, gap_after_s=settings.gap_after_s, resolution_s=10)
