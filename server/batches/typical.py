@@ -8,7 +8,7 @@ season; a yard whose air is drier or duller than that is estimated late or
 early all batch long (docs/batches.md, "The yard's typical day").
 
 So the server learns it from what the yard's nodes measured over the last
-``[batches] typical_day_days`` local days before today (14 by default):
+``[batches] typical_day_days`` local days before today (28 by default):
 
 1. ``daily_drying``: for each past local day, each node's open-tray drying,
    as if a tray had been out all the window: the sum of VPD × hours of its
@@ -28,7 +28,8 @@ So the server learns it from what the yard's nodes measured over the last
    built-in day, said so.
 
 Both are pure: the data, the clock (``now``) and the schedule are arguments.
-The service reads the climate through ``SeriesReader.read_yard_climate`` and keeps
+The service reads the climate through ``SeriesReader.read_yard_climate`` when a batch
+is started (the first show tries again if InfluxDB did not answer then) and keeps
 what it learnt (``BatchStore.keep_typical_day``): the days are past.
 ``TypicalDay`` lives in model.py (the store keeps it too).
 """
