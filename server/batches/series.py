@@ -66,9 +66,10 @@ TRAY_BUCKETS = 3
 # "partial" (and truncates at its max-row-limit): at most this many buckets a
 # series (under the chunk size), so a "partial" always means a truncated answer.
 MAX_BUCKETS = 9_000
-# The yard's climate for its typical day is read in 15-minute buckets: two weeks of a
-# yard's nodes in 5-minute ones cost InfluxDB about as much as the batch's own series
-# (docs/performance.md), and a day's drying summed over 15 minutes differs little.
+# The yard's climate for its typical day (four weeks by default) is read in 15-minute
+# buckets: even two weeks of a yard's nodes in 5-minute ones cost InfluxDB about as much
+# as the batch's own series (docs/performance.md), and a day's drying summed over 15
+# minutes differs little.
 YARD_CLIMATE_BUCKET_S = 900
 TRAY_EVENTS = {"tray_extended": "extended", "tray_retracted": "retracted"}
 RAIN_EVENTS = {"rain_started": True, "rain_stopped": False}

@@ -99,7 +99,7 @@ def _v2_one_reading_per_instant(db: sqlite3.Connection) -> None:
 
 def _v3_typical_days(db: sqlite3.Connection) -> None:
     """The yards' typical drying days as learnt (server/batches/typical.py): their days
-    are past, so `batch show` reads two weeks of a yard's climate once, not every time."""
+    are past, so the weeks of a yard's climate are read once, not at every `batch show`."""
     db.execute("""
         CREATE TABLE typical_days (
             yard TEXT NOT NULL,
