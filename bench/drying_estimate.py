@@ -415,13 +415,17 @@ class Summary:
         return statistics.median(s.error_open_h for s in self.scores[fraction])
 
 
-def learnt_typical_day(weather: Weather, days: int, rng: random.Random) -> typical.TypicalDay:
+def learnt_typical_day(weather: Weather, days: int, rng: random.Random,
+                       turned: tuple[Weather, int] | None = None) -> typical.TypicalDay:
     """What the server learns before a batch (server/batches/typical.py): the ``days``
     days before it drawn from the same yard, each day's VPD-weighted drying as its
-    drying periods report it (what ``typical.daily_drying`` sums from the climate)."""
+    drying periods report it (what ``typical.daily_drying`` sums from the climate).
+    ``turned``: (the weather before, days since): the season turned that many days
+    before the batch, and the days before the turn were drawn from the weather before."""
     values = []
     for index in range(-days, 0):
-        day = simulate_day(index, weather, rng)
+        before_turn = turned is not None and index < -turned[1]
+        day = simulate_day(index, turned[0] if before_turn else weather, rng)
         values.append(sum((p.vpd_kpa or 0.0) * p.hours for p in day.periods))
     return typical.typical_from_days(values)
 
@@ -437,7 +441,8 @@ def run(replays: int, seed: int, weather: Weather = Weather(),
         curves: Sequence[PublishedCurve] = PUBLISHED,
         fractions: Sequence[float] = (0.5, 0.75), *, oracle: bool = False,
         yard_history: bool = False, learn_days: int = 0, learn_sigma: bool = False,
-        calibrated_on: Weather | None = None) -> Summary:
+        calibrated_on: Weather | None = None,
+        turned: tuple[Weather, int] | None = None) -> Summary:
     """``replays`` batches, each on a curve drawn from ``curves``; scored at each fraction
     by the estimate (or, ``oracle``, by the best possible estimator). ``yard_history``:
     the estimate is given the yard's true typical day instead of its built-in one.
@@ -446,7 +451,9 @@ def run(replays: int, seed: int, weather: Weather = Weather(),
     the same as without); ``learn_sigma``: and their day-to-day spread for its range.
     ``calibrated_on``: the weather on whose mean day each curve takes its published time
     (the bar's yard unless given; a duller or brighter yard makes it take longer or
-    shorter). The same seed gives the same batches with or without ``oracle``."""
+    shorter). ``turned``: the learnt typical day's days before a turn of the season come
+    from another weather (``learnt_typical_day``). The same seed gives the same batches
+    with or without ``oracle``."""
     rng = random.Random(seed)
     oracle_rng = random.Random(seed + 1_000_003)
     if weather.constant:  # each curve replayed alone, on its constant day
@@ -460,7 +467,7 @@ def run(replays: int, seed: int, weather: Weather = Weather(),
     for _ in range(replays):
         replay = simulate_batch(rng.choice(curves), weather, rng, calibration)
         if learn_days:
-            learnt = learnt_typical_day(weather, learn_days, history_rng)
+            learnt = learnt_typical_day(weather, learn_days, history_rng, turned)
             day_kpa_h = learnt.kpa_h
             day_weight = float(learnt.days) if learnt.source == "learnt" else None
             sigma = learnt.sigma if learn_sigma and learnt.source == "learnt" else sigma
@@ -575,6 +582,16 @@ def main(argv: Sequence[str] | None = None) -> int:
                        Weather(sigma=0.2), Weather(sigma=0.5)):
             best = run(args.replays, args.seed, weather, oracle=True)
             print(_row(f"{label}: best possible (knows the curve)", best, coverage=False),
+                  flush=True)
+    # The season turns (the rains coming back): the yard 25 % duller for the last few days
+    # before the batch and during it, brighter before; learning from 14 or 28 days.
+    duller = Weather(vpd_scale=0.75)
+    for since in (0, 7, 14):
+        for learn in (14, LEARN_DAYS):
+            summary = run(args.replays, args.seed, duller, learn_days=learn,
+                          turned=(Weather(), since))
+            print(_row(f"the season turned {since} days before the batch (25 % duller since):"
+                       f" the typical day learnt from its {learn} days before", summary),
                   flush=True)
     print()
     print("Error in drying days of P50 (the harsher yard):")
