@@ -22,13 +22,13 @@ import urllib.parse
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from secadero.contract import Event, encode
+from secadero.day import ForecastReplay
 from secadero.devservices import INFLUX_ADMIN, SERVER_USER, InfluxDB, Mosquitto, free_port
 from secadero.server.accounts import AccountStore
 from secadero.server.app import Server
@@ -42,8 +42,6 @@ CHROMIUM_FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-background-network
                   "--disable-component-update", "--disable-sync", "--no-first-run"]
 PHONE = {"width": 390, "height": 844}
 WALL = {"width": 1920, "height": 1080}
-DATA = Path(__file__).resolve().parent.parent / "data"
-RECORDED = DATA / "open-meteo_berlin_2023-06-30_hourly_precipitation_probability.json"
 # Screenshots are kept here for people to look at (docs/webapp.md).
 SCREENSHOTS = Path(__file__).resolve().parents[2] / "var" / "screenshots"
 
@@ -82,54 +80,6 @@ def shot(page: Any, name: str) -> Path:
     page.screenshot(path=str(path), full_page=True)
     print(f"screenshot: {path}")
     return path
-
-
-class ForecastReplay:
-    """A local Open-Meteo: the recorded response (tests/data), its hours moved to today.
-
-    Open-Meteo's documented format, as the real service answers it; the hours
-    start at the current UTC hour, and ``probabilities`` (percent per hour from
-    now) replace the recorded ones, so a test decides what the forecast says.
-    """
-
-    def __init__(self, probabilities: list[float]) -> None:
-        self.probabilities = probabilities
-        self.requests: queue.Queue[str] = queue.Queue()
-        replay = self
-
-        class Handler(http.server.BaseHTTPRequestHandler):
-            def do_GET(self) -> None:
-                replay.requests.put(self.path)
-                body = json.dumps(replay.body()).encode()
-                self.send_response(200)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-            def log_message(self, format: str, *args: object) -> None:
-                pass
-
-        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/v1/forecast"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-    def body(self) -> dict[str, Any]:
-        recorded = json.loads(RECORDED.read_text())
-        hourly = recorded["hourly"]
-        # Open-Meteo stamps an hour's value at the hour's end ("preceding hour"): the
-        # first value is the hour that ends at the next full hour.
-        first = datetime.now(UTC).replace(minute=0, second=0, microsecond=0) + timedelta(hours=1)
-        count = len(hourly["time"])
-        hourly["time"] = [(first + timedelta(hours=i)).strftime("%Y-%m-%dT%H:%M")
-                          for i in range(count)]
-        hourly["precipitation_probability"] = [
-            self.probabilities[i] if i < len(self.probabilities) else 0 for i in range(count)]
-        return recorded
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
 
 
 class Phones:
@@ -275,8 +225,8 @@ def running_yard(tmp_path: Path, mosquitto: Mosquitto, influxdb: InfluxDB,
 
     Each browser's test module makes its ``yard`` fixture from this."""
     phones = Phones()
-    # The next hours: a dry morning as the forecast sees it (no alert from it).
-    forecast = ForecastReplay([10, 20, 15, 30, 5, 0])
+    # The demo's local Open-Meteo, the next hours dry as it sees them (no alert from it).
+    forecast = ForecastReplay(rain_ahead=lambda: False)
     api_port = free_port()
     config = write_server_config(
         tmp_path / "server.toml", yard=unique_name, broker=mosquitto,
