@@ -195,43 +195,15 @@ class AlertCore:
 
         A failed commit raises (the caller answers with an error; nothing changed).
         """
-        with self._lock:
-            episode = next((e for episodes in self._open.values() for e in episodes.values()
-                            if e.id == episode_id), None)
-            if episode is None:
-                return None
-            decision = self.engine.acknowledge(episode, by, now)
-            if decision.empty:
-                return episode  # already acknowledged: nothing to do, not an error
-            try:
-                stored = self.store.commit(decision)
-            except Exception:
-                self._failed("commit", episode.yard)
-                raise
-            self._swap([stored])
-        self._act([stored])
-        return stored.episodes[0]
+        return self._decide_on(episode_id,
+                               lambda episode: self.engine.acknowledge(episode, by, now))
 
     def close(self, episode_id: int, by: str, now: float) -> Episode | None:
         """A supervisor closes a yard alert (``AlertEngine.close``): the episode as it is
         now, None if unknown or already resolved. Decided, committed, swapped and acted
         on like ``acknowledge``; a failed commit raises and changes nothing."""
-        with self._lock:
-            episode = next((e for episodes in self._open.values() for e in episodes.values()
-                            if e.id == episode_id), None)
-            if episode is None:
-                return None
-            decision = self.engine.close(episode, by, now)
-            if decision.empty:
-                return episode  # already closed, or not a yard alert: nothing to do
-            try:
-                stored = self.store.commit(decision)
-            except Exception:
-                self._failed("commit", episode.yard)
-                raise
-            self._swap([stored])
-        self._act([stored])
-        return stored.episodes[0]
+        return self._decide_on(episode_id,
+                               lambda episode: self.engine.close(episode, by, now))
 
     def call_outcome(self, episode_id: int, recipient: str, *, answered: bool, status: str,
                      now: float) -> Episode | None:
@@ -239,13 +211,21 @@ class AlertCore:
         if it is no longer open. Counted in ``calls_total`` by outcome; decided,
         committed and swapped like ``acknowledge`` (a failed commit raises)."""
         self.metrics.inc("calls_total", outcome="answered" if answered else "unanswered")
+        return self._decide_on(episode_id, lambda episode: self.engine.call_outcome(
+            episode, recipient, answered=answered, status=status, now=now))
+
+    def _decide_on(self, episode_id: int,
+                   decide: Callable[[Episode], Decision]) -> Episode | None:
+        """One open episode's decision, committed, swapped into memory and acted on:
+        the episode as it is now, None if it is not open. An empty decision (already
+        acknowledged, already closed) changes nothing and is not an error; a failed
+        commit raises and changes nothing."""
         with self._lock:
             episode = next((e for episodes in self._open.values() for e in episodes.values()
                             if e.id == episode_id), None)
             if episode is None:
                 return None
-            decision = self.engine.call_outcome(episode, recipient, answered=answered,
-                                                status=status, now=now)
+            decision = decide(episode)
             if decision.empty:
                 return episode
             try:
