@@ -76,21 +76,9 @@ def panel(kind: str, title: str, description: str, position: dict[str, int],
           color: dict[str, Any] | None = None, no_value: str | None = None) -> dict[str, Any]:
     """A panel; ``no_value`` is shown instead of "No data" where nothing is the normal case
     (no sequence gap, no sensor fault in the period)."""
-    defaults: dict[str, Any] = {}
-    if no_value is not None:
-        defaults["noValue"] = no_value
-    if unit is not None:
-        defaults["unit"] = unit
-    if decimals is not None:
-        defaults["decimals"] = decimals
-    if mappings is not None:
-        defaults["mappings"] = mappings
-    if steps is not None:
-        defaults["thresholds"] = steps
-    if custom is not None:
-        defaults["custom"] = custom
-    if color is not None:
-        defaults["color"] = color
+    given = {"noValue": no_value, "unit": unit, "decimals": decimals, "mappings": mappings,
+             "thresholds": steps, "custom": custom, "color": color}
+    defaults = {key: value for key, value in given.items() if value is not None}
     return {"type": kind, "title": title, "description": description,
             "datasource": DATASOURCE, "gridPos": position, "targets": targets,
             "fieldConfig": {"defaults": defaults, "overrides": overrides or []},
