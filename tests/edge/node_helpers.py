@@ -238,6 +238,22 @@ class Listener:
         self.client.loop_stop()
 
 
+def wait_for_ingest(listener: Listener, yard: str) -> None:
+    """Publish a probe reading until the ingest acks it: then it is subscribed."""
+    topic = contract.node_topic(yard, "probe", "telemetry")
+    payload = contract.encode(contract.Telemetry(ts=round(time.time(), 3), seq=1, rain=False))
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        listener.publish(topic, payload)
+        try:
+            listener.wait_for(lambda env: any(e.kind == "ack" and e.node == "probe"
+                                              for e in env), timeout_s=0.5)
+            return
+        except AssertionError:
+            continue
+    raise AssertionError("the ingest never acked the probe")
+
+
 def outbox_seqs(path: Path) -> list[int]:
     """The seqs still in a node's outbox, read with sqlite3 directly (not our Outbox class)."""
     conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=5)

@@ -28,6 +28,7 @@ from conftest import influx_query
 from node_helpers import (  # noqa: F401 (fixtures are found by their names)
     listener_factory_fixture,
     node_processes_fixture,
+    wait_for_ingest,
     write_node_config,
 )
 
@@ -79,24 +80,6 @@ set_aside_file = "set-aside.jsonl"
 [alerts]
 api_port = 0
 """
-
-
-def wait_for_ingest(listener: Any, yard: str) -> None:
-    """Publish a probe reading until the ingest acks it: then it is subscribed."""
-    from secadero import contract
-
-    topic = contract.node_topic(yard, "probe", "telemetry")
-    payload = contract.encode(contract.Telemetry(ts=round(time.time(), 3), seq=1, rain=False))
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        listener.publish(topic, payload)
-        try:
-            listener.wait_for(lambda env: any(e.kind == "ack" and e.node == "probe"
-                                              for e in env), timeout_s=0.5)
-            return
-        except AssertionError:
-            continue
-    raise AssertionError("the ingest never acked the probe")
 
 
 def ledger_run(*, mosquitto: Any, influxdb: Any, yard: str, tmp_path: Path, listener: Any,

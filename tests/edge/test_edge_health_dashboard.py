@@ -24,6 +24,7 @@ from node_helpers import (  # noqa: F401 (fixtures are found by their names)
     clear_retained,
     listener_factory_fixture,
     mock_hardware,
+    wait_for_ingest,
     write_node_config,
 )
 
@@ -61,22 +62,6 @@ Inter-| sta-|   Quality        |   Discarded packets               | Missed | WE
  face | tus | link level noise |  nwid  crypt   frag  retry   misc | beacon | 22
  wlan0: 0000   52.  -58.  -256        0      0      0      0      0        0
 """
-
-
-def wait_for_ingest(listener: Any, yard: str) -> None:
-    """Publish a probe reading until the ingest acks it: then it is subscribed."""
-    topic = contract.node_topic(yard, "probe", "telemetry")
-    payload = contract.encode(contract.Telemetry(ts=round(time.time(), 3), seq=1, rain=False))
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        listener.publish(topic, payload)
-        try:
-            listener.wait_for(lambda env: any(e.kind == "ack" and e.node == "probe"
-                                              for e in env), timeout_s=0.5)
-            return
-        except AssertionError:
-            continue
-    raise AssertionError("the ingest never acked the probe")
 
 
 def test_health_and_calibration_reach_the_node_health_panels(
