@@ -147,7 +147,7 @@ def write_configs(root: Path, *, broker: Mosquitto, influxdb: InfluxDB, metrics_
         f'[alerts]\ndatabase = "../alerts/alerts.sqlite3"\napi_port = {api_port}\n'
         f'public_url = "http://127.0.0.1:{api_port}"\n'
         # The demo runs day and night: every hour counts as drying hours.
-        'drying_start = "00:00"\ndrying_end = "23:59"\n'
+        'drying_start = "00:00"\ndrying_end = "24:00"\n'
         + (day or "\n") +
         f'[notifiers.webhook]\nurl = "{phone_url}"\n\n'
         f'[[yards]]\nid = "{YARD_ID}"\nname = "Chazuta"\n'

@@ -141,7 +141,7 @@ api_port = {api_port}
 public_url = "http://127.0.0.1:{api_port}"
 evaluate_interval_s = 0.2
 drying_start = "00:00"
-drying_end = "23:59"
+drying_end = "24:00"
 [forecast]
 providers = ["open-meteo"]
 open_meteo_url = "{forecast_url}"
