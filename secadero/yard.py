@@ -30,7 +30,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TextIO
+from typing import Any, TextIO
 from zoneinfo import ZoneInfo
 
 from secadero import contract
@@ -338,6 +338,21 @@ def _area_name(node_id: str) -> str:
     return node_id.rsplit("-", 1)[0].capitalize()
 
 
+def _stop_on_signals(stop: threading.Event) -> tuple[Any, Any]:
+    """Ctrl-C (KeyboardInterrupt) and SIGTERM (a supervisor, a test) both stop a demo.
+
+    SIGINT's handler is set explicitly: Python leaves SIGINT ignored when the demo
+    was started with it ignored (``cmd &`` in a script), and Ctrl-C would then do
+    nothing. Returns the previous handlers for ``_restore_signals``."""
+    return (signal.signal(signal.SIGINT, signal.default_int_handler),
+            signal.signal(signal.SIGTERM, lambda *_: stop.set()))
+
+
+def _restore_signals(previous: tuple[Any, Any]) -> None:
+    signal.signal(signal.SIGINT, previous[0])
+    signal.signal(signal.SIGTERM, previous[1])
+
+
 def _stop_everything(children: list[Child], watcher: threading.Thread | None,
                      broker: Mosquitto, database: InfluxDB, phones: PhoneBooth) -> None:
     """Stop what a demo started, in order: the server first, so stopping the nodes
@@ -370,8 +385,7 @@ def run_yard(root: Path, *, nodes: int, interval_s: float, speed: float,
             out.flush()
 
     stop = threading.Event()
-    # SIGTERM (a supervisor, a test) stops the yard like Ctrl-C does.
-    previous = signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    previous = _stop_on_signals(stop)
     broker = Mosquitto(workdir=root / "mosquitto")
     database = InfluxDB(workdir=root / "influxdb")
     children: list[Child] = []
@@ -428,8 +442,7 @@ def run_yard(root: Path, *, nodes: int, interval_s: float, speed: float,
     finally:
         stop.set()
         _stop_everything(children, watcher, broker, database, phones)
-        signal.signal(signal.SIGTERM, previous)
-        signal.signal(signal.SIGINT, signal.default_int_handler)
+        _restore_signals(previous)
     return status
 
 
@@ -546,7 +559,7 @@ def run_day(root: Path, *, nodes: int, interval_s: float, minutes: float, readin
             out.flush()
 
     stop = threading.Event()
-    previous = signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    previous = _stop_on_signals(stop)
     broker = Mosquitto(workdir=root / "mosquitto")
     database = InfluxDB(workdir=root / "influxdb")
     children: list[Child] = []
@@ -662,8 +675,7 @@ def run_day(root: Path, *, nodes: int, interval_s: float, minutes: float, readin
         stop.set()
         _stop_everything(children, watcher, broker, database, phones)
         forecast.close()
-        signal.signal(signal.SIGTERM, previous)
-        signal.signal(signal.SIGINT, signal.default_int_handler)
+        _restore_signals(previous)
     say("Stopped everything it started.", stamp=False)
     return status
 
