@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Any, TextIO
 from zoneinfo import ZoneInfo
 
-from secadero import contract
+from secadero import contract, past_days
 from secadero.contract import Envelope, Event, Telemetry
 from secadero.day import MIN_MINUTES, MOISTURE, Day, DayNarrator, ForecastReplay
 from secadero.devservices import (
@@ -540,6 +540,41 @@ def _play(beat: str, text: str, *, api: DemoApi, say: Callable[[str], None], pas
     return False
 
 
+def _past_days(database: InfluxDB, api: DemoApi, password: str, *, nodes: int,
+               reports: Path, say: Callable[[str], None]) -> None:
+    """The yard's past two weeks and a batch dried over them (secadero/past_days.py),
+    once per demo folder: a later run finds its example batch and leaves the past as it is.
+    Its report is written at once; a failure is told, and the day goes on."""
+    import json
+
+    from secadero.errors import StorageError
+    from secadero.server.influx import InfluxV1Writer
+
+    try:
+        api.log_in("carmen", password)
+        known = json.loads(api.call("GET", f"/api/batches?yard={YARD_ID}"))
+        example = next((b["id"] for b in known if b["id"].endswith("-ejemplo")), None)
+        if example is None:
+            # Today in the yard, not in the machine's zone: the past must end before now.
+            past = past_days.simulate(YARD_ID, NODE_IDS[:nodes],
+                                      today=dt.datetime.now(TIMEZONE).date(), timezone=TIMEZONE)
+            writer = InfluxV1Writer(database.settings(DATABASE, INFLUX_WRITER))
+            try:
+                past_days.write(writer, past)
+            finally:
+                writer.close()
+            example = past_days.record(api, past)
+        reports.mkdir(exist_ok=True)
+        report = reports / f"{example}.pdf"
+        report.write_bytes(api.call("GET", f"/api/batches/{example}/report.pdf"))
+    except (OSError, StorageError) as exc:  # urllib's errors, InfluxDB's
+        detail = exc.read().decode(errors="replace") if hasattr(exc, "read") else str(exc)
+        say(f"  (the past days could not be written: {detail[:200]})")
+        return
+    say(f"  the yard's past {past_days.DAYS} days are in InfluxDB too (simulated), with "
+        f"drying batch {example}, dried and ended; its report: {report}")
+
+
 def run_day(root: Path, *, nodes: int, interval_s: float, minutes: float, readings: bool,
             out: TextIO) -> int:
     """The scripted day (secadero/day.py): told in words as it happens; 0 when it ran."""
@@ -596,6 +631,8 @@ def run_day(root: Path, *, nodes: int, interval_s: float, minutes: float, readin
             say(f"the server did not start; last lines of {children[-1].log}:", stamp=False)
             say(_tail(children[-1].log), stamp=False)
             return 1
+        _past_days(database, DemoApi(web), password, nodes=nodes, reports=root / "reports",
+                   say=lambda line: say(line, stamp=False))
         day = Day(minutes, time.time() + 1.0)
         script_path.write_text(day.script().to_json(), encoding="utf-8")
         for config in node_configs:
