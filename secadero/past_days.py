@@ -8,7 +8,8 @@ would have sent them, and records one drying batch over them:
 
 - **the weather** is the simulated yard's (``WeatherModel``, firmware/simulation.py:
   the daily cycle, showers with a humid lead-in), with afternoon and evening
-  showers drawn from a seed;
+  showers drawn from a seed, each day brighter or duller than the cycle (``SKY_C``,
+  ``SKY_PCT``), and each node's sensor a little off and noisy;
 - **the workers**: the trays go out at 08:00 when the plates are dry (earlier the
   air is above 80 % RH and would wet the beans again), come in
   ``RESPONSE_S`` after a plate gets wet (the first shower of the batch caught
@@ -62,6 +63,8 @@ SEED = 7
 # the plate has been dry this long, and not after 16:00.
 OUT_HOUR, IN_HOUR, LAST_OUT_HOUR = 8.0, 17.5, 16.0
 DRY_BEFORE_OUT_S = 45 * 60
+# A day's sky: one standard deviation brighter is this much warmer and drier all day.
+SKY_C, SKY_PCT = 1.0, 4.0
 RESPONSE_S = 4 * 60
 LATE_RESPONSE_S = 12 * 60
 ALL_CLEAR_AFTER_S = 30 * 60
@@ -132,8 +135,11 @@ def simulate(yard: str, nodes: Sequence[str], *, today: dt.date, timezone: ZoneI
     late_shower = next((s for s in showers if s.start_s > batch_start
                         and OUT_HOUR <= _local_hour(s.start_s, timezone) < LAST_OUT_HOUR),
                        None)
+    # Each day its own sky, the same over the whole yard: a bright day drier and warmer.
+    skies = {(midnight - dt.timedelta(days=day)).date(): rng.gauss(0.0, 1.0)
+             for day in range(days, 0, -1)}
     for index, node in enumerate(nodes):
-        _node_days(past, node, index, weather, timezone, late_shower)
+        _node_days(past, node, index, weather, timezone, late_shower, skies)
     _alerts(past)
     past.batch = _batch(past, nodes[0], batch_start, timezone, rng)
     return past
@@ -209,7 +215,8 @@ def _local_hour(ts: float, timezone: ZoneInfo) -> float:
 
 
 def _node_days(past: PastYard, node: str, index: int, weather: WeatherModel,
-               timezone: ZoneInfo, late_shower: Shower | None) -> None:
+               timezone: ZoneInfo, late_shower: Shower | None,
+               skies: dict[dt.date, float]) -> None:
     """One node's readings and events: its plate, its two trays, the workers' moves.
 
     The yard is followed minute by minute (a plate or a worker's move to the
@@ -247,10 +254,13 @@ def _node_days(past: PastYard, node: str, index: int, weather: WeatherModel,
         if round(ts - past.since - offset_s) % STEP_S == 0:
             seq += 1
             temperature_c, humidity_pct = weather.climate(ts)
+            sky = skies.get(dt.datetime.fromtimestamp(ts, timezone).date(), 0.0)
+            temperature_c += bias_c + SKY_C * sky + noise.gauss(0.0, 0.2)
+            humidity_pct += bias_pct - SKY_PCT * sky + noise.gauss(0.0, 0.8)
             state = "extended" if extended else "retracted"
             past.telemetry.append((node, Telemetry(
-                ts=ts, seq=seq, temperature_c=round(temperature_c + bias_c, 1),
-                humidity_pct=round(min(99.0, humidity_pct + bias_pct), 1), rain=wet,
+                ts=ts, seq=seq, temperature_c=round(temperature_c, 1),
+                humidity_pct=round(min(99.0, max(5.0, humidity_pct)), 1), rain=wet,
                 rain_mm=(round(weather.rain_rate_mm_h(ts) * STEP_S / 3600.0, 1) if wet
                          else 0.0),
                 trays={tray: state for tray in BATCH_TRAYS})))

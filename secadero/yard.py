@@ -535,44 +535,82 @@ def _play(beat: str, text: str, *, api: DemoApi, say: Callable[[str], None], pas
             api.call("POST", f"/api/batches/{batch_id}/moisture",
                      {"moisture_pct": readings_pct[beat], "by": "carmen"})
     except OSError as exc:  # urllib's errors: told, and the day goes on
-        detail = exc.read().decode(errors="replace") if hasattr(exc, "read") else str(exc)
-        say(f"  (the server refused: {detail[:200]})")
+        say(f"  (the server refused: {_refusal(exc)})")
     return False
 
 
-def _past_days(database: InfluxDB, api: DemoApi, password: str, *, nodes: int,
-               reports: Path, say: Callable[[str], None]) -> None:
-    """The yard's past two weeks and a batch dried over them (secadero/past_days.py),
-    once per demo folder: a later run finds its example batch and leaves the past as it is.
-    Its report is written at once; a failure is told, and the day goes on."""
-    import json
+class DemoPast:
+    """The yard's past two weeks and a batch dried over them (secadero/past_days.py).
 
-    from secadero.errors import StorageError
-    from secadero.server.influx import InfluxV1Writer
+    Once per demo folder (a later run finds ``past-days.json`` and leaves the past it
+    wrote as it is): the points go to InfluxDB before the server starts, the batch is
+    recorded through the API once it answers, and its report is written with the day's
+    at the end. Each step's failure is told, and the day goes on without the past."""
 
-    try:
-        api.log_in("carmen", password)
-        known = json.loads(api.call("GET", f"/api/batches?yard={YARD_ID}"))
-        example = next((b["id"] for b in known if b["id"].endswith("-ejemplo")), None)
-        if example is None:
-            # Today in the yard, not in the machine's zone: the past must end before now.
-            past = past_days.simulate(YARD_ID, NODE_IDS[:nodes],
-                                      today=dt.datetime.now(TIMEZONE).date(), timezone=TIMEZONE)
-            writer = InfluxV1Writer(database.settings(DATABASE, INFLUX_WRITER))
-            try:
-                past_days.write(writer, past)
-            finally:
-                writer.close()
-            example = past_days.record(api, past)
-        reports.mkdir(exist_ok=True)
-        report = reports / f"{example}.pdf"
-        report.write_bytes(api.call("GET", f"/api/batches/{example}/report.pdf"))
-    except (OSError, StorageError) as exc:  # urllib's errors, InfluxDB's
-        detail = exc.read().decode(errors="replace") if hasattr(exc, "read") else str(exc)
-        say(f"  (the past days could not be written: {detail[:200]})")
-        return
-    say(f"  the yard's past {past_days.DAYS} days are in InfluxDB too (simulated), with "
-        f"drying batch {example}, dried and ended; its report: {report}")
+    def __init__(self, root: Path, *, nodes: int, say: Callable[[str], None]) -> None:
+        self.marker = root / "config" / "past-days.json"
+        self.nodes, self.say = nodes, say
+        self.past: past_days.PastYard | None = None
+        self.batch_id: str | None = None
+        self.api: DemoApi | None = None
+        if self.marker.exists():
+            import json
+
+            self.batch_id = json.loads(self.marker.read_text(encoding="utf-8"))["batch"]
+
+    def write(self, database: InfluxDB) -> None:
+        from secadero.errors import StorageError
+        from secadero.server.influx import InfluxV1Writer
+
+        if self.batch_id is not None:
+            return
+        # Today in the yard, not in the machine's zone: the past must end before now.
+        past = past_days.simulate(YARD_ID, NODE_IDS[:self.nodes],
+                                  today=dt.datetime.now(TIMEZONE).date(), timezone=TIMEZONE)
+        writer = InfluxV1Writer(database.settings(DATABASE, INFLUX_WRITER))
+        try:
+            past_days.write(writer, past)
+            self.past = past
+        except StorageError as exc:
+            self.say(f"  (the yard's past days could not be written: {exc})")
+        finally:
+            writer.close()
+
+    def record(self, api: DemoApi, password: str) -> None:
+        """Carmen's record of the example batch; her session is kept for its report."""
+        import json
+
+        if self.past is None and self.batch_id is None:
+            return  # nothing was written
+        try:
+            api.log_in("carmen", password)
+            if self.past is not None:
+                self.batch_id = past_days.record(api, self.past)
+                self.marker.write_text(json.dumps({"batch": self.batch_id}), encoding="utf-8")
+        except OSError as exc:  # urllib's errors
+            self.say(f"  (the example batch could not be recorded: {_refusal(exc)})")
+            return
+        self.api = api
+        when = "" if self.past is not None else ", from an earlier run in this folder"
+        self.say(f"  the yard's past {past_days.DAYS} days are in InfluxDB too (simulated{when}), "
+                 f"with drying batch {self.batch_id}: dried and ended, its report at the end")
+
+    def report(self, reports: Path) -> None:
+        if self.batch_id is None or self.api is None:
+            return
+        report = reports / f"{self.batch_id}.pdf"
+        try:
+            report.write_bytes(self.api.call("GET", f"/api/batches/{self.batch_id}/report.pdf"))
+        except OSError as exc:
+            self.say(f"The example batch's report could not be written: {_refusal(exc)}")
+            return
+        self.say(f"The report of {self.batch_id}, dried over the past days: {report}")
+
+
+def _refusal(exc: OSError) -> str:
+    """What the server said (an HTTP error's body), or the error."""
+    detail = exc.read().decode(errors="replace") if hasattr(exc, "read") else str(exc)
+    return detail[:200]
 
 
 def run_day(root: Path, *, nodes: int, interval_s: float, minutes: float, readings: bool,
@@ -614,6 +652,8 @@ def run_day(root: Path, *, nodes: int, interval_s: float, minutes: float, readin
         prepare_database(database)
         say(f"  Mosquitto (the MQTT broker) 127.0.0.1:{broker.port}, pid {broker.pid}; "
             f"InfluxDB (the time series) {database.url}, pid {database.pid}", stamp=False)
+        past = DemoPast(root, nodes=nodes, say=lambda line: say(line, stamp=False))
+        past.write(database)
         api_port = free_port()
         script_path = root / "config" / "day.json"
         server_config, node_configs = write_configs(
@@ -631,8 +671,7 @@ def run_day(root: Path, *, nodes: int, interval_s: float, minutes: float, readin
             say(f"the server did not start; last lines of {children[-1].log}:", stamp=False)
             say(_tail(children[-1].log), stamp=False)
             return 1
-        _past_days(database, DemoApi(web), password, nodes=nodes, reports=root / "reports",
-                   say=lambda line: say(line, stamp=False))
+        past.record(DemoApi(web), password)
         day = Day(minutes, time.time() + 1.0)
         script_path.write_text(day.script().to_json(), encoding="utf-8")
         for config in node_configs:
@@ -692,15 +731,16 @@ def run_day(root: Path, *, nodes: int, interval_s: float, minutes: float, readin
                                            batch_started=batch_started)
         if not stop.is_set():
             say("Evening: the day is over.")
+            reports = root / "reports"
+            reports.mkdir(exist_ok=True)
             if batch_started:
-                reports = root / "reports"
-                reports.mkdir(exist_ok=True)
                 report = reports / f"{batch_id}.pdf"
                 try:
                     report.write_bytes(api.call("GET", f"/api/batches/{batch_id}/report.pdf"))
                     say(f"The batch report (one page, PDF) is in {report}")
                 except OSError as exc:
                     say(f"The batch report could not be written: {exc}")
+            past.report(reports)
             say(f"What the server logged: {logs}. The web app stops with the demo.",
                 stamp=False)
     except KeyboardInterrupt:

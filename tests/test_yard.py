@@ -9,6 +9,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -134,11 +135,12 @@ def test_a_day_in_the_yard_told_in_words_with_the_web_app_and_the_report(
     assert process.stdout is not None
     output: list[str] = []
     sent: list[dict[str, object]] = []
+    batches: list[dict[str, Any]] = []
     try:
         for line in process.stdout:
             output.append(line)
             if "A second shower" in line:
-                sent = _notifications_in_the_web_app("".join(output))
+                sent, batches = _what_the_web_app_shows("".join(output))
     finally:
         if process.poll() is None:
             process.send_signal(signal.SIGINT)
@@ -163,6 +165,7 @@ def test_a_day_in_the_yard_told_in_words_with_the_web_app_and_the_report(
         "ALL CLEAR: the alert has ended",
         "[18:00] Evening: the day is over.",
         "The batch report (one page, PDF) is in ",
+        "The report of lote-",
         "Stopped everything it started.",
     ]
     position = 0
@@ -177,6 +180,15 @@ def test_a_day_in_the_yard_told_in_words_with_the_web_app_and_the_report(
     assert text.index("A second shower") < text.index("-> Rosa's phone: LLUEVE"), text
     report = Path(re.search(r"The batch report \(one page, PDF\) is in (\S+)", text)[1])
     assert report.read_bytes().startswith(b"%PDF-")
+    # The yard's past days (secadero/past_days.py): a batch dried over them, ended at the
+    # target, in the web app and in its own report.
+    example = re.search(r"the yard's past 16 days are in InfluxDB too \(simulated\), "
+                        r"with drying batch (lote-\d{4}-ejemplo): dried and ended", text)
+    assert example is not None, text
+    assert [(b["id"], b["ended_at"] is not None, b["final_moisture_pct"] <= 7.5)
+            for b in batches if b["id"].endswith("-ejemplo")] == [(example[1], True, True)]
+    assert Path(re.search(rf"The report of {example[1]}, dried over the past days: (\S+)",
+                          text)[1]).read_bytes().startswith(b"%PDF-")
     # The workers' messages, as the supervisor sees them in the web app.
     assert {("Rosa", "webhook"), ("Luis", "webhook")} <= {
         (n["recipient"], n["channel"]) for n in sent}
@@ -188,8 +200,9 @@ def test_a_day_in_the_yard_told_in_words_with_the_web_app_and_the_report(
             os.kill(pid, 0)
 
 
-def _notifications_in_the_web_app(text: str) -> list[dict[str, object]]:
-    """Log in with the demo's printed login and read the alerts' notifications."""
+def _what_the_web_app_shows(text: str
+                            ) -> tuple[list[dict[str, object]], list[dict[str, Any]]]:
+    """Log in with the demo's printed login; the alerts' notifications and the batches."""
     import json
     import urllib.request
 
@@ -203,4 +216,8 @@ def _notifications_in_the_web_app(text: str) -> list[dict[str, object]]:
     history = urllib.request.Request(f"{base}/api/alerts/history",
                                      headers={"Authorization": f"Bearer {token}"})
     with urllib.request.urlopen(history, timeout=10) as response:
-        return [note for episode in json.load(response) for note in episode["notifications"]]
+        sent = [note for episode in json.load(response) for note in episode["notifications"]]
+    batches = urllib.request.Request(f"{base}/api/batches",
+                                     headers={"Authorization": f"Bearer {token}"})
+    with urllib.request.urlopen(batches, timeout=10) as response:
+        return sent, json.load(response)
