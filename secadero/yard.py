@@ -50,6 +50,7 @@ from secadero.errors import ProtocolError
 
 YARD_ID = "chazuta"
 DATABASE = "secadero"
+SERVER_CLIENT_ID = "secadero-demo-ingest"
 NODE_IDS = ("norte-1", "centro-2", "sur-3", "este-4", "oeste-5", "patio-6")
 TIMEZONE = ZoneInfo("America/Lima")
 
@@ -137,7 +138,7 @@ def write_configs(root: Path, *, broker: Mosquitto, influxdb: InfluxDB, metrics_
             "poll_interval_s = 60\n\n")
     server.write_text(
         "# Written by `secadero yard` for the demo; see server/server.example.toml.\n"
-        f'[mqtt]\nhost = "127.0.0.1"\nport = {mqtt_port}\nclient_id = "secadero-demo-ingest"\n'
+        f'[mqtt]\nhost = "127.0.0.1"\nport = {mqtt_port}\nclient_id = "{SERVER_CLIENT_ID}"\n'
         f"{broker.toml_credentials(SERVER_USER)}\n"
         f'[influxdb]\nurl = "{influxdb.url}"\ndatabase = "{DATABASE}"\n'
         f"{influxdb.toml_credentials(INFLUX_WRITER)}\n"
@@ -396,6 +397,7 @@ def run_yard(root: Path, *, nodes: int, interval_s: float, speed: float,
         say(f"secadero demo yard in {root}")
         broker.start()
         say(f"  Mosquitto  127.0.0.1:{broker.port}  (pid {broker.pid})")
+        _forget_the_last_run(broker, nodes, say)
         database.start()
         prepare_database(database)
         say(f"  InfluxDB   {database.url}  database '{DATABASE}'  (pid {database.pid})")
@@ -515,6 +517,19 @@ def _wait_for_http(url: str, child: Child, timeout_s: float = 60.0) -> bool:
     return False
 
 
+def _end_earlier_batches(api: DemoApi, say: Callable[[str], None]) -> None:
+    """The batch of an earlier run in this folder is still open on the day's trays (a
+    tray belongs to one open batch at a time): Carmen ends it first, without a final
+    reading (nobody measured one)."""
+    import json
+
+    for batch in json.loads(api.call("GET", f"/api/batches?yard={YARD_ID}&open=1")):
+        if set(batch["trays"]) & set(BATCH_TRAYS):
+            api.call("POST", f"/api/batches/{batch['id']}/end", {"by": "carmen"})
+            say(f"  (first she ends {batch['id']}, the batch of an earlier run of the demo: "
+                "its trays are needed)")
+
+
 def _play(beat: str, text: str, *, api: DemoApi, say: Callable[[str], None], password: str,
           batch_id: str, readings_pct: dict[str, float], batch_started: bool) -> bool:
     """Tell one beat of the day and do Carmen's part of it; whether the batch started."""
@@ -522,6 +537,7 @@ def _play(beat: str, text: str, *, api: DemoApi, say: Callable[[str], None], pas
     try:
         if beat == "batch_start":
             api.log_in("carmen", password)
+            _end_earlier_batches(api, say)
             api.call("POST", "/api/batches", {
                 "id": batch_id, "yard": YARD_ID, "trays": list(BATCH_TRAYS),
                 "lot": "Cosecha del día", "member": "Familia Ruiz", "wet_weight_kg": 120.0,
@@ -607,6 +623,55 @@ class DemoPast:
         self.say(f"The report of {self.batch_id}, dried over the past days: {report}")
 
 
+def _forget_the_last_run(broker: Mosquitto, nodes: int, say: Callable[[str], None]) -> None:
+    """What the broker kept of an earlier run in this folder, for the server to hear.
+
+    The demo stops its nodes after the server, so their last word, "offline", is kept
+    twice: retained on their ``status`` topics and queued in the server's persistent
+    session. The next run starts the server before the nodes, and the server would page
+    the technician for nodes that are only starting. Both are dropped here: an empty
+    retained message deletes a retained one (MQTT 3.1.1, 3.3.1.3), and the server's
+    client id connecting with a clean start and no session expiry ends its session
+    (MQTT 5, 3.1.2.4). Nothing measured is lost: the nodes' readings the server did not
+    acknowledge are in their outboxes, sent again."""
+    import paho.mqtt
+    import paho.mqtt.client as mqtt
+    from paho.mqtt.packettypes import PacketTypes
+    from paho.mqtt.properties import Properties
+
+    def client(client_id: str, user: tuple[str, str]) -> mqtt.Client:
+        made = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id,
+                           protocol=mqtt.MQTTv5)
+        made.username_pw_set(*user)
+        return made
+
+    harness = client("secadero-demo-fresh-start", broker.client_credentials())
+    server = client(SERVER_CLIENT_ID, broker.credentials(SERVER_USER))
+    server_connected = threading.Event()
+    server.on_connect = lambda *_: server_connected.set()
+    no_session = Properties(PacketTypes.CONNECT)
+    no_session.SessionExpiryInterval = 0
+    try:
+        harness.connect("127.0.0.1", broker.port)
+        harness.loop_start()
+        deletions = [harness.publish(contract.node_topic(YARD_ID, node, "status"), b"",
+                                     qos=1, retain=True) for node in NODE_IDS[:nodes]]
+        server.connect("127.0.0.1", broker.port, clean_start=True, properties=no_session)
+        server.loop_start()
+        for deletion in deletions:
+            deletion.wait_for_publish(10)
+        if not (server_connected.wait(10) and all(d.is_published() for d in deletions)):
+            raise OSError("the broker did not answer in 10 s")
+        harness.disconnect()
+        server.disconnect()
+    except (OSError, ValueError, RuntimeError, paho.mqtt.MQTTException) as exc:
+        # Not worth stopping the day for: at worst the technician is paged needlessly.
+        say(f"  (what the broker kept of the last run could not be cleared: {exc})")
+    finally:
+        harness.loop_stop()
+        server.loop_stop()
+
+
 def _refusal(exc: OSError) -> str:
     """What the server said (an HTTP error's body), or the error."""
     detail = exc.read().decode(errors="replace") if hasattr(exc, "read") else str(exc)
@@ -652,6 +717,7 @@ def run_day(root: Path, *, nodes: int, interval_s: float, minutes: float, readin
         prepare_database(database)
         say(f"  Mosquitto (the MQTT broker) 127.0.0.1:{broker.port}, pid {broker.pid}; "
             f"InfluxDB (the time series) {database.url}, pid {database.pid}", stamp=False)
+        _forget_the_last_run(broker, nodes, lambda line: say(line, stamp=False))
         past = DemoPast(root, nodes=nodes, say=lambda line: say(line, stamp=False))
         past.write(database)
         api_port = free_port()

@@ -121,6 +121,28 @@ def test_the_demo_yard_stores_readings_alerts_and_stops_everything_on_ctrl_c(
 
 @pytest.mark.integration
 @pytest.mark.slow
+def test_a_second_run_in_the_same_folder_does_not_page_the_technician_for_starting_nodes(
+        tmp_path: Path) -> None:
+    """The demo stops its nodes after its server, so their "offline" waits on the broker
+    (retained, and queued in the server's session) for the next run, whose server starts
+    before the nodes: without clearing it, that run opens by paging the technician
+    ("el nodo ... no responde") for every node."""
+    command = [sys.executable, "-m", "secadero.cli", "yard", "--endless", "--dir",
+               str(tmp_path), "--nodes", "2", "--interval", "0.5", "--speed", "1"]
+    first = subprocess.run([*command, "--duration", "6"], capture_output=True, text=True,
+                           timeout=120)
+    assert first.returncode == 0, first.stdout + first.stderr
+    assert re.search(r"norte-1\s+#\d+", first.stdout), first.stdout  # the nodes ran
+    second = subprocess.run([*command, "--duration", "8"], capture_output=True, text=True,
+                            timeout=120)
+    assert second.returncode == 0, second.stdout + second.stderr
+    assert re.search(r"norte-1\s+#\d+", second.stdout), second.stdout
+    assert "no responde" not in second.stdout, second.stdout
+    assert "could not be cleared" not in second.stdout, second.stdout
+
+
+@pytest.mark.integration
+@pytest.mark.slow
 @pytest.mark.timeout(600)  # the day itself takes seven minutes
 def test_a_day_in_the_yard_told_in_words_with_the_web_app_and_the_report(
         tmp_path: Path) -> None:
