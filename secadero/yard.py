@@ -30,10 +30,10 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 from zoneinfo import ZoneInfo
 
-from secadero import contract, past_days
+from secadero import contract
 from secadero.contract import Envelope, Event, Telemetry
 from secadero.day import MIN_MINUTES, MOISTURE, Day, DayNarrator, ForecastReplay
 from secadero.devservices import (
@@ -47,6 +47,9 @@ from secadero.devservices import (
     free_port,
 )
 from secadero.errors import ProtocolError
+
+if TYPE_CHECKING:  # the server's packages: imported only where the day needs them
+    from secadero import past_days
 
 YARD_ID = "chazuta"
 DATABASE = "secadero"
@@ -575,6 +578,7 @@ class DemoPast:
             self.batch_id = json.loads(self.marker.read_text(encoding="utf-8"))["batch"]
 
     def write(self, database: InfluxDB) -> None:
+        from secadero import past_days
         from secadero.errors import StorageError
         from secadero.server.influx import InfluxV1Writer
 
@@ -595,6 +599,8 @@ class DemoPast:
     def record(self, api: DemoApi, password: str) -> None:
         """Carmen's record of the example batch; her session is kept for its report."""
         import json
+
+        from secadero import past_days
 
         if self.past is None and self.batch_id is None:
             return  # nothing was written
