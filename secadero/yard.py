@@ -630,7 +630,7 @@ class DemoPast:
 
 
 def _forget_the_last_run(broker: Mosquitto, nodes: int, say: Callable[[str], None]) -> None:
-    """What the broker kept of an earlier run in this folder, for the server to hear.
+    """Drop the nodes' last word from an earlier run in this folder, kept for the server.
 
     The demo stops its nodes after the server, so their last word, "offline", is kept
     twice: retained on their ``status`` topics and queued in the server's persistent
