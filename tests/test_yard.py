@@ -121,24 +121,104 @@ def test_the_demo_yard_stores_readings_alerts_and_stops_everything_on_ctrl_c(
 
 @pytest.mark.integration
 @pytest.mark.slow
-def test_a_second_run_in_the_same_folder_does_not_page_the_technician_for_starting_nodes(
+def test_a_second_run_starts_without_the_nodes_last_offline_from_the_first(
         tmp_path: Path) -> None:
     """The demo stops its nodes after its server, so their "offline" waits on the broker
-    (retained, and queued in the server's session) for the next run, whose server starts
-    before the nodes: without clearing it, that run opens by paging the technician
-    ("el nodo ... no responde") for every node."""
-    command = [sys.executable, "-m", "secadero.cli", "yard", "--endless", "--dir",
-               str(tmp_path), "--nodes", "2", "--interval", "0.5", "--speed", "1"]
-    first = subprocess.run([*command, "--duration", "6"], capture_output=True, text=True,
-                           timeout=120)
-    assert first.returncode == 0, first.stdout + first.stderr
-    assert re.search(r"norte-1\s+#\d+", first.stdout), first.stdout  # the nodes ran
-    second = subprocess.run([*command, "--duration", "8"], capture_output=True, text=True,
-                            timeout=120)
-    assert second.returncode == 0, second.stdout + second.stderr
-    assert re.search(r"norte-1\s+#\d+", second.stdout), second.stdout
-    assert "no responde" not in second.stdout, second.stdout
-    assert "could not be cleared" not in second.stdout, second.stdout
+    for the next run (retained on their ``status`` topics, and queued in the server's
+    persistent session), whose server starts before the nodes and would page the
+    technician for nodes that are only starting. The next run's first step
+    (``_forget_the_last_run``) must leave neither: checked on the broker's own
+    persisted state, as the second run finds it."""
+    import threading
+
+    import paho.mqtt.client as mqtt
+
+    from secadero import contract
+    from secadero.devservices import SERVER_USER, Mosquitto
+    from secadero.yard import SERVER_CLIENT_ID, YARD_ID, _forget_the_last_run
+
+    # The first run: until both nodes' readings are stored (so both were connected),
+    # then stopped as a person does, the server first.
+    first = subprocess.Popen(
+        [sys.executable, "-m", "secadero.cli", "yard", "--endless", "--dir", str(tmp_path),
+         "--nodes", "2", "--interval", "0.5", "--speed", "1"],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    assert first.stdout is not None
+    stored: set[str] = set()
+    deadline = time.monotonic() + 90
+    try:
+        for line in first.stdout:
+            match = re.match(r"\d\d:\d\d:\d\d  (\S+)\s+#\d+", line)
+            stored |= {match.group(1)} if match else set()
+            if stored == {"norte-1", "centro-2"} or time.monotonic() > deadline:
+                break
+    finally:
+        first.terminate()  # SIGTERM: the demo stops what it started
+        first.communicate(timeout=60)
+    assert first.returncode == 0 and stored == {"norte-1", "centro-2"}, stored
+
+    def retained_statuses(broker: Mosquitto) -> dict[str, bytes]:
+        """The retained ``status`` of the demo's nodes: what a new subscriber gets before a
+        marker published after its subscription (retained ones are sent first)."""
+        got: dict[str, bytes] = {}
+        marker = contract.node_topic(YARD_ID, "zz-marker", "status")
+        done = threading.Event()
+        client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="test-retained")
+        client.username_pw_set(*broker.client_credentials())
+
+        def on_message(_c: object, _u: object, message: mqtt.MQTTMessage) -> None:
+            if message.topic == marker:
+                done.set()
+            else:
+                got[message.topic] = message.payload
+
+        client.on_message = on_message
+        client.on_subscribe = lambda *_: client.publish(marker, b"", qos=1)
+        client.on_connect = lambda *_: client.subscribe(
+            contract.subscription("status", yard=YARD_ID), qos=1)
+        client.connect("127.0.0.1", broker.port)
+        client.loop_start()
+        try:
+            assert done.wait(20), "the marker never came back"
+        finally:
+            client.disconnect()
+            client.loop_stop()
+        return got
+
+    def server_session_present(broker: Mosquitto) -> bool:
+        connected: list[bool] = []
+        answered = threading.Event()
+        client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=SERVER_CLIENT_ID,
+                             protocol=mqtt.MQTTv5)
+        client.username_pw_set(*broker.credentials(SERVER_USER))
+
+        def on_connect(_c: object, _u: object, flags: Any, *_: object) -> None:
+            connected.append(bool(flags.session_present))
+            answered.set()
+
+        client.on_connect = on_connect
+        client.connect("127.0.0.1", broker.port, clean_start=False)
+        client.loop_start()
+        try:
+            assert answered.wait(20), "no CONNACK"
+        finally:
+            client.disconnect()
+            client.loop_stop()
+        return connected[0]
+
+    # The broker of the second run: the same folder, its persisted retained messages and
+    # sessions. What the first run left: each node's last word, "offline".
+    with Mosquitto(workdir=tmp_path / "mosquitto") as broker:
+        broker.start()
+        left = retained_statuses(broker)
+        assert {contract.decode(topic, payload).message.state  # type: ignore[union-attr]
+                for topic, payload in left.items()} == {"offline"}, left
+        assert len(left) == 2
+        told: list[str] = []
+        _forget_the_last_run(broker, 2, told.append)
+        assert told == []  # nothing went wrong
+        assert retained_statuses(broker) == {}
+        assert not server_session_present(broker)
 
 
 @pytest.mark.integration
