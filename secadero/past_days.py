@@ -54,6 +54,7 @@ from secadero.server.batches.estimate import EQUILIBRIUM_X
 from secadero.server.influx import InfluxV1Writer
 from secadero.server.influx_points import alert_line
 from secadero.server.points import LineBuilder, event_points, to_lines
+from secadero.settings import BatchSettings
 
 DAYS = 16
 STEP_S = 300
@@ -73,8 +74,9 @@ FIRST_EPISODE = 9001
 BATCH_START_DAY = 9
 BATCH_TRAYS = ("t1", "t2")
 START_MOISTURE_PCT = 54.0
-TARGET_PCT = 7.5
-DRYING_MAX_HUMIDITY_PCT = 70.0
+# The demo's server runs with the default [batches] settings: its target and drying rule.
+TARGET_PCT = BatchSettings().target_moisture_pct
+DRYING_MAX_HUMIDITY_PCT = BatchSettings().drying_max_humidity_pct
 # Lewis' k per kPa·h of drying: 0.06, a little above the estimate's prior median (0.051);
 # in this yard's simulated weather the beans reach 7.5 % in five to six days.
 K_PER_KPA_H = 0.06
